@@ -1,0 +1,94 @@
+"""Rendering helpers shared by the commands: consoles, errors, diagnostics, JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from mlcycle.spec.diagnostics import Diagnostic
+
+
+@cache
+def stdout() -> Console:
+    """The console for results."""
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+@cache
+def stderr() -> Console:
+    """The console for errors, warnings and progress."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def error(message: str, *, hint: str | None = None) -> None:
+    """`error: MESSAGE` in red on stderr, and a hint line when there is one."""
+    from rich.markup import escape
+
+    stderr().print(f"[bold red]error:[/] {escape(message)}")
+    if hint:
+        stderr().print(f"[dim]hint: {escape(hint)}[/]")
+
+
+def warning(message: str) -> None:
+    """`warning: MESSAGE` in yellow on stderr."""
+    from rich.markup import escape
+
+    stderr().print(f"[bold yellow]warning:[/] {escape(message)}")
+
+
+def print_json(payload: Any) -> None:
+    """Machine-readable output on stdout, nothing else on it."""
+    sys.stdout.write(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def diagnostics(items: Sequence[Diagnostic], *, console: Console | None = None) -> None:
+    """Print diagnostics compiler-style, with a caret snippet on a terminal."""
+    from rich.markup import escape
+
+    out = console or stderr()
+    sources: dict[str, list[str] | None] = {}
+    for d in items:
+        colour = "red" if d.severity == "error" else "yellow"
+        out.print(
+            f"[bold]{escape(d.file)}:{d.line}:{d.col}:[/] "
+            f"[bold {colour}]{d.severity}:[/] {escape(d.message)}"
+        )
+        if out.is_terminal:
+            lines = sources.setdefault(d.file, _read_lines(d.file))
+            if lines is not None and 0 < d.line <= len(lines):
+                text = lines[d.line - 1].rstrip("\n")
+                out.print(f"  {d.line:>4} | {escape(text)}")
+                out.print(f"       | {' ' * (d.col - 1)}[bold {colour}]^[/]")
+        if d.hint:
+            out.print(f"  [dim]hint: {escape(d.hint)}[/]")
+
+
+def _read_lines(file: str) -> list[str] | None:
+    try:
+        return Path(file).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+
+
+def table(title: str | None, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> None:
+    """A rich table of rows on stdout."""
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for column in columns:
+        t.add_column(column)
+    for row in rows:
+        t.add_row(*("" if v is None else str(v) for v in row))
+    stdout().print(t)

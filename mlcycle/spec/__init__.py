@@ -1,0 +1,1 @@
+"""The lifecycle spec: loading, schema validation, taxonomy rules and patterns."""

@@ -1,0 +1,518 @@
+"""The typed lifecycle spec: frozen dataclasses built from a schema-valid document.
+
+`Spec.from_document` assumes the document already passed the JSON schema (the
+loader guarantees it), so it only fills defaults and converts; it never
+validates. Defaults live here, in one place, so a minimal spec stays short.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+API_VERSION = "mlcycle/v1"
+DEFAULT_TAG_FORMAT = "{name}@v{version}"
+DEFAULT_REGISTRY_PATH = ".mlcycle/registry"
+DEFAULT_STORE_URL = "sqlite:///.mlcycle/store.db"
+DEFAULT_BASE_IMAGE = "python:3.11-slim"
+
+
+class DataAccess(StrEnum):
+    """How data enters the lifecycle."""
+
+    PROGRAMMATIC = "programmatic"
+    ADHOC = "adhoc"
+
+
+class Procurement(StrEnum):
+    """How a model comes to be."""
+
+    UNATTENDED = "unattended"
+    INTERACTIVE = "interactive"
+
+
+class Update(StrEnum):
+    """How a model is refreshed."""
+
+    AUTONOMOUS = "autonomous"
+    RELEASE_FORCED = "release-forced"
+
+
+class Deployment(StrEnum):
+    """How a model is put into service."""
+
+    DYNAMIC = "dynamic"
+    WRAPPED = "wrapped"
+
+
+class Liaison(StrEnum):
+    """How research and development work together."""
+
+    JOINT = "joint"
+    DUAL = "dual"
+
+
+class SelectorKind(StrEnum):
+    """Routing policies of a dynamic serving engine."""
+
+    LATEST = "latest"
+    PINNED = "pinned"
+    AB = "ab"
+    EPSILON_GREEDY = "epsilon-greedy"
+    THOMPSON = "thompson"
+    SHADOW = "shadow"
+    FALLBACK = "fallback"
+
+    @property
+    def needs_feedback(self) -> bool:
+        """Whether the selector learns from true outcomes."""
+        return self in (SelectorKind.EPSILON_GREEDY, SelectorKind.THOMPSON, SelectorKind.FALLBACK)
+
+
+@dataclass(frozen=True)
+class Classification:
+    """The five attributes of the lifecycle taxonomy (seed 004)."""
+
+    data_access: DataAccess
+    procurement: Procurement
+    update: Update
+    deployment: Deployment
+    liaison: Liaison
+
+    ATTRIBUTES = ("data_access", "procurement", "update", "deployment", "liaison")
+
+    def as_dict(self) -> dict[str, str]:
+        """The classification as plain strings, keyed by attribute."""
+        return {name: getattr(self, name).value for name in self.ATTRIBUTES}
+
+
+# --- conditions: gates and metric triggers -----------------------------------------
+
+# The one grammar of a condition; the schema's `condition` pattern says the same.
+CONDITION_RE = re.compile(
+    r"^\s*(?P<metric>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op>>=|<=|>|<)\s*"
+    r"(?:(?P<baseline>baseline)(?:\s*(?P<sign>[-+])\s*(?P<delta>[0-9]+(?:\.[0-9]+)?))?"
+    r"|(?P<number>[-+]?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?))\s*$"
+)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """`METRIC OP VALUE`, VALUE absolute or relative to the current model (`baseline`)."""
+
+    metric: str
+    op: str
+    value: float
+    relative: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Condition:
+        """Parse a condition; raises ValueError on text the grammar does not accept."""
+        match = CONDITION_RE.match(text)
+        if match is None:
+            raise ValueError(f"not a condition: {text!r} (expected e.g. 'roc_auc >= 0.8')")
+        if match["baseline"]:
+            delta = float(match["delta"] or 0.0)
+            return cls(
+                match["metric"], match["op"], -delta if match["sign"] == "-" else delta, True
+            )
+        return cls(match["metric"], match["op"], float(match["number"]))
+
+    def threshold(self, baseline: float | None) -> float | None:
+        """The absolute threshold; None when relative and there is no baseline yet."""
+        if not self.relative:
+            return self.value
+        return None if baseline is None else baseline + self.value
+
+    def holds(self, value: float, baseline: float | None = None) -> bool:
+        """Whether `value` meets the condition (a relative one holds without a baseline)."""
+        limit = self.threshold(baseline)
+        if limit is None:
+            return True
+        return {
+            ">=": value >= limit,
+            ">": value > limit,
+            "<=": value <= limit,
+            "<": value < limit,
+        }[self.op]
+
+    def __str__(self) -> str:
+        if self.relative:
+            if self.value == 0:
+                return f"{self.metric} {self.op} baseline"
+            sign = "-" if self.value < 0 else "+"
+            return f"{self.metric} {self.op} baseline {sign} {abs(self.value):g}"
+        return f"{self.metric} {self.op} {self.value:g}"
+
+
+DURATION_RE = re.compile(r"^(?P<n>[1-9][0-9]*)(?P<unit>[smhdw])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in a duration such as `30m`, `12h`, `1d`, `2w`."""
+    match = DURATION_RE.match(text)
+    if match is None:
+        raise ValueError(f"not a duration: {text!r} (expected e.g. '12h', '1d')")
+    return int(match["n"]) * _UNIT_SECONDS[match["unit"]]
+
+
+# --- sections -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A data source descriptor: a SQL table/query (`url`) or a file (`path`)."""
+
+    url: str | None = None
+    table: str | None = None
+    query: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    path: str | None = None
+    format: str | None = None
+    ordinal: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """`sql` or `file`."""
+        return "sql" if self.url else "file"
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> SourceSpec:
+        """Build from the schema-valid mapping of a source."""
+        return cls(
+            url=raw.get("url"),
+            table=raw.get("table"),
+            query=raw.get("query"),
+            params=dict(raw.get("params") or {}),
+            path=raw.get("path"),
+            format=raw.get("format"),
+            ordinal=raw.get("ordinal"),
+        )
+
+
+@dataclass(frozen=True)
+class OutcomesSpec:
+    """Where true outcomes arrive: a source plus the key and outcome columns."""
+
+    source: SourceSpec
+    key: str
+    outcome: str
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Training data: a programmatic source or an ad-hoc dump, plus the columns."""
+
+    source: SourceSpec | None = None
+    dump: str | None = None
+    label: str | None = None
+    features: tuple[str, ...] | None = None
+    key: str | None = None
+    outcomes: OutcomesSpec | None = None
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One pipeline step: an importable class path and its constructor parameters."""
+
+    class_path: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TuningSpec:
+    """Grid or random search with cross-validation."""
+
+    params: Mapping[str, tuple[Any, ...]]
+    search: str = "grid"
+    cv: int = 3
+    iterations: int = 10
+    scoring: str | None = None
+    n_jobs: int = 1
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The estimator to train: pipeline steps or an entry point."""
+
+    pipeline: tuple[StepSpec, ...] = ()
+    entrypoint: str | None = None
+    task: str | None = None
+    seed: int = 0
+    tuning: TuningSpec | None = None
+
+
+@dataclass(frozen=True)
+class EvaluationSpec:
+    """How a model is evaluated and the gate it must pass."""
+
+    split: str = "holdout"
+    test_size: float = 0.2
+    folds: int = 5
+    metrics: tuple[str, ...] = ()
+    gate: tuple[Condition, ...] = ()
+
+
+@dataclass(frozen=True)
+class ResearchSpec:
+    """Dual liaison: what research delivered, to be reproduced within tolerance."""
+
+    data: str | None = None
+    predictions: str | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    tolerance: float = 1e-6
+
+
+@dataclass(frozen=True)
+class ReleaseSpec:
+    """Release tagging, the hand-trained model and the research specification."""
+
+    tag_format: str = DEFAULT_TAG_FORMAT
+    model: str | None = None
+    research: ResearchSpec | None = None
+
+
+@dataclass(frozen=True)
+class TriggersSpec:
+    """Conditions that start a new generation; any one suffices."""
+
+    every: int | None = None  # seconds
+    new_rows: int | None = None
+    metric: Condition | None = None
+    drift: float | None = None
+
+
+@dataclass(frozen=True)
+class UpdateSpec:
+    """When and on which data the training agent produces a generation."""
+
+    triggers: TriggersSpec = field(default_factory=TriggersSpec)
+    data: str = "increment"
+    window: int | None = None
+    warm_start: bool = True
+
+
+@dataclass(frozen=True)
+class SelectorSpec:
+    """The routing policy of a dynamic deployment."""
+
+    kind: SelectorKind = SelectorKind.LATEST
+    arms: int = 2
+    model: str | None = None
+    weights: tuple[float, ...] | None = None
+    sticky: str | None = None
+    epsilon: float = 0.1
+    min_predictions: int = 100
+    min_age: int | None = None  # seconds
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """The container image of a wrapped deployment."""
+
+    name: str
+    base: str = DEFAULT_BASE_IMAGE
+    registry: str | None = None
+
+
+@dataclass(frozen=True)
+class ServeSpec:
+    """Defaults of `mlcycle serve`."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """Selector, image and server settings."""
+
+    selector: SelectorSpec
+    image: ImageSpec
+    serve: ServeSpec = field(default_factory=ServeSpec)
+
+
+@dataclass(frozen=True)
+class RegistrySpec:
+    """Where the model registry lives."""
+
+    backend: str = "local"
+    path: str = DEFAULT_REGISTRY_PATH
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """Database for predictions, outcomes and production metrics."""
+
+    url: str = DEFAULT_STORE_URL
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated lifecycle spec; `root` is the directory paths are relative to."""
+
+    name: str
+    lifecycle: Classification
+    data: DataSpec
+    model: ModelSpec
+    evaluation: EvaluationSpec
+    release: ReleaseSpec
+    update: UpdateSpec
+    deployment: DeploymentSpec
+    registry: RegistrySpec
+    store: StoreSpec
+    root: Path = Path()
+    description: str | None = None
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the spec, made absolute against the spec's directory."""
+        path = Path(relative).expanduser()
+        return path if path.is_absolute() else self.root / path
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any], *, root: Path = Path()) -> Spec:
+        """Build the typed spec from a schema-valid document."""
+        lc = doc["lifecycle"]
+        lifecycle = Classification(
+            data_access=DataAccess(lc["data_access"]),
+            procurement=Procurement(lc["procurement"]),
+            update=Update(lc["update"]),
+            deployment=Deployment(lc["deployment"]),
+            liaison=Liaison(lc["liaison"]),
+        )
+        return cls(
+            name=doc["name"],
+            description=doc.get("description"),
+            lifecycle=lifecycle,
+            data=_data(doc.get("data") or {}),
+            model=_model(doc.get("model") or {}),
+            evaluation=_evaluation(doc.get("evaluation") or {}),
+            release=_release(doc.get("release") or {}),
+            update=_update(doc.get("update") or {}),
+            deployment=_deployment(doc.get("deployment") or {}, name=doc["name"]),
+            registry=RegistrySpec(**(doc.get("registry") or {})),
+            store=StoreSpec(**(doc.get("store") or {})),
+            root=root,
+        )
+
+
+def _data(raw: Mapping[str, Any]) -> DataSpec:
+    outcomes = None
+    if raw.get("outcomes"):
+        out = raw["outcomes"]
+        outcomes = OutcomesSpec(
+            source=SourceSpec.from_mapping(out), key=out["key"], outcome=out["outcome"]
+        )
+    features = raw.get("features")
+    return DataSpec(
+        source=SourceSpec.from_mapping(raw["source"]) if raw.get("source") else None,
+        dump=raw.get("dump"),
+        label=raw.get("label"),
+        features=tuple(features) if features else None,
+        key=raw.get("key"),
+        outcomes=outcomes,
+    )
+
+
+def _model(raw: Mapping[str, Any]) -> ModelSpec:
+    steps = []
+    for item in raw.get("pipeline") or ():
+        if isinstance(item, str):
+            steps.append(StepSpec(item))
+        else:
+            ((path, params),) = item.items()
+            steps.append(StepSpec(path, dict(params or {})))
+    tuning = None
+    if raw.get("tuning"):
+        t = raw["tuning"]
+        tuning = TuningSpec(
+            params={k: tuple(v) for k, v in t["params"].items()},
+            search=t.get("search", "grid"),
+            cv=t.get("cv", 3),
+            iterations=t.get("iterations", 10),
+            scoring=t.get("scoring"),
+            n_jobs=t.get("n_jobs", 1),
+        )
+    return ModelSpec(
+        pipeline=tuple(steps),
+        entrypoint=raw.get("entrypoint"),
+        task=raw.get("task"),
+        seed=raw.get("seed", 0),
+        tuning=tuning,
+    )
+
+
+def _evaluation(raw: Mapping[str, Any]) -> EvaluationSpec:
+    return EvaluationSpec(
+        split=raw.get("split", "holdout"),
+        test_size=raw.get("test_size", 0.2),
+        folds=raw.get("folds", 5),
+        metrics=tuple(raw.get("metrics") or ()),
+        gate=tuple(Condition.parse(c) for c in raw.get("gate") or ()),
+    )
+
+
+def _release(raw: Mapping[str, Any]) -> ReleaseSpec:
+    research = None
+    if raw.get("research") is not None:
+        r = raw["research"]
+        research = ResearchSpec(
+            data=r.get("data"),
+            predictions=r.get("predictions"),
+            metrics=dict(r.get("metrics") or {}),
+            tolerance=r.get("tolerance", 1e-6),
+        )
+    return ReleaseSpec(
+        tag_format=raw.get("tag_format", DEFAULT_TAG_FORMAT),
+        model=raw.get("model"),
+        research=research,
+    )
+
+
+def _update(raw: Mapping[str, Any]) -> UpdateSpec:
+    t = raw.get("triggers") or {}
+    triggers = TriggersSpec(
+        every=parse_duration(t["every"]) if t.get("every") else None,
+        new_rows=t.get("new_rows"),
+        metric=Condition.parse(t["metric"]) if t.get("metric") else None,
+        drift=t.get("drift"),
+    )
+    return UpdateSpec(
+        triggers=triggers,
+        data=raw.get("data", "increment"),
+        window=raw.get("window"),
+        warm_start=raw.get("warm_start", True),
+    )
+
+
+def _deployment(raw: Mapping[str, Any], *, name: str) -> DeploymentSpec:
+    sel = raw.get("selector", "latest")
+    if isinstance(sel, str):
+        selector = SelectorSpec(kind=SelectorKind(sel))
+    else:
+        selector = SelectorSpec(
+            kind=SelectorKind(sel["kind"]),
+            arms=sel.get("arms", 2),
+            model=sel.get("model"),
+            weights=tuple(sel["weights"]) if sel.get("weights") else None,
+            sticky=sel.get("sticky"),
+            epsilon=sel.get("epsilon", 0.1),
+            min_predictions=sel.get("min_predictions", 100),
+            min_age=parse_duration(sel["min_age"]) if sel.get("min_age") else None,
+            seed=sel.get("seed", 0),
+        )
+    img = raw.get("image") or {}
+    image = ImageSpec(
+        name=img.get("name", name),
+        base=img.get("base", "python:3.11-slim"),
+        registry=img.get("registry"),
+    )
+    serve = ServeSpec(**(raw.get("serve") or {}))
+    return DeploymentSpec(selector=selector, image=image, serve=serve)
