@@ -1,0 +1,38 @@
+"""How the core reports progress on long work without printing.
+
+Core functions take a `Progress` and call it; the CLI passes one that draws
+rich progress bars, tests and library users pass nothing (`NULL_PROGRESS`).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Progress(Protocol):
+    """Receives progress of long-running work: one task at a time."""
+
+    def start(self, description: str, total: float | None = None) -> None:
+        """A new task begins; `total` is its size in steps when known."""
+
+    def advance(self, steps: float = 1) -> None:
+        """The current task made `steps` of progress."""
+
+    def done(self) -> None:
+        """The current task finished."""
+
+
+class NullProgress:
+    """A `Progress` that ignores everything."""
+
+    def start(self, description: str, total: float | None = None) -> None:
+        """Ignore the start of a task."""
+
+    def advance(self, steps: float = 1) -> None:
+        """Ignore progress."""
+
+    def done(self) -> None:
+        """Ignore the end of a task."""
+
+
+NULL_PROGRESS: Progress = NullProgress()
