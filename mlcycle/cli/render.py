@@ -20,7 +20,7 @@ def stdout() -> Console:
     """The console for results."""
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=True)
+    return Console(highlight=False, soft_wrap=True, emoji=False)
 
 
 @cache
@@ -28,7 +28,7 @@ def stderr() -> Console:
     """The console for errors, warnings and progress."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def error(message: str, *, hint: str | None = None) -> None:

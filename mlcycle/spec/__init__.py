@@ -1,1 +1,202 @@
-"""The lifecycle spec: loading, schema validation, taxonomy rules and patterns."""
+"""The lifecycle spec: loading, schema validation, taxonomy rules and patterns.
+
+`validate_file` runs the whole check and returns a report (it raises only when
+there is no spec to read); `load_spec` returns the typed `Spec` or raises a
+`SpecError` carrying every positioned problem. The steps, bottom up:
+`loader` (YAML → located data), `schema` (JSON Schema, errors mapped to
+positions), `model` (the typed spec), `rules` (taxonomy consistency and
+anti-patterns), `patterns` (the derived lifecycle pattern), `plan` (the
+stages the lifecycle runs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlcycle.errors import SpecError, SpecNotFoundError
+from mlcycle.spec.diagnostics import Diagnostic
+from mlcycle.spec.loader import load_document, require_document
+from mlcycle.spec.model import (
+    Classification,
+    DataAccess,
+    Deployment,
+    Liaison,
+    Procurement,
+    Spec,
+    Update,
+)
+from mlcycle.spec.patterns import Pattern, PatternMatch, derive_pattern
+from mlcycle.spec.rules import check_rules
+from mlcycle.spec.schema import schema_diagnostics
+
+SPEC_FILENAME = "lifecycle.yaml"
+
+
+def find_spec(path: str | Path | None = None) -> Path:
+    """The spec file: `path` itself, or `lifecycle.yaml` in the directory `path` (default: cwd).
+
+    Raises SpecNotFoundError when there is none. The path is returned as given
+    (relative paths stay relative), so diagnostics name the file the way the
+    user did.
+    """
+    if path is None:
+        candidate = Path(SPEC_FILENAME)
+        if not candidate.exists():
+            raise SpecNotFoundError(
+                path=SPEC_FILENAME, reason=f"no {SPEC_FILENAME} in the current directory"
+            )
+    else:
+        given = Path(path)
+        if given.is_dir():
+            candidate = given / SPEC_FILENAME
+            if not candidate.exists():
+                raise SpecNotFoundError(path=str(given), reason=f"no {SPEC_FILENAME} in it")
+        elif not given.exists():
+            raise SpecNotFoundError(path=str(given), reason="no such file or directory")
+        else:
+            candidate = given
+    if candidate.is_dir():
+        raise SpecNotFoundError(path=str(candidate), reason="is a directory, not a file")
+    return candidate
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Everything `mlcycle validate` found in one spec file."""
+
+    file: Path
+    spec: Spec | None  # the typed spec, only when valid
+    diagnostics: tuple[Diagnostic, ...]
+    pattern: PatternMatch | None  # whenever the lifecycle block is readable
+    classification: Classification | None = None
+
+    @property
+    def errors(self) -> tuple[Diagnostic, ...]:
+        """The diagnostics of severity error."""
+        return tuple(d for d in self.diagnostics if d.severity == "error")
+
+    @property
+    def warnings(self) -> tuple[Diagnostic, ...]:
+        """The diagnostics of severity warning."""
+        return tuple(d for d in self.diagnostics if d.severity == "warning")
+
+    @property
+    def ok(self) -> bool:
+        """Whether the spec has no errors (warnings allowed)."""
+        return not self.errors
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form printed by `mlcycle validate --json`."""
+        return {
+            "file": str(self.file),
+            "valid": self.ok,
+            "pattern": None if self.pattern is None else self.pattern.as_dict(),
+            "classification": (
+                None if self.classification is None else self.classification.as_dict()
+            ),
+            "errors": [d.as_dict() for d in self.errors],
+            "warnings": [d.as_dict() for d in self.warnings],
+        }
+
+
+def validate_file(path: str | Path | None = None, *, strict: bool = False) -> ValidationReport:
+    """Check a spec: YAML, schema, taxonomy rules; derive its pattern.
+
+    Never raises for what the file contains (every problem is a diagnostic);
+    raises SpecNotFoundError when there is no spec at `path`. With `strict`,
+    warnings count as errors.
+    """
+    file = find_spec(path)
+    doc = load_document(file, display=str(file))
+    diagnostics = list(doc.diagnostics)
+    spec: Spec | None = None
+    classification: Classification | None = None
+    if doc.data is not None:
+        taken = {(d.line, d.col) for d in diagnostics}
+        # Where YAML itself failed (an alias, say) the schema would only repeat it.
+        found = [d for d in schema_diagnostics(doc) if (d.line, d.col) not in taken]
+        diagnostics.extend(found)
+        classification = _classification(doc.data)
+        if not diagnostics:
+            spec = Spec.from_document(doc.data, root=file.absolute().parent)
+            diagnostics.extend(check_rules(spec, doc))
+    if strict:
+        diagnostics = [
+            dataclasses.replace(d, severity="error", message=f"{d.message} (--strict)")
+            if d.severity == "warning"
+            else d
+            for d in diagnostics
+        ]
+    diagnostics.sort(key=lambda d: (d.line, d.col, d.severity != "error", d.message))
+    ok = not any(d.severity == "error" for d in diagnostics)
+    return ValidationReport(
+        file=file,
+        spec=spec if ok else None,
+        diagnostics=tuple(diagnostics),
+        pattern=None if classification is None else derive_pattern(classification),
+        classification=classification,
+    )
+
+
+def load_spec(path: str | Path | None = None, *, strict: bool = False) -> Spec:
+    """The typed spec at `path` (a file, or a directory holding lifecycle.yaml).
+
+    Raises SpecError carrying every diagnostic when the spec is invalid, and
+    SpecNotFoundError when there is none. `Spec.root` is the spec's directory.
+    """
+    report = validate_file(path, strict=strict)
+    if report.spec is None:
+        raise SpecError(diagnostics=report.diagnostics)
+    return report.spec
+
+
+def spec_hash(path: str | Path | None = None) -> str:
+    """SHA-256 (hex) of the spec's canonical JSON: comments and formatting do not change it.
+
+    Raises SpecError when the file is not acceptable YAML.
+    """
+    doc = require_document(find_spec(path))
+    canonical = json.dumps(doc.data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _classification(data: Any) -> Classification | None:
+    lc = data.get("lifecycle") if isinstance(data, Mapping) else None
+    if not isinstance(lc, Mapping):
+        return None
+    values = [v for v in (lc.get(n) for n in Classification.ATTRIBUTES) if isinstance(v, str)]
+    if len(values) != len(Classification.ATTRIBUTES):
+        return None
+    data_access, procurement, update, deployment, liaison = values
+    try:
+        return Classification(
+            data_access=DataAccess(data_access),
+            procurement=Procurement(procurement),
+            update=Update(update),
+            deployment=Deployment(deployment),
+            liaison=Liaison(liaison),
+        )
+    except ValueError:
+        return None
+
+
+__all__ = [
+    "SPEC_FILENAME",
+    "Classification",
+    "Diagnostic",
+    "Pattern",
+    "PatternMatch",
+    "Spec",
+    "ValidationReport",
+    "derive_pattern",
+    "find_spec",
+    "load_spec",
+    "spec_hash",
+    "validate_file",
+]

@@ -1,10 +1,21 @@
-"""Commands about the spec itself: schema (validate, plan and init come with issue 2)."""
+"""Commands about the spec itself: schema, validate and plan."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
 
 from mlcycle.cli.app import app
+from mlcycle.errors import ExitCode
+
+if TYPE_CHECKING:
+    from mlcycle.spec import ValidationReport
+    from mlcycle.spec.plan import Plan
+
+_PATH_HELP = "lifecycle.yaml, or a directory containing one (default: the current directory)."
 
 
 @app.command()
@@ -13,3 +24,93 @@ def schema() -> None:
     from mlcycle.resources import schema_path
 
     sys.stdout.write(schema_path().read_text(encoding="utf-8"))
+
+
+@app.command()
+def validate(
+    path: Path | None = typer.Argument(None, help=_PATH_HELP, show_default=False, metavar="PATH"),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the report as JSON on stdout (also when invalid)."
+    ),
+    strict: bool = typer.Option(False, "--strict", help="Treat warnings as errors."),
+) -> None:
+    """Check lifecycle.yaml: YAML, schema and the taxonomy's rules; name its pattern.
+
+    Exit status 0 when valid (warnings allowed), 2 when invalid.
+    """
+    from mlcycle import api
+
+    report = api.validate(path, strict=strict)
+    if as_json:
+        from mlcycle.cli import render
+
+        render.print_json(report.as_dict())
+    else:
+        _render_report(report)
+    if not report.ok:
+        raise typer.Exit(ExitCode.USAGE)
+
+
+def _render_report(report: ValidationReport) -> None:
+    from rich.markup import escape
+
+    from mlcycle.cli import render
+
+    render.diagnostics(report.diagnostics)
+    warnings = len(report.warnings)
+    counted = f"{warnings} warning{'s' if warnings != 1 else ''}"
+    file = escape(str(report.file))
+    if report.ok:
+        label = report.pattern.label if report.pattern else "lifecycle"
+        tail = f" ({counted})" if warnings else ""
+        render.stdout().print(f"{file}: [bold green]valid[/] — {escape(label)}{tail}")
+    else:
+        errors = len(report.errors)
+        counts = f"{errors} error{'s' if errors != 1 else ''}" + (
+            f", {counted}" if warnings else ""
+        )
+        render.stdout().print(f"{file}: [bold red]invalid[/] — {counts}")
+
+
+@app.command()
+def plan(
+    path: Path | None = typer.Argument(None, help=_PATH_HELP, show_default=False, metavar="PATH"),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON on stdout."),
+) -> None:
+    """Show the stages this lifecycle runs, and which of them mlcycle carries out."""
+    from mlcycle import api
+
+    result = api.plan(path)
+    if as_json:
+        from mlcycle.cli import render
+
+        render.print_json(result.as_dict())
+    else:
+        _render_plan(result)
+
+
+def _render_plan(result: Plan) -> None:
+    from rich.markup import escape
+    from rich.tree import Tree
+
+    from mlcycle.cli import render
+    from mlcycle.spec.plan import Actor
+
+    tree = Tree(f"[bold]{escape(result.name)}[/]: {escape(result.pattern.label)}")
+    for lane in result.lanes:
+        branch = tree.add(f"[bold]{escape(lane.title)}[/]")
+        for stage in lane.stages:
+            if stage.by is Actor.MLCYCLE:
+                who = f"[green]{escape(stage.command or 'mlcycle')}[/]"
+            else:
+                who = "[yellow]by hand[/]"
+            branch.add(f"[bold]{escape(stage.title)}[/] — {who}\n{escape(stage.detail)}")
+        if lane.note:
+            branch.add(f"[dim]{escape(lane.note)}[/]")
+    out = render.stdout()
+    # Wrap long details under their stage instead of cropping them at the edge.
+    out.print(tree, soft_wrap=False)
+    automated = sum(1 for s in result.stages() if s.by is Actor.MLCYCLE)
+    out.print(
+        f"{automated} of {len(result.stages())} stages automated by mlcycle; the rest are yours."
+    )

@@ -1,0 +1,22 @@
+"""Verbs about the spec itself: validate it, and plan the stages it runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlcycle.spec import ValidationReport, load_spec, validate_file
+from mlcycle.spec.plan import Plan, build_plan
+
+
+def validate(path: str | Path | None = None, *, strict: bool = False) -> ValidationReport:
+    """Validate the spec at `path` (a file, or a directory holding lifecycle.yaml).
+
+    Every problem in the file is a diagnostic of the report; raises
+    SpecNotFoundError only when there is no spec to read.
+    """
+    return validate_file(path, strict=strict)
+
+
+def plan(path: str | Path | None = None) -> Plan:
+    """The stages the spec at `path` will run; raises SpecError when it is invalid."""
+    return build_plan(load_spec(path))

@@ -1,0 +1,237 @@
+"""The example data of a new project: scikit-learn's breast cancer data set, made event-like.
+
+569 cases, 30 measurements of cell nuclei (renamed to snake_case: `mean_radius`,
+`radius_error`, `worst_concave_points`, ...), plus
+
+- `id`: the case's key (its row number in scikit-learn's copy, 1-based), used to
+  join true outcomes to predictions;
+- `seq`: the order in which cases arrived, 1, 2, 3, ... An integer rather than a
+  timestamp on purpose: it has the same type in SQLite, CSV and Parquet, a
+  watermark is an exact JSON number, and there is no time zone or date format to
+  get wrong, while it orders and windows rows exactly as a timestamp would;
+- `malignant`: the label, 1 for a malignant tumour, 0 for a benign one
+  (scikit-learn's `target` is the opposite: 0 is malignant).
+
+Arrival order is a fixed pseudo-random shuffle (SHA-256 of the case id), so the
+files are the same on every machine and every library version. pandas,
+scikit-learn and pyarrow are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+KEY = "id"
+ORDINAL = "seq"
+LABEL = "malignant"
+OUTCOME = "outcome"
+
+EVENTS_DB = "data/events.db"
+EVENTS_TABLE = "events"
+OUTCOMES_TABLE = "outcomes"
+EVENTS_PARQUET = "data/events.parquet"
+TRAIN_CSV = "data/train.csv"
+REFERENCE_CSV = "research/reference.csv"
+PREDICTIONS_CSV = "research/predictions.csv"
+
+REFERENCE_EVERY = 5
+"""Research hands over every fifth case (by `seq`) as its reference inputs."""
+
+PREDICTION = "prediction"
+
+
+def feature_names() -> list[str]:
+    """The 30 feature columns, snake_case, in scikit-learn's order."""
+    from sklearn.datasets import load_breast_cancer
+
+    return [_snake(name) for name in load_breast_cancer().feature_names]
+
+
+def breast_cancer_events() -> pd.DataFrame:
+    """All 569 cases as events: `id`, `seq`, the 30 features, `malignant`, ordered by `seq`."""
+    import pandas as pd
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer(as_frame=True)
+    features = bunch.data.rename(columns=_snake).astype("float64")
+    frame = pd.concat(
+        [
+            pd.DataFrame({KEY: range(1, len(features) + 1)}, dtype="int64"),
+            features.reset_index(drop=True),
+            pd.DataFrame({LABEL: 1 - bunch.target.to_numpy()}, dtype="int64"),
+        ],
+        axis=1,
+    )
+    order = sorted(range(len(frame)), key=lambda i: _arrival_rank(int(frame[KEY].iat[i])))
+    frame = frame.iloc[order].reset_index(drop=True)
+    frame.insert(1, ORDINAL, pd.Series(range(1, len(frame) + 1), dtype="int64"))
+    return frame
+
+
+def write_dump(root: Path) -> list[str]:
+    """`data/train.csv`: a static export (no `seq`: a dump has no notion of arrival)."""
+    events = breast_cancer_events().drop(columns=[ORDINAL])
+    path = root / TRAIN_CSV
+    path.parent.mkdir(parents=True, exist_ok=True)
+    events.to_csv(path, index=False, lineterminator="\n")
+    return [TRAIN_CSV]
+
+
+def write_sqlite(root: Path) -> list[str]:
+    """`data/events.db`: table `events` (features, label, `seq`) and `outcomes` (`id`, `outcome`).
+
+    `outcomes` holds the confirmed diagnosis of every case, as a lab system would
+    record it after the fact: the feedback path that production evaluation joins
+    to served predictions by `id`.
+    """
+    events = breast_cancer_events()
+    path = root / EVENTS_DB
+    path.parent.mkdir(parents=True, exist_ok=True)
+    features = [c for c in events.columns if c not in (KEY, ORDINAL, LABEL)]
+    columns = [
+        f'"{KEY}" INTEGER PRIMARY KEY',
+        f'"{ORDINAL}" INTEGER NOT NULL UNIQUE',
+        *(f'"{name}" REAL NOT NULL' for name in features),
+        f'"{LABEL}" INTEGER NOT NULL',
+    ]
+    names = ", ".join(f'"{c}"' for c in events.columns)
+    marks = ", ".join("?" for _ in events.columns)
+    rows = _python_rows(events)
+    connection = sqlite3.connect(path)
+    try:
+        with connection:
+            connection.execute(f"CREATE TABLE {EVENTS_TABLE} ({', '.join(columns)})")
+            connection.executemany(f"INSERT INTO {EVENTS_TABLE} ({names}) VALUES ({marks})", rows)
+            connection.execute(
+                f'CREATE TABLE {OUTCOMES_TABLE} ("{KEY}" INTEGER PRIMARY KEY, '
+                f'"{OUTCOME}" INTEGER NOT NULL)'
+            )
+            connection.executemany(
+                f'INSERT INTO {OUTCOMES_TABLE} ("{KEY}", "{OUTCOME}") VALUES (?, ?)',
+                _python_rows(events[[KEY, LABEL]]),
+            )
+    finally:
+        connection.close()
+    return [EVENTS_DB]
+
+
+def write_parquet(root: Path) -> list[str]:
+    """`data/events.parquet`: the events with `seq`, as a file source."""
+    events = breast_cancer_events()
+    path = root / EVENTS_PARQUET
+    path.parent.mkdir(parents=True, exist_ok=True)
+    events.to_parquet(path, engine="pyarrow", index=False)
+    return [EVENTS_PARQUET]
+
+
+@dataclass(frozen=True)
+class Research:
+    """What `write_research` handed over: its files, the metrics it measured, its row count."""
+
+    files: list[str]
+    metrics: dict[str, float]
+    rows: int
+
+
+def write_research(root: Path, document: Mapping[str, Any]) -> Research:
+    """What research hands over: reference inputs, their predictions, the metrics measured.
+
+    Research fits the pipeline that `document` (a lifecycle spec) declares on every
+    row of `data/events.parquet`, exactly as `mlcycle` fits a release's final
+    model, then predicts every fifth case (`research/reference.csv`, which keeps
+    the label) and writes the probability of `malignant` = 1 per reference row
+    (`research/predictions.csv`: `id`, `prediction`). The metrics (roc_auc,
+    accuracy) are measured on the reference rows, unrounded.
+    """
+    import pandas as pd
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    from mlcycle.spec.model import Spec
+    from mlcycle.train import build_estimator
+
+    spec = Spec.from_document(document, root=root)
+    events = pd.read_parquet(root / EVENTS_PARQUET, engine="pyarrow")
+    features = [c for c in events.columns if c not in (KEY, ORDINAL, LABEL)]
+    estimator = build_estimator(spec.model, root=root)
+    estimator.fit(events[features], events[LABEL])
+
+    reference = events[events[ORDINAL] % REFERENCE_EVERY == 0].reset_index(drop=True)
+    probability = estimator.predict_proba(reference[features])[:, 1]
+    predicted = estimator.predict(reference[features])
+    metrics = {
+        "roc_auc": float(roc_auc_score(reference[LABEL], probability)),
+        "accuracy": float(accuracy_score(reference[LABEL], predicted)),
+    }
+    (root / REFERENCE_CSV).parent.mkdir(parents=True, exist_ok=True)
+    reference.to_csv(root / REFERENCE_CSV, index=False, lineterminator="\n")
+    predictions = pd.DataFrame({KEY: reference[KEY], PREDICTION: probability})
+    predictions.to_csv(root / PREDICTIONS_CSV, index=False, lineterminator="\n")
+    return Research([REFERENCE_CSV, PREDICTIONS_CSV], metrics, len(reference))
+
+
+# --- internals ----------------------------------------------------------------------------
+
+
+def _snake(name: str) -> str:
+    return "_".join(str(name).lower().split())
+
+
+def _arrival_rank(case_id: int) -> bytes:
+    return hashlib.sha256(f"mlcycle-example-{case_id}".encode()).digest()
+
+
+def _python_rows(frame: pd.DataFrame) -> list[tuple[Any, ...]]:
+    # sqlite3 binds Python int and float, not numpy scalars.
+    return [tuple(row) for row in frame.astype(object).itertuples(index=False, name=None)]
+
+
+def same_data(a: Path, b: Path) -> bool:
+    """Whether two data files (CSV, Parquet, SQLite) hold the same tables.
+
+    Compares content, not bytes: Parquet and SQLite files carry library versions,
+    and floats may differ in their last bits between platforms (relative 1e-9).
+    """
+    import pandas as pd
+    from pandas.testing import assert_frame_equal
+
+    if a.suffix != b.suffix:
+        return False
+    try:
+        left, right = _tables(a), _tables(b)
+        if left.keys() != right.keys():
+            return False
+        for name, frame in left.items():
+            assert_frame_equal(frame, right[name], check_exact=False, rtol=1e-9)
+    except (AssertionError, ValueError, OSError, sqlite3.Error, pd.errors.ParserError):
+        return False
+    return True
+
+
+def _tables(path: Path) -> dict[str, pd.DataFrame]:
+    import pandas as pd
+
+    if path.suffix == ".csv":
+        return {"": pd.read_csv(path)}
+    if path.suffix == ".parquet":
+        return {"": pd.read_parquet(path, engine="pyarrow")}
+    if path.suffix == ".db":
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            tables: dict[str, pd.DataFrame] = {}
+            for name, sql in connection.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'table' ORDER BY name"
+            ).fetchall():
+                frame = pd.read_sql_query(f'SELECT * FROM "{name}" ORDER BY rowid', connection)
+                tables[f"{name}: {sql}"] = frame
+            return tables
+        finally:
+            connection.close()
+    raise ValueError(f"not a data file: {path}")

@@ -1,0 +1,71 @@
+"""The serving engine: HTTP predictions, prediction log, feedback, metrics.
+
+Light to import: the names below load their modules (numpy, orjson, uvicorn) only
+when first used, so `mlcycle --help` stays fast.
+
+    from mlcycle.serve import ServedModel, serve
+    model = ServedModel.from_estimator(pipeline, name="churn", release="1.2.0")
+    serve(model, port=8080, workers=2)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlcycle.serve.app import ServeOptions, ServingApp, create_app
+    from mlcycle.serve.model import (
+        Feature,
+        ModelSource,
+        RequestInfo,
+        Router,
+        ServedModel,
+        SingleModelRouter,
+        features_from_frame,
+    )
+    from mlcycle.serve.predictor import Predictor
+    from mlcycle.serve.server import serve
+    from mlcycle.serve.store import OutcomeReport, PredictionStore
+
+_EXPORTS = {
+    "Feature": "mlcycle.serve.model",
+    "ModelSource": "mlcycle.serve.model",
+    "RequestInfo": "mlcycle.serve.model",
+    "Router": "mlcycle.serve.model",
+    "ServedModel": "mlcycle.serve.model",
+    "SingleModelRouter": "mlcycle.serve.model",
+    "features_from_frame": "mlcycle.serve.model",
+    "Predictor": "mlcycle.serve.predictor",
+    "ServeOptions": "mlcycle.serve.app",
+    "ServingApp": "mlcycle.serve.app",
+    "create_app": "mlcycle.serve.app",
+    "serve": "mlcycle.serve.server",
+    "OutcomeReport": "mlcycle.serve.store",
+    "PredictionStore": "mlcycle.serve.store",
+}
+
+__all__ = [
+    "Feature",
+    "ModelSource",
+    "OutcomeReport",
+    "PredictionStore",
+    "Predictor",
+    "RequestInfo",
+    "Router",
+    "ServeOptions",
+    "ServedModel",
+    "ServingApp",
+    "SingleModelRouter",
+    "create_app",
+    "features_from_frame",
+    "serve",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mlcycle.serve' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,111 @@
+"""Serve a fitted sklearn model file: `python -m mlcycle.serve MODEL [options]`.
+
+A minimal runner for development, tests and benchmarks; users run `mlcycle serve`.
+MODEL is a `.skops` file (loaded without running code; only sklearn and numpy types
+are trusted) or a `.pkl`/`.joblib` pickle (which runs code on load: only your own files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pickle
+import sys
+from pathlib import Path
+from typing import Any
+
+from mlcycle.errors import MlcycleError, ServingError
+
+_TRUSTED_PREFIXES = ("sklearn.", "numpy.", "builtins.", "scipy.")
+
+
+def load_estimator(path: Path) -> Any:
+    """A fitted estimator from a .skops or pickle file."""
+    if not path.is_file():
+        raise ServingError(f"{path}: no such model file")
+    if path.suffix == ".skops":
+        import skops.io as sio
+
+        untrusted = sio.get_untrusted_types(file=path)
+        refused = [t for t in untrusted if not t.startswith(_TRUSTED_PREFIXES)]
+        if refused:
+            raise ServingError(f"{path}: refusing to load untrusted types {refused}")
+        return sio.load(path, trusted=untrusted)
+    if path.suffix in (".pkl", ".pickle", ".joblib"):
+        with path.open("rb") as f:
+            return pickle.load(f)
+    raise ServingError(f"{path}: unknown model format", hint="use a .skops or .pkl file")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, load the model, serve it; returns the exit code."""
+    from mlcycle.serve.app import ServeOptions
+    from mlcycle.serve.model import ServedModel
+    from mlcycle.serve.server import serve
+    from mlcycle.spec.model import DEFAULT_STORE_URL
+
+    parser = argparse.ArgumentParser(prog="python -m mlcycle.serve", description=__doc__)
+    parser.add_argument("model", type=Path, help="a fitted sklearn estimator (.skops or .pkl)")
+    parser.add_argument("--name", default="model", help="project name reported and used by /v2")
+    parser.add_argument("--release", default=None, help="release reported with predictions")
+    parser.add_argument("--generation", type=int, default=None, help="generation reported")
+    parser.add_argument("--task", choices=["classification", "regression"], default=None)
+    parser.add_argument("--backend", choices=["auto", "onnx", "sklearn"], default="auto")
+    parser.add_argument("--sample", type=Path, default=None, help=".npy rows to verify ONNX on")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--store", default=DEFAULT_STORE_URL, help="SQLAlchemy URL, or 'none'")
+    parser.add_argument("--max-inflight", type=int, default=ServeOptions.max_inflight)
+    parser.add_argument("--max-batch-rows", type=int, default=ServeOptions.max_batch_rows)
+    parser.add_argument("--batch-wait-ms", type=float, default=0.0)
+    parser.add_argument("--max-body-bytes", type=int, default=ServeOptions.max_body_bytes)
+    parser.add_argument("--drain-timeout", type=float, default=ServeOptions.drain_timeout)
+    parser.add_argument(
+        "--reuse-port", action="store_true", help="one SO_REUSEPORT socket per worker"
+    )
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        import numpy as np
+
+        estimator = load_estimator(args.model)
+        sample = np.load(args.sample) if args.sample else None
+        model = ServedModel.from_estimator(
+            estimator,
+            name=args.name,
+            task=args.task,
+            release=args.release,
+            generation=args.generation,
+            sample=sample,
+            backend=args.backend,
+        )
+        options = ServeOptions(
+            max_inflight=args.max_inflight,
+            max_batch_rows=args.max_batch_rows,
+            batch_wait=args.batch_wait_ms / 1000.0,
+            max_body_bytes=args.max_body_bytes,
+            drain_timeout=args.drain_timeout,
+            reuse_port=args.reuse_port,
+            log_level=args.log_level,
+        )
+        store = None if args.store.lower() == "none" else args.store
+        serve(
+            model,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            store_url=store,
+            options=options,
+        )
+    except MlcycleError as e:
+        logging.getLogger("mlcycle.serve").error("%s%s", e, f" ({e.hint})" if e.hint else "")
+        return int(e.exit_code)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

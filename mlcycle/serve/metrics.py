@@ -1,0 +1,210 @@
+"""Request and prediction metrics, rendered in the Prometheus text format.
+
+Recording is a dict increment and a bisect per request; rendering happens only when
+`/metrics` is scraped. With several worker processes each keeps its own counters and
+writes a snapshot to a shared directory (every few seconds and on every scrape); the
+worker that answers a scrape sums every snapshot, so `/metrics` shows the whole server
+whichever worker answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+"""Latency histogram bounds in seconds (`+Inf` is implied)."""
+
+_PREFIX = "mlcycle"
+
+
+class Metrics:
+    """Counters of one worker process."""
+
+    def __init__(self, snapshot_dir: Path | None = None) -> None:
+        self.requests: defaultdict[tuple[str, str, int], int] = defaultdict(int)
+        # route -> [count per bucket..., +Inf count, sum]
+        self.latency: dict[str, list[float]] = {}
+        self.predictions: defaultdict[tuple[str, str, str, str], int] = defaultdict(int)
+        self.batches = 0
+        self.batched_rows = 0
+        self.shed = 0
+        self.inflight = 0
+        self.log_dropped = 0
+        self.refresh: Callable[[], None] | None = None
+        """Called before every snapshot to copy counters kept elsewhere (batchers, log)."""
+        self._dir = snapshot_dir
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request."""
+        self.requests[(route, method, status)] += 1
+        histogram = self.latency.get(route)
+        if histogram is None:
+            histogram = self.latency[route] = [0.0] * (len(BUCKETS) + 2)
+        histogram[bisect_left(BUCKETS, seconds)] += 1
+        histogram[-1] += seconds
+
+    def count_predictions(self, key: tuple[str, str, str, str], rows: int) -> None:
+        """Count `rows` predictions of the model `key` (name, release, generation, backend)."""
+        self.predictions[key] += rows
+
+    # --- snapshots across workers --------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """This worker's counters as JSON-able data."""
+        if self.refresh is not None:
+            self.refresh()
+        return {
+            "requests": [[*k, v] for k, v in self.requests.items()],
+            "latency": {k: list(v) for k, v in self.latency.items()},
+            "predictions": [[*k, v] for k, v in self.predictions.items()],
+            "batches": self.batches,
+            "batched_rows": self.batched_rows,
+            "shed": self.shed,
+            "inflight": self.inflight,
+            "log_dropped": self.log_dropped,
+        }
+
+    def write_snapshot(self) -> None:
+        """Write this worker's snapshot to the shared directory (atomically)."""
+        if self._dir is None:
+            return
+        path = self._dir / f"worker-{os.getpid()}.json"
+        tmp = path.with_suffix(".tmp")
+        with contextlib.suppress(OSError):
+            tmp.write_bytes(orjson.dumps(self.snapshot()))
+            tmp.replace(path)
+
+    def start(self, every: float = 2.0) -> None:
+        """Write snapshots every `every` seconds from a background thread."""
+        if self._dir is None or self._thread is not None:
+            return
+
+        def run() -> None:
+            while not self._stop.wait(every):
+                self.write_snapshot()
+
+        self._thread = threading.Thread(target=run, name="mlcycle-metrics", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the snapshot thread after a last snapshot."""
+        self._stop.set()
+        self.write_snapshot()
+
+    def collect(self) -> list[dict[str, Any]]:
+        """Snapshots of every worker (just this one without a shared directory)."""
+        if self._dir is None:
+            return [self.snapshot()]
+        self.write_snapshot()
+        snapshots = []
+        for path in sorted(self._dir.glob("worker-*.json")):
+            with contextlib.suppress(OSError, orjson.JSONDecodeError):
+                snapshots.append(orjson.loads(path.read_bytes()))
+        return snapshots or [self.snapshot()]
+
+    def render(self) -> str:
+        """The Prometheus text exposition of every worker's counters, summed."""
+        return render(self.collect())
+
+
+def _num(value: float) -> str:
+    """A sample value: integral counts in full (`:g` would round 1234567 to 1.23457e+06)."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _labels(**labels: Any) -> str:
+    parts = []
+    for key, value in labels.items():
+        text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        parts.append(f'{key}="{text}"')
+    return "{" + ",".join(parts) + "}"
+
+
+def render(snapshots: list[dict[str, Any]]) -> str:
+    """Sum worker snapshots and render them (text format 0.0.4)."""
+    requests: defaultdict[tuple[Any, ...], float] = defaultdict(float)
+    latency: dict[str, list[float]] = {}
+    predictions: defaultdict[tuple[Any, ...], float] = defaultdict(float)
+    totals = {"batches": 0.0, "batched_rows": 0.0, "shed": 0.0, "inflight": 0.0, "log_dropped": 0.0}
+    for snap in snapshots:
+        for *key, value in snap.get("requests", []):
+            requests[tuple(key)] += value
+        for route, values in snap.get("latency", {}).items():
+            current = latency.setdefault(route, [0.0] * len(values))
+            for i, v in enumerate(values):
+                current[i] += v
+        for *key, value in snap.get("predictions", []):
+            predictions[tuple(key)] += value
+        for name in totals:
+            totals[name] += snap.get(name, 0)
+
+    p = _PREFIX
+    lines = [
+        f"# HELP {p}_http_requests_total HTTP requests answered, by route, method and status.",
+        f"# TYPE {p}_http_requests_total counter",
+    ]
+    for (route, method, status), value in sorted(requests.items()):
+        labels = _labels(route=route, method=method, status=status)
+        lines.append(f"{p}_http_requests_total{labels} {_num(value)}")
+    lines += [
+        f"# HELP {p}_http_request_duration_seconds Time to answer a request, by route.",
+        f"# TYPE {p}_http_request_duration_seconds histogram",
+    ]
+    for route, values in sorted(latency.items()):
+        cumulative = 0.0
+        for bound, count in zip((*BUCKETS, float("inf")), values[:-1], strict=True):
+            cumulative += count
+            le = "+Inf" if bound == float("inf") else f"{bound:g}"
+            labels = _labels(route=route, le=le)
+            lines.append(f"{p}_http_request_duration_seconds_bucket{labels} {_num(cumulative)}")
+        lines.append(
+            f"{p}_http_request_duration_seconds_sum{_labels(route=route)} {_num(values[-1])}"
+        )
+        lines.append(
+            f"{p}_http_request_duration_seconds_count{_labels(route=route)} {_num(cumulative)}"
+        )
+    lines += [
+        f"# HELP {p}_predictions_total Rows predicted, by model.",
+        f"# TYPE {p}_predictions_total counter",
+    ]
+    for (model, release, generation, backend), value in sorted(predictions.items()):
+        labels = _labels(model=model, release=release, generation=generation, backend=backend)
+        lines.append(f"{p}_predictions_total{labels} {_num(value)}")
+    simple = (
+        (
+            "predict_batches_total",
+            "counter",
+            "Predict calls made (one per micro-batch).",
+            "batches",
+        ),
+        ("predict_batch_rows_total", "counter", "Rows predicted in those calls.", "batched_rows"),
+        ("shed_requests_total", "counter", "Requests refused with 503 under overload.", "shed"),
+        ("inflight_requests", "gauge", "Requests being answered now.", "inflight"),
+        (
+            "prediction_log_dropped_total",
+            "counter",
+            "Predictions not written to the store (queue full or store failing).",
+            "log_dropped",
+        ),
+    )
+    for name, kind, help_text, key in simple:
+        lines += [
+            f"# HELP {p}_{name} {help_text}",
+            f"# TYPE {p}_{name} {kind}",
+            f"{p}_{name} {_num(totals[key])}",
+        ]
+    lines.append(f"# HELP {p}_workers Worker processes reporting.")
+    lines.append(f"# TYPE {p}_workers gauge")
+    lines.append(f"{p}_workers {len(snapshots)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,277 @@
+"""What the engine serves: a model with its feature schema, and the router that picks one.
+
+`ServedModel` is everything a worker needs to answer requests for one model: the
+project name, release and generation it reports, the features with their JSON types,
+the task, and a ready `Predictor`. It holds no sklearn estimator of its own, so a
+model served through ONNX can be shipped to worker processes even when its original
+pipeline could not be pickled.
+
+The decision "which model answers this request" sits behind `Router`: the engine calls
+`router.select(request)` once per request. `SingleModelRouter` always answers with
+its one model; a dynamic deployment plugs in a router that applies a selector (A/B,
+bandit, fallback) over several models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from mlcycle.errors import ServingError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from mlcycle.serve.predictor import Predictor
+
+JSON_TYPES = ("number", "integer", "boolean", "string")
+"""The JSON types a feature may have."""
+
+TASKS = ("classification", "regression")
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One input feature: its name and JSON type; `nullable` lets it be `null` (NaN)."""
+
+    name: str
+    type: str = "number"
+    nullable: bool = False
+
+    def __post_init__(self) -> None:
+        if self.type not in JSON_TYPES:
+            raise ServingError(
+                f"feature {self.name!r}: unknown type {self.type!r}",
+                hint=f"use one of {', '.join(JSON_TYPES)}",
+            )
+
+    @property
+    def numeric(self) -> bool:
+        """Whether the feature enters the model as a number (booleans as 0/1)."""
+        return self.type != "string"
+
+
+@dataclass(frozen=True, eq=False)
+class ServedModel:
+    """A model ready to serve: identity, feature schema, task and predictor."""
+
+    name: str
+    features: tuple[Feature, ...]
+    task: str
+    predictor: Predictor
+    release: str | None = None
+    generation: int | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ServingError(
+                f"model {self.name!r}: unknown task {self.task!r}",
+                hint=f"use one of {', '.join(TASKS)}",
+            )
+        names = [f.name for f in self.features]
+        if len(set(names)) != len(names):
+            raise ServingError(f"model {self.name!r}: duplicate feature names")
+        if not names:
+            raise ServingError(f"model {self.name!r}: no features")
+
+    @classmethod
+    def from_estimator(
+        cls,
+        estimator: Any,
+        *,
+        name: str,
+        features: Sequence[Feature | str] | None = None,
+        task: str | None = None,
+        release: str | None = None,
+        generation: int | None = None,
+        sample: np.ndarray | pd.DataFrame | None = None,
+        backend: str = "auto",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> ServedModel:
+        """Prepare a fitted sklearn estimator for serving.
+
+        `features` defaults to the estimator's `feature_names_in_`, all of type
+        "number"; `task` defaults to what the estimator is. The predictor is
+        compiled to ONNX when the pipeline converts and agrees with sklearn on
+        `sample` (rows in feature order; synthetic rows when None), and falls back
+        to sklearn otherwise (`backend="sklearn"` forces sklearn, `"onnx"` makes a
+        failed conversion an error).
+        """
+        from mlcycle.serve.predictor import Predictor
+
+        resolved = resolve_features(estimator, features)
+        resolved_task = task or infer_task(estimator)
+        predictor = Predictor.from_estimator(
+            estimator, resolved, resolved_task, sample=sample, backend=backend
+        )
+        return cls(
+            name=name,
+            features=resolved,
+            task=resolved_task,
+            predictor=predictor,
+            release=release,
+            generation=generation,
+            metadata=dict(metadata or {}),
+        )
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The feature names in the order the model takes them."""
+        return tuple(f.name for f in self.features)
+
+    @property
+    def version(self) -> str:
+        """The version string of the Open Inference Protocol: `RELEASE` or `RELEASE+GEN`."""
+        release = self.release or "unreleased"
+        return release if self.generation is None else f"{release}+{self.generation}"
+
+    @property
+    def ref(self) -> dict[str, Any]:
+        """The `model` object of a prediction response."""
+        return {"name": self.name, "release": self.release, "generation": self.generation}
+
+    def describe(self) -> dict[str, Any]:
+        """The body of `GET /v1/model`."""
+        predictor = self.predictor
+        output: dict[str, Any] = {"kind": "label" if self.task == "classification" else "value"}
+        if predictor.classes is not None:
+            output["classes"] = list(predictor.classes)
+            output["probabilities"] = predictor.has_probabilities
+        return {
+            "name": self.name,
+            "release": self.release,
+            "generation": self.generation,
+            "version": self.version,
+            "task": self.task,
+            "output": output,
+            "backend": predictor.backend,
+            "features": [
+                {"name": f.name, "type": f.type, "nullable": f.nullable} for f in self.features
+            ],
+            "metadata": dict(self.metadata),
+        }
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """What a router may look at to choose a model: the route, headers and parsed body."""
+
+    route: str
+    headers: Sequence[tuple[bytes, bytes]]
+    payload: Any
+
+    def header(self, name: str) -> str | None:
+        """The value of header `name` (case-insensitive), or None."""
+        key = name.lower().encode("latin-1")
+        for k, v in self.headers:
+            if k == key:
+                return v.decode("latin-1")
+        return None
+
+
+@runtime_checkable
+class Router(Protocol):
+    """Decides which model answers a request."""
+
+    @property
+    def models(self) -> Sequence[ServedModel]:
+        """Every model that may answer; the first one is described by `GET /v1/model`."""
+        ...
+
+    def select(self, request: RequestInfo) -> ServedModel:
+        """The model that answers `request`."""
+        ...
+
+
+class SingleModelRouter:
+    """The default router: one model answers every request."""
+
+    def __init__(self, model: ServedModel) -> None:
+        self._models = (model,)
+
+    @property
+    def models(self) -> Sequence[ServedModel]:
+        """The one model."""
+        return self._models
+
+    def select(self, request: RequestInfo) -> ServedModel:
+        """Always the one model."""
+        return self._models[0]
+
+
+ModelSource = ServedModel | Router | Callable[[], "ServedModel | Router"]
+"""What `serve` accepts: a model, a router, or a function that loads either."""
+
+
+def resolve_source(source: ModelSource) -> Router:
+    """The router for `source`, calling it first when it is a loader function."""
+    if isinstance(source, ServedModel):
+        return SingleModelRouter(source)
+    if isinstance(source, Router):
+        if not source.models:
+            raise ServingError("the router has no models to serve")
+        return source
+    if callable(source):
+        loaded = source()
+        if isinstance(loaded, ServedModel | Router):
+            return resolve_source(loaded)
+        raise ServingError(
+            f"the model loader returned {type(loaded).__name__}, not a ServedModel or a Router"
+        )
+    raise ServingError(f"cannot serve {type(source).__name__}: expected a ServedModel or a Router")
+
+
+def infer_task(estimator: Any) -> str:
+    """'classification' for classifiers, else 'regression'."""
+    from sklearn.base import is_classifier
+
+    return "classification" if is_classifier(estimator) else "regression"
+
+
+def resolve_features(
+    estimator: Any, features: Sequence[Feature | str] | None
+) -> tuple[Feature, ...]:
+    """The feature schema: as given (names become numbers) or read from the estimator."""
+    if features is None:
+        names = getattr(estimator, "feature_names_in_", None)
+        if names is not None:
+            features = [str(n) for n in names]
+        else:
+            count = getattr(estimator, "n_features_in_", None)
+            if count is None:
+                raise ServingError(
+                    "cannot tell the model's features: the estimator has neither "
+                    "`feature_names_in_` nor `n_features_in_`",
+                    hint="pass features=[...] explicitly, or fit the model on a DataFrame",
+                )
+            features = [f"x{i}" for i in range(int(count))]
+    resolved = tuple(Feature(f) if isinstance(f, str) else f for f in features)
+    expected = getattr(estimator, "n_features_in_", None)
+    if expected is not None and int(expected) != len(resolved):
+        raise ServingError(
+            f"the estimator takes {int(expected)} features but {len(resolved)} were declared"
+        )
+    return resolved
+
+
+def features_from_frame(frame: pd.DataFrame) -> tuple[Feature, ...]:
+    """A feature schema from a training DataFrame's dtypes (columns with NaN are nullable)."""
+    import pandas as pd
+
+    features = []
+    for name in frame.columns:
+        column = frame[name]
+        dtype = column.dtype
+        if pd.api.types.is_bool_dtype(dtype):
+            kind = "boolean"
+        elif pd.api.types.is_integer_dtype(dtype):
+            kind = "integer"
+        elif pd.api.types.is_numeric_dtype(dtype):
+            kind = "number"
+        else:
+            kind = "string"
+        features.append(Feature(str(name), kind, nullable=bool(column.isna().any())))
+    return tuple(features)

@@ -1,0 +1,667 @@
+"""The consistency rules of the lifecycle taxonomy, and its anti-patterns.
+
+Each rule is a small function registered with an id (shown in `--json`
+output and after `--strict`), a severity and a one-line summary. Rules run on
+a schema-valid spec: they read the typed `Spec` for meaning and the located
+document for where to point. A finding names candidate places, most precise
+first; the first one present in the file is where the diagnostic goes, so a
+rule points at the attribute or section that breaks it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mlcycle.spec.diagnostics import Diagnostic, Severity
+from mlcycle.spec.loader import LoadedDocument, Loc
+from mlcycle.spec.model import (
+    Condition,
+    DataAccess,
+    Deployment,
+    Liaison,
+    Procurement,
+    SelectorKind,
+    Spec,
+    Update,
+)
+
+# --- the machinery ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One breach of a rule: what is wrong, where (candidates, best first), how to fix it."""
+
+    message: str
+    at: tuple[Loc, ...]
+    hint: str | None = None
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    """What a rule reads: the typed spec and the located document."""
+
+    spec: Spec
+    doc: LoadedDocument
+
+    def raw(self, *path: str | int) -> Any:
+        """The value written at `path`, or None when it is not in the file."""
+        node: Any = self.doc.data
+        for part in path:
+            if isinstance(node, Mapping) and isinstance(part, str):
+                node = node.get(part)
+            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+                node = node[part]
+            else:
+                return None
+        return node
+
+    def written(self, *path: str | int) -> bool:
+        """Whether `path` is written in the file (defaults do not count)."""
+        return self.doc.has(path)
+
+
+Check = Callable[[RuleContext], Iterable[Finding]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A named consistency rule (error) or anti-pattern (warning)."""
+
+    id: str
+    severity: Severity
+    summary: str
+    check: Check
+
+
+RULES: list[Rule] = []
+
+
+def rule(rule_id: str, severity: Severity, summary: str) -> Callable[[Check], Check]:
+    """Register a check under `rule_id`."""
+
+    def register(check: Check) -> Check:
+        RULES.append(Rule(rule_id, severity, summary, check))
+        return check
+
+    return register
+
+
+def check_rules(spec: Spec, doc: LoadedDocument) -> list[Diagnostic]:
+    """Run every rule on a schema-valid spec; diagnostics sorted by position."""
+    context = RuleContext(spec, doc)
+    diagnostics = []
+    for r in RULES:
+        for finding in r.check(context):
+            diagnostics.append(_place(doc, r, finding))
+    return sorted(diagnostics, key=lambda d: (d.line, d.col, d.message))
+
+
+def _place(doc: LoadedDocument, r: Rule, finding: Finding) -> Diagnostic:
+    path: Loc = next((p for p in finding.at if doc.has(p)), ())
+    node: Any = doc.data
+    for part in path:
+        node = node[part]
+    # A section is pointed at by its key (its line names it); a scalar by its value.
+    on_key = isinstance(node, (dict, list)) and bool(path)
+    return doc.diagnostic(
+        path,
+        finding.message,
+        at_key=on_key,
+        severity=r.severity,
+        hint=finding.hint,
+        rule=r.id,
+    )
+
+
+# Where the five attributes are written.
+DATA_ACCESS: Loc = ("lifecycle", "data_access")
+PROCUREMENT: Loc = ("lifecycle", "procurement")
+UPDATE: Loc = ("lifecycle", "update")
+DEPLOYMENT: Loc = ("lifecycle", "deployment")
+LIAISON: Loc = ("lifecycle", "liaison")
+
+
+def _selector_at() -> tuple[Loc, ...]:
+    return (("deployment", "selector", "kind"), ("deployment", "selector"), DEPLOYMENT)
+
+
+# --- update ------------------------------------------------------------------------------
+
+
+@rule("autonomous-needs-programmatic", "error", "autonomous updates need programmatic access")
+def _autonomous_programmatic(ctx: RuleContext) -> Iterator[Finding]:
+    lc = ctx.spec.lifecycle
+    if lc.update is Update.AUTONOMOUS and lc.data_access is DataAccess.ADHOC:
+        yield Finding(
+            "autonomous updates need programmatic data access: the training agent fetches "
+            "new data through data.source, which a static dump cannot give",
+            (DATA_ACCESS,),
+            hint="set `data_access: programmatic` and describe `data.source`, "
+            "or set `update: release-forced`",
+        )
+
+
+@rule("autonomous-needs-unattended", "error", "autonomous updates need unattended procurement")
+def _autonomous_unattended(ctx: RuleContext) -> Iterator[Finding]:
+    lc = ctx.spec.lifecycle
+    if lc.update is Update.AUTONOMOUS and lc.procurement is Procurement.INTERACTIVE:
+        yield Finding(
+            "autonomous updates need unattended procurement: the training agent trains each "
+            "generation itself, but a hand-trained model cannot be retrained by mlcycle",
+            (PROCUREMENT,),
+            hint="set `procurement: unattended` with `model.pipeline` and `data.label`, "
+            "or set `update: release-forced`",
+        )
+
+
+@rule("autonomous-needs-registry", "error", "autonomous updates publish to a registry")
+def _autonomous_registry(ctx: RuleContext) -> Iterator[Finding]:
+    if ctx.spec.lifecycle.update is Update.AUTONOMOUS and ctx.spec.registry.backend == "none":
+        yield Finding(
+            "autonomous updates publish generations to the model registry, "
+            "but registry.backend is none",
+            (("registry", "backend"),),
+            hint="set `registry.backend: local` (the default) or remove it",
+        )
+
+
+@rule("release-forced-update-settings", "error", "release-forced lifecycles run no update")
+def _release_forced_settings(ctx: RuleContext) -> Iterator[Finding]:
+    if ctx.spec.lifecycle.update is Update.RELEASE_FORCED and ctx.raw("update"):
+        keys = ", ".join(ctx.raw("update"))
+        yield Finding(
+            f"lifecycle.update is release-forced, so the update settings ({keys}) would never "
+            "run: only a new release refreshes the model",
+            (("update",),),
+            hint="remove the `update` section, or set `lifecycle.update: autonomous`",
+        )
+
+
+@rule("window-needs-size", "error", "`update.data: window` needs `update.window`")
+def _window_size(ctx: RuleContext) -> Iterator[Finding]:
+    u = ctx.spec.update
+    if u.data == "window" and u.window is None:
+        yield Finding(
+            "update.data is window but update.window (how many recent rows) is not set",
+            (("update", "data"),),
+            hint="add `window: 10000` (rows) to the update section, or use `data: all`",
+        )
+
+
+@rule("window-unused", "warning", "`update.window` is used only with `data: window`")
+def _window_unused(ctx: RuleContext) -> Iterator[Finding]:
+    u = ctx.spec.update
+    if u.window is not None and u.data != "window":
+        yield Finding(
+            f"update.window is ignored: update.data is {u.data}",
+            (("update", "window"),),
+            hint="set `data: window`, or remove `window`",
+        )
+
+
+@rule("increment-needs-ordinal", "error", "incremental updates need an ordinal column")
+def _increment_ordinal(ctx: RuleContext) -> Iterator[Finding]:
+    spec = ctx.spec
+    source = spec.data.source
+    if spec.lifecycle.update is not Update.AUTONOMOUS or source is None or source.ordinal:
+        return
+    needs = []
+    if spec.update.data in ("increment", "window"):
+        needs.append(f"update.data: {spec.update.data}")
+    if spec.update.triggers.new_rows is not None:
+        needs.append("the new_rows trigger")
+    if needs:
+        yield Finding(
+            f"{' and '.join(needs)} {'need' if len(needs) > 1 else 'needs'} "
+            "data.source.ordinal: the training agent counts and "
+            "fetches rows after the last watermark of that column",
+            (("data", "source"), ("update", "data")),
+            hint="add `ordinal: COLUMN` (a timestamp or increasing id) to data.source, "
+            "or set `update.data: all`",
+        )
+
+
+# --- data --------------------------------------------------------------------------------
+
+
+@rule("programmatic-needs-source", "error", "programmatic data access needs `data.source`")
+def _programmatic_source(ctx: RuleContext) -> Iterator[Finding]:
+    d = ctx.spec.data
+    if ctx.spec.lifecycle.data_access is DataAccess.PROGRAMMATIC and d.source is None:
+        if d.dump is not None:
+            return  # dump-with-programmatic says it, with the fix
+        yield Finding(
+            "programmatic data access needs a data source descriptor: data.source is missing",
+            (("data",), DATA_ACCESS),
+            hint="add `source: {path: data/events.csv, ordinal: ts}` (a file) or "
+            "`source: {url: sqlite:///data.db, table: events, ordinal: ts}` under data",
+        )
+
+
+@rule("dump-with-programmatic", "error", "a data dump is ad-hoc data access")
+def _dump_programmatic(ctx: RuleContext) -> Iterator[Finding]:
+    d = ctx.spec.data
+    if ctx.spec.lifecycle.data_access is DataAccess.PROGRAMMATIC and d.dump is not None:
+        yield Finding(
+            "data.dump is an ad-hoc data dump, but lifecycle.data_access is programmatic",
+            (("data", "dump"),),
+            hint="did you mean `data_access: adhoc`? For programmatic access replace the dump "
+            f"with `source: {{path: {d.dump}, ordinal: COLUMN}}`",
+        )
+
+
+@rule("source-with-adhoc", "error", "a data source is programmatic data access")
+def _source_adhoc(ctx: RuleContext) -> Iterator[Finding]:
+    d = ctx.spec.data
+    if ctx.spec.lifecycle.data_access is DataAccess.ADHOC and d.source is not None:
+        yield Finding(
+            "data.source is a data source descriptor (programmatic data access), "
+            "but lifecycle.data_access is adhoc",
+            (("data", "source"),),
+            hint="did you mean `data_access: programmatic`? An ad-hoc spec names its file "
+            "as `data.dump`",
+        )
+
+
+@rule("adhoc-needs-dump", "error", "unattended training from ad-hoc data needs `data.dump`")
+def _adhoc_dump(ctx: RuleContext) -> Iterator[Finding]:
+    spec = ctx.spec
+    if (
+        spec.lifecycle.data_access is DataAccess.ADHOC
+        and spec.lifecycle.procurement is Procurement.UNATTENDED
+        and spec.data.dump is None
+        and spec.data.source is None
+    ):
+        yield Finding(
+            "unattended procurement trains from data, but data.dump (the ad-hoc data file) "
+            "is missing",
+            (("data",), DATA_ACCESS),
+            hint="add `dump: data/train.csv` under data",
+        )
+
+
+def _sources(ctx: RuleContext) -> Iterator[tuple[Loc, Mapping[str, Any]]]:
+    for path in (("data", "source"), ("data", "outcomes")):
+        raw = ctx.raw(*path)
+        if isinstance(raw, Mapping):
+            yield path, raw
+
+
+def _name(path: Loc) -> str:
+    return ".".join(str(p) for p in path)
+
+
+@rule("source-path-or-url", "error", "a source has exactly one of `path` or `url`")
+def _source_path_or_url(ctx: RuleContext) -> Iterator[Finding]:
+    for path, raw in _sources(ctx):
+        if "path" in raw and "url" in raw:
+            yield Finding(
+                f"{_name(path)} has both path (a file) and url (a database): give one",
+                ((*path, "url"),),
+                hint="keep `path` for a CSV/Parquet file, or `url` with `table`/`query`",
+            )
+        elif "path" not in raw and "url" not in raw:
+            yield Finding(
+                f"{_name(path)} names no data: give path (a CSV/Parquet file) "
+                "or url (a database, with table or query)",
+                (path,),
+                hint="e.g. `path: data/events.csv`, or `url: sqlite:///data.db` and "
+                "`table: events`",
+            )
+
+
+@rule("source-table-or-query", "error", "a database source reads exactly one table or query")
+def _source_table_or_query(ctx: RuleContext) -> Iterator[Finding]:
+    for path, raw in _sources(ctx):
+        if "url" not in raw:
+            for key in ("table", "query"):
+                if key in raw and "path" in raw:
+                    yield Finding(
+                        f"{_name(path)}.{key} reads from a database, but the source is a "
+                        "file (path)",
+                        ((*path, key),),
+                        hint=f"remove `{key}`, or replace `path` with a database `url`",
+                    )
+            continue
+        if "table" in raw and "query" in raw:
+            yield Finding(
+                f"{_name(path)} has both table and query: give one",
+                ((*path, "query"),),
+                hint="`table: NAME` reads a whole table; `query: SELECT ...` reads a query",
+            )
+        elif "table" not in raw and "query" not in raw:
+            yield Finding(
+                f"{_name(path)} has a database url but neither table nor query",
+                ((*path, "url"), path),
+                hint="add `table: NAME` or `query: SELECT ...`",
+            )
+
+
+@rule("source-options", "error", "source options belong to their kind of source")
+def _source_options(ctx: RuleContext) -> Iterator[Finding]:
+    for path, raw in _sources(ctx):
+        if "format" in raw and "url" in raw and "path" not in raw:
+            yield Finding(
+                f"{_name(path)}.format applies to files (path), not to database sources",
+                ((*path, "format"),),
+                hint="remove `format`",
+            )
+        if "params" in raw and "query" not in raw:
+            yield Finding(
+                f"{_name(path)}.params binds `:name` placeholders of a query, but there is "
+                "no query",
+                ((*path, "params"),),
+                hint="remove `params`, or read with `query: SELECT ... WHERE x = :name`",
+            )
+
+
+# --- procurement -------------------------------------------------------------------------
+
+
+@rule("model-pipeline-xor-entrypoint", "error", "a model is a pipeline or an entry point")
+def _pipeline_xor_entrypoint(ctx: RuleContext) -> Iterator[Finding]:
+    m = ctx.spec.model
+    if m.pipeline and m.entrypoint:
+        yield Finding(
+            "model has both pipeline and entrypoint: give one",
+            (("model", "entrypoint"),),
+            hint="`pipeline` lists scikit-learn steps; `entrypoint: module:function` builds "
+            "the estimator in code",
+        )
+
+
+@rule("unattended-needs-model", "error", "unattended procurement needs a pipeline")
+def _unattended_model(ctx: RuleContext) -> Iterator[Finding]:
+    spec = ctx.spec
+    if spec.lifecycle.procurement is Procurement.UNATTENDED and not (
+        spec.model.pipeline or spec.model.entrypoint
+    ):
+        yield Finding(
+            "unattended procurement trains the model, but neither model.pipeline nor "
+            "model.entrypoint says what to train",
+            (("model",), PROCUREMENT),
+            hint="add `model: {pipeline: [sklearn.preprocessing.StandardScaler, "
+            "sklearn.linear_model.LogisticRegression]}`",
+        )
+
+
+@rule("unattended-needs-label", "error", "unattended procurement needs `data.label`")
+def _unattended_label(ctx: RuleContext) -> Iterator[Finding]:
+    spec = ctx.spec
+    if spec.lifecycle.procurement is Procurement.UNATTENDED and spec.data.label is None:
+        yield Finding(
+            "unattended procurement trains the model, but data.label (the column to predict) "
+            "is missing",
+            (("data",), PROCUREMENT),
+            hint="add `label: COLUMN` under data",
+        )
+
+
+@rule("interactive-needs-model", "warning", "interactive procurement ships a model file")
+def _interactive_model(ctx: RuleContext) -> Iterator[Finding]:
+    spec = ctx.spec
+    if spec.lifecycle.procurement is Procurement.INTERACTIVE and spec.release.model is None:
+        yield Finding(
+            "interactive procurement ships a hand-trained model, but release.model is not set: "
+            "every `mlcycle release` must be given `--model FILE`",
+            (("release",), PROCUREMENT),
+            hint="add `release: {model: models/model.skops}`",
+        )
+
+
+@rule("unattended-without-gate", "warning", "without a gate any trained model is released")
+def _no_gate(ctx: RuleContext) -> Iterator[Finding]:
+    spec = ctx.spec
+    if spec.lifecycle.procurement is Procurement.UNATTENDED and not spec.evaluation.gate:
+        yield Finding(
+            "no evaluation.gate: any model mlcycle trains will be released and served, "
+            "however poor",
+            (("evaluation",), PROCUREMENT),
+            hint="add `gate: ['roc_auc >= 0.8']` (or your metric) under evaluation",
+        )
+
+
+# --- evaluation ---------------------------------------------------------------------------
+
+
+@rule("time-split-needs-ordinal", "error", "a time split orders rows by the source's ordinal")
+def _time_split(ctx: RuleContext) -> Iterator[Finding]:
+    spec = ctx.spec
+    source = spec.data.source
+    if spec.evaluation.split == "time" and (source is None or not source.ordinal):
+        where = "data.source has no ordinal" if source else "there is no data.source"
+        yield Finding(
+            f"evaluation.split is time, but {where} to order the rows by",
+            (("evaluation", "split"),),
+            hint="add `ordinal: COLUMN` to data.source, or use `split: holdout`",
+        )
+
+
+def _metric_findings(ctx: RuleContext, condition: Condition, at: Loc) -> Iterator[Finding]:
+    metrics = ctx.spec.evaluation.metrics
+    if metrics and condition.metric not in metrics:
+        close = difflib.get_close_matches(condition.metric, metrics, n=1)
+        hint = (
+            f"did you mean '{close[0]}'?"
+            if close
+            else f"add '{condition.metric}' to evaluation.metrics"
+        )
+        yield Finding(
+            f"'{condition}' uses metric {condition.metric}, which is not among "
+            f"evaluation.metrics ({', '.join(metrics)})",
+            (at,),
+            hint=hint,
+        )
+
+
+@rule("metric-not-evaluated", "error", "gates and triggers use evaluated metrics")
+def _metric_evaluated(ctx: RuleContext) -> Iterator[Finding]:
+    for i, condition in enumerate(ctx.spec.evaluation.gate):
+        yield from _metric_findings(ctx, condition, ("evaluation", "gate", i))
+    trigger = ctx.spec.update.triggers.metric
+    if trigger is not None:
+        yield from _metric_findings(ctx, trigger, ("update", "triggers", "metric"))
+
+
+def _feedback_missing(ctx: RuleContext) -> list[str]:
+    missing = []
+    if ctx.spec.lifecycle.data_access is not DataAccess.PROGRAMMATIC:
+        missing.append("programmatic data access")
+    if ctx.spec.data.outcomes is None:
+        missing.append("an outcomes source (data.outcomes)")
+    return missing
+
+
+_OUTCOMES_HINT = (
+    "set `data_access: programmatic` and add `outcomes: {path: FILE, key: COLUMN, "
+    "outcome: COLUMN}` under data"
+)
+
+
+@rule("metric-trigger-needs-feedback", "error", "a metric trigger needs true outcomes")
+def _metric_trigger_feedback(ctx: RuleContext) -> Iterator[Finding]:
+    if ctx.spec.update.triggers.metric is None:
+        return
+    missing = _feedback_missing(ctx)
+    if missing:
+        yield Finding(
+            "update.triggers.metric watches the production metric, which needs served "
+            f"predictions scored against true outcomes: missing {' and '.join(missing)}",
+            (("update", "triggers", "metric"),),
+            hint=_OUTCOMES_HINT,
+        )
+
+
+# --- deployment ---------------------------------------------------------------------------
+
+
+@rule("dynamic-needs-registry", "error", "dynamic deployment loads models from a registry")
+def _dynamic_registry(ctx: RuleContext) -> Iterator[Finding]:
+    spec = ctx.spec
+    if spec.lifecycle.deployment is Deployment.DYNAMIC and spec.registry.backend == "none":
+        yield Finding(
+            "dynamic deployment loads models from the registry at run time, "
+            "but registry.backend is none",
+            (("registry", "backend"),),
+            hint="set `registry.backend: local` (the default), or `deployment: wrapped`",
+        )
+
+
+@rule("selector-needs-dynamic", "error", "only a dynamic engine routes by selector")
+def _selector_dynamic(ctx: RuleContext) -> Iterator[Finding]:
+    spec = ctx.spec
+    kind = spec.deployment.selector.kind
+    if spec.lifecycle.deployment is Deployment.WRAPPED and kind not in (
+        SelectorKind.LATEST,
+        SelectorKind.PINNED,
+    ):
+        yield Finding(
+            f"the {kind} selector routes requests between models, which only a dynamic "
+            "deployment does; a wrapped image serves the one model baked into it",
+            _selector_at(),
+            hint="set `lifecycle.deployment: dynamic`, or remove deployment.selector",
+        )
+
+
+@rule("selector-needs-feedback", "error", "bandit and fallback selectors need true outcomes")
+def _selector_feedback(ctx: RuleContext) -> Iterator[Finding]:
+    kind = ctx.spec.deployment.selector.kind
+    if not kind.needs_feedback:
+        return
+    missing = _feedback_missing(ctx)
+    if missing:
+        yield Finding(
+            f"the {kind} selector learns from true outcomes of served predictions: "
+            f"missing {' and '.join(missing)}",
+            _selector_at(),
+            hint=_OUTCOMES_HINT,
+        )
+
+
+@rule("pinned-needs-model", "error", "a pinned selector names its model")
+def _pinned_model(ctx: RuleContext) -> Iterator[Finding]:
+    selector = ctx.spec.deployment.selector
+    if selector.kind is SelectorKind.PINNED and selector.model is None:
+        yield Finding(
+            "the pinned selector serves one model, but deployment.selector.model is not set",
+            _selector_at(),
+            hint="write `selector: {kind: pinned, model: '1.0.0'}` (or '1.0.0/2' for a generation)",
+        )
+
+
+@rule("ab-weights", "error", "an A/B split has one weight per arm")
+def _ab_weights(ctx: RuleContext) -> Iterator[Finding]:
+    selector = ctx.spec.deployment.selector
+    if selector.kind is not SelectorKind.AB or selector.weights is None:
+        return
+    at = (("deployment", "selector", "weights"),)
+    if len(selector.weights) != selector.arms:
+        arms = "arms" if ctx.written("deployment", "selector", "arms") else "arms (default 2)"
+        yield Finding(
+            f"deployment.selector.weights has {len(selector.weights)} weights but there are "
+            f"{selector.arms} {arms}",
+            at,
+            hint=f"give {selector.arms} weights, newest arm first, or set "
+            f"`arms: {len(selector.weights)}`",
+        )
+    elif not any(w > 0 for w in selector.weights):
+        yield Finding(
+            "deployment.selector.weights are all zero: no arm would get traffic",
+            at,
+            hint="give at least one arm a positive weight",
+        )
+
+
+# --- liaison ------------------------------------------------------------------------------
+
+
+@rule("dual-needs-research", "error", "dual liaison reproduces a research specification")
+def _dual_research(ctx: RuleContext) -> Iterator[Finding]:
+    spec = ctx.spec
+    if spec.lifecycle.liaison is not Liaison.DUAL:
+        return
+    research = spec.release.research
+    if research is None or (research.predictions is None and not research.metrics):
+        yield Finding(
+            "dual liaison needs the research specification to reproduce: release.research "
+            "with reference predictions and/or expected metrics",
+            (("release", "research"), LIAISON),
+            hint="add `release: {research: {data: research/inputs.csv, predictions: "
+            "research/predictions.csv, metrics: {roc_auc: 0.83}}}`",
+        )
+
+
+@rule("dual-needs-programmatic", "error", "dual liaison needs programmatic data access")
+def _dual_programmatic(ctx: RuleContext) -> Iterator[Finding]:
+    lc = ctx.spec.lifecycle
+    if lc.liaison is Liaison.DUAL and lc.data_access is not DataAccess.PROGRAMMATIC:
+        yield Finding(
+            "dual liaison needs programmatic data access: development re-implements the "
+            "research against the same data source descriptor",
+            (DATA_ACCESS,),
+            hint="set `data_access: programmatic` and describe data.source",
+        )
+
+
+@rule("dual-needs-unattended", "error", "dual liaison needs unattended procurement")
+def _dual_unattended(ctx: RuleContext) -> Iterator[Finding]:
+    lc = ctx.spec.lifecycle
+    if lc.liaison is Liaison.DUAL and lc.procurement is not Procurement.UNATTENDED:
+        yield Finding(
+            "dual liaison needs unattended procurement: each release retrains the "
+            "re-implementation and checks it reproduces the research",
+            (PROCUREMENT,),
+            hint="set `procurement: unattended`",
+        )
+
+
+@rule("research-predictions-need-data", "error", "reference predictions need their inputs")
+def _research_data(ctx: RuleContext) -> Iterator[Finding]:
+    research = ctx.spec.release.research
+    if research is not None and research.predictions is not None and research.data is None:
+        yield Finding(
+            "release.research.predictions cannot be reproduced without the reference inputs: "
+            "release.research.data is missing",
+            (("release", "research", "predictions"),),
+            hint="add `data: FILE` (the inputs research predicted on) to release.research",
+        )
+
+
+# --- anti-patterns -----------------------------------------------------------------------
+
+
+@rule("adhoc-data-access", "warning", "ad-hoc data dumps are an anti-pattern")
+def _adhoc(ctx: RuleContext) -> Iterator[Finding]:
+    if ctx.spec.lifecycle.data_access is DataAccess.ADHOC:
+        yield Finding(
+            "ad-hoc data access (an anti-pattern): a static dump cannot be refreshed, so you "
+            "lose reproducible data windows, autonomous updates and the evaluation of served "
+            "predictions against true outcomes",
+            (DATA_ACCESS,),
+            hint="describe the data as `data.source` (a file or database with an `ordinal` "
+            "column) and set `data_access: programmatic`",
+        )
+
+
+@rule("interactive-procurement", "warning", "hand-trained models are an anti-pattern")
+def _interactive(ctx: RuleContext) -> Iterator[Finding]:
+    if ctx.spec.lifecycle.procurement is Procurement.INTERACTIVE:
+        yield Finding(
+            "interactive procurement (an anti-pattern): a model trained by hand is not "
+            "evaluated or gated by mlcycle and cannot be reproduced from the release",
+            (PROCUREMENT,),
+            hint="declare `model.pipeline` and `data.label` and set "
+            "`procurement: unattended`; mlcycle then trains, evaluates and gates each release",
+        )
+
+
+def rule_ids() -> list[str]:
+    """Every rule id, in registration order."""
+    return [r.id for r in RULES]
+
+
+__all__ = ["RULES", "Finding", "Rule", "RuleContext", "check_rules", "rule", "rule_ids"]

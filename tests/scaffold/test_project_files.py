@@ -1,0 +1,171 @@
+"""What a rendered project holds: CI files, example data with the declared columns, research."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import skops.io
+import yaml
+
+from mlcycle.scaffold import PATTERNS, InitResult
+from mlcycle.scaffold.datasets import feature_names
+from mlcycle.spec import load_spec
+from mlcycle.spec.model import Spec
+
+ROWS = 569
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_github_workflow_is_valid_yaml_running_validate(
+    projects: dict[str, InitResult], pattern: str
+) -> None:
+    path = projects[pattern].directory / ".github" / "workflows" / "mlcycle.yml"
+    workflow = yaml.safe_load(path.read_text(encoding="utf-8"))
+    # PyYAML reads the key `on` as True (YAML 1.1); GitHub reads it as "on".
+    assert set(workflow) == {"name", True, "jobs"}
+    steps = [s.get("run", "") for job in workflow["jobs"].values() for s in job["steps"]]
+    assert "mlcycle validate" in steps
+    assert all("runs-on" in job for job in workflow["jobs"].values())
+    assert any(step.startswith("mlcycle release") for step in steps)
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_gitlab_ci_is_valid_yaml_running_validate(
+    projects: dict[str, InitResult], pattern: str
+) -> None:
+    path = projects[pattern].directory / ".gitlab-ci.yml"
+    pipeline = yaml.safe_load(path.read_text(encoding="utf-8"))
+    stages = pipeline["stages"]
+    jobs = {k: v for k, v in pipeline.items() if isinstance(v, dict) and "script" in v}
+    assert jobs["validate"]["script"][0] == "mlcycle validate"
+    assert all(job["stage"] in stages for job in jobs.values())
+    scripts = [line for job in jobs.values() for line in job["script"]]
+    assert any(line.startswith("mlcycle release") for line in scripts)
+    if pattern == "adaptive":
+        assert "mlcycle update" in scripts
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_example_data_has_the_declared_columns(
+    projects: dict[str, InitResult], pattern: str
+) -> None:
+    spec = load_spec(projects[pattern].directory / "lifecycle.yaml")
+    data = _training_data(spec)
+    declared = {spec.data.label, spec.data.key}
+    if spec.data.source is not None and spec.data.source.ordinal:
+        declared.add(spec.data.source.ordinal)
+    assert declared <= set(data.columns)
+    features = [c for c in data.columns if c not in declared]
+    assert features == feature_names()
+    assert features[:3] == ["mean_radius", "mean_texture", "mean_perimeter"]
+    assert len(data) == ROWS
+    assert data[spec.data.key].is_unique
+    assert set(data[spec.data.label]) == {0, 1}
+    assert data[spec.data.label].sum() == 212  # malignant cases in scikit-learn's copy
+    if spec.data.source is not None:
+        ordinal = data[spec.data.source.ordinal]
+        assert ordinal.tolist() == list(range(1, ROWS + 1))
+
+
+@pytest.mark.parametrize("pattern", ["open", "adaptive"])
+def test_outcomes_table_has_the_declared_key_and_outcome(
+    projects: dict[str, InitResult], pattern: str
+) -> None:
+    spec = load_spec(projects[pattern].directory / "lifecycle.yaml")
+    outcomes = spec.data.outcomes
+    assert outcomes is not None and outcomes.source.url is not None
+    with sqlite3.connect(_sqlite_file(spec, outcomes.source.url)) as connection:
+        frame = pd.read_sql_query(f"SELECT * FROM {outcomes.source.table}", connection)
+        events = pd.read_sql_query("SELECT id, malignant FROM events", connection)
+    assert list(frame.columns) == [outcomes.key, outcomes.outcome]
+    joined = events.merge(frame, left_on="id", right_on=outcomes.key)
+    assert len(joined) == ROWS
+    assert (joined["malignant"] == joined[outcomes.outcome]).all()
+
+
+def test_example_data_is_deterministic(
+    projects: dict[str, InitResult], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from mlcycle.scaffold.datasets import same_data, write_parquet
+
+    again = tmp_path_factory.mktemp("again")
+    write_parquet(again)
+    first = projects["dual"].directory / "data" / "events.parquet"
+    assert same_data(first, again / "data" / "events.parquet")
+    assert (again / "data" / "events.parquet").read_bytes() == first.read_bytes()
+
+
+def test_dual_research_files_reproduce(projects: dict[str, InitResult]) -> None:
+    from mlcycle.train import train
+
+    root = projects["dual"].directory
+    spec = load_spec(root / "lifecycle.yaml")
+    research = spec.release.research
+    assert research is not None and research.data and research.predictions
+    reference = pd.read_csv(spec.resolve(research.data))
+    predictions = pd.read_csv(spec.resolve(research.predictions))
+    assert len(predictions) == len(reference) == int(ROWS / 5)
+    assert list(predictions.columns) == ["id", "prediction"]
+    assert predictions["id"].tolist() == reference["id"].tolist()
+    assert set(research.metrics) == {"roc_auc", "accuracy"}
+
+    # What engineering does: train the declared model with mlcycle on the source...
+    assert spec.data.source is not None and spec.data.source.path
+    events = pd.read_parquet(spec.resolve(spec.data.source.path))
+    features = [c for c in events.columns if c not in ("id", "seq", "malignant")]
+    trained = train(spec, events[features], events["malignant"], ordinal=events["seq"])
+    # ...and compare with what research handed over.
+    probability = trained.model.predict_proba(reference[features])[:, 1]
+    assert abs(probability - predictions["prediction"].to_numpy()).max() <= research.tolerance
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    measured = {
+        "roc_auc": roc_auc_score(reference["malignant"], probability),
+        "accuracy": accuracy_score(
+            reference["malignant"], trained.model.predict(reference[features])
+        ),
+    }
+    for metric, expected in research.metrics.items():
+        assert abs(measured[metric] - expected) <= research.tolerance, metric
+
+
+def test_interactive_train_by_hand_saves_a_safe_model(projects: dict[str, InitResult]) -> None:
+    root = projects["interactive"].directory
+    result = subprocess.run(
+        [sys.executable, "train_by_hand.py"], cwd=root, capture_output=True, text=True, check=False
+    )
+    try:
+        assert result.returncode == 0, result.stderr
+        assert "accuracy on 114 held-out rows" in result.stdout
+        spec = load_spec(root / "lifecycle.yaml")
+        assert spec.release.model == "model.skops"
+        model_file = spec.resolve(spec.release.model)
+        assert skops.io.get_untrusted_types(file=model_file) == []
+        model = skops.io.load(model_file)
+        data = pd.read_csv(root / "data" / "train.csv")
+        assert (model.predict(data[feature_names()]) == data["malignant"]).mean() > 0.95
+    finally:
+        (root / "model.skops").unlink(missing_ok=True)  # keep the shared project's tree clean
+
+
+def _training_data(spec: Spec) -> pd.DataFrame:
+    if spec.data.dump:
+        return pd.read_csv(spec.resolve(spec.data.dump))
+    source = spec.data.source
+    assert source is not None
+    if source.url:
+        with sqlite3.connect(_sqlite_file(spec, source.url)) as connection:
+            return pd.read_sql_query(
+                f"SELECT * FROM {source.table} ORDER BY {source.ordinal}", connection
+            )
+    assert source.path
+    return pd.read_parquet(spec.resolve(source.path))
+
+
+def _sqlite_file(spec: Spec, url: str) -> str:
+    assert url.startswith("sqlite:///")
+    return str(spec.resolve(url.removeprefix("sqlite:///")))

@@ -1,0 +1,56 @@
+"""Every command and option of the CLI has help text, and every --help renders.
+
+It walks the live command tree, so commands added later are covered too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from mlcycle.cli import app
+
+
+# typer vendors its own click, so commands and parameters are recognised by what they have,
+# not by click's classes.
+def _commands(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    yield path, command
+    for name, sub in sorted((getattr(command, "commands", None) or {}).items()):
+        yield from _commands(sub, (*path, name))
+
+
+COMMANDS = list(_commands(typer.main.get_command(app)))
+
+
+def _name(path: tuple[str, ...]) -> str:
+    return " ".join(("mlcycle", *path))
+
+
+def test_the_tree_has_the_spec_commands() -> None:
+    names = {path[-1] for path, _ in COMMANDS if path}
+    assert {"schema", "validate", "plan"} <= names
+
+
+@pytest.mark.parametrize(("path", "command"), COMMANDS, ids=[_name(p) for p, _ in COMMANDS])
+def test_command_and_its_parameters_have_help(path: tuple[str, ...], command: Any) -> None:
+    missing = []
+    if not (command.help or command.short_help):
+        missing.append(f"{_name(path)}: the command has no help")
+    for param in command.params:
+        kind = param.param_type_name
+        if kind == "option" and not param.hidden and not param.help:
+            missing.append(f"{_name(path)}: option {'/'.join(param.opts)} has no help")
+        elif kind == "argument" and not getattr(param, "help", None):
+            missing.append(f"{_name(path)}: argument {param.name} has no help")
+    assert not missing, "\n".join(missing)
+
+
+@pytest.mark.parametrize(("path", "command"), COMMANDS, ids=[_name(p) for p, _ in COMMANDS])
+def test_help_renders(path: tuple[str, ...], command: Any) -> None:
+    result = CliRunner().invoke(app, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
