@@ -1,0 +1,176 @@
+"""The registry interface: what every backend (local files now, a remote store later) offers.
+
+A backend implements storage (`register`, `entries`, `current`, `set_current`,
+`artifact_path`, `remove_release`); the queries built on them (`get`, `latest`,
+`best`, `releases`, `load_model`) are written once here and may be overridden
+where a backend can answer them faster.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mlcycle.errors import RegistryError
+from mlcycle.registry.artifacts import load_model as load_artifact
+from mlcycle.registry.entry import Entry, Status
+from mlcycle.registry.refs import ModelRef, as_ref, check_release, release_key
+from mlcycle.spec.model import Procurement
+
+
+class Registry(ABC):
+    """Releases and generations of one project's models."""
+
+    project: str
+
+    # --- storage: each backend implements these ------------------------------------
+
+    @abstractmethod
+    def register(
+        self,
+        model: Any,
+        *,
+        release: str,
+        metrics: Mapping[str, float],
+        gate: Mapping[str, Any] | None,
+        data: Mapping[str, Any] | None,
+        spec_hash: str | None,
+        git_commit: str | None,
+        procurement: Procurement | str,
+        status: Status | str,
+        extra: Mapping[str, Any] | None = None,
+        make_current: bool = False,
+        generation: int | None = None,
+    ) -> Entry:
+        """Store `model` as a new generation of `release` and return its entry.
+
+        `generation=None` takes the next free number of the release. With
+        `make_current`, a candidate becomes current in the same step; a rejected
+        entry never does (the flag is then ignored). Raises UsageError for bad
+        arguments and RegistryError when the registry cannot be written.
+        """
+
+    @abstractmethod
+    def entries(self) -> list[Entry]:
+        """Every entry, ordered by release (`dev` first, then semver) and generation."""
+
+    @abstractmethod
+    def current(self) -> Entry | None:
+        """The entry production should serve, or None when none was set."""
+
+    @abstractmethod
+    def set_current(self, ref: ModelRef | str) -> Entry:
+        """Point `current` at the entry `ref` names; a rejected entry is refused."""
+
+    @abstractmethod
+    def artifact_path(self, entry: Entry) -> Path:
+        """Local path of the entry's artifact file."""
+
+    @abstractmethod
+    def remove_release(self, release: str) -> list[Entry]:
+        """Remove every entry of `release` at once (rollback); returns what was removed.
+
+        When `current` pointed into the release, it falls back to the entry that
+        was current before, if that still exists, else it is cleared.
+        """
+
+    # --- queries, written once on top of the storage methods -------------------------
+
+    def releases(self) -> list[str]:
+        """The releases holding at least one entry, in `entries()` order."""
+        seen: dict[str, None] = {}
+        for entry in self.entries():
+            seen.setdefault(entry.release, None)
+        return list(seen)
+
+    def latest(
+        self, release: str | None = None, status: Status | str | None = Status.CANDIDATE
+    ) -> Entry | None:
+        """The newest entry (of `release` if given) with `status` (None: any status)."""
+        if release is not None:
+            check_release(release)
+        wanted = None if status is None else Status(status)
+        found = [
+            e
+            for e in self.entries()
+            if (release is None or e.release == release) and (wanted is None or e.status is wanted)
+        ]
+        return found[-1] if found else None
+
+    def best(
+        self,
+        metric: str,
+        higher_is_better: bool = True,
+        *,
+        release: str | None = None,
+        status: Status | str | None = Status.CANDIDATE,
+    ) -> Entry | None:
+        """The entry with the best value of `metric`; ties go to the newest.
+
+        Entries without the metric (or with NaN) are skipped; None when none has it.
+        """
+        if release is not None:
+            check_release(release)
+        wanted = None if status is None else Status(status)
+        best: Entry | None = None
+        for entry in self.entries():
+            if release is not None and entry.release != release:
+                continue
+            if wanted is not None and entry.status is not wanted:
+                continue
+            value = entry.metrics.get(metric)
+            if value is None or math.isnan(value):
+                continue
+            if best is None:
+                best = entry
+                continue
+            incumbent = best.metrics[metric]
+            if (value >= incumbent) if higher_is_better else (value <= incumbent):
+                best = entry
+        return best
+
+    def get(self, ref: ModelRef | str) -> Entry:
+        """The entry `ref` names; RegistryError when there is none.
+
+        `RELEASE/GENERATION` names an entry whatever its status; `RELEASE` and
+        `latest` name the newest candidate; `current` the current entry.
+        """
+        ref = as_ref(ref)
+        if ref.current:
+            entry = self.current()
+            if entry is None:
+                raise RegistryError(
+                    f"{self.project}: no current model",
+                    hint="register a model that passes its gate, or set one current",
+                )
+            return entry
+        if ref.generation is None:
+            entry = self.latest(ref.release)
+            if entry is None:
+                where = f"release {ref.release}" if ref.release else self.project
+                raise RegistryError(
+                    f"{where}: no candidate model in the registry", hint=self._known_hint()
+                )
+            return entry
+        for entry in self.entries():
+            if entry.release == ref.release and entry.generation == ref.generation:
+                return entry
+        raise RegistryError(
+            f"{self.project}: no model {ref} in the registry", hint=self._known_hint()
+        )
+
+    def load_model(self, entry: Entry) -> Any:
+        """The entry's estimator, after checking the artifact's SHA-256 (IntegrityError if not)."""
+        return load_artifact(
+            self.artifact_path(entry), sha256=entry.artifact.sha256, format=entry.artifact.format
+        )
+
+    def _known_hint(self) -> str:
+        releases = self.releases()
+        if not releases:
+            return "the registry is empty; train or release a model first"
+        shown = ", ".join(sorted(releases, key=release_key)[-5:])
+        return f"releases in the registry: {shown}"

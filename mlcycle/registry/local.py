@@ -1,0 +1,606 @@
+"""The embedded registry backend: plain files under the project, written atomically.
+
+Layout under `root` (the spec's `registry.path`, default `.mlcycle/registry`):
+
+    <project>/
+      releases/<release>/<generation>/entry.json     what the Entry holds
+      releases/<release>/<generation>/model.skops    the artifact (model.pkl for pickle)
+      current.json     the pointer to the entry production serves, with its history
+      manifests/       reserved for serving manifests (a later issue)
+      .lock            flock'ed by every writer; holds the holder's pid
+      .staging/        entries being written; each directory flock'ed by its writer
+      .trash/          releases being removed
+
+How a registration stays atomic: the artifact and entry.json are written into
+a fresh directory under `.staging/` and fsync'ed; the generation number is
+allocated under the exclusive lock, and one `rename` moves the whole directory
+to `releases/<release>/<generation>/`. A reader sees an entry completely or not
+at all, so reading never takes the lock. A writer killed at any point leaves
+at most a staging directory whose flock died with it; the next writer deletes
+those. Removing a release renames it into `.trash/` first, then deletes it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import fcntl
+import getpass
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from mlcycle.errors import RegistryError, UsageError
+from mlcycle.registry.artifacts import ArtifactInfo, fsync_dir, library_versions, save_model
+from mlcycle.registry.base import Registry
+from mlcycle.registry.entry import Entry, Status, plain
+from mlcycle.registry.refs import (
+    GENERATION_RE,
+    ModelRef,
+    as_ref,
+    check_release,
+    is_release,
+    release_key,
+)
+from mlcycle.spec.model import Procurement
+
+log = logging.getLogger(__name__)
+
+ENTRY_FILE: Final = "entry.json"
+CURRENT_FILE: Final = "current.json"
+ARTIFACT_STEM: Final = "model"
+DEFAULT_LOCK_TIMEOUT: Final = 30.0
+HISTORY_LIMIT: Final = 20
+# The spec's `name` pattern: a project name is also a directory name.
+PROJECT_RE: Final = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
+
+
+@dataclass
+class _Staging:
+    """A staging directory and the open descriptor whose flock says its writer is alive."""
+
+    path: Path
+    fd: int
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class LocalRegistry(Registry):
+    """A registry in a directory of the local file system (see the module docstring)."""
+
+    def __init__(
+        self, root: Path, project: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    ) -> None:
+        if not isinstance(project, str) or PROJECT_RE.match(project) is None:
+            raise UsageError(
+                f"{project!r} is not a project name",
+                hint="use lowercase letters, digits, '-', '_' and '.', as in the spec's `name`",
+            )
+        self.root = Path(root)
+        self.project = project
+        self.lock_timeout = lock_timeout
+        self.base = self.root / project
+
+    def __repr__(self) -> str:
+        return f"LocalRegistry({str(self.root)!r}, {self.project!r})"
+
+    # --- paths -----------------------------------------------------------------------
+
+    @property
+    def releases_dir(self) -> Path:
+        """Directory holding one directory per release."""
+        return self.base / "releases"
+
+    @property
+    def manifests_dir(self) -> Path:
+        """Directory reserved for serving manifests."""
+        return self.base / "manifests"
+
+    @property
+    def current_path(self) -> Path:
+        """The `current` pointer file."""
+        return self.base / CURRENT_FILE
+
+    @property
+    def lock_path(self) -> Path:
+        """The file every writer flocks."""
+        return self.base / ".lock"
+
+    @property
+    def staging_dir(self) -> Path:
+        """Where entries are assembled before they appear."""
+        return self.base / ".staging"
+
+    @property
+    def trash_dir(self) -> Path:
+        """Where removed releases wait to be deleted."""
+        return self.base / ".trash"
+
+    def entry_dir(self, ref: ModelRef) -> Path:
+        """Directory of the entry `RELEASE/GENERATION`."""
+        if ref.release is None or ref.generation is None:
+            raise UsageError(f"{ref} does not name one entry; write RELEASE/GENERATION")
+        return self.releases_dir / ref.release / str(ref.generation)
+
+    def artifact_path(self, entry: Entry) -> Path:
+        """Path of the entry's artifact file."""
+        if entry.project != self.project:
+            raise RegistryError(f"{entry.ref} belongs to {entry.project}, not {self.project}")
+        return self.entry_dir(entry.ref) / entry.artifact.file
+
+    # --- writing ---------------------------------------------------------------------
+
+    def register(
+        self,
+        model: Any,
+        *,
+        release: str,
+        metrics: Mapping[str, float],
+        gate: Mapping[str, Any] | None,
+        data: Mapping[str, Any] | None,
+        spec_hash: str | None,
+        git_commit: str | None,
+        procurement: Procurement | str,
+        status: Status | str,
+        extra: Mapping[str, Any] | None = None,
+        make_current: bool = False,
+        generation: int | None = None,
+    ) -> Entry:
+        """Store `model` as a new generation of `release` (see Registry.register)."""
+        release = check_release(release)
+        status_ = _choice(Status, status, "status")
+        procurement_ = _choice(Procurement, procurement, "procurement")
+        if generation is not None:
+            ModelRef(release, generation)  # validates the number
+        record = {
+            "metrics": _metrics(metrics),
+            "gate": _mapping(gate, "gate"),
+            "data": _mapping(data, "data"),
+            "extra": _mapping(extra, "extra"),
+        }
+        if status_ is Status.CANDIDATE and record["gate"].get("passed") is False:
+            raise UsageError(
+                "register: the gate record says the model failed, but status is 'candidate'",
+                hint="register a model that failed its gate with status='rejected'",
+            )
+        versions = library_versions()
+        created_at, created_by = _now(), _who()
+
+        self._ensure_layout()
+        staging = self._open_staging()
+        try:
+            artifact = self._stage_artifact(model, staging.path)
+            with self._locked(f"registering a model of release {release}"):
+                self._clean()
+                number = self._allocate(release, generation)
+                entry = Entry(
+                    project=self.project,
+                    release=release,
+                    generation=number,
+                    status=status_,
+                    metrics=record["metrics"],
+                    gate=record["gate"],
+                    data=record["data"],
+                    spec_hash=spec_hash,
+                    git_commit=git_commit,
+                    versions=versions,
+                    procurement=procurement_,
+                    created_at=created_at,
+                    created_by=created_by,
+                    artifact=artifact,
+                    extra=record["extra"],
+                )
+                _write_json(staging.path / ENTRY_FILE, entry.as_dict(), atomic=False)
+                fsync_dir(staging.path)
+                target = self.entry_dir(entry.ref)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self._publish(staging.path, target)
+                if make_current and entry.is_candidate:
+                    try:
+                        self._write_current(entry.ref)
+                    except OSError as e:
+                        raise RegistryError(
+                            f"{self.current_path}: registered {entry.ref} but could not make "
+                            f"it current: {e.strerror}",
+                            hint=f"run set_current('{entry.ref}') once the problem is fixed",
+                        ) from e
+        except OSError as e:
+            raise RegistryError(
+                f"{self.base}: cannot write the registry: {e.strerror or e}",
+                hint="check that the registry directory is writable and the disk is not full",
+            ) from e
+        finally:
+            # Nothing is left behind on failure; after the rename the directory is gone.
+            shutil.rmtree(staging.path, ignore_errors=True)
+            staging.close()
+        log.info("registered %s/%s as %s", self.project, entry.ref, entry.status.value)
+        return entry
+
+    def set_current(self, ref: ModelRef | str) -> Entry:
+        """Point `current` at the entry `ref` names; a rejected entry is refused (UsageError)."""
+        ref = as_ref(ref)
+        with self._locked(f"setting the current model to {ref}"):
+            entry = self.get(ref)
+            if not entry.is_candidate:
+                raise UsageError(
+                    f"{self.project} {entry.ref} was rejected by its validation gate; "
+                    "a rejected model can never be current",
+                    hint="set a candidate current, e.g. 'latest'",
+                )
+            self._write_current(entry.ref)
+        return entry
+
+    def remove_release(self, release: str) -> list[Entry]:
+        """Remove every entry of `release` at once; returns the removed entries."""
+        release = check_release(release)
+        if not self.releases_dir.is_dir():
+            return []
+        with self._locked(f"removing release {release}"):
+            self._clean()
+            source = self.releases_dir / release
+            if not source.is_dir():
+                return []
+            removed = self._entries_of(source)
+            # The pointer moves first: should we die before the rename, current still
+            # names an entry that exists.
+            self._forget_in_pointer(release)
+            self.trash_dir.mkdir(exist_ok=True)
+            trash = self.trash_dir / f"{release}-{uuid.uuid4().hex}"
+            source.rename(trash)
+            fsync_dir(self.releases_dir)
+            shutil.rmtree(trash, ignore_errors=True)
+        log.info("removed release %s of %s (%d entries)", release, self.project, len(removed))
+        return removed
+
+    # --- reading (never locks) -------------------------------------------------------
+
+    def entries(self) -> list[Entry]:
+        """Every complete entry, ordered by release (`dev` first, then semver) and generation."""
+        found: list[Entry] = []
+        for release_dir in _children(self.releases_dir):
+            if is_release(release_dir.name) and release_dir.is_dir():
+                found.extend(self._entries_of(release_dir))
+        found.sort(key=lambda e: (release_key(e.release), e.generation))
+        return found
+
+    def get(self, ref: ModelRef | str) -> Entry:
+        """The entry `ref` names (see Registry.get); reads one directory for `RELEASE/GEN`."""
+        ref = as_ref(ref)
+        if ref.release is not None and ref.generation is not None:
+            entry = self._read_entry(self.entry_dir(ref))
+            if entry is None:
+                raise RegistryError(
+                    f"{self.project}: no model {ref} in the registry", hint=self._known_hint()
+                )
+            return entry
+        return super().get(ref)
+
+    def current(self) -> Entry | None:
+        """The entry `current.json` names, or None when no entry was made current."""
+        pointer = self._read_pointer()
+        if pointer is None:
+            return None
+        ref = _pointer_ref(pointer, where=str(self.current_path))
+        entry = self._read_entry(self.entry_dir(ref))
+        if entry is None:
+            raise RegistryError(
+                f"{self.current_path}: the current model {ref} is not in the registry",
+                hint="set the current model again, e.g. to 'latest'",
+            )
+        return entry
+
+    def current_history(self) -> list[ModelRef]:
+        """Entries that were current before, newest first (may name removed entries)."""
+        pointer = self._read_pointer()
+        if pointer is None:
+            return []
+        where = str(self.current_path)
+        return [_pointer_ref(h, where=where) for h in pointer.get("history") or ()]
+
+    # --- hooks a test may wrap to stop a writer at a chosen point --------------------
+
+    def _stage_artifact(self, model: Any, staging: Path) -> ArtifactInfo:
+        """Write the artifact into the staging directory."""
+        return save_model(model, staging / ARTIFACT_STEM)
+
+    def _publish(self, staging: Path, target: Path) -> None:
+        """Move a complete staged entry into place: the one step that makes it visible."""
+        staging.rename(target)
+        fsync_dir(target.parent)
+        fsync_dir(target.parent.parent)
+
+    # --- internals -------------------------------------------------------------------
+
+    def _ensure_layout(self) -> None:
+        for path in (self.releases_dir, self.staging_dir, self.trash_dir, self.manifests_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def _locked(self, what: str) -> Iterator[None]:
+        """Hold the registry's exclusive lock; RegistryError naming the holder on timeout."""
+        self.base.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + self.lock_timeout
+            delay = 0.005
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise self._locked_error() from None
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.1)
+            holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
+            holder["what"] = what
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
+
+    def _locked_error(self) -> RegistryError:
+        try:
+            holder = json.loads(self.lock_path.read_text(encoding="utf-8"))
+            who = f"pid {int(holder['pid'])}"
+            detail = f" on {holder.get('host')} since {holder.get('since')} ({holder.get('what')})"
+        except (OSError, ValueError, KeyError, TypeError):
+            who, detail = "another process", ""
+        return RegistryError(
+            f"{self.base}: registry is locked by {who}{detail}; "
+            f"gave up after {self.lock_timeout:g} s",
+            hint="wait for that command to finish; the lock is released when its process exits",
+        )
+
+    def _open_staging(self) -> _Staging:
+        """A fresh staging directory, flock'ed so that cleaners know its writer is alive."""
+        for _ in range(10):
+            path = self.staging_dir / uuid.uuid4().hex
+            path.mkdir()
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+            except FileNotFoundError:
+                continue  # a cleaner took it between mkdir and open
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                # A cleaner may have locked and deleted it before we locked it.
+                if os.path.samestat(path.stat(), os.fstat(fd)):
+                    return _Staging(path, fd)
+            except (BlockingIOError, FileNotFoundError):
+                pass
+            os.close(fd)
+        raise RegistryError(f"{self.staging_dir}: cannot create a staging directory")
+
+    def _clean(self) -> None:
+        """Delete what dead writers left: unlocked staging dirs, trash, temporary files.
+
+        Runs under the registry lock, so no other cleaner or pointer writer runs.
+        """
+        for child in _children(self.staging_dir):
+            try:
+                fd = os.open(child, os.O_RDONLY | os.O_DIRECTORY)
+            except FileNotFoundError:
+                continue
+            except NotADirectoryError:
+                child.unlink(missing_ok=True)
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue  # its writer is alive
+            try:
+                log.info("removing %s, left by an interrupted registration", child)
+                shutil.rmtree(child, ignore_errors=True)
+            finally:
+                os.close(fd)
+        for child in _children(self.trash_dir):
+            shutil.rmtree(child, ignore_errors=True)
+        for child in _children(self.base):
+            if child.name.startswith(".") and child.name.endswith(".tmp"):
+                child.unlink(missing_ok=True)
+
+    def _allocate(self, release: str, generation: int | None) -> int:
+        taken = {
+            int(p.name)
+            for p in _children(self.releases_dir / release)
+            if GENERATION_RE.match(p.name)
+        }
+        if generation is None:
+            return max(taken, default=0) + 1
+        if generation in taken:
+            raise RegistryError(
+                f"{self.project} {release}/{generation} is already in the registry",
+                hint="leave the generation out to take the next free number",
+            )
+        return generation
+
+    def _entries_of(self, release_dir: Path) -> list[Entry]:
+        found = []
+        for gen_dir in _children(release_dir):
+            if GENERATION_RE.match(gen_dir.name):
+                entry = self._read_entry(gen_dir)
+                if entry is not None:
+                    found.append(entry)
+        found.sort(key=lambda e: e.generation)
+        return found
+
+    def _read_entry(self, entry_dir: Path) -> Entry | None:
+        """The entry in `entry_dir`, None if there is none (or it was just removed)."""
+        path = entry_dir / ENTRY_FILE
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as e:
+            raise RegistryError(f"{path}: cannot read the entry: {e.strerror}") from e
+        try:
+            raw = json.loads(text)
+        except ValueError as e:
+            raise RegistryError(f"{path}: damaged entry (not JSON: {e})") from e
+        entry = Entry.from_dict(raw, where=str(path))
+        expected = (self.project, entry_dir.parent.name, entry_dir.name)
+        if (entry.project, entry.release, str(entry.generation)) != expected:
+            raise RegistryError(
+                f"{path}: the entry says {entry.project} {entry.ref} but lies in "
+                f"{entry_dir.relative_to(self.root)}",
+                hint="entries must not be moved by hand; move it back or remove it",
+            )
+        return entry
+
+    def _read_pointer(self) -> dict[str, Any] | None:
+        try:
+            raw = json.loads(self.current_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise RegistryError(
+                f"{self.current_path}: unreadable ({e})",
+                hint="set the current model again, e.g. to 'latest'",
+            ) from e
+        if not isinstance(raw, dict):
+            raise RegistryError(f"{self.current_path}: damaged (not a JSON object)")
+        return raw
+
+    def _write_current(
+        self, ref: ModelRef, *, history: list[Any] | None = None, note: str | None = None
+    ) -> None:
+        """Replace current.json atomically; the previous pointer goes to the history."""
+        if history is None:
+            old = self._read_pointer()
+            history = []
+            if old is not None:
+                previous = {k: old.get(k) for k in ("release", "generation", "set_at")}
+                history = [previous, *(old.get("history") or [])]
+        history = [h for h in history if (h.get("release"), h.get("generation")) != _key(ref)]
+        pointer: dict[str, Any] = {
+            "release": ref.release,
+            "generation": ref.generation,
+            "ref": str(ref),
+            "set_at": _now(),
+            "set_by": _who(),
+        }
+        if note:
+            pointer["note"] = note
+        pointer["history"] = history[:HISTORY_LIMIT]
+        _write_json(self.current_path, pointer, atomic=True)
+
+    def _forget_in_pointer(self, release: str) -> None:
+        """Drop `release` from current.json; if it was current, restore the one before."""
+        pointer = self._read_pointer()
+        if pointer is None:
+            return
+        history = [h for h in pointer.get("history") or () if h.get("release") != release]
+        if pointer.get("release") != release:
+            if len(history) != len(pointer.get("history") or ()):
+                _write_json(self.current_path, {**pointer, "history": history}, atomic=True)
+            return
+        for i, item in enumerate(history):
+            ref = _pointer_ref(item, where=str(self.current_path))
+            entry = self._read_entry(self.entry_dir(ref))
+            if entry is not None and entry.is_candidate:
+                note = f"restored when release {release} was removed"
+                self._write_current(ref, history=history[i + 1 :], note=note)
+                return
+        self.current_path.unlink(missing_ok=True)
+        fsync_dir(self.base)
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def _children(path: Path) -> list[Path]:
+    """Entries of a directory; empty when it does not exist (or vanished meanwhile)."""
+    try:
+        return list(path.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return []
+        raise RegistryError(f"{path}: cannot list: {e.strerror}") from e
+
+
+def _write_json(path: Path, doc: Mapping[str, Any], *, atomic: bool) -> None:
+    from mlcycle.registry.artifacts import write_atomic
+
+    data = (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode("utf-8")
+    if atomic:
+        write_atomic(path, data)
+        return
+    with path.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _pointer_ref(raw: Any, *, where: str) -> ModelRef:
+    try:
+        return ModelRef(str(raw["release"]), int(raw["generation"]))
+    except (KeyError, TypeError, ValueError, UsageError) as e:
+        raise RegistryError(
+            f"{where}: damaged pointer ({e})", hint="set the current model again"
+        ) from e
+
+
+def _key(ref: ModelRef) -> tuple[str | None, int | None]:
+    return (ref.release, ref.generation)
+
+
+def _choice(enum: Any, value: Any, name: str) -> Any:
+    try:
+        return enum(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in enum)
+        raise UsageError(f"register: {name} {value!r} is not one of {allowed}") from None
+
+
+def _metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    if not isinstance(metrics, Mapping):
+        raise UsageError("register: metrics must be a mapping of name to number")
+    out: dict[str, float] = {}
+    for name, value in metrics.items():
+        if value is None:
+            out[str(name)] = math.nan
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"register: metric {name!r} is {value!r}, not a number") from None
+        # One NaN object, so that entries read back compare equal to the one returned.
+        out[str(name)] = number if not math.isnan(number) else math.nan
+    return out
+
+
+def _mapping(value: Mapping[str, Any] | None, name: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise UsageError(f"register: {name} must be a mapping, not {type(value).__name__}")
+    result: dict[str, Any] = plain(value, where=name)
+    return result
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _who() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry, e.g. an arbitrary uid in a container
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"

@@ -1,0 +1,290 @@
+"""The contract every Registry backend honours; a backend's test class supplies `make_registry`.
+
+class TestMyRegistry(RegistryContract):
+    @pytest.fixture
+    def make_registry(self, tmp_path):
+        return lambda: MyRegistry(...)   # each call opens the same store anew
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mlcycle.errors import ExitCode, IntegrityError, RegistryError, UsageError
+from mlcycle.registry import CURRENT, LATEST, Entry, ModelRef, Registry, Status
+from mlcycle.spec.model import Procurement
+from tests.registry.conftest import (
+    DATA,
+    GATE_FAILED,
+    GATE_PASSED,
+    fit_logit,
+    register,
+    same_predictions,
+)
+
+
+class RegistryContract:
+    """Behaviour of the Registry interface, whatever stores it."""
+
+    @pytest.fixture
+    def make_registry(self) -> Callable[[], Registry]:
+        raise NotImplementedError("a backend's test class supplies make_registry")
+
+    @pytest.fixture
+    def registry(self, make_registry: Callable[[], Registry]) -> Registry:
+        return make_registry()
+
+    # --- register and read back --------------------------------------------------------
+
+    def test_register_then_get_round_trip(self, registry: Registry, logit: Any) -> None:
+        entry = register(registry, logit, extra={"note": "first"})
+        assert entry.ref == ModelRef("0.1.0", 1)
+        assert (entry.project, entry.release, entry.generation) == (registry.project, "0.1.0", 1)
+        assert entry.status is Status.CANDIDATE
+        assert entry.metrics == {"accuracy": 0.95, "roc_auc": 0.99}
+        assert entry.gate == GATE_PASSED
+        assert entry.data == DATA
+        assert entry.spec_hash == "ab" * 32
+        assert entry.git_commit == "0123456789abcdef0123456789abcdef01234567"
+        assert entry.procurement is Procurement.UNATTENDED
+        assert entry.extra == {"note": "first"}
+        assert entry.artifact.format == "skops"
+        assert len(entry.artifact.sha256) == 64 and entry.artifact.size > 0
+        assert registry.get("0.1.0/1") == entry
+        assert registry.get(ModelRef("0.1.0", 1)) == entry
+        assert registry.entries() == [entry]
+        assert same_predictions(registry.load_model(entry), logit)
+
+    def test_every_entry_records_where_it_came_from(self, registry: Registry, logit: Any) -> None:
+        before = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        entry = register(registry, logit, git_commit=None, procurement=Procurement.INTERACTIVE)
+        created = dt.datetime.fromisoformat(entry.created_at)
+        assert created.utcoffset() == dt.timedelta(0)
+        assert before <= created <= dt.datetime.now(dt.UTC)
+        user, _, host = entry.created_by.partition("@")
+        assert user and host
+        assert set(entry.versions) == {"python", "sklearn", "numpy", "pandas", "skops", "mlcycle"}
+        assert entry.git_commit is None
+        assert entry.procurement is Procurement.INTERACTIVE
+        assert registry.get(entry.ref) == entry
+
+    def test_records_are_stored_as_plain_json(self, registry: Registry, logit: Any) -> None:
+        entry = register(
+            registry,
+            logit,
+            metrics={"accuracy": np.float64(0.9), "log_loss": float("nan"), "n": np.int64(3)},
+            data={"window": (np.int64(0), np.int64(9)), "until": dt.date(2026, 11, 22)},
+        )
+        again = registry.get(entry.ref)
+        assert again == entry
+        assert again.metrics["accuracy"] == 0.9 and again.metrics["n"] == 3.0
+        assert math.isnan(again.metrics["log_loss"])
+        assert again.data == {"window": [0, 9], "until": "2026-11-22"}
+        assert entry.as_dict()["metrics"]["log_loss"] is None
+
+    def test_generations_count_per_release(self, registry: Registry, logit: Any) -> None:
+        refs = [
+            register(registry, logit, release=release).ref
+            for release in ("0.1.0", "0.1.0", "0.2.0", "dev", "0.1.0", "dev")
+        ]
+        assert [str(r) for r in refs] == [
+            "0.1.0/1",
+            "0.1.0/2",
+            "0.2.0/1",
+            "dev/1",
+            "0.1.0/3",
+            "dev/2",
+        ]
+        assert [str(e.ref) for e in registry.entries()] == [
+            "dev/1", "dev/2", "0.1.0/1", "0.1.0/2", "0.1.0/3", "0.2.0/1",
+        ]  # fmt: skip
+        assert registry.releases() == ["dev", "0.1.0", "0.2.0"]
+
+    def test_releases_sort_by_semver_precedence(self, registry: Registry, logit: Any) -> None:
+        for release in ("0.10.0", "1.0.0", "0.2.0", "1.0.0-rc.1", "dev"):
+            register(registry, logit, release=release)
+        assert registry.releases() == ["dev", "0.2.0", "0.10.0", "1.0.0-rc.1", "1.0.0"]
+
+    def test_explicit_generation(self, registry: Registry, logit: Any) -> None:
+        assert register(registry, logit, generation=5).generation == 5
+        assert register(registry, logit).generation == 6
+        with pytest.raises(RegistryError) as info:
+            register(registry, logit, generation=5)
+        assert str(info.value) == f"{registry.project} 0.1.0/5 is already in the registry"
+        assert [e.generation for e in registry.entries()] == [5, 6]
+
+    @pytest.mark.parametrize(
+        ("overrides", "message"),
+        [
+            ({"release": "v0.1.0"}, "release: 'v0.1.0' is not a release"),
+            ({"release": "latest"}, "release: 'latest' is not a release"),
+            ({"status": "approved"}, "status 'approved' is not one of candidate, rejected"),
+            ({"procurement": "auto"}, "procurement 'auto' is not one of unattended, interactive"),
+            ({"metrics": {"accuracy": "high"}}, "metric 'accuracy' is 'high', not a number"),
+            ({"data": {"when": object()}}, "data.when: object is not JSON data"),
+            ({"generation": 0}, "generation 0 is not 1 or more"),
+            ({"gate": GATE_FAILED}, "the gate record says the model failed"),
+        ],
+    )
+    def test_bad_arguments_are_usage_errors(
+        self, registry: Registry, logit: Any, overrides: dict, message: str
+    ) -> None:
+        with pytest.raises(UsageError) as info:
+            register(registry, logit, **overrides)
+        assert message in str(info.value)
+        assert info.value.exit_code == ExitCode.USAGE
+        assert registry.entries() == []
+
+    def test_custom_estimator_is_stored_as_trusted_code(
+        self, registry: Registry, custom_model: Any
+    ) -> None:
+        entry = register(registry, custom_model)
+        assert entry.artifact.format == "pickle"
+        assert entry.artifact.trusted_code == ("tests.registry.custom.Doubler",)
+        assert same_predictions(registry.load_model(registry.get(entry.ref)), custom_model)
+
+    # --- queries -----------------------------------------------------------------------
+
+    def test_latest(self, registry: Registry, logit: Any) -> None:
+        assert registry.latest() is None
+        dev = register(registry, logit, release="dev")
+        assert registry.latest() == dev  # only dev trainings so far
+        first = register(registry, logit, release="0.1.0")
+        second = register(registry, logit, release="0.1.0")
+        rejected = register(registry, logit, release="0.1.0", status="rejected", gate=GATE_FAILED)
+        register(registry, logit, release="dev")
+        assert registry.latest() == second  # a release outranks dev; rejected is skipped
+        assert registry.latest("0.1.0") == second
+        assert registry.latest("0.1.0", status=None) == rejected
+        assert registry.latest(status="rejected") == rejected
+        assert registry.latest("0.9.0") is None
+        assert registry.get("0.1.0") == second
+        assert registry.get(LATEST) == second
+        assert registry.get("0.1.0/1") == first
+
+    def test_best(self, registry: Registry, logit: Any) -> None:
+        assert registry.best("accuracy") is None
+        a = register(registry, logit, metrics={"accuracy": 0.90, "log_loss": 0.30})
+        b = register(registry, logit, metrics={"accuracy": 0.95, "log_loss": 0.35})
+        c = register(registry, logit, release="0.2.0", metrics={"accuracy": 0.95})
+        register(registry, logit, metrics={"accuracy": float("nan"), "log_loss": 0.1},
+                 release="0.3.0", status="rejected", gate=GATE_FAILED)  # fmt: skip
+        register(registry, logit, release="0.3.0", metrics={"accuracy": float("nan")})
+        assert registry.best("accuracy") == c  # a tie goes to the newest
+        assert registry.best("accuracy", release="0.1.0") == b
+        assert registry.best("log_loss", higher_is_better=False) == a
+        assert registry.best("log_loss", higher_is_better=False, status=None).release == "0.3.0"
+        assert registry.best("f1") is None
+
+    def test_unknown_references_name_what_exists(self, registry: Registry, logit: Any) -> None:
+        register(registry, logit)
+        for text, message in [
+            ("0.1.0/7", f"{registry.project}: no model 0.1.0/7 in the registry"),
+            ("0.2.0", "release 0.2.0: no candidate model in the registry"),
+            ("current", f"{registry.project}: no current model"),
+        ]:
+            with pytest.raises(RegistryError) as info:
+                registry.get(text)
+            assert str(info.value) == message
+            assert info.value.exit_code == ExitCode.RUNTIME
+        with pytest.raises(RegistryError) as info:
+            registry.get("0.2.0/1")
+        assert info.value.hint == "releases in the registry: 0.1.0"
+
+    def test_empty_registry(self, registry: Registry) -> None:
+        assert registry.entries() == []
+        assert registry.releases() == []
+        assert registry.current() is None
+        with pytest.raises(RegistryError) as info:
+            registry.get(LATEST)
+        assert info.value.hint == "the registry is empty; train or release a model first"
+
+    # --- current -----------------------------------------------------------------------
+
+    def test_current(self, registry: Registry, logit: Any) -> None:
+        first = register(registry, logit, make_current=True)
+        assert registry.current() == first
+        second = register(registry, logit)
+        assert registry.current() == first  # registering alone does not move it
+        assert registry.set_current("latest") == second
+        assert registry.current() == second == registry.get(CURRENT)
+        assert registry.set_current(ModelRef("0.1.0", 1)) == first
+        assert registry.current() == first
+
+    def test_a_rejected_entry_is_never_current(self, registry: Registry, logit: Any) -> None:
+        good = register(registry, logit, make_current=True)
+        bad = register(registry, logit, status=Status.REJECTED, gate=GATE_FAILED, make_current=True)
+        assert bad.status is Status.REJECTED
+        assert registry.current() == good
+        with pytest.raises(UsageError) as info:
+            registry.set_current(bad.ref)
+        assert str(info.value) == (
+            f"{registry.project} 0.1.0/2 was rejected by its validation gate; "
+            "a rejected model can never be current"
+        )
+        assert info.value.exit_code == ExitCode.USAGE
+        assert registry.current() == good
+        assert registry.latest() == good
+
+    # --- integrity ---------------------------------------------------------------------
+
+    def test_a_tampered_artifact_is_refused(self, registry: Registry, logit: Any) -> None:
+        entry = register(registry, logit)
+        path = registry.artifact_path(entry)
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+        with pytest.raises(IntegrityError) as info:
+            registry.load_model(entry)
+        message = str(info.value)
+        assert message.startswith(
+            f"{path}: SHA-256 mismatch: the registry recorded {entry.artifact.sha256}"
+        )
+        assert message.endswith(f"the file has {__import__('hashlib').sha256(data).hexdigest()}")
+        assert info.value.exit_code == ExitCode.RUNTIME
+
+    # --- removal and persistence -------------------------------------------------------
+
+    def test_remove_release(self, registry: Registry, logit: Any) -> None:
+        keep = register(registry, logit, release="0.1.0", make_current=True)
+        doomed = [register(registry, logit, release="0.2.0", make_current=True) for _ in range(2)]
+        assert registry.current() == doomed[-1]
+        removed = registry.remove_release("0.2.0")
+        assert removed == doomed
+        assert registry.entries() == [keep]
+        assert registry.releases() == ["0.1.0"]
+        assert registry.latest("0.2.0") is None
+        assert registry.current() == keep  # the entry current before the release came back
+        with pytest.raises(RegistryError):
+            registry.get("0.2.0/1")
+        assert registry.remove_release("0.2.0") == []
+        # The release can be made again; its generations start over.
+        assert register(registry, logit, release="0.2.0").ref == ModelRef("0.2.0", 1)
+
+    def test_removing_the_only_current_release_clears_current(
+        self, registry: Registry, logit: Any
+    ) -> None:
+        register(registry, logit, release="0.1.0", make_current=True)
+        registry.remove_release("0.1.0")
+        assert registry.current() is None
+        assert registry.entries() == []
+
+    def test_entries_survive_reopening(
+        self, make_registry: Callable[[], Registry], logit: Any
+    ) -> None:
+        first = make_registry()
+        entries = [register(first, fit_logit(C), release="0.1.0", make_current=C == 1.0)
+                   for C in (0.5, 1.0)]  # fmt: skip
+        entries.append(register(first, logit, release="dev"))
+        again = make_registry()
+        assert again.entries() == sorted(entries, key=lambda e: (e.release != "dev", e.generation))
+        assert again.current() == entries[1]
+        assert isinstance(again.current(), Entry)
+        loaded = again.load_model(again.get("0.1.0/1"))
+        assert loaded[-1].C == 0.5
