@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck check bench clean
+.PHONY: install demo test lint typecheck check bench clean docker-env browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,11 +24,23 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck
-	$(BIN)/pytest -q
+# The image tests build and run real containers: docker-env brings up the engine, and
+# MLCYCLE_REQUIRE_DOCKER=1 makes them fail (not skip) if it is missing.
+test: $(STAMP) lint typecheck docker-env browser
+	MLCYCLE_REQUIRE_DOCKER=1 $(BIN)/pytest -q
 
 bench: $(STAMP)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+# Docker engine, local registry on 127.0.0.1:5000 and the base image, for the image tests.
+docker-env:
+	bash scripts/docker-env.sh
+
+# Headless Chromium renders the HTML report in its test (Debian's package).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

@@ -6,6 +6,24 @@ programs can call them the same way. Nothing here prints.
 
 from __future__ import annotations
 
+from mlcycle.api.agents import evaluate_production, update
+from mlcycle.api.deploy import deploy, manifest_history
+from mlcycle.api.learn import evaluate, models, train
+from mlcycle.api.release import history, release
+from mlcycle.api.report import report
 from mlcycle.api.spec import plan, validate
 
-__all__ = ["plan", "validate"]
+__all__ = [
+    "deploy",
+    "evaluate",
+    "evaluate_production",
+    "history",
+    "manifest_history",
+    "models",
+    "plan",
+    "release",
+    "report",
+    "train",
+    "update",
+    "validate",
+]

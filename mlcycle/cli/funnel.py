@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from mlcycle.errors import ExitCode, MlcycleError, SpecError
+from mlcycle.errors import ExitCode, GateRejectedError, MlcycleError, SpecError
 
 
 def run(app: typer.Typer, args: list[str], *, debug: bool) -> int:
@@ -51,6 +51,10 @@ def report_error(error: MlcycleError) -> None:
 
     if isinstance(error, SpecError):
         render.diagnostics(error.diagnostics)
+    elif isinstance(error, GateRejectedError) and not error.shown:
+        from mlcycle.cli import views
+
+        views.failures_table(error.failures)
     _print_error(error.message, hint=error.hint)
 
 

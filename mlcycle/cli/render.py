@@ -82,13 +82,26 @@ def _read_lines(file: str) -> list[str] | None:
         return None
 
 
-def table(title: str | None, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> None:
-    """A rich table of rows on stdout."""
+def table(
+    title: str | None,
+    columns: Iterable[str],
+    rows: Iterable[Iterable[Any]],
+    *,
+    markup: bool = False,
+    console: Console | None = None,
+) -> None:
+    """A rich table of rows on stdout (or `console`).
+
+    Cells are plain text unless `markup` is set; then only the caller's own
+    markup may appear in them (escape any user data).
+    """
+    from rich.markup import escape
     from rich.table import Table
 
     t = Table(title=title, title_justify="left")
     for column in columns:
         t.add_column(column)
     for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
-    stdout().print(t)
+        cells = ("" if v is None else str(v) for v in row)
+        t.add_row(*(cells if markup else (escape(c) for c in cells)))
+    (console or stdout()).print(t)

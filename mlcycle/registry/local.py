@@ -63,7 +63,7 @@ ARTIFACT_STEM: Final = "model"
 DEFAULT_LOCK_TIMEOUT: Final = 30.0
 HISTORY_LIMIT: Final = 20
 # The spec's `name` pattern: a project name is also a directory name.
-PROJECT_RE: Final = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
+PROJECT_RE: Final = re.compile(r"^(?!.*\.\.)[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
 
 
 @dataclass
@@ -176,7 +176,7 @@ class LocalRegistry(Registry):
                 hint="register a model that failed its gate with status='rejected'",
             )
         versions = library_versions()
-        created_at, created_by = _now(), _who()
+        created_at, created_by = utc_now(), whoami()
 
         self._ensure_layout()
         staging = self._open_staging()
@@ -344,7 +344,7 @@ class LocalRegistry(Registry):
                         raise self._locked_error() from None
                     time.sleep(delay)
                     delay = min(delay * 2, 0.1)
-            holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
+            holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": utc_now()}
             holder["what"] = what
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(holder).encode(), 0)
@@ -490,8 +490,8 @@ class LocalRegistry(Registry):
             "release": ref.release,
             "generation": ref.generation,
             "ref": str(ref),
-            "set_at": _now(),
-            "set_by": _who(),
+            "set_at": utc_now(),
+            "set_by": whoami(),
         }
         if note:
             pointer["note"] = note
@@ -594,11 +594,13 @@ def _mapping(value: Mapping[str, Any] | None, name: str) -> dict[str, Any]:
     return result
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """The current UTC time as ISO 8601 with a `Z`, to the second."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _who() -> str:
+def whoami() -> str:
+    """`user@host` of this process, for the record of who wrote something."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # no passwd entry, e.g. an arbitrary uid in a container

@@ -222,11 +222,11 @@ def check_name(name: str) -> None:
     if re.fullmatch(pattern, name):
         return
     suggestion = re.sub(r"[^a-z0-9._-]+", "-", name.strip().lower()).strip("._-")[:63]
-    suggestion = suggestion.rstrip("._-")
+    suggestion = re.sub(r"\.{2,}", ".", suggestion).rstrip("._-")
     hint = f"try '{suggestion}'" if suggestion and re.fullmatch(pattern, suggestion) else None
     raise UsageError(
         f"invalid project name {name!r}: use 1 to 63 lowercase letters, digits, '.', '_' "
-        "or '-', starting and ending with a letter or digit",
+        "or '-', starting and ending with a letter or digit, never '..'",
         hint=hint,
     )
 

@@ -40,10 +40,17 @@ def pattern_dir(pattern: str) -> Path:
 
 
 def available_patterns() -> tuple[str, ...]:
-    """Patterns that have a template directory, sorted."""
+    """Patterns that have a template directory (one holding a lifecycle.yaml), sorted.
+
+    Other directories under templates/ (`_common`, `docker`, ...) are not patterns.
+    """
     root = templates_path()
     return tuple(
-        sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
+        sorted(
+            p.name
+            for p in root.iterdir()
+            if p.is_dir() and not p.name.startswith(("_", ".")) and (p / "lifecycle.yaml").is_file()
+        )
     )
 
 

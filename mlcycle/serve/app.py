@@ -40,7 +40,7 @@ from mlcycle.serve.batching import MicroBatcher
 from mlcycle.serve.codec import Codec, RequestError, json_type
 from mlcycle.serve.metrics import Metrics
 from mlcycle.serve.model import ModelSource, RequestInfo, Router, ServedModel, resolve_source
-from mlcycle.serve.store import OutcomeReport, PredictionLog, PredictionStore
+from mlcycle.serve.store import OutcomeReport, PredictionLog, PredictionStore, shadow_id
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,6 @@ class ServingApp:
         options: ServeOptions | None = None,
         metrics_dir: Path | None = None,
     ) -> None:
-        self.router = router
         self.options = options or ServeOptions()
         self.metrics = Metrics(metrics_dir)
         self.store_url = store_url
@@ -123,8 +122,8 @@ class ServingApp:
         self._codecs: dict[int, Codec] = {}
         self._batchers: dict[int, MicroBatcher] = {}
         self._metric_keys: dict[int, tuple[str, str, str, str]] = {}
-        for model in router.models:
-            self._prepare(model)
+        self._background: set[asyncio.Future[None]] = set()
+        self._bind_router(router)
         self.metrics.refresh = self._refresh_metrics
         primary = router.models[0]
         self.name = primary.name
@@ -143,6 +142,20 @@ class ServingApp:
             "/v2/health/ready": _Route("/v2/health/ready", ("GET",), self._v2_ready),
             "/v2": _Route("/v2", ("GET",), self._v2_server),
         }
+
+    def _bind_router(self, router: Router) -> None:
+        """Route requests through `router` (prepares its models, caches its optional hooks)."""
+        for model in router.models:
+            self._prepare(model)
+        # Optional router hooks (see mlcycle.serve.router): mirrors, failover, errors.
+        self._shadows_of: Callable[[ServedModel], Any] | None = getattr(router, "shadows", None)
+        self._fallback_for: Callable[[ServedModel, BaseException], ServedModel | None] | None = (
+            getattr(router, "fallback_for", None)
+        )
+        self._report_error: Callable[[ServedModel, BaseException], None] | None = getattr(
+            router, "report_error", None
+        )
+        self.router = router
 
     def _prepare(self, model: ServedModel) -> None:
         key = id(model)
@@ -167,6 +180,9 @@ class ServingApp:
         self.metrics.batched_rows = sum(b.batched_rows for b in batchers)
         if self.log is not None:
             self.metrics.log_dropped = self.log.dropped
+        arm_stats = getattr(self.router, "arm_stats", None)
+        if arm_stats is not None:
+            self.metrics.arms = arm_stats()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -183,6 +199,10 @@ class ServingApp:
             for model in self.router.models:
                 self._log_index(model)
             await loop.run_in_executor(self._executor, self.log.start)
+        start_router = getattr(self.router, "start", None)
+        if start_router is not None:
+            # Loads the bandit state from the store and starts its refresher.
+            await loop.run_in_executor(self._executor, start_router, self.store_url)
         self.metrics.start(self.options.metrics_every)
         for model in self.router.models:
             _warm_up(model)
@@ -197,6 +217,11 @@ class ServingApp:
         """Flush the prediction log (everything answered gets written) and close the store."""
         self.ready = False
         loop = asyncio.get_running_loop()
+        if self._background:  # shadow predictions still running: let them reach the log
+            await asyncio.wait(list(self._background), timeout=5)
+        stop_router = getattr(self.router, "stop", None)
+        if stop_router is not None:
+            await loop.run_in_executor(self._executor, stop_router)
         if self.log is not None:
             await loop.run_in_executor(self._executor, self.log.close, self.options.drain_timeout)
             log.info(
@@ -385,6 +410,66 @@ class ServingApp:
             self.log.put(self._log_index(model), issued, rows, labels, probabilities, time.time())
         return labels, probabilities, issued
 
+    async def _answer(
+        self, model: ServedModel, decode: Callable[[Codec], np.ndarray], *, failover: bool = True
+    ) -> tuple[ServedModel, Any, Any, list[str]]:
+        """Decode and predict with `model`; on a model error, fail over when the router can.
+
+        The failed model is reported to the router only when another model answered the
+        same request: then the fault is the model's, not the input's. The rows answered
+        are mirrored to the router's shadows for `model`.
+        """
+        rows = decode(self._codecs[id(model)])
+        try:
+            labels, probabilities, issued = await self._run(model, rows)
+        except Exception as error:
+            hook = self._fallback_for if failover else None
+            alternative = hook(model, error) if hook is not None else None
+            if alternative is None:
+                raise
+            self._prepare(alternative)
+            try:
+                alternative_rows = decode(self._codecs[id(alternative)])
+            except RequestError:
+                raise error from None
+            labels, probabilities, issued = await self._run(alternative, alternative_rows)
+            if self._report_error is not None:
+                self._report_error(model, error)
+            model, rows = alternative, alternative_rows
+        if self._shadows_of is not None:
+            self._mirror(model, rows, issued)
+        return model, labels, probabilities, issued
+
+    def _mirror(self, model: ServedModel, rows: np.ndarray, issued: list[str]) -> None:
+        """Send `rows` to the shadows of `model` in the background (never on the answer)."""
+        assert self._shadows_of is not None
+        for k, shadow in enumerate(self._shadows_of(model), 1):
+            if shadow.feature_names != model.feature_names:
+                continue  # rows in another feature order would be nonsense to it
+            task = asyncio.ensure_future(self._shadow(shadow, rows, issued, k))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _shadow(
+        self, model: ServedModel, rows: np.ndarray, issued: list[str], k: int
+    ) -> None:
+        """Predict mirrored rows with a shadow model and log them as `shadow_id(ID, k)`."""
+        self._prepare(model)
+        key = id(model)
+        dtype = model.predictor.input_dtype
+        if rows.dtype != dtype and rows.dtype != object:
+            rows = rows.astype(dtype)
+        try:
+            labels, probabilities = await self._batchers[key].submit(rows)
+        except Exception as error:
+            if self._report_error is not None:
+                self._report_error(model, error)
+            return
+        self.metrics.count_shadow_predictions(self._metric_keys[key], len(rows))
+        if self.log is not None:
+            ids = [shadow_id(pid, k) for pid in issued]
+            self.log.put(self._log_index(model), ids, rows, labels, probabilities, time.time())
+
     def _log_index(self, model: ServedModel) -> int:
         assert self.log is not None
         return self.log.register(
@@ -406,14 +491,21 @@ class ServingApp:
                 f"got {json_type(payload)}",
             )
         model = self._select(scope, route, payload)
-        codec = self._codecs[id(model)]
         if len(payload) == 1 and "instances" in payload:
-            rows = codec.instances(payload["instances"])
+            instances = payload["instances"]
+
+            def decode(codec: Codec) -> np.ndarray:
+                return codec.instances(instances)
+
         elif len(payload) == 1 and "columns" in payload:
-            rows = codec.columns(payload["columns"])
+            columns = payload["columns"]
+
+            def decode(codec: Codec) -> np.ndarray:
+                return codec.columns(columns)
+
         else:
             raise _form_problem(payload)
-        labels, probabilities, issued = await self._run(model, rows)
+        model, labels, probabilities, issued = await self._answer(model, decode)
         answer: dict[str, Any] = {
             "predictions": _jsonable(labels),
             "ids": issued,
@@ -543,12 +635,19 @@ class ServingApp:
             raise RequestError(400, "'id' must be a string")
         if type(payload.get("parameters", {})) is not dict:
             raise RequestError(400, "'parameters' must be an object")
-        model = named if "version" in route.params else self._select(scope, route, payload)
+        pinned = "version" in route.params
+        model = named if pinned else self._select(scope, route, payload)
         if not self.ready:
             raise RequestError(503, "not ready", headers=[(b"retry-after", b"1")])
         wanted = _v2_outputs(payload.get("outputs"), model)
-        rows = self._codecs[id(model)].v2_inputs(payload["inputs"])
-        labels, probabilities, issued = await self._run(model, rows)
+        inputs = payload["inputs"]
+
+        def decode(codec: Codec) -> np.ndarray:
+            return codec.v2_inputs(inputs)
+
+        model, labels, probabilities, issued = await self._answer(
+            model, decode, failover=not pinned
+        )
         outputs = []
         if "predict" in wanted:
             outputs.append(

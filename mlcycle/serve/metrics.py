@@ -34,6 +34,9 @@ class Metrics:
         # route -> [count per bucket..., +Inf count, sum]
         self.latency: dict[str, list[float]] = {}
         self.predictions: defaultdict[tuple[str, str, str, str], int] = defaultdict(int)
+        self.shadow_predictions: defaultdict[tuple[str, str, str, str], int] = defaultdict(int)
+        self.arms: list[dict[str, Any]] = []
+        """Traffic and reward per arm of a selector router (`SelectorRouter.arm_stats`)."""
         self.batches = 0
         self.batched_rows = 0
         self.shed = 0
@@ -58,6 +61,10 @@ class Metrics:
         """Count `rows` predictions of the model `key` (name, release, generation, backend)."""
         self.predictions[key] += rows
 
+    def count_shadow_predictions(self, key: tuple[str, str, str, str], rows: int) -> None:
+        """Count `rows` mirrored to the shadow model `key`: logged, never returned."""
+        self.shadow_predictions[key] += rows
+
     # --- snapshots across workers --------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
@@ -68,6 +75,8 @@ class Metrics:
             "requests": [[*k, v] for k, v in self.requests.items()],
             "latency": {k: list(v) for k, v in self.latency.items()},
             "predictions": [[*k, v] for k, v in self.predictions.items()],
+            "shadow_predictions": [[*k, v] for k, v in self.shadow_predictions.items()],
+            "arms": list(self.arms),
             "batches": self.batches,
             "batched_rows": self.batched_rows,
             "shed": self.shed,
@@ -136,6 +145,7 @@ def render(snapshots: list[dict[str, Any]]) -> str:
     requests: defaultdict[tuple[Any, ...], float] = defaultdict(float)
     latency: dict[str, list[float]] = {}
     predictions: defaultdict[tuple[Any, ...], float] = defaultdict(float)
+    shadows: defaultdict[tuple[Any, ...], float] = defaultdict(float)
     totals = {"batches": 0.0, "batched_rows": 0.0, "shed": 0.0, "inflight": 0.0, "log_dropped": 0.0}
     for snap in snapshots:
         for *key, value in snap.get("requests", []):
@@ -146,6 +156,8 @@ def render(snapshots: list[dict[str, Any]]) -> str:
                 current[i] += v
         for *key, value in snap.get("predictions", []):
             predictions[tuple(key)] += value
+        for *key, value in snap.get("shadow_predictions", []):
+            shadows[tuple(key)] += value
         for name in totals:
             totals[name] += snap.get(name, 0)
 
@@ -181,6 +193,15 @@ def render(snapshots: list[dict[str, Any]]) -> str:
     for (model, release, generation, backend), value in sorted(predictions.items()):
         labels = _labels(model=model, release=release, generation=generation, backend=backend)
         lines.append(f"{p}_predictions_total{labels} {_num(value)}")
+    if shadows:
+        lines += [
+            f"# HELP {p}_shadow_predictions_total Rows mirrored to shadow models (never returned).",
+            f"# TYPE {p}_shadow_predictions_total counter",
+        ]
+        for (model, release, generation, backend), value in sorted(shadows.items()):
+            labels = _labels(model=model, release=release, generation=generation, backend=backend)
+            lines.append(f"{p}_shadow_predictions_total{labels} {_num(value)}")
+    lines += _render_arms(snapshots)
     simple = (
         (
             "predict_batches_total",
@@ -208,3 +229,76 @@ def render(snapshots: list[dict[str, Any]]) -> str:
     lines.append(f"# TYPE {p}_workers gauge")
     lines.append(f"{p}_workers {len(snapshots)}")
     return "\n".join(lines) + "\n"
+
+
+def _render_arms(snapshots: list[dict[str, Any]]) -> list[str]:
+    """Traffic and reward per arm of a selector.
+
+    Traffic (requests answered, mirrored, errors) is counted by each worker and summed;
+    rewards come from the shared store, so every worker reports the same totals, only
+    more or less fresh: the largest count wins.
+    """
+    traffic: dict[tuple[str, str, str], list[float]] = {}
+    rewards: dict[tuple[str, str, str], tuple[float, float]] = {}
+    states: dict[tuple[str, str, str, str], int] = defaultdict(int)
+    for snap in snapshots:
+        for arm in snap.get("arms", []):
+            gen = arm.get("generation")
+            key = (
+                str(arm.get("model", "")),
+                arm.get("release") or "",
+                "" if gen is None else str(gen),
+            )
+            counts = traffic.setdefault(key, [0.0, 0.0, 0.0])
+            counts[0] += arm.get("selected", 0)
+            counts[1] += arm.get("mirrored", 0)
+            counts[2] += arm.get("errors", 0)
+            seen = (float(arm.get("evaluated", 0)), float(arm.get("reward", 0.0)))
+            if key not in rewards or seen[0] > rewards[key][0]:
+                rewards[key] = seen
+            states[(*key, str(arm.get("state", "")))] += 1
+    if not traffic:
+        return []
+    p = _PREFIX
+    families = (
+        ("arm_requests_total", "counter", "Requests each selector arm answered.", 0),
+        ("arm_mirrored_requests_total", "counter", "Requests mirrored to each arm.", 1),
+        ("arm_errors_total", "counter", "Predict calls of each arm that raised.", 2),
+    )
+    lines: list[str] = []
+    for name, kind, help_text, slot in families:
+        lines += [f"# HELP {p}_{name} {help_text}", f"# TYPE {p}_{name} {kind}"]
+        for (model, release, generation), counts in sorted(traffic.items()):
+            labels = _labels(model=model, release=release, generation=generation)
+            lines.append(f"{p}_{name}{labels} {_num(counts[slot])}")
+    lines += [
+        f"# HELP {p}_arm_evaluated_predictions Predictions of each arm with a true outcome.",
+        f"# TYPE {p}_arm_evaluated_predictions gauge",
+    ]
+    for (model, release, generation), (evaluated, _) in sorted(rewards.items()):
+        labels = _labels(model=model, release=release, generation=generation)
+        lines.append(f"{p}_arm_evaluated_predictions{labels} {_num(evaluated)}")
+    lines += [
+        f"# HELP {p}_arm_reward Rewards each arm earned (right predictions, see selectors).",
+        f"# TYPE {p}_arm_reward gauge",
+    ]
+    for (model, release, generation), (_, reward) in sorted(rewards.items()):
+        labels = _labels(model=model, release=release, generation=generation)
+        lines.append(f"{p}_arm_reward{labels} {_num(reward)}")
+    lines += [
+        f"# HELP {p}_arm_reward_mean Mean reward of each arm's evaluated predictions.",
+        f"# TYPE {p}_arm_reward_mean gauge",
+    ]
+    for (model, release, generation), (evaluated, reward) in sorted(rewards.items()):
+        if evaluated:
+            labels = _labels(model=model, release=release, generation=generation)
+            lines.append(f"{p}_arm_reward_mean{labels} {_num(reward / evaluated)}")
+    lines += [
+        f"# HELP {p}_arm_state Workers reporting each arm in each state "
+        "(active, standby, shadow, cold, degraded, failed).",
+        f"# TYPE {p}_arm_state gauge",
+    ]
+    for (model, release, generation, state), count in sorted(states.items()):
+        labels = _labels(model=model, release=release, generation=generation, state=state)
+        lines.append(f"{p}_arm_state{labels} {_num(count)}")
+    return lines

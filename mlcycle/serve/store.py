@@ -7,6 +7,14 @@ busy timeout so that several worker processes can write to it at once. Two table
   inputs (JSON object), prediction (JSON), probabilities (JSON array or NULL);
 - ``outcomes``: prediction_id, outcome (JSON), recorded_at.
 
+Two small tables keep the rewards that bandit selectors learn from, so that they
+survive a restart: ``arm_rewards`` (per model: evaluated predictions and the sum of
+their rewards) and ``reward_cursor`` (how far into the outcomes those totals reach).
+
+A prediction mirrored to a shadow model is logged with the id `shadow_id(ID, K)`
+(`ID-sK`), where ID is the id returned to the client: its outcome, fed back for ID,
+evaluates the shadow's prediction too (`evaluated_since` joins both).
+
 The serving engine never writes on the request path: it hands batches to a
 `PredictionLog`, whose writer process inserts them in one transaction every
 `interval` seconds and flushes on close. Outcomes are written synchronously because
@@ -123,11 +131,51 @@ class StoreCounts:
     outcomes: int
 
 
+@dataclass(frozen=True)
+class EvaluatedRow:
+    """A prediction (served or mirrored to a shadow) whose outcome arrived, for rewards."""
+
+    id: str
+    model: str
+    release: str | None
+    generation: int | None
+    prediction: Any
+    outcome: Any
+    recorded_at: float
+    outcome_id: str
+    """The id the outcome was recorded for (equals `id` unless this row is a shadow's)."""
+
+
+@dataclass(frozen=True)
+class ArmTotals:
+    """The reward totals of one model, as kept in ``arm_rewards``."""
+
+    arm: str
+    model: str
+    release: str | None
+    generation: int | None
+    evaluated: int
+    reward: float
+
+
+Cursor = tuple[float, str]
+"""A position in the outcomes: (recorded_at, prediction_id) of the last one counted."""
+
+SHADOW_SEPARATOR = "-s"
+
+
+def shadow_id(primary: str, k: int) -> str:
+    """The id of the prediction shadow model number `k` (1, 2, ...) made for `primary`."""
+    return f"{primary}{SHADOW_SEPARATOR}{k}"
+
+
 @dataclass
 class _Tables:
     predictions: Any
     outcomes: Any
     metadata: Any = field(repr=False)
+    arm_rewards: Any = None
+    reward_cursor: Any = None
 
 
 def _tables() -> _Tables:
@@ -151,9 +199,35 @@ def _tables() -> _Tables:
         metadata,
         sa.Column("prediction_id", sa.String(40), primary_key=True),
         sa.Column("outcome", sa.Text, nullable=False),
-        sa.Column("recorded_at", sa.Float, nullable=False),
+        # Indexed for the reward reader, which takes outcomes in the order they arrived.
+        sa.Column("recorded_at", sa.Float, nullable=False, index=True),
     )
-    return _Tables(predictions=predictions, outcomes=outcomes, metadata=metadata)
+    arm_rewards = sa.Table(
+        "arm_rewards",
+        metadata,
+        sa.Column("arm", sa.String(400), primary_key=True),
+        sa.Column("model", sa.String(200), nullable=False),
+        sa.Column("release", sa.String(100)),
+        sa.Column("generation", sa.Integer),
+        sa.Column("evaluated", sa.Integer, nullable=False),
+        sa.Column("reward", sa.Float, nullable=False),
+        sa.Column("updated_at", sa.Float, nullable=False),
+    )
+    reward_cursor = sa.Table(
+        "reward_cursor",
+        metadata,
+        sa.Column("name", sa.String(40), primary_key=True),
+        sa.Column("recorded_at", sa.Float, nullable=False),
+        sa.Column("prediction_id", sa.String(40), nullable=False),
+        sa.Column("updated_at", sa.Float, nullable=False),
+    )
+    return _Tables(
+        predictions=predictions,
+        outcomes=outcomes,
+        metadata=metadata,
+        arm_rewards=arm_rewards,
+        reward_cursor=reward_cursor,
+    )
 
 
 def _dumps(value: Any) -> str:
@@ -379,6 +453,198 @@ class PredictionStore:
                 predictions=int(conn.execute(total).scalar_one()),
                 outcomes=int(conn.execute(answered).scalar_one()),
             )
+
+    # --- rewards ---------------------------------------------------------------------
+
+    def evaluated_since(
+        self, after: Cursor | None, *, until: float, limit: int = 5000
+    ) -> tuple[list[EvaluatedRow], Cursor | None]:
+        """Predictions whose outcome was recorded after `after` and before `until`.
+
+        Outcomes are taken in (recorded_at, prediction_id) order, at most `limit` of
+        them; the rows are their predictions plus the shadow predictions mirrored from
+        them. Returns the rows and the cursor of the last outcome taken (None when there
+        was none).
+        """
+        import sqlalchemy as sa
+
+        p, o = self._tables.predictions, self._tables.outcomes
+        window = [o.c.recorded_at < until]
+        if after is not None:
+            window.append(
+                sa.or_(
+                    o.c.recorded_at > after[0],
+                    sa.and_(o.c.recorded_at == after[0], o.c.prediction_id > after[1]),
+                )
+            )
+        served = (
+            sa.select(
+                p.c.id,
+                p.c.model,
+                p.c.release,
+                p.c.generation,
+                p.c.prediction,
+                o.c.outcome,
+                o.c.recorded_at,
+                o.c.prediction_id,
+            )
+            .select_from(p.join(o, o.c.prediction_id == p.c.id))
+            .where(*window)
+            .order_by(o.c.recorded_at, o.c.prediction_id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(served).all()
+            if not rows:
+                return [], None
+            last = rows[-1]
+            cursor: Cursor = (float(last.recorded_at), str(last.prediction_id))
+            # The shadows of those outcomes: ids in [ID + "-", ID + "."), which the
+            # primary-key index answers as a range.
+            upto = sa.or_(
+                o.c.recorded_at < cursor[0],
+                sa.and_(o.c.recorded_at == cursor[0], o.c.prediction_id <= cursor[1]),
+            )
+            shadows = (
+                sa.select(
+                    p.c.id,
+                    p.c.model,
+                    p.c.release,
+                    p.c.generation,
+                    p.c.prediction,
+                    o.c.outcome,
+                    o.c.recorded_at,
+                    o.c.prediction_id,
+                )
+                .select_from(
+                    p.join(
+                        o,
+                        sa.and_(
+                            p.c.id > o.c.prediction_id + SHADOW_SEPARATOR[0],
+                            p.c.id < o.c.prediction_id + chr(ord(SHADOW_SEPARATOR[0]) + 1),
+                        ),
+                    )
+                )
+                .where(*window, upto)
+            )
+            rows = [*rows, *conn.execute(shadows).all()]
+        return [
+            EvaluatedRow(
+                id=r.id,
+                model=r.model,
+                release=r.release,
+                generation=r.generation,
+                prediction=_loads(r.prediction),
+                outcome=_loads(r.outcome),
+                recorded_at=float(r.recorded_at),
+                outcome_id=r.prediction_id,
+            )
+            for r in rows
+        ], cursor
+
+    def reward_cursor(self, name: str = "rewards") -> tuple[Cursor | None, float | None]:
+        """How far the reward totals reach into the outcomes, and when they last moved.
+
+        (None, None) before the first outcome was counted.
+        """
+        import sqlalchemy as sa
+
+        c = self._tables.reward_cursor
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(c.c.recorded_at, c.c.prediction_id, c.c.updated_at).where(
+                    c.c.name == name
+                )
+            ).first()
+        if row is None:
+            return None, None
+        return (float(row[0]), str(row[1])), float(row[2])
+
+    def arm_totals(self) -> list[ArmTotals]:
+        """The reward totals of every model."""
+        import sqlalchemy as sa
+
+        t = self._tables.arm_rewards
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t).order_by(t.c.arm)).mappings().all()
+        return [
+            ArmTotals(
+                arm=r["arm"],
+                model=r["model"],
+                release=r["release"],
+                generation=r["generation"],
+                evaluated=int(r["evaluated"]),
+                reward=float(r["reward"]),
+            )
+            for r in rows
+        ]
+
+    def add_rewards(
+        self,
+        deltas: Sequence[ArmTotals],
+        *,
+        old: Cursor | None,
+        new: Cursor,
+        name: str = "rewards",
+    ) -> bool:
+        """Add `deltas` to the totals and move the cursor from `old` to `new`, atomically.
+
+        Compare-and-set: when another process moved the cursor since `old` was read,
+        nothing changes and the result is False (read again and retry). So several
+        workers may share one store without counting an outcome twice.
+        """
+        import sqlalchemy as sa
+
+        c, t = self._tables.reward_cursor, self._tables.arm_rewards
+        now = time.time()
+        try:
+            with self.engine.begin() as conn:
+                if old is None:
+                    # Raises IntegrityError when another process inserted it first.
+                    conn.execute(
+                        c.insert().values(
+                            name=name, recorded_at=new[0], prediction_id=new[1], updated_at=now
+                        )
+                    )
+                else:
+                    moved = conn.execute(
+                        c.update()
+                        .where(
+                            c.c.name == name,
+                            c.c.recorded_at == old[0],
+                            c.c.prediction_id == old[1],
+                        )
+                        .values(recorded_at=new[0], prediction_id=new[1], updated_at=now)
+                    )
+                    if moved.rowcount != 1:
+                        return False
+                for delta in deltas:
+                    changed = conn.execute(
+                        t.update()
+                        .where(t.c.arm == delta.arm)
+                        .values(
+                            evaluated=t.c.evaluated + delta.evaluated,
+                            reward=t.c.reward + delta.reward,
+                            updated_at=now,
+                        )
+                    )
+                    if changed.rowcount == 0:
+                        conn.execute(
+                            t.insert().values(
+                                arm=delta.arm,
+                                model=delta.model,
+                                release=delta.release,
+                                generation=delta.generation,
+                                evaluated=delta.evaluated,
+                                reward=delta.reward,
+                                updated_at=now,
+                            )
+                        )
+        except sa.exc.IntegrityError:
+            return False
+        except sa.exc.SQLAlchemyError as e:
+            raise ServingError(f"cannot update the reward totals in the store: {e}") from e
+        return True
 
     def _filter(
         self,

@@ -1,0 +1,200 @@
+"""The integration agent: fetch → train → gate → register, as one step.
+
+Seed 004 calls the automaton that turns code and data into a checked model the
+*integration agent*. `procure` is that automaton, shared by every caller that
+makes a model unattended: `mlcycle train` (a development generation),
+`mlcycle release` (generation 1 of a release) and the update agent (the next
+generation from new data). Each caller chooses the release, the data window,
+whether a rejected model is kept for inspection and whether a passing one
+becomes current; the steps and their order are the same for all.
+
+Order matters for "loses nothing": the data is read and the model trained and
+gated before anything is written, and the registry write is the last step and
+atomic, so a failure (or Ctrl-C) anywhere leaves the registry as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mlcycle.errors import GateRejectedError
+from mlcycle.progress import NULL_PROGRESS, Progress
+
+if TYPE_CHECKING:
+    from mlcycle.data import Dataset, SourceInfo, Window
+    from mlcycle.registry import Entry, Registry
+    from mlcycle.spec.model import Spec
+    from mlcycle.train import GateResult, TrainResult
+
+
+@dataclass(frozen=True)
+class ProcureResult:
+    """What one unattended procurement produced.
+
+    `entry` is the registered model (a candidate, or a rejected one kept for
+    inspection); None only when the gate rejected it and it was not kept.
+    `baseline` is the entry that was current when the gate ran (relative
+    conditions were measured against it).
+    """
+
+    entry: Entry | None
+    training: TrainResult
+    gate: GateResult
+    data: SourceInfo
+    baseline: Entry | None
+
+    @property
+    def passed(self) -> bool:
+        """Whether the gate passed."""
+        return self.gate.passed
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready description (the model itself left out)."""
+        return {
+            "ref": str(self.entry.ref) if self.entry else None,
+            "status": self.entry.status.value if self.entry else "rejected",
+            "passed": self.gate.passed,
+            "metrics": self.training.as_dict()["metrics"],
+            "gate": self.gate.as_dict(),
+            "baseline": str(self.baseline.ref) if self.baseline else None,
+            "data": self.data.as_dict(),
+            "training": {k: v for k, v in self.training.as_dict().items() if k not in ("metrics",)},
+        }
+
+
+class ProcurementRejected(GateRejectedError):
+    """The gate rejected a procured model; carries the whole result for reporting."""
+
+    def __init__(self, result: ProcureResult, *, kept: bool) -> None:
+        self.result = result
+        where = (
+            f"; kept as rejected {result.entry.ref} for inspection" if kept and result.entry else ""
+        )
+        names = ", ".join(f.condition for f in result.gate.failures())
+        super().__init__(
+            failures=result.gate.failures(),
+            message=f"the validation gate rejected the model ({names}){where}",
+        )
+
+
+def procure(
+    spec: Spec,
+    registry: Registry,
+    *,
+    release: str,
+    window: Window | None = None,
+    dataset: Dataset | None = None,
+    previous: Entry | None = None,
+    spec_hash: str | None = None,
+    git_commit: str | None = None,
+    keep_rejected: bool = True,
+    make_current: bool = False,
+    extra: Mapping[str, Any] | None = None,
+    verify: Callable[[TrainResult], None] | None = None,
+    progress: Progress = NULL_PROGRESS,
+) -> ProcureResult:
+    """Fetch the spec's data, train and evaluate its model, apply the gate, register.
+
+    `dataset` skips the fetch (the caller already read the window). `previous`
+    is the entry to warm-start from (when the spec asks for warm start and the
+    estimator supports it). The gate's relative conditions compare with the
+    registry's current entry. A passing model is registered as a candidate of
+    `release` (current too with `make_current`). A rejected one is registered
+    as rejected when `keep_rejected`, then `ProcurementRejected` (exit code 3) is
+    raised either way. `verify` runs on a model that passed the gate, before it is
+    registered: its error (e.g. a failed reproduction of research's results) stops
+    the procurement with nothing written.
+    """
+    from mlcycle.data import Window, load_dataset
+    from mlcycle.registry import Status
+    from mlcycle.train import check_gate, train
+
+    if dataset is None:
+        dataset = load_dataset(spec, window or Window(), progress=progress)
+    previous_model = None
+    if previous is not None and spec.update.warm_start:
+        progress.start(f"load {previous.ref} to continue from")
+        try:
+            previous_model = registry.load_model(previous)
+        finally:
+            progress.done()
+    training = train(
+        spec,
+        dataset.X,
+        dataset.y,
+        ordinal=dataset.ordinal,
+        previous_model=previous_model,
+        progress=progress,
+    )
+    baseline = registry.current()
+    gate = check_gate(
+        spec.evaluation.gate, training.metrics, dict(baseline.metrics) if baseline else None
+    )
+    if gate.passed and verify is not None:
+        verify(training)
+    entry = None
+    if gate.passed or keep_rejected:
+        progress.start(f"register the model in {release}")
+        try:
+            entry = registry.register(
+                training.model,
+                release=release,
+                metrics=training.metrics,
+                gate=gate.as_dict(),
+                data=data_record(spec, dataset),
+                spec_hash=spec_hash,
+                git_commit=git_commit,
+                procurement=spec.lifecycle.procurement,
+                status=Status.CANDIDATE if gate.passed else Status.REJECTED,
+                extra={**_training_record(training, previous), **(extra or {})},
+                make_current=make_current and gate.passed,
+            )
+        finally:
+            progress.done()
+    result = ProcureResult(
+        entry=entry, training=training, gate=gate, data=dataset.info, baseline=baseline
+    )
+    if not gate.passed:
+        raise ProcurementRejected(result, kept=entry is not None)
+    return result
+
+
+def data_record(spec: Spec, dataset: Dataset) -> dict[str, Any]:
+    """What the registry keeps about the training data: source, window, watermark, columns.
+
+    `features` (name and JSON type, in the model's column order) is what the
+    serving engine and bundles describe as the model's input.
+    """
+    return {
+        **dataset.info.as_dict(),
+        "label": spec.data.label,
+        "key": spec.data.key,
+        "features": feature_schema(dataset.X),
+    }
+
+
+def feature_schema(frame: Any) -> list[dict[str, str]]:
+    """`[{"name", "type"}]` of a frame's columns, with JSON types (number, integer, ...)."""
+    import pandas as pd
+
+    out = []
+    for name, dtype in frame.dtypes.items():
+        if pd.api.types.is_bool_dtype(dtype):
+            kind = "boolean"
+        elif pd.api.types.is_integer_dtype(dtype):
+            kind = "integer"
+        elif pd.api.types.is_numeric_dtype(dtype):
+            kind = "number"
+        else:
+            kind = "string"
+        out.append({"name": str(name), "type": kind})
+    return out
+
+
+def _training_record(training: TrainResult, previous: Entry | None) -> dict[str, Any]:
+    record = {k: v for k, v in training.as_dict().items() if k != "metrics"}
+    if previous is not None:
+        record["previous"] = str(previous.ref)
+    return {"training": record}

@@ -1,0 +1,362 @@
+"""The production evaluation agent: served predictions scored against true outcomes.
+
+The serving engine logs every prediction (with the model that made it) to the
+store, and true outcomes arrive through the feedback route. This agent joins
+the two and computes the spec's metrics per model and per time window, stores
+the figures (table `production_metrics`, beside the prediction log) so the
+report can draw them over time, and measures data drift: the population
+stability index (PSI) of each feature between the training data and the
+inputs served recently.
+
+Only metrics computable from logged answers are supported (see `METRICS`):
+a served prediction has its label and probabilities, not the estimator.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from mlcycle.errors import DataError, UsageError
+
+if TYPE_CHECKING:
+    from mlcycle.serve.store import JoinedRow
+    from mlcycle.spec.model import Spec
+
+# Fewer outcomes than this make a metric too noisy to act on (triggers ignore it).
+MIN_OUTCOMES: Final = 30
+PSI_BINS: Final = 10
+
+
+def _labels(rows: Sequence[JoinedRow]) -> tuple[list[Any], list[Any]]:
+    return [r.outcome for r in rows], [r.prediction for r in rows]
+
+
+def _positive_scores(rows: Sequence[JoinedRow]) -> tuple[list[Any], list[float]]:
+    y, scores = [], []
+    for r in rows:
+        if not r.probabilities or len(r.probabilities) != 2:
+            raise UsageError("roc_auc in production needs the probabilities of a binary model")
+        y.append(r.outcome)
+        scores.append(float(r.probabilities[1]))
+    return y, scores
+
+
+def _metric(name: str) -> Callable[[Sequence[JoinedRow]], float]:
+    from sklearn import metrics as m
+
+    def labels(fn: Callable[..., float], **kw: Any) -> Callable[[Sequence[JoinedRow]], float]:
+        return lambda rows: float(fn(*_labels(rows), **kw))
+
+    table: dict[str, Callable[[Sequence[JoinedRow]], float]] = {
+        "accuracy": labels(m.accuracy_score),
+        "balanced_accuracy": labels(m.balanced_accuracy_score),
+        "f1": labels(m.f1_score, zero_division=0),
+        "precision": labels(m.precision_score, zero_division=0),
+        "recall": labels(m.recall_score, zero_division=0),
+        "f1_macro": labels(m.f1_score, average="macro", zero_division=0),
+        "roc_auc": lambda rows: float(m.roc_auc_score(*_positive_scores(rows))),
+        "r2": labels(m.r2_score),
+        "neg_mean_absolute_error": lambda rows: -float(m.mean_absolute_error(*_labels(rows))),
+        "neg_mean_squared_error": lambda rows: -float(m.mean_squared_error(*_labels(rows))),
+        "neg_root_mean_squared_error": lambda rows: (
+            -math.sqrt(m.mean_squared_error(*_labels(rows)))
+        ),
+    }
+    if name not in table:
+        raise UsageError(
+            f"metric '{name}' cannot be computed from served predictions",
+            hint=f"production metrics: {', '.join(sorted(table))}",
+        )
+    return table[name]
+
+
+METRICS: Final = (
+    "accuracy",
+    "balanced_accuracy",
+    "f1",
+    "precision",
+    "recall",
+    "f1_macro",
+    "roc_auc",
+    "r2",
+    "neg_mean_absolute_error",
+    "neg_mean_squared_error",
+    "neg_root_mean_squared_error",
+)
+
+
+@dataclass(frozen=True)
+class WindowMetrics:
+    """Metrics of one model over one time window of served predictions."""
+
+    model: str  # RELEASE/GENERATION
+    start: float
+    end: float
+    predictions: int
+    outcomes: int
+    metrics: Mapping[str, float | None]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def reliable(self) -> bool:
+        """Whether enough outcomes arrived to act on these figures."""
+        return self.outcomes >= MIN_OUTCOMES
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready row (times as epoch seconds)."""
+        return {
+            "model": self.model,
+            "start": self.start,
+            "end": self.end,
+            "predictions": self.predictions,
+            "outcomes": self.outcomes,
+            "metrics": dict(self.metrics),
+            "reliable": self.reliable,
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class Drift:
+    """Population stability index per feature, training data vs served inputs."""
+
+    model: str
+    served_rows: int
+    psi: Mapping[str, float]
+
+    @property
+    def worst(self) -> tuple[str, float] | None:
+        """The feature that moved most, and its PSI."""
+        if not self.psi:
+            return None
+        name = max(self.psi, key=lambda k: self.psi[k])
+        return name, self.psi[name]
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready description."""
+        worst = self.worst
+        return {
+            "model": self.model,
+            "served_rows": self.served_rows,
+            "psi": dict(self.psi),
+            "worst": None if worst is None else {"feature": worst[0], "psi": worst[1]},
+        }
+
+
+@dataclass(frozen=True)
+class ProductionReport:
+    """Production metrics per model (overall and per window), and drift."""
+
+    project: str
+    metrics: tuple[str, ...]
+    overall: tuple[WindowMetrics, ...]
+    windows: tuple[WindowMetrics, ...]
+    drift: tuple[Drift, ...] = field(default=())
+
+    def for_model(self, ref: str) -> WindowMetrics | None:
+        """The overall figures of model `ref`."""
+        return next((w for w in self.overall if w.model == ref), None)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready description."""
+        return {
+            "project": self.project,
+            "metrics": list(self.metrics),
+            "overall": [w.as_dict() for w in self.overall],
+            "windows": [w.as_dict() for w in self.windows],
+            "drift": [d.as_dict() for d in self.drift],
+        }
+
+
+def score_rows(
+    rows: Sequence[JoinedRow],
+    metrics: Sequence[str],
+    *,
+    model: str,
+    start: float,
+    end: float,
+    predictions: int,
+) -> WindowMetrics:
+    """The metrics of `rows` (predictions with outcomes); None for one that is undefined."""
+    values: dict[str, float | None] = {}
+    notes = []
+    for name in metrics:
+        if not rows:
+            values[name] = None
+            continue
+        try:
+            value = _metric(name)(rows)
+        except ValueError as e:  # e.g. one class only among the outcomes
+            values[name] = None
+            notes.append(f"{name}: {e}")
+            continue
+        values[name] = None if math.isnan(value) else value
+    if 0 < len(rows) < MIN_OUTCOMES:
+        notes.append(f"only {len(rows)} outcomes: too few to act on (need {MIN_OUTCOMES})")
+    return WindowMetrics(
+        model=model,
+        start=start,
+        end=end,
+        predictions=predictions,
+        outcomes=len(rows),
+        metrics=values,
+        notes=tuple(notes),
+    )
+
+
+def evaluate_production(
+    spec: Spec,
+    store_url: str,
+    *,
+    window: int | None = None,
+    since: float | None = None,
+    training_data: Callable[[str], Any] | None = None,
+    record: bool = True,
+) -> ProductionReport:
+    """Score served predictions against their outcomes, per model and per `window` seconds.
+
+    `training_data(ref)` returns the feature frame a model was trained on, for
+    drift (None: no drift figures). With `record`, the overall figures are
+    appended to the store's `production_metrics` table.
+    """
+    from mlcycle.serve.store import PredictionStore
+
+    metrics = tuple(m for m in (spec.evaluation.metrics or _default(spec)) if m in METRICS)
+    store = PredictionStore(store_url)
+    try:
+        served = store.joined(since=since, with_outcome=False)
+    finally:
+        store.close()
+    by_model: dict[str, list[JoinedRow]] = {}
+    for row in served:
+        ref = f"{row.release or 'unreleased'}/{row.generation or 1}"
+        by_model.setdefault(ref, []).append(row)
+    overall, windows, drift = [], [], []
+    for ref, rows in by_model.items():
+        with_outcome = [r for r in rows if r.outcome is not None]
+        start, end = rows[0].created_at, rows[-1].created_at
+        overall.append(
+            score_rows(
+                with_outcome, metrics, model=ref, start=start, end=end, predictions=len(rows)
+            )
+        )
+        if window:
+            for lo in _window_starts(start, end, window):
+                in_window = [r for r in rows if lo <= r.created_at < lo + window]
+                windows.append(
+                    score_rows(
+                        [r for r in in_window if r.outcome is not None],
+                        metrics,
+                        model=ref,
+                        start=lo,
+                        end=lo + window,
+                        predictions=len(in_window),
+                    )
+                )
+        if training_data is not None:
+            reference = training_data(ref)
+            if reference is not None:
+                drift.append(measure_drift(ref, reference, rows))
+    report = ProductionReport(
+        project=spec.name,
+        metrics=metrics,
+        overall=tuple(overall),
+        windows=tuple(windows),
+        drift=tuple(drift),
+    )
+    if record and overall:
+        _record(store_url, report)
+    return report
+
+
+def _default(spec: Spec) -> tuple[str, ...]:
+    return ("accuracy",) if spec.model.task != "regression" else ("r2",)
+
+
+def _window_starts(start: float, end: float, window: int) -> list[float]:
+    first = math.floor(start / window) * window
+    return [first + i * window for i in range(int((end - first) // window) + 1)]
+
+
+def measure_drift(ref: str, reference: Any, rows: Sequence[JoinedRow]) -> Drift:
+    """PSI of each numeric feature: the training frame `reference` vs the served inputs."""
+    import numpy as np
+
+    psi: dict[str, float] = {}
+    for name in reference.columns:
+        expected = np.asarray(reference[name], dtype=float)
+        try:
+            actual = np.asarray([float(r.inputs[name]) for r in rows if name in r.inputs])
+        except (TypeError, ValueError):
+            continue  # a non-numeric feature: PSI over bins does not apply
+        if actual.size == 0 or expected.size == 0:
+            continue
+        psi[str(name)] = population_stability_index(expected, actual)
+    return Drift(model=ref, served_rows=len(rows), psi=psi)
+
+
+def population_stability_index(expected: Any, actual: Any, bins: int = PSI_BINS) -> float:
+    """PSI = Σ (a − e) · ln(a / e) over quantile bins of `expected`.
+
+    Rules of thumb: < 0.1 stable, 0.1–0.25 moderate shift, > 0.25 large shift.
+    Empty bins get a small floor so the logarithm stays finite.
+    """
+    import numpy as np
+
+    expected = np.asarray(expected, dtype=float)
+    actual = np.asarray(actual, dtype=float)
+    edges = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1)))
+    if edges.size < 2:
+        return 0.0 if np.allclose(actual, expected[0]) else math.inf
+    edges[0], edges[-1] = -np.inf, np.inf
+    e = np.histogram(expected, edges)[0] / expected.size
+    a = np.histogram(actual, edges)[0] / actual.size
+    floor = 1e-4
+    e, a = np.clip(e, floor, None), np.clip(a, floor, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def _record(store_url: str, report: ProductionReport) -> None:
+    import sqlalchemy as sa
+
+    meta = sa.MetaData()
+    table = sa.Table(
+        "production_metrics",
+        meta,
+        sa.Column("evaluated_at", sa.Float, nullable=False),
+        sa.Column("model", sa.String(100), nullable=False),
+        sa.Column("window_start", sa.Float),
+        sa.Column("window_end", sa.Float),
+        sa.Column("predictions", sa.Integer),
+        sa.Column("outcomes", sa.Integer),
+        sa.Column("metric", sa.String(100), nullable=False),
+        sa.Column("value", sa.Float),
+    )
+    now = time.time()
+    rows = [
+        {
+            "evaluated_at": now,
+            "model": w.model,
+            "window_start": w.start,
+            "window_end": w.end,
+            "predictions": w.predictions,
+            "outcomes": w.outcomes,
+            "metric": name,
+            "value": value,
+        }
+        for w in (*report.overall, *report.windows)
+        for name, value in w.metrics.items()
+    ]
+    engine = sa.create_engine(store_url)
+    try:
+        meta.create_all(engine)
+        with engine.begin() as conn:
+            conn.execute(table.insert(), rows)
+    except sa.exc.SQLAlchemyError as e:
+        raise DataError(f"cannot record production metrics in the store: {e}") from e
+    finally:
+        engine.dispose()

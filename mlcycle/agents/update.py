@@ -1,0 +1,311 @@
+"""The training agent of an autonomous lifecycle: new generations when a trigger fires.
+
+`check_triggers` looks at the spec's triggers against the current model:
+
+- `every`: the current generation is older than this;
+- `new_rows`: at least this many rows arrived after its watermark;
+- `metric`: its production metric (served predictions joined with outcomes)
+  meets the condition, e.g. `roc_auc < 0.9`, on enough outcomes to trust;
+- `drift`: a feature's PSI between its training data and served inputs
+  exceeds the threshold.
+
+`update` runs the integration agent when any fired (or when forced): the
+increment since the watermark (warm-starting from the current generation where
+the estimator can), every row, or the most recent `window` rows; gated
+against the current model; registered as the next generation of the current
+release and made current when it passes. A dynamic serving engine following
+that release picks it up by itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mlcycle.errors import DataError, RegistryError, UsageError
+from mlcycle.progress import NULL_PROGRESS, Progress
+from mlcycle.spec.model import Update
+
+if TYPE_CHECKING:
+    from mlcycle.agents.integration import ProcureResult
+    from mlcycle.agents.production import ProductionReport
+    from mlcycle.registry import Entry, Registry
+    from mlcycle.spec.model import Spec
+
+
+@dataclass(frozen=True)
+class TriggerCheck:
+    """One trigger: whether it fired, and the figures it was decided on."""
+
+    name: str
+    fired: bool
+    detail: str
+    value: Any = None
+    threshold: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready row."""
+        return {
+            "trigger": self.name,
+            "fired": self.fired,
+            "detail": self.detail,
+            "value": self.value,
+            "threshold": self.threshold,
+        }
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """What one run of the agent found and did."""
+
+    current: Entry
+    checks: tuple[TriggerCheck, ...]
+    forced: bool
+    procured: ProcureResult | None
+    data_mode: str
+
+    @property
+    def retrained(self) -> bool:
+        """Whether a new generation was trained."""
+        return self.procured is not None
+
+    @property
+    def reason(self) -> str:
+        """Why the agent did or did not train, in one sentence."""
+        fired = [c for c in self.checks if c.fired]
+        if self.forced:
+            return "forced with --force"
+        if fired:
+            return "; ".join(f"{c.name}: {c.detail}" for c in fired)
+        return "no trigger fired"
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready description."""
+        return {
+            "current": str(self.current.ref),
+            "triggers": [c.as_dict() for c in self.checks],
+            "forced": self.forced,
+            "retrained": self.retrained,
+            "reason": self.reason,
+            "data": self.data_mode,
+            "result": self.procured.as_dict() if self.procured else None,
+        }
+
+
+def require_autonomous(spec: Spec) -> None:
+    """UsageError for a release-forced lifecycle: new models come only with releases."""
+    if spec.lifecycle.update is not Update.AUTONOMOUS:
+        raise UsageError(
+            f"{spec.name} updates only by release (lifecycle.update: release-forced): "
+            "the training agent does not run for it",
+            hint="make a new release (mlcycle release), or set lifecycle.update: autonomous "
+            "and declare update.triggers",
+        )
+
+
+def check_triggers(
+    spec: Spec,
+    current: Entry,
+    *,
+    production: Callable[[], ProductionReport] | None,
+    now: float | None = None,
+) -> tuple[TriggerCheck, ...]:
+    """Evaluate each declared trigger against the current model (see the module doc)."""
+    from mlcycle.data import count_new_rows
+
+    triggers = spec.update.triggers
+    now = time.time() if now is None else now
+    checks: list[TriggerCheck] = []
+    if triggers.every is not None:
+        created = dt.datetime.fromisoformat(current.created_at.replace("Z", "+00:00"))
+        age = now - created.timestamp()
+        checks.append(
+            TriggerCheck(
+                "every",
+                age >= triggers.every,
+                f"{current.ref} is {_duration(age)} old (limit {_duration(triggers.every)})",
+                round(age),
+                triggers.every,
+            )
+        )
+    if triggers.new_rows is not None:
+        watermark = current.data.get("watermark")
+        if watermark is None:
+            checks.append(TriggerCheck("new_rows", False, f"{current.ref} recorded no watermark"))
+        else:
+            new = count_new_rows(spec, watermark)
+            checks.append(
+                TriggerCheck(
+                    "new_rows",
+                    new >= triggers.new_rows,
+                    f"{new} new rows after {current.data.get('ordinal')} {watermark} "
+                    f"(need {triggers.new_rows})",
+                    new,
+                    triggers.new_rows,
+                )
+            )
+    report = None
+    if (triggers.metric is not None or triggers.drift is not None) and production is not None:
+        report = production()
+    if triggers.metric is not None:
+        condition = triggers.metric
+        figures = report.for_model(str(current.ref)) if report else None
+        value = figures.metrics.get(condition.metric) if figures else None
+        if figures is None or value is None:
+            checks.append(
+                TriggerCheck(
+                    "metric", False, f"no production {condition.metric} for {current.ref} yet"
+                )
+            )
+        elif not figures.reliable:
+            checks.append(
+                TriggerCheck(
+                    "metric",
+                    False,
+                    f"{condition.metric} {value:.4f} on only {figures.outcomes} outcomes: "
+                    "too few to act on",
+                    value,
+                )
+            )
+        else:
+            fired = condition.holds(value, None)
+            checks.append(
+                TriggerCheck(
+                    "metric",
+                    fired,
+                    f"production {condition.metric} {value:.4f} on {figures.outcomes} outcomes "
+                    f"({'meets' if fired else 'does not meet'} '{condition}')",
+                    value,
+                    str(condition),
+                )
+            )
+    if triggers.drift is not None:
+        drift = (
+            next((d for d in report.drift if d.model == str(current.ref)), None) if report else None
+        )
+        worst = drift.worst if drift else None
+        if worst is None:
+            checks.append(TriggerCheck("drift", False, "no served inputs to compare yet"))
+        else:
+            feature, psi = worst
+            checks.append(
+                TriggerCheck(
+                    "drift",
+                    psi > triggers.drift,
+                    f"largest PSI {psi:.3f} on {feature} (limit {triggers.drift:g})",
+                    psi,
+                    triggers.drift,
+                )
+            )
+    return tuple(checks)
+
+
+def update(
+    spec: Spec,
+    registry: Registry,
+    *,
+    production: Callable[[], ProductionReport] | None = None,
+    force: bool = False,
+    spec_hash: str | None = None,
+    git_commit: str | None = None,
+    progress: Progress = NULL_PROGRESS,
+) -> UpdateResult:
+    """Check the triggers and, when one fired (or `force`), train the next generation.
+
+    The gate compares with the current model; a rejected generation is kept as
+    rejected and `ProcurementRejected` (exit 3) is raised.
+    """
+    from mlcycle.agents.integration import procure
+    from mlcycle.data import Window, count_new_rows, load_dataset, next_window
+
+    require_autonomous(spec)
+    current = registry.current()
+    if current is None:
+        raise RegistryError(
+            f"{spec.name}: no current model to update",
+            hint="make the first release: mlcycle release",
+        )
+    checks = check_triggers(spec, current, production=production)
+    mode = spec.update.data
+    if not force and not any(c.fired for c in checks):
+        return UpdateResult(
+            current=current, checks=checks, forced=False, procured=None, data_mode=mode
+        )
+    previous: Entry | None = None
+    dataset = None
+    if mode == "increment":
+        watermark = current.data.get("watermark")
+        if watermark is None:
+            raise RegistryError(
+                f"{current.ref} recorded no watermark, so the increment cannot be told",
+                hint="set update.data: all, or release a model trained from a source with an "
+                "ordinal column",
+            )
+        if count_new_rows(spec, watermark) == 0:
+            raise DataError(
+                f"no rows after {current.data.get('ordinal')} {watermark} (the watermark of "
+                f"{current.ref}): nothing new to train on",
+                hint="wait for new rows, or set update.data: all to retrain on every row",
+            )
+        window = next_window(watermark)
+        previous = current  # continue its state where the estimator can
+    elif mode == "window":
+        full = load_dataset(spec, Window(), progress=progress)
+        dataset = _tail(full, spec.update.window or full.n_rows)
+        window = Window()
+    else:
+        window = Window()
+    result = procure(
+        spec,
+        registry,
+        release=current.release,
+        window=window,
+        dataset=dataset,
+        previous=previous if spec.update.warm_start else None,
+        spec_hash=spec_hash,
+        git_commit=git_commit,
+        keep_rejected=True,
+        make_current=True,
+        extra={
+            "update": {
+                "reason": [c.as_dict() for c in checks if c.fired],
+                "forced": force,
+                "data": mode,
+            }
+        },
+        progress=progress,
+    )
+    return UpdateResult(
+        current=current, checks=checks, forced=force, procured=result, data_mode=mode
+    )
+
+
+def _tail(dataset: Any, rows: int) -> Any:
+    """The most recent `rows` rows of a dataset (rows are ordered by the ordinal)."""
+    from dataclasses import replace
+
+    if dataset.n_rows <= rows:
+        return dataset
+    start = dataset.n_rows - rows
+    ordinal = None if dataset.ordinal is None else dataset.ordinal.iloc[start:]
+    keys = None if dataset.keys is None else dataset.keys.iloc[start:]
+    info = replace(dataset.info, rows=rows)
+    return replace(
+        dataset,
+        X=dataset.X.iloc[start:],
+        y=dataset.y.iloc[start:],
+        ordinal=ordinal,
+        keys=keys,
+        info=info,
+    )
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds}s"

@@ -1,0 +1,261 @@
+"""`deploy`: put a release where production can run it.
+
+- `deployment: wrapped` — the release (default: the current one) becomes a
+  bundle, a Docker build context and an image `IMAGE:VERSION` (pushed with
+  `--push`); `--context-only DIR` stops after the context, with no engine.
+- `deployment: dynamic` — a serving manifest is published to the registry: the
+  release in play and the selector routing among its newest generations. The
+  serving engine picks it up while it runs.
+
+Either way `--k8s DIR` writes Kubernetes manifests for it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlcycle.errors import UsageError
+from mlcycle.progress import NULL_PROGRESS, Progress
+from mlcycle.spec.model import Deployment
+
+if TYPE_CHECKING:
+    from mlcycle.api.project import Project
+    from mlcycle.deploy import K8sManifests, Manifest
+    from mlcycle.package import BuildContext, Bundle, ImageInfo
+    from mlcycle.registry import Entry
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    """What a deploy produced; fields that do not apply are None."""
+
+    project: str
+    deployment: str
+    entry: Entry | None = None
+    bundle: Bundle | None = None
+    context: BuildContext | None = None
+    image: ImageInfo | None = None
+    pushed: ImageInfo | None = None
+    manifest: Manifest | None = None
+    arms: tuple[str, ...] = ()
+    k8s: K8sManifests | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready description."""
+        return {
+            "project": self.project,
+            "deployment": self.deployment,
+            "ref": str(self.entry.ref) if self.entry else None,
+            "bundle": str(self.bundle.path) if self.bundle else None,
+            "context": str(self.context.path) if self.context else None,
+            "image": self.image.as_dict() if self.image else None,
+            "pushed": self.pushed.as_dict() if self.pushed else None,
+            "manifest": self.manifest.as_dict() if self.manifest else None,
+            "arms": list(self.arms),
+            "k8s": self.k8s.as_dict() if self.k8s else None,
+        }
+
+
+def deploy(
+    path: str | Path | None = None,
+    *,
+    ref: str | None = None,
+    context_only: Path | None = None,
+    push: bool = False,
+    registry: str | None = None,
+    k8s: Path | None = None,
+    rollback: bool = False,
+    progress: Progress = NULL_PROGRESS,
+) -> DeployResult:
+    """Deploy the project's release `ref` (default: current) as its spec declares."""
+    from mlcycle.api.project import open_project
+
+    project = open_project(path)
+    if project.spec.lifecycle.deployment is Deployment.DYNAMIC:
+        if context_only is not None or push or registry is not None:
+            raise UsageError(
+                f"{project.spec.name} deploys dynamically (lifecycle.deployment: dynamic): "
+                "there is no image to build or push",
+                hint="leave out --context-only, --push and --registry",
+            )
+        return _deploy_dynamic(project, ref=ref, k8s=k8s, rollback=rollback)
+    if rollback:
+        raise UsageError(
+            "--rollback is for dynamic deployments; a wrapped one rolls back by deploying "
+            "an earlier release: mlcycle deploy RELEASE"
+        )
+    return _deploy_wrapped(
+        project,
+        ref=ref,
+        context_only=context_only,
+        push=push,
+        registry=registry,
+        k8s=k8s,
+        progress=progress,
+    )
+
+
+def _entry(project: Project, ref: str | None) -> Entry:
+    from mlcycle.errors import RegistryError
+    from mlcycle.registry import ModelRef
+
+    registry = project.registry
+    if ref is not None:
+        return registry.get(ModelRef.parse(ref))
+    current = registry.current()
+    if current is None:
+        raise RegistryError(
+            f"{project.spec.name}: no release to deploy (no model is current)",
+            hint="release one first: mlcycle release --bump minor",
+        )
+    return current
+
+
+def _deploy_wrapped(
+    project: Project,
+    *,
+    ref: str | None,
+    context_only: Path | None,
+    push: bool,
+    registry: str | None,
+    k8s: Path | None,
+    progress: Progress,
+) -> DeployResult:
+    from mlcycle.package import (
+        build_bundle,
+        build_image,
+        image_reference,
+        load_bundle,
+        push_image,
+        write_context,
+    )
+
+    spec = project.spec
+    entry = _entry(project, ref)
+    target_registry = registry or spec.deployment.image.registry
+    if push and target_registry is None:
+        raise UsageError(
+            "--push needs a container registry to push to",
+            hint="pass --registry HOST:PORT, or set deployment.image.registry in lifecycle.yaml",
+        )
+    bundle_dir = project.root / ".mlcycle" / "bundles" / f"{entry.release}-{entry.generation}"
+    progress.start(f"bundle {entry.ref}")
+    try:
+        if (bundle_dir / "bundle.json").is_file():
+            bundle = load_bundle(bundle_dir)  # verified against its SHA-256 on load
+            if bundle.artifact.sha256 != entry.artifact.sha256:
+                shutil.rmtree(bundle_dir)
+                bundle = build_bundle(
+                    spec, project.registry, entry, bundle_dir, spec_file=project.file
+                )
+        else:
+            bundle = build_bundle(spec, project.registry, entry, bundle_dir, spec_file=project.file)
+    finally:
+        progress.done()
+    tag = image_reference(spec, bundle)
+    revision = entry.git_commit
+    result: dict[str, Any] = {"entry": entry, "bundle": bundle}
+    if context_only is not None:
+        result["context"] = write_context(bundle, spec, context_only, tag=tag, revision=revision)
+    else:
+        with tempfile.TemporaryDirectory(prefix="mlcycle-context-") as tmp:
+            context = write_context(bundle, spec, Path(tmp) / "context", tag=tag, revision=revision)
+            result["image"] = build_image(context.path, tag, progress=progress)
+        if push:
+            assert target_registry is not None
+            result["pushed"] = push_image(tag, target_registry, progress=progress)
+    if k8s is not None:
+        image_ref = result["pushed"].tag if result.get("pushed") else tag
+        result["k8s"] = _write_k8s(project, image_ref, entry.release, dynamic=False, directory=k8s)
+    return DeployResult(project=spec.name, deployment="wrapped", **result)
+
+
+def _deploy_dynamic(
+    project: Project, *, ref: str | None, k8s: Path | None, rollback: bool
+) -> DeployResult:
+    from mlcycle.deploy import ManifestStore, selector_document
+    from mlcycle.deploy.manifest import FOLLOW, PINNED
+    from mlcycle.registry import LocalRegistry, ModelRef
+    from mlcycle.spec.model import SelectorKind
+
+    spec = project.spec
+    registry = project.registry
+    if not isinstance(registry, LocalRegistry):
+        raise UsageError("dynamic deployment needs the local registry (registry.backend: local)")
+    store = ManifestStore(registry.manifests_dir, spec.name)
+    if rollback:
+        manifest = store.rollback()
+    else:
+        selector = spec.deployment.selector
+        if selector.kind is SelectorKind.PINNED:
+            pinned_ref = ref or selector.model
+            if pinned_ref is None:
+                raise UsageError(
+                    "deployment.selector is pinned but names no model",
+                    hint="set deployment.selector.model: VERSION/GENERATION, or pass REF",
+                )
+            entry = registry.get(ModelRef.parse(pinned_ref))
+            manifest = store.publish(
+                release=entry.release,
+                selector=selector_document(selector),
+                mode=PINNED,
+                arms=1,
+                pinned=[str(entry.ref)],
+            )
+        else:
+            entry = _entry(project, ref)
+            arms = 1 if selector.kind is SelectorKind.LATEST else selector.arms
+            manifest = store.publish(
+                release=entry.release,
+                selector=selector_document(selector),
+                mode=FOLLOW,
+                arms=arms,
+            )
+    in_play = manifest.resolve(registry)
+    k8s_files = None
+    if k8s is not None:
+        # The generic serving engine: mlcycle itself, reading the mounted project.
+        from mlcycle import __version__
+
+        image = f"mlcycle:{__version__}"
+        k8s_files = _write_k8s(project, image, manifest.release, dynamic=True, directory=k8s)
+    return DeployResult(
+        project=spec.name,
+        deployment="dynamic",
+        entry=in_play[0],
+        manifest=manifest,
+        arms=tuple(str(e.ref) for e in in_play),
+        k8s=k8s_files,
+    )
+
+
+def _write_k8s(
+    project: Project, image: str, version: str, *, dynamic: bool, directory: Path
+) -> K8sManifests:
+    from mlcycle.deploy import manifests, write_manifests
+
+    objects = manifests(
+        project=project.spec.name,
+        image=image,
+        version=version,
+        dynamic=dynamic,
+        workers=project.spec.deployment.serve.workers,
+    )
+    return write_manifests(objects, directory)
+
+
+def manifest_history(path: str | Path | None = None) -> list[Manifest]:
+    """Every serving manifest the project published, oldest first."""
+    from mlcycle.api.project import open_project
+    from mlcycle.deploy import ManifestStore
+    from mlcycle.registry import LocalRegistry
+
+    project = open_project(path)
+    registry = project.registry
+    if not isinstance(registry, LocalRegistry):
+        return []
+    return ManifestStore(registry.manifests_dir, project.spec.name).history()

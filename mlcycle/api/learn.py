@@ -1,0 +1,199 @@
+"""Verbs of the learn half: train a development generation, evaluate a model, list the registry."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlcycle.progress import NULL_PROGRESS, Progress
+
+if TYPE_CHECKING:
+    from mlcycle.agents import ProcureResult
+    from mlcycle.data import SourceInfo, Window
+    from mlcycle.registry import Entry, ModelRef
+    from mlcycle.spec.model import Spec
+    from mlcycle.train import GateResult
+
+# Development trainings live in the pseudo-release `dev`; `release` makes real ones.
+DEV_RELEASE = "dev"
+
+
+def train(
+    path: str | Path | None = None,
+    *,
+    lower: str | None = None,
+    upper: str | None = None,
+    keep_rejected: bool = True,
+    progress: Progress = NULL_PROGRESS,
+) -> ProcureResult:
+    """Fetch, train, evaluate, gate and register a development generation (release `dev`).
+
+    `lower`/`upper` bound the data window on the ordinal column (`[lower, upper)`,
+    as text the column's type parses). The gate's relative conditions compare
+    with the current model. A rejected model is kept as a rejected entry (unless
+    `keep_rejected` is false) and `ProcurementRejected` (exit code 3) is raised.
+    """
+    from mlcycle.agents import procure
+    from mlcycle.api.project import open_project
+
+    project = open_project(path)
+    project.require_unattended("train")
+    window = data_window(project.spec, lower, upper)
+    return procure(
+        project.spec,
+        project.registry,
+        release=DEV_RELEASE,
+        window=window,
+        spec_hash=project.spec_hash,
+        git_commit=project.git_commit(),
+        keep_rejected=keep_rejected,
+        progress=progress,
+    )
+
+
+def data_window(spec: Spec, lower: str | None, upper: str | None) -> Window:
+    """The window `[lower, upper)` from command-line text, typed like the ordinal column."""
+    from mlcycle.data import Window, coerce_bound
+
+    return Window(
+        lower=None if lower is None else coerce_bound(spec, lower),
+        upper=None if upper is None else coerce_bound(spec, upper),
+    )
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """A registered model scored on a window of the declared data.
+
+    `seen_rows` counts rows of the window the model was trained on (they flatter
+    the metrics); None when that cannot be told (no ordinal, or a dump).
+    `gate` is the spec's gate applied to these metrics, against the current model.
+    """
+
+    entry: Entry
+    metrics: Mapping[str, float]
+    data: SourceInfo
+    seen_rows: int | None
+    gate: GateResult
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready description."""
+        return {
+            "ref": str(self.entry.ref),
+            "status": self.entry.status.value,
+            "metrics": {k: (None if math.isnan(v) else v) for k, v in self.metrics.items()},
+            "trained_metrics": {
+                k: (None if math.isnan(v) else v) for k, v in self.entry.metrics.items()
+            },
+            "data": self.data.as_dict(),
+            "seen_rows": self.seen_rows,
+            "gate": self.gate.as_dict(),
+        }
+
+
+def evaluate(
+    ref: str | None = None,
+    path: str | Path | None = None,
+    *,
+    lower: str | None = None,
+    upper: str | None = None,
+    progress: Progress = NULL_PROGRESS,
+) -> EvaluationReport:
+    """Score the registered model `ref` (default: current, else latest) on a data window.
+
+    The metrics are the spec's `evaluation.metrics` on every row of the window;
+    the registry is only read.
+    """
+    from mlcycle.api.project import open_project
+    from mlcycle.data import load_dataset
+    from mlcycle.registry import ModelRef
+    from mlcycle.train import check_gate, default_metrics, infer_task, score
+
+    project = open_project(path)
+    registry = project.registry
+    current = registry.current()
+    wanted = ModelRef.parse(ref) if ref is not None else None
+    entry = registry.get(wanted) if wanted else (current or registry.get("latest"))
+    dataset = load_dataset(project.spec, data_window(project.spec, lower, upper), progress=progress)
+    progress.start(f"load {entry.ref}")
+    try:
+        model = registry.load_model(entry)
+    finally:
+        progress.done()
+    metric_names = tuple(entry.metrics) or project.spec.evaluation.metrics
+    if not metric_names:
+        metric_names = default_metrics(infer_task(model, project.spec.model), dataset.y)
+    progress.start(f"score {entry.ref} on {dataset.n_rows} rows")
+    try:
+        metrics = score(model, dataset.X, dataset.y, metric_names)
+    finally:
+        progress.done()
+    baseline = dict(current.metrics) if current is not None and current.ref != entry.ref else None
+    gate = check_gate(project.spec.evaluation.gate, metrics, baseline)
+    return EvaluationReport(
+        entry=entry,
+        metrics=metrics,
+        data=dataset.info,
+        seen_rows=_seen_rows(entry, dataset.ordinal),
+        gate=gate,
+    )
+
+
+def _seen_rows(entry: Entry, ordinal: Any) -> int | None:
+    """Rows whose ordinal lies inside the window the model was trained on."""
+    if ordinal is None or entry.data.get("ordinal") is None:
+        return None
+    watermark = entry.data.get("watermark")
+    trained = entry.data.get("window") or {}
+    lower = trained.get("lower")
+    if not _is_number(watermark) or not (lower is None or _is_number(lower)):
+        return None
+    inside = ordinal <= watermark
+    if lower is not None:
+        inside &= ordinal >= lower
+    return int(inside.sum())
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class ModelListing:
+    """The registry of one project: every entry, and which one is current."""
+
+    project: str
+    entries: tuple[Entry, ...]
+    current: ModelRef | None
+    metrics: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready description: the entries as the registry records them."""
+        return {
+            "project": self.project,
+            "current": None if self.current is None else str(self.current),
+            "metrics": list(self.metrics),
+            "entries": [{**e.as_dict(), "current": e.ref == self.current} for e in self.entries],
+        }
+
+
+def models(path: str | Path | None = None) -> ModelListing:
+    """Every entry in the project's registry, oldest release first, and the current one."""
+    from mlcycle.api.project import open_project
+
+    project = open_project(path)
+    registry = project.registry
+    entries = tuple(registry.entries())
+    current = registry.current()
+    names: dict[str, None] = dict.fromkeys(project.spec.evaluation.metrics)
+    for entry in entries:
+        names.update(dict.fromkeys(entry.metrics))
+    return ModelListing(
+        project=project.spec.name,
+        entries=entries,
+        current=None if current is None else current.ref,
+        metrics=tuple(names),
+    )

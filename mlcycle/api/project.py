@@ -1,0 +1,72 @@
+"""A project as the verbs see it: the spec file, the typed spec and what hangs off it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mlcycle.errors import GitError, UsageError
+from mlcycle.spec import find_spec, load_spec, spec_hash
+from mlcycle.spec.model import Procurement
+
+if TYPE_CHECKING:
+    from mlcycle.registry import Registry
+    from mlcycle.spec.model import Spec
+
+
+@dataclass
+class Project:
+    """The spec at `file`, loaded and valid, with lazy access to its registry and git state."""
+
+    file: Path
+    spec: Spec
+    _registry: Registry | None = field(default=None, repr=False)
+
+    @property
+    def root(self) -> Path:
+        """The directory holding the spec; relative paths in the spec start here."""
+        return self.spec.root
+
+    @property
+    def registry(self) -> Registry:
+        """The registry the spec declares (RegistryError when it declares none)."""
+        if self._registry is None:
+            from mlcycle.registry import open_registry
+
+            self._registry = open_registry(self.spec)
+        return self._registry
+
+    @cached_property
+    def spec_hash(self) -> str:
+        """SHA-256 of the spec's canonical content."""
+        return spec_hash(self.file)
+
+    def git_commit(self) -> str | None:
+        """HEAD's commit when the project is in a git repository with commits, else None."""
+        from mlcycle.gitops import Repo
+
+        try:
+            return Repo.find(self.root).head_commit()
+        except GitError:
+            return None
+
+    def require_unattended(self, verb: str) -> None:
+        """UsageError when the spec procures models by hand, so `verb` cannot train."""
+        if self.spec.lifecycle.procurement is Procurement.INTERACTIVE:
+            raise UsageError(
+                f"{self.file}: {self.spec.name} procures its models interactively "
+                f"(lifecycle.procurement: interactive), so mlcycle does not train it ({verb})",
+                hint="train by hand and hand the file over with `mlcycle release --model PATH`, "
+                "or set lifecycle.procurement: unattended and declare model.pipeline",
+            )
+
+
+def open_project(path: str | Path | None = None) -> Project:
+    """The project whose spec is at `path` (a file or a directory; default: the cwd).
+
+    Raises SpecNotFoundError when there is no spec and SpecError when it is invalid.
+    """
+    file = find_spec(path)
+    return Project(file=file, spec=load_spec(file))

@@ -1,0 +1,667 @@
+"""`release` and `history`: the R&D → production handover of seed 004, in git and the registry.
+
+A release is a registry release (generation 1 holding the model) plus an
+annotated git tag on HEAD whose message carries the release metadata. Both
+exist or neither does. The order that makes this hold:
+
+1. check everything that needs no writing (clean tree, version, tag free);
+2. procure the model (train + gate, or read the hand-made file; for a dual
+   liaison, reproduce research's results) — nothing is written yet;
+3. register it and make it current in one atomic registry write;
+4. create the tag; if that fails, remove the registry release (which restores
+   the previous current model);
+5. push the tag when asked; if the remote refuses, delete the tag and remove
+   the registry release again.
+
+A crash (kill -9) between 3 and 4 leaves a registry release without a tag: an
+*orphan*. Nothing serves from it for long: the next `release` of that version
+(the version computed from the tags is the same one) removes the orphan first,
+and `history` marks it. After 4 the release is complete even if the push
+never happened (`git push origin TAG` finishes it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlcycle.errors import GitError, MlcycleError, UsageError
+from mlcycle.faults import checkpoint
+from mlcycle.progress import NULL_PROGRESS, Progress
+from mlcycle.spec.model import Liaison, Procurement
+
+if TYPE_CHECKING:
+    from mlcycle.api.project import Project
+    from mlcycle.data import SourceInfo
+    from mlcycle.gitops import ReleaseTag, Repo, Version
+    from mlcycle.registry import Entry
+    from mlcycle.train import GateResult, TrainResult
+    from mlcycle.train.reproduce import Reproduction
+
+BUMPS = ("major", "minor", "patch")
+DIRTY_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class ReleasePlan:
+    """What a release will do, decided before anything is written."""
+
+    project: str
+    version: str
+    tag: str
+    previous: str | None
+    commit: str
+    branch: str | None
+    procurement: str
+    liaison: str
+    push: bool
+    remote: str
+    orphan: bool  # a crashed release of this version left registry entries to remove first
+    stages: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready description."""
+        return {
+            "project": self.project,
+            "version": self.version,
+            "tag": self.tag,
+            "previous": self.previous,
+            "commit": self.commit,
+            "branch": self.branch,
+            "procurement": self.procurement,
+            "liaison": self.liaison,
+            "push": self.push,
+            "remote": self.remote if self.push else None,
+            "orphan": self.orphan,
+            "stages": list(self.stages),
+        }
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    """A finished release (or, with `dry_run`, only its plan)."""
+
+    plan: ReleasePlan
+    dry_run: bool
+    entry: Entry | None = None
+    tag: ReleaseTag | None = None
+    pushed: bool = False
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    gate: GateResult | None = None
+    data: SourceInfo | None = None
+    reproduction: Reproduction | None = None
+    warnings: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready description for CI: version, tag, metrics, gate."""
+        return {
+            **self.plan.as_dict(),
+            "dry_run": self.dry_run,
+            "ref": str(self.entry.ref) if self.entry else None,
+            "sha256": self.entry.artifact.sha256 if self.entry else None,
+            "pushed": self.pushed,
+            "metrics": {k: _num(v) for k, v in self.metrics.items()},
+            "gate": self.gate.as_dict() if self.gate else None,
+            "data": self.data.as_dict() if self.data else None,
+            "reproduction": self.reproduction.as_dict() if self.reproduction else None,
+            "warnings": list(self.warnings),
+        }
+
+
+def release(
+    path: str | Path | None = None,
+    *,
+    bump: str | None = None,
+    version: str | None = None,
+    model: str | Path | None = None,
+    push: bool = False,
+    remote: str = "origin",
+    dry_run: bool = False,
+    progress: Progress = NULL_PROGRESS,
+) -> ReleaseResult:
+    """Release the project at HEAD: procure the model, register it, tag it (see module doc).
+
+    `bump` (major, minor, patch; default minor) or `version` chooses the
+    version. `model` is the hand-made model file of an interactive lifecycle
+    (default: the spec's `release.model`). Raises UsageError for a state git or
+    the arguments do not allow (exit 2), GateRejectedError when the gate or the
+    reproduction of research's results refuses the model (exit 3), and a
+    RuntimeFailure for the rest (exit 1); in every case nothing is left behind.
+    """
+    from mlcycle.api.project import open_project
+    from mlcycle.gitops import Version
+
+    project = open_project(path)
+    plan, repo = _plan(project, bump=bump, version=version, model=model, push=push, remote=remote)
+    if dry_run:
+        return ReleaseResult(plan=plan, dry_run=True)
+    registry = project.registry
+    if plan.orphan:
+        registry.remove_release(plan.version)
+    if project.spec.lifecycle.procurement is Procurement.INTERACTIVE:
+        procured = _procure_by_hand(project, plan, model, progress)
+    else:
+        procured = _procure_unattended(project, plan, progress)
+    entry = procured.entry
+    checkpoint("release:registered")
+    try:
+        progress.start(f"tag {plan.tag}")
+        try:
+            tag = repo.create_tag(
+                plan.tag,
+                _tag_message(project, plan, procured),
+                commit=plan.commit,
+                version=Version.parse(plan.version),
+            )
+        finally:
+            progress.done()
+        checkpoint("release:tagged")
+        pushed = False
+        if push:
+            progress.start(f"push {plan.tag} to {remote}")
+            try:
+                repo.push_tag(plan.tag, remote)
+            except BaseException:
+                repo.delete_tag(plan.tag)
+                raise
+            finally:
+                progress.done()
+            pushed = True
+    except BaseException as e:
+        # No registry release without its tag: undo the registration (this also puts
+        # `current` back to the model that was current before).
+        registry.remove_release(plan.version)
+        if isinstance(e, MlcycleError):
+            e.message += f" (release {plan.version} rolled back: no tag, no registry entry)"
+        raise
+    return ReleaseResult(
+        plan=plan,
+        dry_run=False,
+        entry=entry,
+        tag=tag,
+        pushed=pushed,
+        metrics=procured.metrics,
+        gate=procured.gate,
+        data=procured.data,
+        reproduction=procured.reproduction,
+        warnings=procured.warnings,
+    )
+
+
+# --- planning ------------------------------------------------------------------------
+
+
+def _plan(
+    project: Project,
+    *,
+    bump: str | None,
+    version: str | None,
+    model: str | Path | None,
+    push: bool,
+    remote: str,
+) -> tuple[ReleasePlan, Repo]:
+    from mlcycle.gitops import Repo, TagFormat, Version
+
+    spec = project.spec
+    if bump is not None and version is not None:
+        raise UsageError("--bump and --version exclude each other", hint="pass one of them")
+    if bump is not None and bump not in BUMPS:
+        raise UsageError(f"--bump {bump!r} is not one of {', '.join(BUMPS)}")
+    interactive = spec.lifecycle.procurement is Procurement.INTERACTIVE
+    if model is not None and not interactive:
+        raise UsageError(
+            f"--model is for interactive procurement; {spec.name} trains unattended "
+            "(lifecycle.procurement: unattended), so the release trains the model itself",
+            hint="leave --model out",
+        )
+    fmt = TagFormat(spec.release.tag_format).validate(spec.name)
+    repo = Repo.find(project.root)
+    commit = repo.head_commit()
+    if commit is None:
+        raise UsageError(
+            f"{repo.root}: the repository has no commits yet; a release tags a commit",
+            hint="commit the project first: git add -A && git commit -m 'first version'",
+        )
+    dirty = repo.dirty_paths()
+    if dirty:
+        shown = ", ".join(dirty[:DIRTY_SHOWN]) + (", ..." if len(dirty) > DIRTY_SHOWN else "")
+        raise UsageError(
+            f"{repo.root}: the working tree has uncommitted changes ({shown}); a release "
+            "must be reproducible from its commit",
+            hint="commit or stash them (git status shows them), or add generated files "
+            "to .gitignore",
+        )
+    detached = repo.is_detached()
+    if detached and version is None:
+        raise UsageError(
+            f"{repo.root}: HEAD is detached, so the next version cannot be told from a branch",
+            hint="check out a branch, or name the version: mlcycle release --version X.Y.Z",
+        )
+    latest = repo.latest_version(fmt, spec.name)
+    if version is not None:
+        target: Version = Version.parse(version.removeprefix("v"))
+        if latest is not None and not latest < target:
+            raise UsageError(
+                f"version {target} is not greater than the latest release {latest} "
+                f"({fmt.format(spec.name, latest)})",
+                hint=f"choose a version above {latest}, or --bump patch|minor|major",
+            )
+    else:
+        target = repo.next_version(fmt, spec.name, bump or "minor")
+    tag = fmt.format(spec.name, target)
+    if repo.tag_exists(tag):
+        raise UsageError(
+            f"the tag {tag} already exists (but is not a release of {spec.name} "
+            "this mlcycle can read)",
+            hint="delete it (git tag -d) or choose another version with --version",
+        )
+    registry = project.registry
+    orphan = str(target) in registry.releases()
+    stages = _stages(project, interactive, push, orphan, str(target), tag, remote)
+    plan = ReleasePlan(
+        project=spec.name,
+        version=str(target),
+        tag=tag,
+        previous=None if latest is None else str(latest),
+        commit=commit,
+        branch=None if detached else repo.branch(),
+        procurement=spec.lifecycle.procurement.value,
+        liaison=spec.lifecycle.liaison.value,
+        push=push,
+        remote=remote,
+        orphan=orphan,
+        stages=stages,
+    )
+    return plan, repo
+
+
+def _stages(
+    project: Project,
+    interactive: bool,
+    push: bool,
+    orphan: bool,
+    version: str,
+    tag: str,
+    remote: str,
+) -> tuple[str, ...]:
+    spec = project.spec
+    stages = []
+    if orphan:
+        stages.append(f"remove registry release {version} left by an interrupted release")
+    if interactive:
+        stages.append("read the model trained by hand")
+        if spec.data.source is not None or spec.data.dump is not None:
+            stages.append("evaluate it on the declared data and apply the gate")
+    else:
+        stages.append("fetch the data")
+        stages.append("train and evaluate the model")
+        if spec.evaluation.gate:
+            stages.append("apply the validation gate")
+    if spec.lifecycle.liaison is Liaison.DUAL and spec.release.research is not None:
+        stages.append("reproduce research's predictions and metrics")
+    stages.append(f"register {version}/1 and make it current")
+    stages.append(f"tag HEAD {tag}")
+    if push:
+        stages.append(f"push {tag} to {remote}")
+    return tuple(stages)
+
+
+# --- procuring the model ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Procured:
+    entry: Entry
+    metrics: Mapping[str, float]
+    gate: GateResult | None
+    data: SourceInfo | None
+    reproduction: Reproduction | None = None
+    warnings: tuple[str, ...] = ()
+    training: TrainResult | None = None
+
+
+def _procure_unattended(project: Project, plan: ReleasePlan, progress: Progress) -> _Procured:
+    from mlcycle.agents import procure
+
+    reproduction: list[Reproduction] = []
+
+    def verify(training: TrainResult) -> None:
+        if project.spec.lifecycle.liaison is Liaison.DUAL:
+            result = reproduce_research(project, training.model, progress)
+            if result is not None:
+                reproduction.append(result)
+                result.raise_if_failed()
+
+    result = procure(
+        project.spec,
+        project.registry,
+        release=plan.version,
+        spec_hash=project.spec_hash,
+        git_commit=plan.commit,
+        keep_rejected=False,
+        make_current=True,
+        extra={"tag": plan.tag},
+        verify=verify,
+        progress=progress,
+    )
+    assert result.entry is not None  # a passing gate always registers
+    return _Procured(
+        entry=result.entry,
+        metrics=result.training.metrics,
+        gate=result.gate,
+        data=result.data,
+        reproduction=reproduction[0] if reproduction else None,
+        training=result.training,
+    )
+
+
+def _procure_by_hand(
+    project: Project, plan: ReleasePlan, model_path: str | Path | None, progress: Progress
+) -> _Procured:
+    """An interactive release: the file a person trained, evaluated when there is data."""
+    from mlcycle.agents.integration import data_record
+    from mlcycle.data import load_dataset
+    from mlcycle.registry import Status
+    from mlcycle.train import check_gate, default_metrics, infer_task, score
+
+    spec = project.spec
+    path = _model_file(project, model_path)
+    progress.start(f"read {path.name}")
+    try:
+        model = read_model_file(path)
+    finally:
+        progress.done()
+    warnings = [
+        "interactive procurement: nobody but its author can retrain this model, and "
+        "mlcycle cannot tell which data or code made it; move to lifecycle.procurement: "
+        "unattended to make releases reproducible"
+    ]
+    metrics: dict[str, float] = {}
+    gate = None
+    data_info = None
+    data: dict[str, Any] = {"location": str(path), "kind": "model file", "reproducible": False}
+    if spec.data.source is not None or spec.data.dump is not None:
+        dataset = load_dataset(spec, progress=progress)
+        names = spec.evaluation.metrics or default_metrics(infer_task(model, spec.model), dataset.y)
+        progress.start(f"evaluate {path.name} on {dataset.n_rows} rows")
+        try:
+            metrics = score(model, dataset.X, dataset.y, names)
+        finally:
+            progress.done()
+        warnings.append(
+            "the metrics are measured on the declared data, which may include the rows the "
+            "model was trained on: they can flatter it"
+        )
+        current = project.registry.current()
+        gate = check_gate(spec.evaluation.gate, metrics, dict(current.metrics) if current else None)
+        gate.raise_if_rejected()
+        data = data_record(spec, dataset)
+        data_info = dataset.info
+    else:
+        warnings.append("no data is declared, so the model was released without any evaluation")
+    reproduction = None
+    if spec.lifecycle.liaison is Liaison.DUAL:
+        reproduction = reproduce_research(project, model, progress)
+        if reproduction is not None:
+            reproduction.raise_if_failed()
+    progress.start(f"register {plan.version}/1")
+    try:
+        entry = project.registry.register(
+            model,
+            release=plan.version,
+            metrics=metrics,
+            gate=gate.as_dict() if gate else None,
+            data=data,
+            spec_hash=project.spec_hash,
+            git_commit=plan.commit,
+            procurement=Procurement.INTERACTIVE,
+            status=Status.CANDIDATE,
+            extra={"tag": plan.tag, "model_file": str(path)},
+            make_current=True,
+        )
+    finally:
+        progress.done()
+    return _Procured(
+        entry=entry,
+        metrics=metrics,
+        gate=gate,
+        data=data_info,
+        reproduction=reproduction,
+        warnings=tuple(warnings),
+    )
+
+
+def _model_file(project: Project, model_path: str | Path | None) -> Path:
+    if model_path is not None:
+        path = Path(model_path)
+        path = path if path.is_absolute() else Path.cwd() / path
+    elif project.spec.release.model is not None:
+        path = project.spec.resolve(project.spec.release.model)
+    else:
+        raise UsageError(
+            f"{project.spec.name} procures models interactively but names no model file",
+            hint="pass --model PATH, or set release.model in lifecycle.yaml",
+        )
+    if not path.is_file():
+        raise UsageError(
+            f"{path}: no such model file",
+            hint="train and save the model first (e.g. python train_by_hand.py)",
+        )
+    return path
+
+
+def read_model_file(path: Path) -> Any:
+    """A model saved by hand: skops (checked for trusted types), or a pickle.
+
+    A pickle runs code when loaded; it is accepted because the person releasing
+    it made it, and the registry stores it with its SHA-256 from here on.
+    """
+    from mlcycle.registry.artifacts import load_model, sha256_file
+
+    suffix = path.suffix.lower()
+    if suffix == ".skops":
+        fmt = "skops"
+    elif suffix in (".pkl", ".pickle"):
+        fmt = "pickle"
+    else:
+        raise UsageError(
+            f"{path}: unknown model file type {suffix or '(none)'}",
+            hint="save the model with skops.io.dump(model, 'model.skops') (or pickle as .pkl)",
+        )
+    return load_model(path, sha256=sha256_file(path), format=fmt)
+
+
+def reproduce_research(project: Project, model: Any, progress: Progress) -> Reproduction | None:
+    """Compare `model` with research's specification (release.research); None without one."""
+    import pandas as pd
+
+    from mlcycle.errors import DataError
+    from mlcycle.train.reproduce import reproduce
+
+    spec = project.spec
+    research = spec.release.research
+    if research is None:
+        return None
+    if research.data is None:
+        raise UsageError(
+            "release.research names no reference data (research.data)",
+            hint="add the reference cases research used: release.research.data: FILE.csv",
+        )
+    reference_path = spec.resolve(research.data)
+    progress.start("reproduce research's results")
+    try:
+        reference = _read_table(reference_path, pd)
+        names_in = getattr(model, "feature_names_in_", None)
+        features = [str(n) for n in names_in] if names_in is not None else []
+        if not features:
+            features = [c for c in reference.columns if c not in (spec.data.label, spec.data.key)]
+        missing = [c for c in features if c not in reference.columns]
+        if missing:
+            raise DataError(
+                f"{reference_path}: the reference data lacks the model's feature(s) "
+                f"{', '.join(missing[:5])}"
+            )
+        label = spec.data.label if spec.data.label in reference.columns else None
+        key = spec.data.key
+        predictions: dict[Any, float] | None = None
+        if research.predictions is not None:
+            if key is None or key not in reference.columns:
+                raise DataError(
+                    f"{reference_path}: comparing predictions needs the key column "
+                    f"{key!r} in the reference data",
+                    hint="declare data.key and keep it in the reference file",
+                )
+            pred_path = spec.resolve(research.predictions)
+            frame = _read_table(pred_path, pd)
+            value_column = "prediction" if "prediction" in frame.columns else frame.columns[-1]
+            if key not in frame.columns:
+                raise DataError(f"{pred_path}: no key column {key!r}")
+            predictions = dict(
+                zip(frame[key].tolist(), frame[value_column].astype(float), strict=True)
+            )
+        return reproduce(
+            model,
+            reference[features],
+            reference[label] if label else None,
+            keys=reference[key] if key in reference.columns else range(len(reference)),
+            predictions=predictions,
+            metrics=dict(research.metrics),
+            tolerance=research.tolerance,
+        )
+    finally:
+        progress.done()
+
+
+def _read_table(path: Path, pd: Any) -> Any:
+    from mlcycle.errors import DataError
+
+    try:
+        if path.suffix.lower() == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file (named in release.research)") from None
+    except Exception as e:
+        raise DataError(f"{path}: cannot read it ({type(e).__name__}: {e})") from None
+
+
+def _tag_message(project: Project, plan: ReleasePlan, procured: _Procured) -> str:
+    from mlcycle.gitops import release_message
+
+    entry = procured.entry
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in procured.metrics.items())
+    summary = f"{plan.project} {plan.version}" + (f": {metrics}" if metrics else "")
+    # Features are long and live in the registry entry; the tag keeps the essentials.
+    data = {k: v for k, v in entry.data.items() if k != "features"} if entry.data else None
+    metadata: dict[str, Any] = {
+        "project": plan.project,
+        "version": plan.version,
+        "registry": {"ref": str(entry.ref), "sha256": entry.artifact.sha256},
+        "procurement": plan.procurement,
+        "liaison": plan.liaison,
+        "metrics": {k: _num(v) for k, v in procured.metrics.items()},
+        "gate": None if procured.gate is None else procured.gate.passed,
+        "data": data,
+        "spec_hash": project.spec_hash,
+        "versions": dict(entry.versions),
+    }
+    if procured.reproduction is not None:
+        metadata["reproduction"] = {
+            "passed": procured.reproduction.passed,
+            "tolerance": procured.reproduction.tolerance,
+            "max_prediction_delta": procured.reproduction.max_prediction_delta,
+        }
+    return release_message(summary, metadata)
+
+
+def _num(value: float) -> float | None:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+# --- history ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    """One release: its tag (None for an orphan) and its registry entries."""
+
+    version: str
+    tag: ReleaseTag | None
+    entries: tuple[Entry, ...]
+    current: bool
+
+    @property
+    def status(self) -> str:
+        """`released`, `no model` (a tag whose registry release is gone) or `incomplete`."""
+        if self.tag is None:
+            return "incomplete (no tag)"
+        return "released" if self.entries else "no model in the registry"
+
+    @property
+    def first(self) -> Entry | None:
+        """Generation 1 (or the oldest left), the model the release made."""
+        return self.entries[0] if self.entries else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready row."""
+        first = self.first
+        return {
+            "version": self.version,
+            "status": self.status,
+            "tag": self.tag.name if self.tag else None,
+            "date": self.tag.date if self.tag else (first.created_at if first else None),
+            "commit": self.tag.commit if self.tag else (first.git_commit if first else None),
+            "author": self.tag.tagger if self.tag else (first.created_by if first else None),
+            "metrics": {k: _num(v) for k, v in first.metrics.items()} if first else {},
+            "generations": [e.generation for e in self.entries],
+            "current": self.current,
+        }
+
+
+@dataclass(frozen=True)
+class History:
+    """A project's releases, oldest first."""
+
+    project: str
+    items: tuple[HistoryItem, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready description."""
+        return {"project": self.project, "releases": [i.as_dict() for i in self.items]}
+
+
+def history(path: str | Path | None = None) -> History:
+    """Releases from the git tags joined with their registry entries (and orphans marked)."""
+    from mlcycle.api.project import open_project
+    from mlcycle.gitops import Repo, TagFormat
+    from mlcycle.registry.refs import DEV, release_key
+
+    project = open_project(path)
+    spec = project.spec
+    fmt = TagFormat(spec.release.tag_format).validate(spec.name)
+    try:
+        tags = {str(t.version): t for t in Repo.find(project.root).release_tags(fmt, spec.name)}
+    except GitError as e:
+        if "not a git repository" not in e.message:
+            raise
+        tags = {}
+    registry = project.registry
+    by_release: dict[str, list[Entry]] = {}
+    for entry in registry.entries():
+        if entry.release != DEV:
+            by_release.setdefault(entry.release, []).append(entry)
+    current = registry.current()
+    versions = sorted(set(tags) | set(by_release), key=release_key)
+    items = tuple(
+        HistoryItem(
+            version=v,
+            tag=tags.get(v),
+            entries=tuple(by_release.get(v, ())),
+            current=current is not None and current.release == v,
+        )
+        for v in versions
+    )
+    return History(project=spec.name, items=items)

@@ -1,0 +1,132 @@
+"""`mlcycle deploy`: a bundle and image (wrapped) or a serving manifest (dynamic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from mlcycle.cli.app import app
+from mlcycle.cli.options import json_option, project_option
+
+if TYPE_CHECKING:
+    from mlcycle.api.deploy import DeployResult
+
+
+@app.command()
+def deploy(
+    ref: str | None = typer.Argument(
+        None,
+        help="The release to deploy: VERSION or VERSION/GENERATION (default: the current model).",
+        show_default=False,
+        metavar="REF",
+    ),
+    project: Path | None = project_option(),
+    context_only: Path | None = typer.Option(
+        None,
+        "--context-only",
+        help="Wrapped: write the Docker build context to DIR and stop (no engine needed).",
+        show_default=False,
+        metavar="DIR",
+    ),
+    push: bool = typer.Option(False, "--push", help="Wrapped: push the image to the registry."),
+    registry: str | None = typer.Option(
+        None,
+        "--registry",
+        help="Wrapped: registry HOST[:PORT] to push to (default: deployment.image.registry).",
+        show_default=False,
+    ),
+    k8s: Path | None = typer.Option(
+        None,
+        "--k8s",
+        help="Also write Kubernetes manifests (Deployment, Service, HPA; CronJobs when dynamic).",
+        show_default=False,
+        metavar="DIR",
+    ),
+    rollback: bool = typer.Option(
+        False, "--rollback", help="Dynamic: publish the previous serving manifest again."
+    ),
+    history: bool = typer.Option(
+        False, "--history", help="Dynamic: list the published serving manifests and stop."
+    ),
+    as_json: bool = json_option("the result"),
+) -> None:
+    """Deploy a release: an image IMAGE:VERSION (wrapped) or a serving manifest (dynamic)."""
+    from mlcycle import api
+    from mlcycle.cli import render
+    from mlcycle.cli.progress import RichProgress
+
+    if history:
+        manifests = api.manifest_history(project)
+        if as_json:
+            render.print_json([m.as_dict() for m in manifests])
+            return
+        render.table(
+            "serving manifests",
+            ("#", "release", "arms", "selector", "published", "note"),
+            (
+                (
+                    m.number,
+                    m.release,
+                    ", ".join(m.pinned) if m.pinned else f"newest {m.arms}",
+                    m.selector.get("kind"),
+                    m.created_at,
+                    m.note or "",
+                )
+                for m in manifests
+            ),
+        )
+        return
+    with RichProgress(enabled=not as_json) as progress:
+        result = api.deploy(
+            project,
+            ref=ref,
+            context_only=context_only,
+            push=push,
+            registry=registry,
+            k8s=k8s,
+            rollback=rollback,
+            progress=progress,
+        )
+    if as_json:
+        render.print_json(result.as_dict())
+    else:
+        _render(result)
+
+
+def _render(result: DeployResult) -> None:
+    from rich.markup import escape
+
+    from mlcycle.cli import render
+
+    out = render.stdout()
+    if result.manifest is not None:
+        m = result.manifest
+        out.print(
+            f"published serving manifest [bold]{m.number}[/] for {escape(result.project)}: "
+            f"release {escape(m.release)}, selector {escape(str(m.selector.get('kind')))}, "
+            f"serving {escape(', '.join(result.arms))}"
+        )
+        out.print("a running `mlcycle serve` picks it up; `mlcycle deploy --history` lists them")
+    if result.bundle is not None:
+        out.print(f"bundle {escape(str(result.bundle.path))} ({escape(result.bundle.ref)})")
+    if result.context is not None:
+        where = escape(str(result.context.path))
+        out.print(
+            f"build context written to {where}; build it with "
+            f"docker build -t {escape(result.context.tag or 'IMAGE')} {where}"
+        )
+    if result.image is not None:
+        size = result.image.size / 1e6
+        out.print(
+            f"[green]built[/] image [bold]{escape(result.image.tag)}[/] ({size:.0f} MB); "
+            f"run it: docker run -p 8080:8080 {escape(result.image.tag)}"
+        )
+    if result.pushed is not None:
+        out.print(f"[green]pushed[/] {escape(result.pushed.tag)}")
+    if result.k8s is not None:
+        out.print(
+            f"Kubernetes manifests in {escape(str(result.k8s.directory))}: "
+            f"{len(result.k8s.files)} files; kubectl apply -f {escape(str(result.k8s.directory))}"
+        )

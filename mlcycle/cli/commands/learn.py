@@ -1,0 +1,264 @@
+"""Commands of the learn half: train, evaluate and models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from mlcycle.cli.app import app
+from mlcycle.cli.options import json_option, project_option
+
+if TYPE_CHECKING:
+    from mlcycle.agents import ProcureResult
+    from mlcycle.agents.production import ProductionReport
+    from mlcycle.api.learn import EvaluationReport, ModelListing
+
+_LOWER_HELP = "Start of the data window on the ordinal column (inclusive), e.g. 100 or 2026-01-01."
+_UPPER_HELP = "End of the data window on the ordinal column (exclusive)."
+
+
+@app.command()
+def train(
+    project: Path | None = project_option(),
+    lower: str | None = typer.Option(None, "--lower", help=_LOWER_HELP, show_default=False),
+    upper: str | None = typer.Option(None, "--upper", help=_UPPER_HELP, show_default=False),
+    discard_rejected: bool = typer.Option(
+        False, "--discard-rejected", help="Do not keep a model the gate rejects in the registry."
+    ),
+    as_json: bool = json_option("the result"),
+) -> None:
+    """Fetch the data, train and evaluate the model, apply the gate, register it in `dev`.
+
+    A development generation is never made current: `mlcycle release` does that.
+    Exit status 3 when the gate rejects the model (kept as rejected, for inspection).
+    """
+    from mlcycle import api
+    from mlcycle.agents import ProcurementRejected
+    from mlcycle.cli import render
+    from mlcycle.cli.progress import RichProgress
+
+    try:
+        with RichProgress(enabled=not as_json) as progress:
+            result = api.train(
+                project,
+                lower=lower,
+                upper=upper,
+                keep_rejected=not discard_rejected,
+                progress=progress,
+            )
+    except ProcurementRejected as rejected:
+        # The gate table is the point of a rejection: show it, then let the funnel exit 3.
+        if as_json:
+            render.print_json(rejected.result.as_dict())
+        else:
+            _render_procured(rejected.result)
+        rejected.shown = True
+        raise
+    if as_json:
+        render.print_json(result.as_dict())
+    else:
+        _render_procured(result)
+
+
+def _render_procured(result: ProcureResult) -> None:
+    from rich.markup import escape
+
+    from mlcycle.cli import render, views
+
+    out = render.stdout()
+    training = result.training
+    what = f"[bold]{escape(str(result.entry.ref))}[/]" if result.entry else "the model"
+    out.print(
+        f"trained {what} on {training.n_rows} rows from "
+        f"{escape(views.describe_window(result.data.as_dict()))}"
+    )
+    if training.tuning is not None:
+        tuning = training.tuning.as_dict()
+        out.print(f"tuning kept {escape(str(tuning.get('best_params')))}")
+    if training.warm_start_note:
+        out.print(f"warm start: {escape(training.warm_start_note)}")
+    views.metrics_table(training.metrics, title=f"held-out metrics ({training.evaluation.split})")
+    if result.gate.checks:
+        views.gate_table(result.gate.checks)
+    if result.entry is not None and result.gate.passed:
+        out.print(
+            f"[green]registered[/] {escape(str(result.entry.ref))} as a candidate; "
+            "`mlcycle models` lists the registry"
+        )
+
+
+@app.command()
+def evaluate(
+    ref: str | None = typer.Argument(
+        None,
+        help="The model: current, latest, RELEASE, RELEASE/GENERATION, dev/N "
+        "(default: current, else latest).",
+        show_default=False,
+        metavar="REF",
+    ),
+    project: Path | None = project_option(),
+    lower: str | None = typer.Option(None, "--lower", help=_LOWER_HELP, show_default=False),
+    upper: str | None = typer.Option(None, "--upper", help=_UPPER_HELP, show_default=False),
+    check: bool = typer.Option(
+        False, "--check", help="Exit with status 3 when the metrics fail the spec's gate."
+    ),
+    production: bool = typer.Option(
+        False,
+        "--production",
+        help="Score the served predictions against their true outcomes instead, per model.",
+    ),
+    window: str | None = typer.Option(
+        None,
+        "--window",
+        help="--production: also per time window of this width, e.g. 1h.",
+        show_default=False,
+    ),
+    since: str | None = typer.Option(
+        None,
+        "--since",
+        help="--production: only predictions of the last DURATION, e.g. 1d.",
+        show_default=False,
+    ),
+    as_json: bool = json_option("the report"),
+) -> None:
+    """Score a registered model on a window of the declared data (development evaluation).
+
+    With --production: join the logged predictions with their true outcomes and
+    compute the spec's metrics per served model (and per --window), with data
+    drift (PSI per feature, training data vs served inputs). The figures are kept
+    in the store for `mlcycle report`.
+    """
+    from mlcycle import api
+    from mlcycle.cli import render
+    from mlcycle.cli.progress import RichProgress
+    from mlcycle.errors import ExitCode, UsageError
+
+    if production:
+        if ref is not None or lower is not None or upper is not None:
+            raise UsageError("--production scores served models; leave out REF, --lower, --upper")
+        production_report = api.evaluate_production(project, window=window, since=since)
+        if as_json:
+            render.print_json(production_report.as_dict())
+        else:
+            _render_production(production_report)
+        return
+    if window is not None or since is not None:
+        raise UsageError("--window and --since go with --production")
+    with RichProgress(enabled=not as_json) as progress:
+        report = api.evaluate(ref, project, lower=lower, upper=upper, progress=progress)
+    if as_json:
+        render.print_json(report.as_dict())
+    else:
+        _render_evaluation(report)
+    if check and not report.gate.passed:
+        raise typer.Exit(ExitCode.GATE_REJECTED)
+
+
+def _render_evaluation(report: EvaluationReport) -> None:
+    from rich.markup import escape
+
+    from mlcycle.cli import render, views
+
+    out = render.stdout()
+    out.print(
+        f"[bold]{escape(str(report.entry.ref))}[/] on "
+        f"{escape(views.describe_window(report.data.as_dict()))}"
+    )
+    views.metrics_table(report.metrics, compare=report.entry.metrics)
+    if report.gate.checks:
+        views.gate_table(report.gate.checks)
+    if report.seen_rows:
+        ordinal = report.entry.data.get("ordinal")
+        watermark = report.entry.data.get("watermark")
+        render.warning(
+            f"{report.seen_rows} of {report.data.rows} rows were in the model's training data; "
+            "their scores flatter it. Evaluate on rows it has not seen "
+            f"(--lower above {ordinal} {watermark}), or train with --upper to hold rows out."
+        )
+
+
+def _render_production(report: ProductionReport) -> None:
+    from mlcycle.cli import render, views
+
+    if not report.overall:
+        render.stdout().print(
+            f"{report.project}: no served predictions in the store yet; "
+            "serve the model (mlcycle serve) and send outcomes to /v1/feedback"
+        )
+        return
+    columns = ("model", "predictions", "outcomes", *report.metrics)
+
+    def rows(items: Any) -> list[tuple[Any, ...]]:
+        return [
+            (
+                w.model,
+                w.predictions,
+                w.outcomes,
+                *(views.number(w.metrics.get(m)) for m in report.metrics),
+            )
+            for w in items
+        ]
+
+    render.table(f"{report.project}: production metrics", columns, rows(report.overall))
+    if report.windows:
+        import datetime as dt
+
+        render.table(
+            "per window",
+            ("start", *columns),
+            [
+                (dt.datetime.fromtimestamp(w.start, dt.UTC).strftime("%Y-%m-%d %H:%M"), *row)
+                for w, row in zip(report.windows, rows(report.windows), strict=True)
+            ],
+        )
+    if report.drift:
+        render.table(
+            "data drift (population stability index, training vs served)",
+            ("model", "served rows", "largest PSI", "feature"),
+            [
+                (
+                    d.model,
+                    d.served_rows,
+                    views.number(d.worst[1], 3) if d.worst else "n/a",
+                    d.worst[0] if d.worst else "",
+                )
+                for d in report.drift
+            ],
+        )
+    for w in report.overall:
+        for note in w.notes:
+            render.warning(f"{w.model}: {note}")
+
+
+@app.command()
+def models(
+    project: Path | None = project_option(),
+    as_json: bool = json_option("the registry"),
+) -> None:
+    """List the registry: releases, generations, metrics, gate status; * marks current."""
+    from mlcycle import api
+    from mlcycle.cli import render
+
+    listing = api.models(project)
+    if as_json:
+        render.print_json(listing.as_dict())
+    else:
+        _render_models(listing)
+
+
+def _render_models(listing: ModelListing) -> None:
+    from mlcycle.cli import render, views
+
+    if not listing.entries:
+        render.stdout().print(
+            f"{listing.project}: the registry is empty; `mlcycle train` or "
+            "`mlcycle release` adds models"
+        )
+        return
+    views.entries_table(
+        listing.entries, listing.current, listing.metrics, title=f"{listing.project} models"
+    )
+    if listing.current is None:
+        render.stdout().print("no model is current yet (a release makes one current)")

@@ -1,0 +1,185 @@
+"""`mlcycle release` and `mlcycle history`: releases in git and the registry."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from mlcycle.cli.app import app
+from mlcycle.cli.options import json_option, project_option
+
+if TYPE_CHECKING:
+    from mlcycle.api.release import History, ReleaseResult
+
+
+class Bump(StrEnum):
+    """Which part of the version a release increases."""
+
+    MAJOR = "major"
+    MINOR = "minor"
+    PATCH = "patch"
+
+
+@app.command()
+def release(
+    project: Path | None = project_option(),
+    bump: Bump | None = typer.Option(
+        None,
+        "--bump",
+        "-b",
+        help="Increase this part of the latest release's version (default: minor).",
+        case_sensitive=False,
+        show_default=False,
+    ),
+    version: str | None = typer.Option(
+        None, "--version", help="Release exactly this version, e.g. 1.0.0.", show_default=False
+    ),
+    model: Path | None = typer.Option(
+        None,
+        "--model",
+        help="Interactive procurement: the model file trained by hand (default: release.model).",
+        show_default=False,
+    ),
+    push: bool = typer.Option(False, "--push", help="Push the tag to the remote."),
+    remote: str = typer.Option("origin", "--remote", help="The remote --push pushes to."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", "-n", help="Show the version and stages; change nothing."
+    ),
+    as_json: bool = json_option("the result"),
+) -> None:
+    """Release HEAD: procure the model, gate it, register it, tag NAME@vX.Y.Z.
+
+    Unattended lifecycles train the model here, as a CI agent would; interactive
+    ones take the file trained by hand. All or nothing: when any step fails, no
+    tag and no registry entry are left. Exit 3 when the gate (or the reproduction
+    of research's results) rejects the model.
+    """
+    from mlcycle import api
+    from mlcycle.cli import render
+    from mlcycle.cli.progress import RichProgress
+    from mlcycle.errors import GateRejectedError
+
+    try:
+        with RichProgress(enabled=not (as_json or dry_run)) as progress:
+            result = api.release(
+                project,
+                bump=bump.value if bump else None,
+                version=version,
+                model=model,
+                push=push,
+                remote=remote,
+                dry_run=dry_run,
+                progress=progress,
+            )
+    except GateRejectedError as rejected:
+        result_of = getattr(rejected, "result", None)
+        if result_of is not None and not as_json:
+            from mlcycle.cli import views
+
+            views.gate_table(result_of.gate.checks)
+            rejected.shown = True
+        raise
+    if as_json:
+        render.print_json(result.as_dict())
+        return
+    _render_release(result)
+
+
+def _render_release(result: ReleaseResult) -> None:
+    from rich.markup import escape
+
+    from mlcycle.cli import render, views
+
+    out = render.stdout()
+    plan = result.plan
+    previous = f" (after {plan.previous})" if plan.previous else " (the first release)"
+    if result.dry_run:
+        out.print(
+            f"would release [bold]{escape(plan.tag)}[/]{escape(previous)} at {plan.commit[:12]}:"
+        )
+        for number, stage in enumerate(plan.stages, 1):
+            out.print(f"  {number}. {escape(stage)}")
+        out.print("dry run: nothing was changed")
+        return
+    for warning in result.warnings:
+        render.warning(warning)
+    if result.metrics:
+        views.metrics_table(result.metrics, title="metrics")
+    if result.gate is not None and result.gate.checks:
+        views.gate_table(result.gate.checks)
+    if result.reproduction is not None:
+        r = result.reproduction
+        delta = r.max_prediction_delta
+        out.print(
+            f"reproduced research's results within {r.tolerance:g}: "
+            f"{r.predictions_compared} predictions (largest difference "
+            f"{'n/a' if delta is None else f'{delta:.2g}'}), {len(r.metrics)} metric(s)"
+        )
+    ref = escape(str(result.entry.ref)) if result.entry else "?"
+    out.print(
+        f"[green]released[/] [bold]{escape(plan.tag)}[/]{escape(previous)}: "
+        f"registry {ref} (current), commit {plan.commit[:12]}"
+        + (f", pushed to {escape(plan.remote)}" if result.pushed else "")
+    )
+
+
+@app.command()
+def history(
+    project: Path | None = project_option(),
+    as_json: bool = json_option("the history"),
+) -> None:
+    """List the releases: version, date, commit, author, metrics, generations."""
+    from mlcycle import api
+    from mlcycle.cli import render
+
+    result = api.history(project)
+    if as_json:
+        render.print_json(result.as_dict())
+    else:
+        _render_history(result)
+
+
+def _render_history(result: History) -> None:
+    from mlcycle.cli import render, views
+
+    if not result.items:
+        render.stdout().print(
+            f"{result.project}: no releases yet; `mlcycle release` makes the first"
+        )
+        return
+    metrics: dict[str, None] = {}
+    for item in result.items:
+        if item.first is not None:
+            metrics.update(dict.fromkeys(item.first.metrics))
+    rows = []
+    for item in result.items:
+        row = item.as_dict()
+        status = row["status"]
+        colour = "green" if status == "released" else "red"
+        rows.append(
+            (
+                "[bold green]*[/]" if item.current else "",
+                item.version,
+                f"[{colour}]{status}[/]",
+                (row["date"] or "")[:19].replace("T", " "),
+                (row["commit"] or "")[:10],
+                _escape(row["author"] or ""),
+                *(views.number(row["metrics"].get(m)) for m in metrics),
+                ",".join(map(str, row["generations"])),
+            )
+        )
+    render.table(
+        f"{result.project} releases",
+        ("", "version", "status", "date", "commit", "author", *metrics, "generations"),
+        rows,
+        markup=True,
+    )
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

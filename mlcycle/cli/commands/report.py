@@ -1,0 +1,38 @@
+"""`mlcycle report`: an HTML page of models, production metrics over time, and drift."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mlcycle.cli.app import app
+from mlcycle.cli.options import project_option
+
+
+@app.command()
+def report(
+    project: Path | None = project_option(),
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Where to write the page (default: .mlcycle/report.html in the project).",
+        show_default=False,
+    ),
+    window: str = typer.Option("1h", "--window", help="Width of each point on the charts."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+) -> None:
+    """Write an HTML report: registry, production metrics per generation over time, drift."""
+    from mlcycle import api
+    from mlcycle.cli import render
+
+    result = api.report(project, output=output, window=window)
+    if as_json:
+        render.print_json(result.as_dict())
+        return
+    render.stdout().print(
+        f"wrote {result.path}: {result.models} served model(s), {result.windows} window(s); "
+        f"open it in a browser",
+        markup=False,
+    )

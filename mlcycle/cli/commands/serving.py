@@ -1,0 +1,76 @@
+"""`mlcycle serve`: the HTTP serving engine on the project's model or a bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mlcycle.cli.app import app
+from mlcycle.cli.options import project_option
+
+
+@app.command()
+def serve(
+    project: Path | None = project_option(),
+    host: str | None = typer.Option(
+        None, "--host", help="Address to bind (default: deployment.serve.host, else 127.0.0.1)."
+    ),
+    port: int | None = typer.Option(
+        None, "--port", help="Port (default: deployment.serve.port, else 8080; 0 picks a free one)."
+    ),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        "-w",
+        help="Worker processes (default: deployment.serve.workers, else 1).",
+    ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="Serve this registry entry instead of the current one, e.g. 0.2.0 or dev/3.",
+        show_default=False,
+    ),
+    bundle: Path | None = typer.Option(
+        None,
+        "--bundle",
+        help="Serve a bundle made by `mlcycle deploy` (what a container image runs).",
+        show_default=False,
+    ),
+    store: str | None = typer.Option(
+        None,
+        "--store",
+        help="SQLAlchemy URL of the prediction log (default: the spec's store.url).",
+        show_default=False,
+    ),
+    no_store: bool = typer.Option(
+        False, "--no-store", help="Do not log predictions (feedback is then unavailable)."
+    ),
+) -> None:
+    """Serve predictions over HTTP: /v1/predict, /v1/feedback, /v1/model, /metrics, /v2 ...
+
+    Runs until SIGTERM or Ctrl-C, then answers the requests in flight and flushes
+    the prediction log.
+    """
+    from mlcycle.api.serving import serve as run
+    from mlcycle.api.serving import serve_target
+    from mlcycle.cli import render
+    from mlcycle.errors import UsageError
+
+    if bundle is not None and model is not None:
+        raise UsageError("--bundle and --model exclude each other", hint="pass one of them")
+    target = serve_target(project, ref=model, bundle=bundle, store_url=store, no_store=no_store)
+    defaults = target.defaults
+    bind_host = host or (defaults.host if defaults else "127.0.0.1")
+    bind_port = port if port is not None else (defaults.port if defaults else 8080)
+    count = workers or (defaults.workers if defaults else 1)
+    render.stderr().print(
+        f"serving {target.name} {target.ref} from {target.source} on "
+        f"http://{bind_host}:{bind_port} ({count} worker{'s' if count != 1 else ''}); "
+        "Ctrl-C stops",
+        markup=False,
+    )
+    try:
+        run(target, host=bind_host, port=bind_port, workers=count)
+    except KeyboardInterrupt:
+        render.stderr().print("stopped", markup=False)

@@ -1,0 +1,105 @@
+"""`mlcycle update`: the training agent of an autonomous lifecycle."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from mlcycle.cli.app import app
+from mlcycle.cli.options import json_option, project_option
+
+if TYPE_CHECKING:
+    from mlcycle.agents.update import UpdateResult
+
+
+@app.command()
+def update(
+    project: Path | None = project_option(),
+    once: bool = typer.Option(
+        True, "--once/--watch", help="Check once and exit (cron, CI), or keep watching."
+    ),
+    interval: str = typer.Option(
+        "5m", "--interval", help="--watch: time between checks, e.g. 30s, 5m, 1h."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Train a generation even if no trigger fired."
+    ),
+    as_json: bool = json_option("each result"),
+) -> None:
+    """Check the update triggers; when one fires, train, gate and publish the next generation.
+
+    Says why it did or did not retrain. Exit 3 when the gate rejects the new
+    generation (kept as rejected; the current one keeps serving).
+    """
+    from mlcycle import api
+    from mlcycle.cli import render
+    from mlcycle.cli.progress import RichProgress
+    from mlcycle.errors import GateRejectedError, UsageError
+    from mlcycle.spec.model import parse_duration
+
+    try:
+        pause = parse_duration(interval) if interval[-1].isalpha() else int(interval)
+    except (ValueError, IndexError):
+        raise UsageError(
+            f"--interval {interval!r} is not a duration", hint="e.g. 30s, 5m"
+        ) from None
+    while True:
+        try:
+            with RichProgress(enabled=not as_json) as progress:
+                result = api.update(project, force=force, progress=progress)
+        except GateRejectedError as rejected:
+            result_of = getattr(rejected, "result", None)
+            if result_of is not None and not as_json:
+                from mlcycle.cli import views
+
+                views.gate_table(result_of.gate.checks)
+                rejected.shown = True
+            if once:
+                raise
+            render.warning("the new generation was rejected; the current one keeps serving")
+        else:
+            if as_json:
+                render.print_json(result.as_dict())
+            else:
+                _render(result)
+        if once:
+            return
+        force = False
+        time.sleep(pause)
+
+
+def _render(result: UpdateResult) -> None:
+    from rich.markup import escape
+
+    from mlcycle.cli import render, views
+
+    render.table(
+        f"triggers for {result.current.ref}",
+        ("trigger", "fired", "why"),
+        (
+            (escape(c.name), "[bold red]yes[/]" if c.fired else "no", escape(c.detail))
+            for c in result.checks
+        ),
+        markup=True,
+    )
+    out = render.stdout()
+    if not result.retrained:
+        out.print(f"no new generation: {escape(result.reason)}")
+        return
+    procured = result.procured
+    assert procured is not None and procured.entry is not None
+    training = procured.training
+    out.print(
+        f"trained [bold]{escape(str(procured.entry.ref))}[/] ({escape(result.reason)}) on "
+        f"{training.n_rows} rows ({escape(result.data_mode)})"
+        + (", warm-started" if training.warm_started else "")
+    )
+    if training.warm_start_note:
+        out.print(f"warm start: {escape(training.warm_start_note)}")
+    views.metrics_table(training.metrics, title="held-out metrics")
+    if procured.gate.checks:
+        views.gate_table(procured.gate.checks)
+    out.print(f"[green]published[/] {escape(str(procured.entry.ref))} as the current model")

@@ -1,0 +1,129 @@
+"""Domain views shared by commands: metrics, gate checks and registry entries as tables."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlcycle.errors import GateFailure
+    from mlcycle.registry import Entry, ModelRef
+    from mlcycle.train import GateCheck
+
+
+def number(value: float | None, digits: int = 4) -> str:
+    """A metric value for humans: fixed digits, `n/a` for missing or NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def gate_table(checks: Sequence[GateCheck], *, title: str = "validation gate") -> None:
+    """One row per gate condition: value, threshold (and baseline), pass or by how much."""
+    from mlcycle.cli import render
+
+    rows = []
+    for c in checks:
+        threshold = number(c.threshold)
+        if c.relative:
+            threshold += (
+                f" (baseline {number(c.baseline)})"
+                if c.baseline is not None
+                else (" (no current model: holds)")
+            )
+        verdict = "[green]pass[/]" if c.passed else f"[red]FAIL[/] by {number(c.shortfall)}"
+        rows.append((c.condition, number(c.value), threshold, verdict))
+    render.table(title, ("condition", "value", "threshold", "result"), rows, markup=True)
+
+
+def failures_table(failures: Iterable[GateFailure]) -> None:
+    """The failed conditions of a rejected model, on stderr."""
+    from mlcycle.cli import render
+
+    rows = [
+        (
+            f.condition,
+            number(f.value),
+            number(f.threshold),
+            f"[red]FAIL[/] by {number(f.shortfall)}",
+        )
+        for f in failures
+    ]
+    render.table(
+        "validation gate",
+        ("condition", "value", "threshold", "result"),
+        rows,
+        markup=True,
+        console=render.stderr(),
+    )
+
+
+def metrics_table(
+    metrics: Mapping[str, float],
+    *,
+    compare: Mapping[str, float] | None = None,
+    title: str | None = None,
+    compare_label: str = "at training",
+) -> None:
+    """Metric values, optionally beside another set (e.g. the ones measured at training)."""
+    from mlcycle.cli import render
+
+    if compare is None:
+        render.table(title, ("metric", "value"), ((k, number(v)) for k, v in metrics.items()))
+        return
+    render.table(
+        title,
+        ("metric", "value", compare_label),
+        ((k, number(v), number(compare.get(k))) for k, v in metrics.items()),
+    )
+
+
+def describe_window(data: Mapping[str, Any]) -> str:
+    """`events (sql), seq in [10, 500), 490 rows` from a SourceInfo/entry data record."""
+    parts = [f"{data.get('location', '?')} ({data.get('kind', '?')})"]
+    ordinal = data.get("ordinal")
+    window = data.get("window") or {}
+    if ordinal:
+        lower, upper = window.get("lower"), window.get("upper")
+        if lower is not None or upper is not None:
+            lo = "" if lower is None else lower
+            hi = "" if upper is None else upper
+            parts.append(f"{ordinal} in [{lo}, {hi})")
+        if data.get("watermark") is not None:
+            parts.append(f"up to {ordinal} {data['watermark']}")
+    if data.get("rows") is not None:
+        parts.append(f"{data['rows']} rows")
+    if data.get("reproducible") is False:
+        parts.append("not reproducible (ad-hoc dump)")
+    return ", ".join(parts)
+
+
+def entries_table(
+    entries: Sequence[Entry],
+    current: ModelRef | None,
+    metrics: Sequence[str],
+    *,
+    title: str | None = None,
+) -> None:
+    """The registry as a table: one row per entry, newest last, current marked."""
+    from mlcycle.cli import render
+
+    columns = ("", "model", "status", *metrics, "rows", "procured", "created")
+    rows = []
+    for e in entries:
+        marker = "[bold green]*[/]" if e.ref == current else ""
+        status = "[green]candidate[/]" if e.is_candidate else "[red]rejected[/]"
+        values = [number(e.metrics.get(m)) for m in metrics]
+        rows.append(
+            (
+                marker,
+                str(e.ref),
+                status,
+                *values,
+                e.data.get("rows", ""),
+                e.procurement.value,
+                e.created_at.replace("T", " ")[:16],
+            )
+        )
+    render.table(title, columns, rows, markup=True)

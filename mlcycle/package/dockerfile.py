@@ -1,0 +1,495 @@
+"""The Docker build context of a bundle: Dockerfile, pinned requirements, mlcycle's wheel.
+
+Layout of a context directory:
+
+    Dockerfile               rendered from templates/docker/Dockerfile.tmpl
+    bundle/                  the bundle (bundle.json, the artifact, lifecycle.yaml)
+    build/requirements.txt   the pins from the bundle, then what mlcycle's wheel requires
+    wheel/                   mlcycle's own wheel (the image serves with it)
+    build/pip.conf           index settings of the building machine (no credentials)
+    build/ca-bundle.crt      its CA bundle, when pip uses one (TLS through a proxy)
+
+Every spec string is treated as hostile. None reaches a RUN line: library
+versions go to requirements.txt (after a strict version check), the base image
+and tags must be valid Docker references (UsageError otherwise), and label
+values are refused if they hold control characters, then double-quoted with
+`"`, `\\` and `$` escaped. The Dockerfile uses only the classic builder's syntax.
+"""
+
+from __future__ import annotations
+
+import configparser
+import datetime as dt
+import os
+import re
+import shutil
+import string
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+from urllib.parse import urlsplit, urlunsplit
+
+from mlcycle.errors import PackagingError, UsageError
+from mlcycle.package.bundle import BUNDLE_FILE, Bundle, load_bundle
+from mlcycle.resources import data_path
+
+if TYPE_CHECKING:
+    from mlcycle.spec.model import Spec
+
+TEMPLATE: Final = ("templates", "docker", "Dockerfile.tmpl")
+SERVE_PORT: Final = 8080
+IMAGE_UID: Final = 10001
+BUNDLE_DIR: Final = "bundle"
+BUILD_DIR: Final = "build"
+WHEEL_DIR: Final = "wheel"
+CA_FILE: Final = "ca-bundle.crt"
+# Where build/ lands in the image during the install step (see the template).
+BUILD_MOUNT: Final = "/tmp/mlcycle-build"
+
+# Docker's reference grammar (distribution/reference): [DOMAIN[:PORT]/]PATH[:TAG][@DIGEST].
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?)"
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+REFERENCE_RE: Final = re.compile(
+    rf"^(?P<name>{_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$", re.ASCII
+)
+REGISTRY_RE: Final = re.compile(rf"^{_DOMAIN}$", re.ASCII)
+TAG_RE: Final = re.compile(rf"^{_TAG}$", re.ASCII)
+_WHEEL_RE: Final = re.compile(r"^mlcycle-[0-9A-Za-z.!+_]+-py3-none-any\.whl$")
+_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class _Template(string.Template):
+    delimiter = "@@"
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """A written build context: where it is and what it will build."""
+
+    path: Path
+    base: str
+    tag: str | None
+    labels: Mapping[str, str]
+    requirements: tuple[str, ...]
+    wheel: str
+    ca_bundle: bool = False
+    index_urls: tuple[str, ...] = field(default=())
+
+    @property
+    def dockerfile(self) -> Path:
+        """The rendered Dockerfile."""
+        return self.path / "Dockerfile"
+
+
+# --- references -----------------------------------------------------------------------
+
+
+def check_reference(reference: str, *, what: str = "image") -> str:
+    """`reference` if it is a valid Docker image reference; UsageError saying why not."""
+    if not isinstance(reference, str) or REFERENCE_RE.fullmatch(reference) is None:
+        raise UsageError(
+            f"{what}: {reference!r} is not a valid image reference",
+            hint="write [REGISTRY[:PORT]/]NAME[:TAG] with a lowercase NAME, "
+            "e.g. python:3.11-slim or 127.0.0.1:5000/churn:1.2.0",
+        )
+    name = REFERENCE_RE.fullmatch(reference)["name"]  # type: ignore[index]
+    if len(name) > 255:
+        raise UsageError(f"{what}: {reference!r}: the name is longer than 255 characters")
+    return reference
+
+
+def check_registry(registry: str, *, what: str = "registry") -> str:
+    """`registry` if it is a registry host (`HOST[:PORT]`); UsageError otherwise."""
+    if not isinstance(registry, str) or REGISTRY_RE.fullmatch(registry) is None:
+        raise UsageError(
+            f"{what}: {registry!r} is not a registry address",
+            hint="write HOST[:PORT], e.g. 127.0.0.1:5000 or registry.example.com",
+        )
+    return registry
+
+
+def split_reference(reference: str) -> tuple[str, str | None]:
+    """(repository, tag) of a valid reference; the tag is None when absent."""
+    match = REFERENCE_RE.fullmatch(check_reference(reference))
+    assert match is not None
+    return match["name"], match["tag"]
+
+
+def release_tag(release: str) -> str:
+    """The image tag for a release: the version itself (`+` build metadata becomes `-`)."""
+    tag = release.replace("+", "-")
+    if TAG_RE.fullmatch(tag) is None:
+        raise UsageError(f"release {release!r} cannot be an image tag")
+    return tag
+
+
+def image_reference(spec: Spec, bundle: Bundle, *, registry: str | None = None) -> str:
+    """`[REGISTRY/]IMAGE:RELEASE` for a bundle: the spec's image name and registry."""
+    image = spec.deployment.image
+    host = registry if registry is not None else image.registry
+    name = image.name if host is None else f"{check_registry(host)}/{image.name}"
+    return check_reference(f"{name}:{release_tag(bundle.release)}", what="deployment.image")
+
+
+# --- the context ----------------------------------------------------------------------
+
+
+def write_context(
+    bundle: Bundle,
+    spec: Spec,
+    dest: Path,
+    *,
+    base: str | None = None,
+    tag: str | None = None,
+    wheel: Path | None = None,
+    revision: str | None = None,
+    source: str | None = None,
+    created: str | None = None,
+) -> BuildContext:
+    """Write a Docker build context for `bundle` into `dest` (absent or empty).
+
+    `base` defaults to the spec's `deployment.image.base`; `tag` (recorded only
+    in labels and the result) to `image_reference`. `wheel` is mlcycle's wheel
+    to install in the image (default: `MLCYCLE_WHEEL`, else one built from this
+    source tree by `build_wheel`). `revision` defaults to the bundle's git
+    commit, `source` to the project's `origin` remote (without credentials),
+    `created` to now. Raises UsageError for an invalid image reference or label,
+    PackagingError when files cannot be written.
+    """
+    import mlcycle
+
+    dest = Path(dest)
+    base = check_reference(
+        spec.deployment.image.base if base is None else base, what="deployment.image.base"
+    )
+    tag = image_reference(spec, bundle) if tag is None else check_reference(tag, what="image tag")
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise UsageError(f"{dest}: exists and is not an empty directory", hint="choose a new one")
+    requirements = bundle.requirements()
+    labels = _labels(
+        bundle,
+        spec,
+        revision=revision if revision is not None else bundle.git_commit,
+        source=source if source is not None else git_remote(spec.root),
+        created=created or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        build = dest / BUILD_DIR
+        build.mkdir()
+        wheels = dest / WHEEL_DIR
+        wheels.mkdir()
+        wheel_path = Path(wheel) if wheel else _default_wheel(wheels)
+        if _WHEEL_RE.fullmatch(wheel_path.name) is None:
+            raise PackagingError(
+                f"{wheel_path}: not a wheel of mlcycle (mlcycle-VERSION-py3-none-any.whl)"
+            )
+        if wheel_path.parent != wheels:
+            if not wheel_path.is_file():
+                raise PackagingError(f"{wheel_path}: no such wheel")
+            shutil.copy2(wheel_path, wheels / wheel_path.name)
+        dependencies = wheel_requirements(wheels / wheel_path.name)
+        settings = pip_settings()
+        ca = settings.pop("cert", None)
+        if ca:
+            shutil.copyfile(ca, build / CA_FILE)
+            settings["cert"] = f"{BUILD_MOUNT}/{CA_FILE}"
+        (build / "pip.conf").write_text(_pip_conf(settings), encoding="utf-8")
+        (build / "requirements.txt").write_text(
+            f"# Pinned to the versions {bundle.project} {bundle.ref} was trained with.\n"
+            + "".join(f"{r}\n" for r in requirements)
+            + f"# What mlcycle {wheel_path.name.split('-')[1]} itself needs.\n"
+            + "".join(f"{r}\n" for r in dependencies),
+            encoding="utf-8",
+        )
+        # Only the files bundle.json names, checked again: nothing else rides along.
+        checked = load_bundle(bundle.path)
+        (dest / BUNDLE_DIR).mkdir()
+        for item in (checked.path / BUNDLE_FILE, checked.artifact_path, checked.spec_path):
+            shutil.copyfile(item, dest / BUNDLE_DIR / item.name)
+        text = render_dockerfile(
+            bundle, base=base, labels=labels, mlcycle_version=mlcycle.__version__
+        )
+        (dest / "Dockerfile").write_text(text, encoding="utf-8")
+        (dest / ".dockerignore").write_text("*.tmp\n", encoding="utf-8")
+    except OSError as e:
+        raise PackagingError(
+            f"{dest}: cannot write the build context: {e.strerror or e}",
+            hint="check that the directory is writable and the disk is not full",
+        ) from e
+    index_urls = [settings.get("index-url", ""), *settings.get("extra-index-url", "").split()]
+    return BuildContext(
+        path=dest,
+        base=base,
+        tag=tag,
+        labels=labels,
+        requirements=tuple(requirements),
+        wheel=wheel_path.name,
+        ca_bundle=bool(ca),
+        index_urls=tuple(u for u in index_urls if u),
+    )
+
+
+def render_dockerfile(
+    bundle: Bundle, *, base: str, labels: Mapping[str, str], mlcycle_version: str
+) -> str:
+    """The Dockerfile text for `bundle` (see the module docstring for what is checked)."""
+    check_reference(base, what="base image")
+    template = data_path(*TEMPLATE).read_text(encoding="utf-8")
+    label_lines = " \\\n      ".join(
+        f"{_label_key(k)}={quote_label(v)}" for k, v in sorted(labels.items())
+    )
+    return _Template(template).substitute(
+        project=bundle.project,  # the registry's project-name pattern: [a-z0-9._-]
+        release=bundle.release,  # a semantic version or `dev`
+        generation=str(int(bundle.generation)),
+        mlcycle_version=_plain(mlcycle_version),
+        base=base,
+        labels=label_lines,
+        port=str(SERVE_PORT),
+        uid=str(IMAGE_UID),
+    )
+
+
+def quote_label(value: str) -> str:
+    """A LABEL value double-quoted for the Dockerfile; UsageError on control characters.
+
+    `\\`, `"` and `$` are escaped: the builder expands `$VAR` in LABEL values.
+    """
+    if _CONTROL_RE.search(value):
+        raise UsageError(
+            f"label value {value!r} holds control characters (newlines included)",
+            hint="image labels take one line of printable text",
+        )
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return f'"{escaped}"'
+
+
+def _label_key(key: str) -> str:
+    if re.fullmatch(r"[a-z0-9][a-z0-9.-]*[a-z0-9]", key) is None:
+        raise UsageError(f"{key!r} is not a label key")
+    return key
+
+
+def _plain(text: str) -> str:
+    """Text for a Dockerfile comment: one line, printable."""
+    return _CONTROL_RE.sub("?", text)
+
+
+def _labels(
+    bundle: Bundle, spec: Spec, *, revision: str | None, source: str | None, created: str
+) -> dict[str, str]:
+    labels = {
+        "org.opencontainers.image.title": bundle.project,
+        "org.opencontainers.image.version": bundle.release,
+        "org.opencontainers.image.created": created,
+        "org.opencontainers.image.revision": revision or "unknown",
+        "io.mlcycle.project": bundle.project,
+        "io.mlcycle.release": bundle.release,
+        "io.mlcycle.generation": str(bundle.generation),
+        "io.mlcycle.artifact.sha256": bundle.artifact.sha256,
+        "io.mlcycle.python": bundle.versions.get("python", "unknown"),
+    }
+    if source:
+        labels["org.opencontainers.image.source"] = source
+    if spec.description:
+        # Free text from the spec: the hostile case the quoting exists for.
+        labels["org.opencontainers.image.description"] = " ".join(spec.description.split())
+    if bundle.spec_hash:
+        labels["io.mlcycle.spec.hash"] = bundle.spec_hash
+    for value in labels.values():
+        quote_label(value)  # refuse bad values before anything is written
+    return labels
+
+
+# --- mlcycle's own wheel --------------------------------------------------------------
+
+
+def source_tree() -> Path | None:
+    """The source checkout mlcycle runs from (editable install), or None for an installed wheel."""
+    import mlcycle
+
+    root = Path(mlcycle.__file__).resolve().parent.parent
+    pyproject = root / "pyproject.toml"
+    try:
+        text = pyproject.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return root if re.search(r'^name\s*=\s*"mlcycle"', text, re.MULTILINE) else None
+
+
+def build_wheel(dest: Path, *, source: Path | None = None) -> Path:
+    """Build mlcycle's wheel from its source tree into `dest` with `pip wheel --no-deps`.
+
+    Raises PackagingError when there is no source tree (mlcycle installed from a
+    wheel: set MLCYCLE_WHEEL to that wheel) or the build fails.
+    """
+    root = source or source_tree()
+    if root is None:
+        raise PackagingError(
+            "cannot find mlcycle's source tree to build the wheel the image installs",
+            hint="set MLCYCLE_WHEEL to a mlcycle wheel (pip download or pip wheel mlcycle)",
+        )
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mlcycle-wheel-") as tmp:
+        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", tmp, str(root)]
+        try:
+            done = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL
+            )
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise PackagingError(f"cannot build mlcycle's wheel: {e}") from e
+        if done.returncode != 0:
+            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-10:])
+            raise PackagingError(f"building mlcycle's wheel failed:\n{tail}")
+        wheels = [p for p in Path(tmp).glob("mlcycle-*.whl") if _WHEEL_RE.fullmatch(p.name)]
+        if len(wheels) != 1:
+            raise PackagingError(f"pip wheel made {len(wheels)} mlcycle wheels, expected one")
+        target = dest / wheels[0].name
+        shutil.move(str(wheels[0]), target)
+    return target
+
+
+def wheel_requirements(wheel: Path) -> list[str]:
+    """The `Requires-Dist` lines of a wheel, without those of its extras.
+
+    They are installed in a step of their own, before mlcycle's code, so that the
+    image's dependency layer is reused while only mlcycle's code changes.
+    """
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            names = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+            if len(names) != 1:
+                raise PackagingError(f"{wheel}: not a wheel (no single .dist-info/METADATA)")
+            metadata = archive.read(names[0]).decode("utf-8")
+    except (OSError, zipfile.BadZipFile, UnicodeDecodeError) as e:
+        raise PackagingError(f"{wheel}: not a readable wheel ({e})") from e
+    found = []
+    for line in metadata.split("\n\n", 1)[0].splitlines():
+        if not line.startswith("Requires-Dist:"):
+            continue
+        requirement = line.split(":", 1)[1].strip()
+        marker = requirement.partition(";")[2]
+        if "extra" in marker:
+            continue
+        if not requirement or _CONTROL_RE.search(requirement) or requirement.startswith("-"):
+            raise PackagingError(f"{wheel}: odd requirement {requirement!r} in its metadata")
+        found.append(requirement)
+    return found
+
+
+def _default_wheel(dest: Path) -> Path:
+    given = os.environ.get("MLCYCLE_WHEEL")
+    if given:
+        path = Path(given)
+        if not path.is_file():
+            raise PackagingError(f"MLCYCLE_WHEEL={given}: no such file")
+        return path
+    return build_wheel(dest)
+
+
+# --- how pip reaches its index here ---------------------------------------------------
+
+
+def pip_settings() -> dict[str, str]:
+    """The index settings pip uses on this machine, for the image build.
+
+    Read like pip does (site, then user, then PIP_CONFIG_FILE files; `[global]`
+    then `[install]`; environment variables last): `index-url`,
+    `extra-index-url`, `trusted-host`, `timeout` and `cert`. URLs that are not
+    http(s) (local directories do not exist in the image) and URLs carrying
+    credentials (they would be baked into an image layer) are dropped. `cert`
+    is the CA bundle's path on this machine (falling back to REQUESTS_CA_BUNDLE
+    and SSL_CERT_FILE), present only when the file exists.
+    """
+    parser = configparser.RawConfigParser()
+    files = [Path("/etc/xdg/pip/pip.conf"), Path("/etc/pip.conf")]
+    home = Path(os.environ.get("HOME") or "~").expanduser()
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+    files += [home / ".pip" / "pip.conf", config_home / "pip" / "pip.conf"]
+    if os.environ.get("PIP_CONFIG_FILE"):
+        files.append(Path(os.environ["PIP_CONFIG_FILE"]))
+    found: dict[str, str] = {}
+    for path in files:
+        try:
+            parser.read(path, encoding="utf-8")
+        except (OSError, configparser.Error):
+            continue
+    for section in ("global", "install"):
+        if parser.has_section(section):
+            found.update({k: v for k, v in parser.items(section)})
+    for key in ("index-url", "extra-index-url", "trusted-host", "timeout", "cert"):
+        env = os.environ.get("PIP_" + key.upper().replace("-", "_"))
+        if env:
+            found[key] = env
+    if "timeout" not in found and os.environ.get("PIP_DEFAULT_TIMEOUT"):
+        found["timeout"] = os.environ["PIP_DEFAULT_TIMEOUT"]
+    settings: dict[str, str] = {}
+    urls = [u for u in found.get("index-url", "").split() if _usable_url(u)]
+    if urls:
+        settings["index-url"] = urls[0]
+    extra = [u for u in found.get("extra-index-url", "").split() if _usable_url(u)]
+    if extra:
+        settings["extra-index-url"] = " ".join(extra)
+    hosts = [h for h in found.get("trusted-host", "").split() if re.fullmatch(r"[\w.:-]+", h)]
+    if hosts:
+        settings["trusted-host"] = " ".join(hosts)
+    if re.fullmatch(r"[0-9]+(\.[0-9]+)?", found.get("timeout", "")):
+        settings["timeout"] = found["timeout"]
+    for cert in (
+        found.get("cert"),
+        os.environ.get("REQUESTS_CA_BUNDLE"),
+        os.environ.get("SSL_CERT_FILE"),
+    ):
+        if cert and Path(cert).is_file():
+            settings["cert"] = cert
+            break
+    return settings
+
+
+def _usable_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and not parts.username and not parts.password
+
+
+def _pip_conf(settings: Mapping[str, str]) -> str:
+    lines = ["# pip settings of the machine that built this context (no credentials)", "[global]"]
+    for key, value in sorted(settings.items()):
+        if _CONTROL_RE.search(value):
+            continue
+        lines.append(f"{key} = {value}")
+    return "\n".join(lines) + "\n"
+
+
+def git_remote(root: Path) -> str | None:
+    """The `origin` URL of the git repository at `root`, without credentials; None if none."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(root), "config", "--get", "remote.origin.url"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    url = done.stdout.strip()
+    if done.returncode != 0 or not url or _CONTROL_RE.search(url):
+        return None
+    parts = urlsplit(url)
+    if parts.scheme and (parts.username or parts.password):
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return url

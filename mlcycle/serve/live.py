@@ -1,0 +1,240 @@
+"""Dynamic serving: the engine follows the project's serving manifest while it runs.
+
+`LiveRouter` serves the arms the active manifest names (see
+`mlcycle.deploy.manifest`) through the manifest's selector. A watcher thread
+looks at the registry every `poll` seconds; when a new manifest is published or
+a new generation joins a followed release, it loads and verifies the new arms
+off the request path (artifact SHA-256, then the predictor's agreement check),
+starts a new selector router on them and swaps it in with one reference
+assignment, so no request is dropped or sees a half-built router. A model that
+fails to load leaves the current arms serving; that snapshot is retried only
+after `retry_after` seconds.
+
+Models already loaded are reused across swaps (keyed by entry and artifact
+hash), and bandit state lives in the store, so a swap keeps what was learned.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlcycle.errors import MlcycleError, ServingError, UsageError
+
+if TYPE_CHECKING:
+    from mlcycle.registry import Entry, LocalRegistry
+    from mlcycle.serve.model import RequestInfo, ServedModel
+    from mlcycle.serve.router import SelectorRouter
+
+log = logging.getLogger(__name__)
+
+# A snapshot names what should serve: the manifest number and the arms' refs + hashes.
+Snapshot = tuple[int, tuple[tuple[str, str], ...]]
+
+
+def served_model_from_entry(name: str, registry: Any, entry: Entry) -> ServedModel:
+    """A registry entry prepared for serving: its estimator, features and identity.
+
+    The feature schema is the one recorded at training (`data.features`); a model
+    registered without one (trained by hand) falls back to the estimator's own
+    feature names. A rejected entry is refused (UsageError).
+    """
+    from mlcycle.serve.model import Feature, ServedModel
+
+    if not entry.is_candidate:
+        raise UsageError(
+            f"{name} {entry.ref} was rejected by its validation gate and cannot be served",
+            hint="serve a candidate: `mlcycle models` lists them",
+        )
+    estimator = registry.load_model(entry)
+    recorded = entry.data.get("features") or None
+    features = (
+        [Feature(str(f["name"]), str(f.get("type", "number"))) for f in recorded]
+        if recorded
+        else None
+    )
+    training = entry.extra.get("training") or {}
+    return ServedModel.from_estimator(
+        estimator,
+        name=name,
+        features=features,
+        task=training.get("task"),
+        release=entry.release,
+        generation=entry.generation,
+        metadata={"sha256": entry.artifact.sha256, "created_at": entry.created_at},
+    )
+
+
+class LiveRouter:
+    """A Router that follows the active serving manifest of a project (module docstring)."""
+
+    def __init__(
+        self,
+        registry_root: Path,
+        project: str,
+        *,
+        poll: float = 2.0,
+        retry_after: float = 60.0,
+    ) -> None:
+        self.registry_root = Path(registry_root)
+        self.project = project
+        self.poll = poll
+        self.retry_after = retry_after
+        self.swaps = 0
+        """How many times new arms were swapped in (in this process)."""
+        self._cache: dict[tuple[str, str], ServedModel] = {}
+        snapshot, entries, selector = self._read()
+        self._inner = self._build(entries, selector)
+        self._snapshot = snapshot
+        self._init_runtime()
+
+    def _init_runtime(self) -> None:
+        self._store_url: str | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._failed: dict[Snapshot, float] = {}
+
+    # Shipped to worker processes by pickle: each worker runs its own watcher.
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for name in ("_store_url", "_thread", "_stopping", "_failed"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_runtime()
+
+    # --- reading the registry -----------------------------------------------------------
+
+    def _registry(self) -> LocalRegistry:
+        from mlcycle.registry import LocalRegistry
+
+        return LocalRegistry(self.registry_root, self.project)
+
+    def _read(self) -> tuple[Snapshot, list[Entry], Any]:
+        """The active manifest's snapshot, its entries (newest first) and selector spec."""
+        from mlcycle.deploy.manifest import ManifestStore, selector_from_document
+
+        registry = self._registry()
+        manifest = ManifestStore(registry.manifests_dir, self.project).active()
+        if manifest is None:
+            raise ServingError(
+                f"{self.project}: no serving manifest is published",
+                hint="publish one: mlcycle deploy",
+            )
+        entries = manifest.resolve(registry)
+        snapshot = (
+            manifest.number,
+            tuple((str(e.ref), e.artifact.sha256) for e in entries),
+        )
+        return snapshot, entries, selector_from_document(manifest.selector)
+
+    def _build(self, entries: Sequence[Entry], selector: Any) -> SelectorRouter:
+        from mlcycle.serve.router import SelectorRouter
+
+        registry = self._registry()
+        models = []
+        for entry in entries:
+            key = (str(entry.ref), entry.artifact.sha256)
+            model = self._cache.get(key)
+            if model is None:
+                model = served_model_from_entry(self.project, registry, entry)
+            models.append(model)
+        # Rewards are counted every second: a bandit reacts to feedback within seconds.
+        router = SelectorRouter.from_spec(models, selector, refresh_interval=1.0)
+        # Keep only what serves now: old arms are released with the old router.
+        self._cache = {
+            (str(e.ref), e.artifact.sha256): m for e, m in zip(entries, models, strict=True)
+        }
+        return router
+
+    # --- the watcher ----------------------------------------------------------------------
+
+    def check(self) -> bool:
+        """Look for a new manifest or generation now; swap it in. True when it swapped."""
+        try:
+            snapshot, entries, selector = self._read()
+        except MlcycleError as e:
+            log.warning("cannot read the serving manifest (%s); serving what I have", e)
+            return False
+        if snapshot == self._snapshot:
+            return False
+        failed_at = self._failed.get(snapshot)
+        if failed_at is not None and time.monotonic() - failed_at < self.retry_after:
+            return False
+        try:
+            new = self._build(entries, selector)
+            new.start(self._store_url)
+        except Exception as e:  # a broken model must never take the engine down
+            self._failed[snapshot] = time.monotonic()
+            log.error(
+                "not serving manifest %d (%s): %s; the current models keep serving",
+                snapshot[0],
+                ", ".join(ref for ref, _ in snapshot[1]),
+                e,
+            )
+            return False
+        old, self._inner, self._snapshot = self._inner, new, snapshot
+        self.swaps += 1
+        log.info("now serving %s (manifest %d)", ", ".join(r for r, _ in snapshot[1]), snapshot[0])
+        old.stop()
+        return True
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(self.poll):
+            self.check()
+
+    # --- the Router protocol and engine hooks (delegated to the current router) ------------
+
+    @property
+    def models(self) -> Sequence[ServedModel]:
+        """The arms serving now, newest first."""
+        return self._inner.models
+
+    def select(self, request: RequestInfo) -> ServedModel:
+        """The model the current selector chooses (no I/O)."""
+        return self._inner.select(request)
+
+    def shadows(self, model: ServedModel) -> Sequence[ServedModel]:
+        """Arms that get a mirrored copy of `model`'s requests."""
+        return self._inner.shadows(model)
+
+    def fallback_for(self, model: ServedModel, error: BaseException) -> ServedModel | None:
+        """Another arm to answer when `model` failed."""
+        return self._inner.fallback_for(model, error)
+
+    def report_error(self, model: ServedModel, error: BaseException) -> None:
+        """Tell the selector that `model` failed."""
+        self._inner.report_error(model, error)
+
+    def arm_stats(self) -> list[dict[str, Any]]:
+        """Traffic and reward per arm (for /metrics)."""
+        return self._inner.arm_stats()
+
+    def describe(self) -> dict[str, Any]:
+        """What is served and how it is routed."""
+        return {**self._inner.describe(), "manifest": self._snapshot[0], "swaps": self.swaps}
+
+    def start(self, store_url: str | None = None) -> None:
+        """Start the current router and the watcher (the engine calls this in each worker)."""
+        self._store_url = store_url
+        self._inner.start(store_url)
+        if self._thread is None:
+            self._stopping.clear()
+            self._thread = threading.Thread(
+                target=self._watch, name="mlcycle-manifest", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the watcher and the current router."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+        self._inner.stop()

@@ -1,0 +1,174 @@
+"""Reproduction of research's results, the release check of the dual liaison.
+
+In a dual lifecycle research hands engineering a specification: reference
+cases, the predictions research's model made on them, and the metrics it
+measured. Engineering's production implementation must reproduce both within a
+tolerance before it may be released. This module compares; the caller reads
+the files (this layer never reads data sources).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlcycle.errors import GateFailure, GateRejectedError, TrainingError
+from mlcycle.train.metrics import score
+
+# How many of the largest prediction differences a report lists.
+WORST_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One compared value: research's, ours, and the absolute difference."""
+
+    what: str
+    expected: float
+    actual: float
+
+    @property
+    def delta(self) -> float:
+        """|actual - expected| (inf when either is NaN)."""
+        value = abs(self.actual - self.expected)
+        return math.inf if math.isnan(value) else value
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready row."""
+        return {
+            "what": self.what,
+            "expected": self.expected,
+            "actual": self.actual,
+            "delta": None if math.isinf(self.delta) else self.delta,
+        }
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    """The comparison: every metric, and the predictions' largest differences."""
+
+    tolerance: float
+    metrics: tuple[Difference, ...]
+    predictions_compared: int
+    worst: tuple[Difference, ...] = field(default=())
+
+    @property
+    def failures(self) -> list[Difference]:
+        """Compared values further apart than the tolerance."""
+        return [d for d in (*self.metrics, *self.worst) if d.delta > self.tolerance]
+
+    @property
+    def passed(self) -> bool:
+        """Whether everything was reproduced within the tolerance."""
+        return not self.failures
+
+    @property
+    def max_prediction_delta(self) -> float | None:
+        """The largest prediction difference, None when no predictions were compared."""
+        return self.worst[0].delta if self.worst else None
+
+    def raise_if_failed(self) -> None:
+        """GateRejectedError (exit 3) listing what differs beyond the tolerance."""
+        if self.passed:
+            return
+        failures = [
+            GateFailure(
+                condition=f"{d.what} reproduces {d.expected:.6g} ±{self.tolerance:g}",
+                metric=d.what,
+                value=d.actual,
+                threshold=d.expected,
+                shortfall=d.delta - self.tolerance,
+            )
+            for d in self.failures
+        ]
+        worst = max(self.failures, key=lambda d: d.delta)
+        raise GateRejectedError(
+            failures=failures,
+            message=(
+                f"the model does not reproduce research's results: {len(failures)} value(s) "
+                f"differ by more than {self.tolerance:g}; largest: {worst.what} "
+                f"(research {worst.expected:.6g}, ours {worst.actual:.6g})"
+            ),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready report."""
+        return {
+            "passed": self.passed,
+            "tolerance": self.tolerance,
+            "metrics": [d.as_dict() for d in self.metrics],
+            "predictions_compared": self.predictions_compared,
+            "max_prediction_delta": self.max_prediction_delta,
+            "worst_predictions": [d.as_dict() for d in self.worst],
+        }
+
+
+def reproduce(
+    model: Any,
+    X: Any,
+    y: Any | None,
+    *,
+    keys: Any,
+    predictions: Mapping[Any, float] | None,
+    metrics: Mapping[str, float],
+    tolerance: float,
+) -> Reproduction:
+    """Compare `model` on the reference rows with research's predictions and metrics.
+
+    `predictions` maps a reference key to research's prediction: the probability
+    of the positive class for a binary classifier, else the predicted value.
+    Metrics need the labels `y`. Raises TrainingError when the reference does not
+    fit the model (missing keys, a metric without labels).
+    """
+    metric_rows: list[Difference] = []
+    if metrics:
+        if y is None:
+            raise TrainingError(
+                "release.research.metrics: the reference data has no label column to "
+                "compute metrics on",
+                hint="add the label column to release.research.data",
+            )
+        ours = score(model, X, y, list(metrics))
+        metric_rows = [
+            Difference(what=name, expected=float(expected), actual=ours[name])
+            for name, expected in metrics.items()
+        ]
+    worst: list[Difference] = []
+    compared = 0
+    if predictions:
+        key_list = list(keys)
+        missing = [k for k in predictions if k not in set(key_list)]
+        if missing:
+            raise TrainingError(
+                f"release.research.predictions: {len(missing)} key(s) are not in the "
+                f"reference data, e.g. {missing[0]!r}",
+                hint="the predictions file must be about the reference data's cases",
+            )
+        ours_all = _predict(model, X)
+        position = {k: i for i, k in enumerate(key_list)}
+        rows = [
+            Difference(
+                what=f"prediction {k}", expected=float(v), actual=float(ours_all[position[k]])
+            )
+            for k, v in predictions.items()
+        ]
+        compared = len(rows)
+        rows.sort(key=lambda d: d.delta, reverse=True)
+        worst = rows[:WORST_SHOWN]
+    return Reproduction(
+        tolerance=tolerance,
+        metrics=tuple(metric_rows),
+        predictions_compared=compared,
+        worst=tuple(worst),
+    )
+
+
+def _predict(model: Any, X: Any) -> Any:
+    """Positive-class probability for a binary classifier, else `predict`."""
+    proba = getattr(model, "predict_proba", None)
+    classes = getattr(model, "classes_", None)
+    if proba is not None and classes is not None and len(classes) == 2:
+        return proba(X)[:, 1]
+    return model.predict(X)

@@ -1,0 +1,168 @@
+"""The training agent (`mlcycle update`) and production evaluation on real projects."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlcycle.agents.production import population_stability_index
+from tests.learn.conftest import mlcycle
+
+
+@pytest.fixture
+def released(tmp_path: Path) -> Callable[..., Path]:
+    def make(pattern: str = "adaptive", name: str = "live") -> Path:
+        root = tmp_path / name
+        assert mlcycle("init", name, "--pattern", pattern, "-d", root).code == 0
+        result = mlcycle("release", cwd=root)
+        assert result.code == 0, result.err
+        return root
+
+    return make
+
+
+def append_rows(root: Path, count: int) -> None:
+    """New events: copies of the first rows with fresh ids and ordinals."""
+    with sqlite3.connect(root / "data" / "events.db") as db:
+        columns = [r[1] for r in db.execute("PRAGMA table_info(events)")]
+        top_seq, top_id = db.execute("SELECT MAX(seq), MAX(id) FROM events").fetchone()
+        rows = db.execute(f"SELECT * FROM events ORDER BY seq LIMIT {count}").fetchall()
+        for i, row in enumerate(rows, 1):
+            values = dict(zip(columns, row, strict=True))
+            values["seq"], values["id"] = top_seq + i, top_id + i
+            marks = ", ".join("?" for _ in columns)
+            db.execute(
+                f"INSERT INTO events ({', '.join(columns)}) VALUES ({marks})",
+                [values[c] for c in columns],
+            )
+
+
+def test_update_waits_for_a_trigger_then_trains_on_the_increment(
+    released: Callable[..., Path],
+) -> None:
+    root = released()
+    idle = mlcycle("update", "--json", cwd=root)
+    assert idle.code == 0, idle.err
+    data = idle.json()
+    assert data["retrained"] is False
+    fired = {t["trigger"]: t for t in data["triggers"]}
+    assert fired["new_rows"]["fired"] is False and fired["new_rows"]["value"] == 0
+    assert fired["every"]["fired"] is False
+    assert "no production roc_auc" in fired["metric"]["detail"]
+    assert data["reason"] == "no trigger fired"
+
+    append_rows(root, 150)
+    # 30 held-out rows of the increment measure the continued model a little worse than
+    # the release: the relative gate keeps it out, and the release keeps serving.
+    rejected = mlcycle("update", cwd=root)
+    assert rejected.code == 3, rejected.err
+    assert "FAIL" in rejected.out, (rejected.out, rejected.err)
+    models = mlcycle("models", "--json", cwd=root).json()
+    assert models["current"] == "0.1.0/1"
+    assert [(e["ref"], e["status"]) for e in models["entries"]][-1] == ("0.1.0/2", "rejected")
+
+    spec = root / "lifecycle.yaml"
+    spec.write_text(spec.read_text().replace("baseline - 0.02", "baseline - 0.1"))
+    busy = mlcycle("update", "--json", cwd=root)
+    assert busy.code == 0, busy.err
+    data = busy.json()
+    assert data["retrained"] is True
+    assert data["reason"].startswith("new_rows: 150 new rows")
+    result = data["result"]
+    assert result["ref"] == "0.1.0/3"
+    assert result["data"]["rows"] == 150  # exactly the increment
+    assert result["data"]["window"]["lower"] == 569
+    assert result["data"]["window"]["lower_inclusive"] is False
+    assert result["training"]["warm_started"] is True
+    models = mlcycle("models", "--json", cwd=root).json()
+    assert models["current"] == "0.1.0/3"
+
+    # The next run sees no new rows after the new watermark.
+    again = mlcycle("update", "--json", cwd=root).json()
+    assert again["retrained"] is False
+    assert {t["trigger"]: t for t in again["triggers"]}["new_rows"]["value"] == 0
+
+    # Forcing without new rows has nothing to learn from: a clear error, nothing written.
+    forced = mlcycle("update", "--force", cwd=root)
+    assert forced.code == 1
+    assert "nothing new to train on" in forced.err
+    append_rows(root, 20)
+    human = mlcycle("update", "--force", cwd=root)
+    assert human.code in (0, 3), human.err
+    assert "forced with --force" in human.out or "FAIL" in human.out
+
+
+def test_update_is_refused_for_release_forced_lifecycles(
+    released: Callable[..., Path],
+) -> None:
+    root = released("open", "steady")
+    result = mlcycle("update", cwd=root)
+    assert result.code == 2
+    assert "release-forced" in result.err and "mlcycle release" in result.err
+
+
+def test_production_evaluation_joins_predictions_with_outcomes(
+    released: Callable[..., Path],
+) -> None:
+    from mlcycle.serve.store import PredictionRecord, PredictionStore
+
+    root = released()
+    empty = mlcycle("evaluate", "--production", cwd=root)
+    assert empty.code == 0, empty.err
+    assert "no served predictions" in empty.out
+
+    store = PredictionStore(f"sqlite:///{root / '.mlcycle' / 'store.db'}")
+    rng = np.random.default_rng(0)
+    now = time.time()
+    records, outcomes = [], []
+    for i in range(200):
+        truth = int(rng.integers(0, 2))
+        right = i % 10 != 0  # 90% correct
+        prediction = truth if right else 1 - truth
+        p1 = 0.8 if prediction == 1 else 0.2
+        records.append(
+            PredictionRecord(
+                id=f"p{i}",
+                model="live",
+                release="0.1.0",
+                generation=1,
+                created_at=now - 7200 + i * 30,
+                inputs={"mean_radius": 10.0 + i % 7},
+                prediction=prediction,
+                probabilities=[1 - p1, p1],
+            )
+        )
+        outcomes.append((f"p{i}", truth))
+    store.log_predictions(records)
+    store.record_outcomes(outcomes[:150])
+    store.close()
+
+    result = mlcycle("evaluate", "--production", "--window", "1h", "--json", cwd=root)
+    assert result.code == 0, result.err
+    report = result.json()
+    overall = report["overall"][0]
+    assert overall["model"] == "0.1.0/1"
+    assert overall["predictions"] == 200 and overall["outcomes"] == 150
+    assert overall["metrics"]["accuracy"] == pytest.approx(0.9, abs=0.01)
+    assert len(report["windows"]) >= 2
+    assert sum(w["predictions"] for w in report["windows"]) == 200
+    drift = report["drift"][0]
+    assert "mean_radius" in drift["psi"]
+
+    with sqlite3.connect(root / ".mlcycle" / "store.db") as db:
+        stored = db.execute(
+            "SELECT COUNT(*) FROM production_metrics WHERE model = '0.1.0/1'"
+        ).fetchone()[0]
+    assert stored >= 2
+
+
+def test_psi_is_zero_for_the_same_distribution_and_large_for_a_shift() -> None:
+    rng = np.random.default_rng(1)
+    reference = rng.normal(0, 1, 5000)
+    assert population_stability_index(reference, rng.normal(0, 1, 5000)) < 0.02
+    assert population_stability_index(reference, rng.normal(1.5, 1, 5000)) > 0.5

@@ -1,0 +1,210 @@
+"""`mlcycle deploy` (context, Kubernetes, dynamic manifests) and `mlcycle serve` on a project."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.learn.conftest import mlcycle
+
+K8S_VERSION = "1.30.0"
+
+
+@pytest.fixture
+def released(tmp_path: Path) -> Callable[..., Path]:
+    """A project made by `mlcycle init` with release 0.1.0."""
+
+    def make(pattern: str = "open", name: str = "churn") -> Path:
+        root = tmp_path / name
+        assert mlcycle("init", name, "--pattern", pattern, "-d", root).code == 0
+        result = mlcycle("release", cwd=root)
+        assert result.code == 0, result.err
+        return root
+
+    return make
+
+
+def validate_k8s(directory: Path) -> list[str]:
+    kinds = []
+    for path in sorted(directory.glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        kinds.append(doc["kind"])
+    return kinds
+
+
+def test_context_only_and_k8s_for_a_wrapped_release(
+    released: Callable[..., Path], tmp_path: Path
+) -> None:
+    root = released()
+    result = mlcycle(
+        "deploy",
+        "--context-only",
+        tmp_path / "ctx",
+        "--k8s",
+        tmp_path / "k8s",
+        "--json",
+        cwd=root,
+    )
+    assert result.code == 0, result.err
+    data = result.json()
+    assert data["ref"] == "0.1.0/1"
+    assert data["image"] is None
+    dockerfile = (tmp_path / "ctx" / "Dockerfile").read_text()
+    assert dockerfile.startswith("FROM ") or "\nFROM " in dockerfile
+    assert "HEALTHCHECK" in dockerfile and "USER " in dockerfile
+    assert validate_k8s(tmp_path / "k8s") == ["Deployment", "Service", "HorizontalPodAutoscaler"]
+    deployment = yaml.safe_load(next((tmp_path / "k8s").glob("*deployment*")).read_text())
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "churn:0.1.0"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_deploy_without_a_release_says_what_to_do(tmp_path: Path) -> None:
+    root = tmp_path / "empty"
+    assert mlcycle("init", "empty", "-d", root).code == 0
+    result = mlcycle("deploy", "--context-only", tmp_path / "ctx", cwd=root)
+    assert result.code == 1
+    assert "no release to deploy" in result.err and "mlcycle release" in result.err
+
+
+def test_push_needs_a_registry(released: Callable[..., Path]) -> None:
+    result = mlcycle("deploy", "--push", cwd=released())
+    assert result.code == 2
+    assert "--registry" in result.err
+
+
+def test_dynamic_deploy_publishes_versioned_manifests(
+    released: Callable[..., Path], tmp_path: Path
+) -> None:
+    root = released("adaptive", "live")
+    first = mlcycle("deploy", "--json", "--k8s", tmp_path / "k8s", cwd=root)
+    assert first.code == 0, first.err
+    data = first.json()
+    assert data["manifest"]["number"] == 1
+    assert data["manifest"]["selector"]["kind"] == "epsilon-greedy"
+    assert data["arms"] == ["0.1.0/1"]
+    assert validate_k8s(tmp_path / "k8s") == [
+        "PersistentVolumeClaim",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "CronJob",
+        "CronJob",
+    ]
+    assert mlcycle("deploy", cwd=root).code == 0
+    rolled = mlcycle("deploy", "--rollback", "--json", cwd=root)
+    assert rolled.code == 0, rolled.err
+    assert rolled.json()["manifest"]["number"] == 3
+    assert rolled.json()["manifest"]["note"] == "rollback to manifest 1"
+    history = mlcycle("deploy", "--history", "--json", cwd=root).json()
+    assert [m["number"] for m in history] == [1, 2, 3]
+    manifests = root / ".mlcycle" / "registry" / "live" / "manifests"
+    assert sorted(p.name for p in manifests.iterdir()) == [
+        "000001.json",
+        "000002.json",
+        "000003.json",
+    ]
+    # Wrapped-only options are refused for a dynamic deployment.
+    refused = mlcycle("deploy", "--context-only", tmp_path / "ctx", cwd=root)
+    assert refused.code == 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def request(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        payload = None if body is None else json.dumps(body).encode()
+        headers = {} if body is None else {"Content-Type": "application/json"}
+        conn.request(method, path, body=payload, headers=headers)
+        response = conn.getresponse()
+        raw = response.read()
+        return response.status, json.loads(raw) if raw.startswith((b"{", b"[")) else raw
+    finally:
+        conn.close()
+
+
+def test_serve_answers_with_the_current_release_and_stores_feedback(
+    released: Callable[..., Path],
+) -> None:
+    root = released()
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlcycle", "serve", "--port", str(port)],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if request(port, "GET", "/readyz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline, "server did not become ready"
+            time.sleep(0.2)
+        status, described = request(port, "GET", "/v1/model")
+        assert status == 200
+        assert (described["release"], described["generation"]) == ("0.1.0", 1)
+        features = [f["name"] for f in described["features"]]
+        with sqlite3.connect(root / "data" / "events.db") as db:
+            db.row_factory = sqlite3.Row
+            rows = [dict(r) for r in db.execute("SELECT * FROM events ORDER BY seq LIMIT 3")]
+        instances = [{name: row[name] for name in features} for row in rows]
+        status, answer = request(port, "POST", "/v1/predict", {"instances": instances})
+        assert status == 200, answer
+        assert answer["model"] == {"name": "churn", "release": "0.1.0", "generation": 1}
+        assert len(answer["predictions"]) == 3 and len(answer["ids"]) == 3
+        feedback = [
+            {"id": pid, "outcome": row["malignant"]}
+            for pid, row in zip(answer["ids"], rows, strict=True)
+        ]
+        status, report = request(port, "POST", "/v1/feedback", feedback)
+        assert status == 200, report
+        assert report["accepted"] == answer["ids"]
+        assert report["unknown"] == [] and report["duplicate"] == []
+        status, again = request(port, "POST", "/v1/feedback", feedback[:1])
+        assert again["duplicate"] == answer["ids"][:1]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    from mlcycle.serve import PredictionStore
+
+    store = PredictionStore(f"sqlite:///{root / '.mlcycle' / 'store.db'}", create=False)
+    try:
+        joined = store.joined()
+    finally:
+        store.close()
+    assert len(joined) == 3
+    assert sorted(j.id for j in joined) == sorted(answer["ids"])
+    assert {j.release for j in joined} == {"0.1.0"}
+    assert sorted(j.outcome for j in joined) == sorted(r["malignant"] for r in rows)
+
+
+def test_serve_refuses_a_project_without_a_current_model(tmp_path: Path) -> None:
+    root = tmp_path / "fresh"
+    assert mlcycle("init", "fresh", "-d", root).code == 0
+    result = mlcycle("serve", cwd=root)
+    assert result.code == 1
+    assert "no model is current" in result.err and "mlcycle release" in result.err

@@ -1,0 +1,316 @@
+"""Build contexts: the rendered Dockerfile, hostile spec strings, references, pip settings."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from mlcycle.errors import IntegrityError, PackagingError, UsageError
+from mlcycle.package import (
+    BuildContext,
+    build_bundle,
+    build_image,
+    check_reference,
+    check_registry,
+    image_reference,
+    pip_settings,
+    push_image,
+    render_dockerfile,
+    tag_for_registry,
+    write_context,
+)
+from mlcycle.package.bundle import Bundle, BundleFeature
+from mlcycle.registry import ArtifactInfo
+from tests.package.conftest import HOSTILE, Project, make_project
+
+GOLDEN = Path(__file__).parent / "golden" / "Dockerfile"
+CMD = '["mlcycle", "serve", "--bundle", "/app/bundle", "--host", "0.0.0.0", "--port", "8080"]'
+
+
+def context_of(project: Project, tmp_path: Path, wheel: Path, **kwargs: object) -> BuildContext:
+    bundle = build_bundle(project.spec, project.registry, project.entry, tmp_path / "bundle")
+    return write_context(bundle, project.spec, tmp_path / "ctx", wheel=wheel, **kwargs)  # type: ignore[arg-type]
+
+
+def unquote_label(text: str) -> str:
+    """Inverse of quote_label, as the Dockerfile parser reads a double-quoted value."""
+    assert text.startswith('"') and text.endswith('"')
+    return re.sub(r"\\(.)", r"\1", text[1:-1])
+
+
+def labels_in(dockerfile: str) -> dict[str, str]:
+    block = dockerfile.split("\nLABEL ", 1)[1].split("\nCMD ", 1)[0]
+    pairs = re.findall(r'([a-z0-9.-]+)=("(?:[^"\\]|\\.)*")', block)
+    return {k: unquote_label(v) for k, v in pairs}
+
+
+def instructions(dockerfile: str) -> list[str]:
+    """Logical Dockerfile lines (continuations joined), comments dropped."""
+    joined = dockerfile.replace("\\\n", " ")
+    return [line for line in joined.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_context_layout(project: Project, tmp_path: Path, fake_wheel: Path) -> None:
+    ctx = context_of(project, tmp_path, fake_wheel, source="https://git.example/p.git")
+    files = sorted(str(p.relative_to(ctx.path)) for p in ctx.path.rglob("*") if p.is_file())
+    expected = {
+        ".dockerignore",
+        "Dockerfile",
+        "build/pip.conf",
+        "build/requirements.txt",
+        "wheel/mlcycle-0.1.0-py3-none-any.whl",
+        "bundle/bundle.json",
+        "bundle/lifecycle.yaml",
+        "bundle/model.skops",
+    }
+    assert expected <= set(files)
+    assert set(files) - expected <= {"build/ca-bundle.crt"}
+    assert ctx.tag == "cancer-open:1.2.0"
+    assert ctx.base == "python:3.11-slim"
+    requirements = (ctx.path / "build" / "requirements.txt").read_text().splitlines()
+    versions = project.entry.versions
+    assert f"scikit-learn=={versions['sklearn']}" in requirements
+    # mlcycle's own requirements follow the pins; its extras' do not, nor the wheel itself.
+    assert requirements[-2:] == ["pyyaml>=6", 'uvloop>=0.19; sys_platform != "win32"']
+    assert not any("pytest" in r or ".whl" in r or "not-a-header" in r for r in requirements)
+    pip_conf = (ctx.path / "build" / "pip.conf").read_text()
+    assert "file:" not in pip_conf and "/opt/" not in pip_conf
+    if ctx.ca_bundle:
+        assert "cert = /tmp/mlcycle-build/ca-bundle.crt" in pip_conf
+
+
+def test_only_the_bundles_own_files_enter_the_context(
+    project: Project, tmp_path: Path, fake_wheel: Path
+) -> None:
+    bundle = build_bundle(project.spec, project.registry, project.entry, tmp_path / "bundle")
+    (bundle.path / "secret.env").write_text("TOKEN=1")
+    ctx = write_context(bundle, project.spec, tmp_path / "ctx", wheel=fake_wheel)
+    assert sorted(p.name for p in (ctx.path / "bundle").iterdir()) == [
+        "bundle.json",
+        "lifecycle.yaml",
+        "model.skops",
+    ]
+
+
+def test_a_tampered_bundle_gets_no_context(
+    project: Project, tmp_path: Path, fake_wheel: Path
+) -> None:
+    bundle = build_bundle(project.spec, project.registry, project.entry, tmp_path / "bundle")
+    bundle.artifact_path.write_bytes(b"swapped")
+    with pytest.raises(IntegrityError):
+        write_context(bundle, project.spec, tmp_path / "ctx", wheel=fake_wheel)
+
+
+def test_dockerfile_content(project: Project, tmp_path: Path, fake_wheel: Path) -> None:
+    ctx = context_of(project, tmp_path, fake_wheel, source="https://git.example/p.git")
+    text = ctx.dockerfile.read_text()
+    lines = instructions(text)
+    assert lines[0] == "FROM python:3.11-slim"
+    assert "USER 10001:10001" in lines
+    assert "EXPOSE 8080" in lines
+    assert f"CMD {CMD}" == lines[-1]
+    assert any(line.startswith("HEALTHCHECK ") and "/healthz" in line for line in lines)
+    assert "COPY bundle/ /app/bundle/" in lines
+    labels = labels_in(text)
+    assert labels["org.opencontainers.image.version"] == "1.2.0"
+    assert labels["org.opencontainers.image.revision"] == project.entry.git_commit
+    assert labels["org.opencontainers.image.source"] == "https://git.example/p.git"
+    assert labels["org.opencontainers.image.title"] == "cancer-open"
+    assert "org.opencontainers.image.created" in labels
+    assert labels["io.mlcycle.artifact.sha256"] == project.entry.artifact.sha256
+    assert labels == dict(ctx.labels)
+
+
+def test_no_buildkit_syntax(project: Project, tmp_path: Path, fake_wheel: Path) -> None:
+    text = context_of(project, tmp_path, fake_wheel).dockerfile.read_text()
+    assert "# syntax" not in text
+    for construct in ("--mount", "--chmod", "--link", "--network", "<<", "--parents"):
+        assert construct not in text
+    keywords = {line.split()[0] for line in instructions(text)}
+    classic = {"FROM", "ENV", "COPY", "RUN", "USER", "WORKDIR", "EXPOSE", "HEALTHCHECK"}
+    assert keywords <= classic | {"LABEL", "CMD"}
+
+
+def test_hostile_description_stays_in_a_quoted_label(tmp_path: Path, fake_wheel: Path) -> None:
+    benign = make_project(tmp_path / "benign")
+    hostile = make_project(tmp_path / "hostile", description=HOSTILE)
+    assert hostile.spec.description == HOSTILE
+    a = context_of(benign, tmp_path / "a", fake_wheel).dockerfile.read_text()
+    b = context_of(hostile, tmp_path / "b", fake_wheel).dockerfile.read_text()
+    # Every instruction but LABEL is the same: the string reaches nothing else.
+    not_label = [i for i in instructions(a) if not i.startswith("LABEL ")]
+    assert not_label == [i for i in instructions(b) if not i.startswith("LABEL ")]
+    assert "pwned" not in "\n".join(i for i in instructions(b) if not i.startswith("LABEL "))
+    assert labels_in(b)["org.opencontainers.image.description"] == HOSTILE
+    # No unescaped `$` or `"` inside the value.
+    label_block = b.split("\nLABEL ", 1)[1].split("\nCMD ", 1)[0]
+    assert "rm -rf / # \\$(touch" in label_block
+    assert re.search(r"(?<!\\)\$", label_block) is None
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["revision", "source"],
+)
+def test_newline_in_a_label_is_refused(
+    project: Project, tmp_path: Path, fake_wheel: Path, field: str
+) -> None:
+    with pytest.raises(UsageError, match="control characters"):
+        context_of(project, tmp_path, fake_wheel, **{field: "abc\nRUN touch /pwned"})
+    assert not (tmp_path / "ctx").exists()
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        "python:3.11-slim; rm -rf /",
+        "python:3.11-slim\nRUN touch /pwned",
+        "Python:3.11",
+        "python:3.11 AS evil",
+        "$(id)",
+        "",
+        "python:" + "x" * 200,
+    ],
+)
+def test_hostile_base_image_is_refused(
+    project: Project, tmp_path: Path, fake_wheel: Path, base: str
+) -> None:
+    with pytest.raises(UsageError, match="not a valid image reference"):
+        context_of(project, tmp_path, fake_wheel, base=base)
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "python:3.11-slim",
+        "busybox",
+        "127.0.0.1:5000/cancer-open:1.2.0",
+        "localhost:5000/a/b/c:dev",
+        "registry.example.com/team/model-x:1.0.0-rc.1",
+        "python@sha256:" + "a" * 64,
+        "a__b.c-d:T_ag.1",
+    ],
+)
+def test_valid_references(ref: str) -> None:
+    assert check_reference(ref) == ref
+
+
+@pytest.mark.parametrize("ref", ["UPPER:1", "a:b:c", "a/:1", "-a:1", "a:-1", "a b", "a:1\n"])
+def test_invalid_references(ref: str) -> None:
+    with pytest.raises(UsageError):
+        check_reference(ref)
+
+
+def test_image_reference_and_registry(project: Project, tmp_path: Path) -> None:
+    bundle = build_bundle(project.spec, project.registry, project.entry, tmp_path / "b")
+    assert image_reference(project.spec, bundle) == "cancer-open:1.2.0"
+    assert image_reference(project.spec, bundle, registry="127.0.0.1:5000") == (
+        "127.0.0.1:5000/cancer-open:1.2.0"
+    )
+    with pytest.raises(UsageError, match="registry address"):
+        image_reference(project.spec, bundle, registry="evil.example/$(id)")
+    assert check_registry("registry.example.com") == "registry.example.com"
+    assert tag_for_registry("cancer-open:1.2.0", "127.0.0.1:5000") == (
+        "127.0.0.1:5000/cancer-open:1.2.0"
+    )
+    assert tag_for_registry("old.example:5000/team/m:1", "127.0.0.1:5000") == (
+        "127.0.0.1:5000/team/m:1"
+    )
+
+
+def test_golden_dockerfile() -> None:
+    """The rendered Dockerfile for fixed inputs (MLCYCLE_UPDATE_GOLDEN=1 rewrites it)."""
+    bundle = Bundle(
+        path=Path("/nonexistent"),
+        project="cancer-open",
+        release="1.2.0",
+        generation=3,
+        artifact=ArtifactInfo(file="model.skops", format="skops", sha256="ab" * 32, size=1),
+        spec_sha256="cd" * 32,
+        spec_hash="ef" * 32,
+        git_commit="0" * 40,
+        versions={"python": "3.11.7", "sklearn": "1.5.0"},
+        features=(BundleFeature("a"),),
+        task="classification",
+        output={"kind": "label"},
+        created_at="2026-01-01T00:00:00+00:00",
+    )
+    labels = {
+        "org.opencontainers.image.title": "cancer-open",
+        "org.opencontainers.image.version": "1.2.0",
+        "org.opencontainers.image.revision": "0" * 40,
+        "org.opencontainers.image.created": "2026-01-01T00:00:00+00:00",
+        "org.opencontainers.image.description": 'say "hi" for $5',
+    }
+    text = render_dockerfile(
+        bundle, base="python:3.11-slim", labels=labels, mlcycle_version="0.1.0"
+    )
+    if os.environ.get("MLCYCLE_UPDATE_GOLDEN") == "1":
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text()
+
+
+def test_pip_settings_drop_local_paths_and_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("PIP_INDEX_URL", "https://user:secret@pypi.example/simple")
+    monkeypatch.setenv(
+        "PIP_EXTRA_INDEX_URL", "file:///opt/pypi/simple https://mirror.example/simple"
+    )
+    monkeypatch.setenv("PIP_CERT", str(ca))
+    monkeypatch.setenv("PIP_TIMEOUT", "60")
+    settings = pip_settings()
+    assert "index-url" not in settings  # it carried credentials
+    assert settings["extra-index-url"] == "https://mirror.example/simple"
+    assert settings["cert"] == str(ca)
+    assert settings["timeout"] == "60"
+    assert "secret" not in repr(settings)
+
+
+def test_ca_bundle_is_copied_into_the_context(
+    project: Project, tmp_path: Path, fake_wheel: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nfake\n")
+    monkeypatch.setenv("PIP_CERT", str(ca))
+    ctx = context_of(project, tmp_path, fake_wheel)
+    assert ctx.ca_bundle
+    assert (ctx.path / "build" / "ca-bundle.crt").read_text() == ca.read_text()
+    pip_conf = (ctx.path / "build" / "pip.conf").read_text()
+    assert "cert = /tmp/mlcycle-build/ca-bundle.crt" in pip_conf
+
+
+def test_a_wheel_without_metadata_is_refused(project: Project, tmp_path: Path) -> None:
+    broken = tmp_path / "mlcycle-0.1.0-py3-none-any.whl"
+    broken.write_bytes(b"not a zip")
+    with pytest.raises(PackagingError, match="not a readable wheel"):
+        context_of(project, tmp_path, broken)
+
+
+def test_a_wheel_that_is_not_mlcycle_is_refused(project: Project, tmp_path: Path) -> None:
+    other = tmp_path / "evil-1.0-py3-none-any.whl"
+    other.write_bytes(b"")
+    with pytest.raises(PackagingError, match="not a wheel of mlcycle"):
+        context_of(project, tmp_path, other)
+
+
+def test_no_engine_suggests_context_only(
+    project: Project, tmp_path: Path, fake_wheel: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = context_of(project, tmp_path, fake_wheel)
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    with pytest.raises(PackagingError, match="no Docker engine is reachable") as info:
+        build_image(ctx.path, "cancer-open:1.2.0")
+    assert "--context-only" in (info.value.hint or "")
+    with pytest.raises(PackagingError, match="no Docker engine is reachable"):
+        push_image("cancer-open:1.2.0", "127.0.0.1:5000")
+
+
+def test_build_needs_a_dockerfile(tmp_path: Path) -> None:
+    with pytest.raises(PackagingError, match="no Dockerfile"):
+        build_image(tmp_path, "x:1")

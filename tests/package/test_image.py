@@ -1,0 +1,182 @@
+"""Real images: build one from a registered model, run it, ask it for predictions, push it.
+
+Needs a Docker engine with the base image and the local registry of
+`scripts/docker-env.sh`; skipped without them unless MLCYCLE_REQUIRE_DOCKER=1.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mlcycle.errors import PackagingError
+from mlcycle.package import (
+    BuildContext,
+    ImageInfo,
+    build_bundle,
+    build_image,
+    push_image,
+    write_context,
+)
+from tests.package.conftest import HOSTILE, Project, make_project
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+TAG = "mlcycle-test/cancer-open:1.2.0"
+
+
+class RecordingProgress:
+    """A Progress that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.tasks: list[str] = []
+        self.lines: list[str] = []
+
+    def start(self, description: str, total: float | None = None) -> None:
+        self.tasks.append(description)
+
+    def advance(self, steps: float = 1) -> None:
+        pass
+
+    def done(self) -> None:
+        pass
+
+    def log(self, line: str) -> None:
+        self.lines.append(line)
+
+
+@dataclass(frozen=True)
+class Built:
+    project: Project
+    context: BuildContext
+    image: ImageInfo
+    progress: RecordingProgress
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def built(
+    docker_engine: Any, mlcycle_wheel: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Built]:
+    root = tmp_path_factory.mktemp("image")
+    project = make_project(root / "proj", description=HOSTILE)
+    bundle = build_bundle(project.spec, project.registry, project.entry, root / "bundle")
+    context = write_context(
+        bundle, project.spec, root / "ctx", wheel=mlcycle_wheel, tag=TAG, source="https://x/y"
+    )
+    progress = RecordingProgress()
+    started = time.monotonic()
+    image = build_image(context.path, TAG, progress=progress)
+    seconds = time.monotonic() - started
+    yield Built(project, context, image, progress, seconds)
+    # Remove the tags only: the layers stay cached for the next run.
+    for tag in docker_engine.images.get(image.id).tags:
+        docker_engine.images.remove(tag, noprune=True)
+
+
+def test_image_metadata(built: Built, docker_engine: Any) -> None:
+    image = built.image
+    assert image.tag == TAG
+    assert image.size > 0
+    labels = image.labels
+    assert labels["org.opencontainers.image.version"] == "1.2.0"
+    assert labels["org.opencontainers.image.revision"] == built.project.entry.git_commit
+    assert labels["org.opencontainers.image.source"] == "https://x/y"
+    assert labels["io.mlcycle.artifact.sha256"] == built.project.entry.artifact.sha256
+    # The hostile description arrives byte for byte: quoted, never interpreted.
+    assert labels["org.opencontainers.image.description"] == HOSTILE
+    config = docker_engine.images.get(image.id).attrs["Config"]
+    assert config["User"] == "10001:10001"
+    assert "8080/tcp" in config["ExposedPorts"]
+    assert config["Healthcheck"]["Test"][0] == "CMD"
+    assert config["Cmd"][:3] == ["mlcycle", "serve", "--bundle"]
+    assert any(t.startswith("step ") for t in built.progress.tasks)
+    assert any("Successfully built" in line for line in built.progress.lines)
+
+
+def _wait_healthy(url: str, container: Any, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        container.reload()
+        if container.status == "exited":
+            break
+        time.sleep(0.5)
+    logs = container.logs().decode(errors="replace")[-3000:]
+    pytest.fail(f"the container did not answer {url}:\n{logs}")
+
+
+def test_container_serves_predictions(built: Built, docker_engine: Any) -> None:
+    # The image's own CMD: `mlcycle serve --bundle /app/bundle` on 0.0.0.0:8080.
+    container = docker_engine.containers.run(
+        built.image.id,
+        detach=True,
+        ports={"8080/tcp": ("127.0.0.1", None)},
+    )
+    try:
+        container.reload()
+        port = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
+        base = f"http://127.0.0.1:{port}"
+        _wait_healthy(f"{base}/healthz", container)
+        X = built.project.X.head(5)
+        body = json.dumps({"instances": X.to_dict(orient="records")}).encode()
+        request = urllib.request.Request(
+            f"{base}/v1/predict", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = json.loads(response.read())
+        expected = built.project.model.predict(X)
+        np.testing.assert_array_equal(np.asarray(answer["predictions"]), expected)
+        assert answer["model"]["release"] == "1.2.0"
+        assert answer["model"]["generation"] == 1
+        assert len(answer["ids"]) == 5
+        # The HEALTHCHECK command itself works in the image, as the non-root user.
+        health = list(container.attrs["Config"]["Healthcheck"]["Test"])
+        code, _ = container.exec_run(health[1:])
+        assert code == 0
+        code, out = container.exec_run(["id", "-u"])
+        assert out.decode().strip() == "10001"
+    finally:
+        container.remove(force=True)
+
+
+def test_push_to_the_local_registry(built: Built, local_registry: str) -> None:
+    pushed = push_image(TAG, local_registry)
+    assert pushed.tag == f"{local_registry}/mlcycle-test/cancer-open:1.2.0"
+    assert pushed.digest is not None and pushed.digest.startswith("sha256:")
+    url = f"http://{local_registry}/v2/mlcycle-test/cancer-open/tags/list"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert "1.2.0" in json.loads(response.read())["tags"]
+
+
+def test_push_to_a_registry_that_is_down(built: Built) -> None:
+    with pytest.raises(PackagingError, match="push"):
+        push_image(TAG, "127.0.0.1:1")
+
+
+def test_a_failing_build_shows_its_log(docker_engine: Any, tmp_path: Path) -> None:
+    dockerfile = "FROM python:3.11-slim\nRUN echo about-to-fail && exit 3\n"
+    (tmp_path / "Dockerfile").write_text(dockerfile)
+    with pytest.raises(PackagingError, match="building mlcycle-test/broken:1 failed") as info:
+        build_image(tmp_path, "mlcycle-test/broken:1")
+    assert "about-to-fail" in str(info.value)
+
+
+def test_missing_base_image(docker_engine: Any, tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM mlcycle-test/no-such-base:0\n")
+    with pytest.raises(PackagingError, match="failed"):
+        build_image(tmp_path, "mlcycle-test/nobase:1")
