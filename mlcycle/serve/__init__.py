@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mlcycle.serve.app import ServeOptions, ServingApp, create_app
+    from mlcycle.serve.live import LiveRouter, served_model_from_entry
     from mlcycle.serve.model import (
         Feature,
         ModelSource,
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
         features_from_frame,
     )
     from mlcycle.serve.predictor import Predictor
+    from mlcycle.serve.router import SelectorRouter
+    from mlcycle.serve.selectors import Selector, make_selector
     from mlcycle.serve.server import serve
     from mlcycle.serve.store import OutcomeReport, PredictionStore
 
@@ -42,23 +45,33 @@ _EXPORTS = {
     "serve": "mlcycle.serve.server",
     "OutcomeReport": "mlcycle.serve.store",
     "PredictionStore": "mlcycle.serve.store",
+    "SelectorRouter": "mlcycle.serve.router",
+    "Selector": "mlcycle.serve.selectors",
+    "make_selector": "mlcycle.serve.selectors",
+    "LiveRouter": "mlcycle.serve.live",
+    "served_model_from_entry": "mlcycle.serve.live",
 }
 
 __all__ = [
     "Feature",
+    "LiveRouter",
     "ModelSource",
     "OutcomeReport",
     "PredictionStore",
     "Predictor",
     "RequestInfo",
     "Router",
+    "Selector",
+    "SelectorRouter",
     "ServeOptions",
     "ServedModel",
     "ServingApp",
     "SingleModelRouter",
     "create_app",
     "features_from_frame",
+    "make_selector",
     "serve",
+    "served_model_from_entry",
 ]
 
 

@@ -6,9 +6,9 @@ looks at the registry every `poll` seconds; when a new manifest is published or
 a new generation joins a followed release, it loads and verifies the new arms
 off the request path (artifact SHA-256, then the predictor's agreement check),
 starts a new selector router on them and swaps it in with one reference
-assignment, so no request is dropped or sees a half-built router. A model that
-fails to load leaves the current arms serving; that snapshot is retried only
-after `retry_after` seconds.
+assignment, so no request is dropped or sees a half-built router. A generation
+that fails to load is skipped for good (it is logged) and the next older
+candidate takes its place; the models serving keep serving meanwhile.
 
 Models already loaded are reused across swaps (keyed by entry and artifact
 hash), and bandit state lives in the store, so a swap keeps what was learned.
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,30 +77,29 @@ class LiveRouter:
         project: str,
         *,
         poll: float = 2.0,
-        retry_after: float = 60.0,
     ) -> None:
         self.registry_root = Path(registry_root)
         self.project = project
         self.poll = poll
-        self.retry_after = retry_after
         self.swaps = 0
         """How many times new arms were swapped in (in this process)."""
         self._cache: dict[tuple[str, str], ServedModel] = {}
-        snapshot, entries, selector = self._read()
-        self._inner = self._build(entries, selector)
+        self._broken: set[tuple[str, str]] = set()
+        snapshot, entries, wanted, selector = self._read()
+        self._inner = self._build(entries, wanted, selector)
         self._snapshot = snapshot
+        self._manifest = snapshot[0]
         self._init_runtime()
 
     def _init_runtime(self) -> None:
         self._store_url: str | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-        self._failed: dict[Snapshot, float] = {}
 
     # Shipped to worker processes by pickle: each worker runs its own watcher.
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for name in ("_store_url", "_thread", "_stopping", "_failed"):
+        for name in ("_store_url", "_thread", "_stopping"):
             state.pop(name, None)
         return state
 
@@ -116,9 +114,14 @@ class LiveRouter:
 
         return LocalRegistry(self.registry_root, self.project)
 
-    def _read(self) -> tuple[Snapshot, list[Entry], Any]:
-        """The active manifest's snapshot, its entries (newest first) and selector spec."""
-        from mlcycle.deploy.manifest import ManifestStore, selector_from_document
+    def _read(self) -> tuple[Snapshot, list[Entry], int, Any]:
+        """The active manifest's snapshot, its candidate entries (newest first), how many
+        of them serve, and its selector spec.
+
+        For a followed release every candidate is listed, so that a generation that
+        fails to load can be skipped in favour of the next older one.
+        """
+        from mlcycle.deploy.manifest import PINNED, ManifestStore, selector_from_document
 
         registry = self._registry()
         manifest = ManifestStore(registry.manifests_dir, self.project).active()
@@ -127,30 +130,66 @@ class LiveRouter:
                 f"{self.project}: no serving manifest is published",
                 hint="publish one: mlcycle deploy",
             )
-        entries = manifest.resolve(registry)
+        if manifest.mode == PINNED:
+            entries = manifest.resolve(registry)
+            wanted = len(entries)
+        else:
+            entries = list(
+                reversed(
+                    [
+                        e
+                        for e in registry.entries()
+                        if e.release == manifest.release and e.is_candidate
+                    ]
+                )
+            )
+            wanted = manifest.arms
+            if not entries:
+                raise ServingError(
+                    f"manifest {manifest.number}: release {manifest.release} has no candidate "
+                    "generation to serve",
+                    hint="release or update the model, then deploy again",
+                )
         snapshot = (
             manifest.number,
             tuple((str(e.ref), e.artifact.sha256) for e in entries),
         )
-        return snapshot, entries, selector_from_document(manifest.selector)
+        return snapshot, entries, wanted, selector_from_document(manifest.selector)
 
-    def _build(self, entries: Sequence[Entry], selector: Any) -> SelectorRouter:
+    def _build(self, entries: Sequence[Entry], wanted: int, selector: Any) -> SelectorRouter:
+        """A router over the first `wanted` entries that load; broken ones are skipped.
+
+        Raises ServingError when fewer than one loads (the caller keeps what serves).
+        """
         from mlcycle.serve.router import SelectorRouter
 
         registry = self._registry()
-        models = []
+        chosen: list[tuple[tuple[str, str], ServedModel]] = []
+        problems = []
         for entry in entries:
+            if len(chosen) == wanted:
+                break
             key = (str(entry.ref), entry.artifact.sha256)
+            if key in self._broken:
+                continue
             model = self._cache.get(key)
             if model is None:
-                model = served_model_from_entry(self.project, registry, entry)
-            models.append(model)
+                try:
+                    model = served_model_from_entry(self.project, registry, entry)
+                except Exception as e:  # a broken artifact must never take the engine down
+                    self._broken.add(key)
+                    problems.append(f"{entry.ref}: {e}")
+                    log.error("not serving %s: %s", entry.ref, e)
+                    continue
+            chosen.append((key, model))
+        if not chosen:
+            raise ServingError(
+                f"{self.project}: none of the models to serve loads: {'; '.join(problems)}"
+            )
         # Rewards are counted every second: a bandit reacts to feedback within seconds.
-        router = SelectorRouter.from_spec(models, selector, refresh_interval=1.0)
+        router = SelectorRouter.from_spec([m for _, m in chosen], selector, refresh_interval=1.0)
         # Keep only what serves now: old arms are released with the old router.
-        self._cache = {
-            (str(e.ref), e.artifact.sha256): m for e, m in zip(entries, models, strict=True)
-        }
+        self._cache = dict(chosen)
         return router
 
     # --- the watcher ----------------------------------------------------------------------
@@ -158,30 +197,36 @@ class LiveRouter:
     def check(self) -> bool:
         """Look for a new manifest or generation now; swap it in. True when it swapped."""
         try:
-            snapshot, entries, selector = self._read()
+            snapshot, entries, wanted, selector = self._read()
         except MlcycleError as e:
             log.warning("cannot read the serving manifest (%s); serving what I have", e)
             return False
         if snapshot == self._snapshot:
             return False
-        failed_at = self._failed.get(snapshot)
-        if failed_at is not None and time.monotonic() - failed_at < self.retry_after:
-            return False
+        serving = [(m.release, m.generation) for m in self._inner.models]
         try:
-            new = self._build(entries, selector)
-            new.start(self._store_url)
-        except Exception as e:  # a broken model must never take the engine down
-            self._failed[snapshot] = time.monotonic()
-            log.error(
-                "not serving manifest %d (%s): %s; the current models keep serving",
-                snapshot[0],
-                ", ".join(ref for ref, _ in snapshot[1]),
-                e,
-            )
+            new = self._build(entries, wanted, selector)
+        except ServingError as e:
+            log.error("%s; the current models keep serving", e)
+            self._snapshot = snapshot
             return False
-        old, self._inner, self._snapshot = self._inner, new, snapshot
+        self._snapshot = snapshot
+        if [(m.release, m.generation) for m in new.models] == serving and snapshot[0] == (
+            self._manifest
+        ):
+            return False  # what changed (a broken generation, say) does not change the arms
+        try:
+            new.start(self._store_url)
+        except Exception as e:
+            log.error("cannot start the new arms (%s); the current models keep serving", e)
+            return False
+        old, self._inner, self._manifest = self._inner, new, snapshot[0]
         self.swaps += 1
-        log.info("now serving %s (manifest %d)", ", ".join(r for r, _ in snapshot[1]), snapshot[0])
+        log.info(
+            "now serving %s (manifest %d)",
+            ", ".join(f"{m.release}/{m.generation}" for m in new.models),
+            snapshot[0],
+        )
         old.stop()
         return True
 

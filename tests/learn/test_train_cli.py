@@ -152,3 +152,27 @@ def test_models_on_an_empty_registry(example: Example) -> None:
     result = mlcycle("models", cwd=project)
     assert result.code == 0
     assert "the registry is empty" in result.out
+
+
+def test_train_on_a_csv_source(example: Example) -> None:
+    """The open example with its events exported to CSV: the same rows, the same windows."""
+    import pandas as pd
+
+    project = example("open")
+    with sqlite3.connect(project / "data" / "events.db") as db:
+        pd.read_sql("SELECT * FROM events", db).to_csv(project / "data" / "events.csv", index=False)
+    spec = project / "lifecycle.yaml"
+    text = spec.read_text().replace(
+        "url: sqlite:///data/events.db # any SQLAlchemy URL; relative SQLite paths start here\n"
+        "    table: events\n",
+        "path: data/events.csv\n",
+        1,
+    )
+    assert "path: data/events.csv" in text
+    spec.write_text(text)
+    trained = mlcycle("train", "--upper", "500", "--json", cwd=project)
+    assert trained.code == 0, trained.err
+    data = trained.json()
+    assert data["data"]["kind"] == "file" and data["data"]["rows"] == 499
+    assert data["metrics"]["roc_auc"] > 0.9
+    assert mlcycle("models", "--json", cwd=project).json()["entries"][0]["ref"] == "dev/1"

@@ -1,0 +1,176 @@
+"""Dynamic serving: `mlcycle serve` follows the serving manifest under continuous load.
+
+A real project (adaptive template), a real engine process, real HTTP clients
+hammering it while new generations appear in the registry: a good one must be
+swapped in without a single failed request, a broken one must never serve.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlcycle.registry import LocalRegistry, Status
+from mlcycle.spec import load_spec
+from tests.learn.conftest import mlcycle
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Load:
+    """Client threads sending predictions over keep-alive connections until stopped."""
+
+    def __init__(self, port: int, body: bytes, threads: int = 3) -> None:
+        self.port, self.body = port, body
+        self.served: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(30)
+
+    def _run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        while not self._stop.is_set():
+            try:
+                conn.request(
+                    "POST",
+                    "/v1/predict",
+                    body=self.body,
+                    headers={"Content-Type": "application/json"},
+                )
+                response = conn.getresponse()
+                raw = response.read()
+                if response.status != 200:
+                    with self._lock:
+                        self.failures.append(f"{response.status}: {raw[:200]!r}")
+                    continue
+                model = json.loads(raw)["model"]
+                with self._lock:
+                    self.served[f"{model['release']}/{model['generation']}"] += 1
+            except (OSError, http.client.HTTPException) as e:
+                with self._lock:
+                    self.failures.append(repr(e))
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn.close()
+
+    def wait_for(self, ref: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.served[ref] < 5:
+            assert time.monotonic() < deadline, f"{ref} never served: {dict(self.served)}"
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def live_project(tmp_path: Path) -> Path:
+    root = tmp_path / "live"
+    assert mlcycle("init", "live", "--pattern", "adaptive", "-d", root).code == 0
+    assert mlcycle("release", cwd=root).code == 0
+    assert mlcycle("deploy", cwd=root).code == 0
+    return root
+
+
+def register_generation(root: Path) -> Any:
+    """A second model of release 0.1.0, fitted on the project's data, registered directly."""
+    from mlcycle.data import load_dataset
+    from mlcycle.train import train
+
+    spec = load_spec(root)
+    dataset = load_dataset(spec)
+    trained = train(spec, dataset.X, dataset.y, ordinal=dataset.ordinal)
+    registry = LocalRegistry(spec.resolve(spec.registry.path), spec.name)
+    current = registry.current()
+    assert current is not None
+    return registry.register(
+        trained.model,
+        release="0.1.0",
+        metrics=trained.metrics,
+        gate={"passed": True},
+        data=dict(current.data),
+        spec_hash=None,
+        git_commit=None,
+        procurement="unattended",
+        status=Status.CANDIDATE,
+        extra={"training": {"task": "classification"}},
+    ), registry
+
+
+def test_new_generations_swap_in_under_load_and_broken_ones_never_serve(
+    live_project: Path,
+) -> None:
+    port = free_port()
+    log = live_project / "serve.log"
+    with log.open("wb") as sink:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlcycle", "serve", "--port", str(port)],
+            cwd=live_project,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/readyz")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "not ready"
+            time.sleep(0.2)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/v1/model")
+        features = [f["name"] for f in json.loads(conn.getresponse().read())["features"]]
+        body = json.dumps({"instances": [dict.fromkeys(features, 1.0)]}).encode()
+
+        with Load(port, body) as load:
+            load.wait_for("0.1.0/1")
+            entry, registry = register_generation(live_project)
+            assert str(entry.ref) == "0.1.0/2"
+            load.wait_for("0.1.0/2")  # swapped in while requests kept coming
+
+            # A third generation whose artifact is damaged after registration.
+            broken, _ = register_generation(live_project)
+            path = registry.artifact_path(broken)
+            path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+            time.sleep(6)  # three polls of the watcher
+            before = dict(load.served)
+            time.sleep(2)
+            assert sum(load.served.values()) > sum(before.values())  # still serving
+            # The next good generation is not held back by the broken one before it.
+            good, _ = register_generation(live_project)
+            assert str(good.ref) == "0.1.0/4"
+            load.wait_for("0.1.0/4")
+        assert load.failures == []
+        assert load.served["0.1.0/3"] == 0, "a broken generation served"
+        assert "SHA-256 mismatch" in log.read_text()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)

@@ -1,0 +1,74 @@
+"""The architecture's one rule (DESIGN.md section 4): a layer imports only from below it.
+
+Every `import mlcycle.X` / `from mlcycle.X import ...` in the package, including
+the lazy ones inside functions and under TYPE_CHECKING, is checked against the
+order below.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "mlcycle"
+# Bottom to top. Modules at the package root (errors, progress, resources, faults)
+# are foundations every layer may use.
+LAYERS = (
+    "spec",
+    "data",
+    "train",
+    "scaffold",  # builds example projects; the dual template trains research's model
+    "registry",
+    "gitops",
+    "package",
+    "deploy",
+    "serve",
+    "agents",
+    "api",
+    "cli",
+)
+FOUNDATIONS = {"errors", "progress", "resources", "faults", "__init__", "__main__"}
+
+
+def layer_of(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "mlcycle" or len(parts) < 2:
+        return None
+    return parts[1] if parts[1] in LAYERS else None
+
+
+def imports(path: Path) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+    return found
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_a_layer_imports_only_from_below(layer: str) -> None:
+    rank = LAYERS.index(layer)
+    problems = []
+    for path in sorted((PACKAGE / layer).rglob("*.py")):
+        for line, module in imports(path):
+            other = layer_of(module)
+            if other is not None and LAYERS.index(other) > rank:
+                problems.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {module}")
+    assert problems == []
+
+
+# SpecError carries Diagnostics: named for the type checker only (under TYPE_CHECKING).
+ALLOWED = {("errors", "mlcycle.spec.diagnostics")}
+
+
+def test_foundations_import_no_layer() -> None:
+    for name in FOUNDATIONS:
+        path = PACKAGE / f"{name}.py"
+        if not path.exists() or name in ("__init__", "__main__"):
+            continue
+        found = [m for _, m in imports(path) if layer_of(m) and (name, m) not in ALLOWED]
+        assert found == [], name
