@@ -16,6 +16,7 @@ hash), and bandit state lives in the store, so a swap keeps what was learned.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -92,6 +93,7 @@ class LiveRouter:
         self._init_runtime()
 
     def _init_runtime(self) -> None:
+        self._seen: tuple[tuple[str, int], ...] = ()
         self._store_url: str | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -99,7 +101,7 @@ class LiveRouter:
     # Shipped to worker processes by pickle: each worker runs its own watcher.
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for name in ("_store_url", "_thread", "_stopping"):
+        for name in ("_seen", "_store_url", "_thread", "_stopping"):
             state.pop(name, None)
         return state
 
@@ -186,16 +188,40 @@ class LiveRouter:
             raise ServingError(
                 f"{self.project}: none of the models to serve loads: {'; '.join(problems)}"
             )
-        # Rewards are counted every second: a bandit reacts to feedback within seconds.
-        router = SelectorRouter.from_spec([m for _, m in chosen], selector, refresh_interval=1.0)
+        # Rewards are counted every 2 s: a bandit reacts to feedback within seconds.
+        router = SelectorRouter.from_spec([m for _, m in chosen], selector, refresh_interval=2.0)
         # Keep only what serves now: old arms are released with the old router.
         self._cache = dict(chosen)
         return router
 
     # --- the watcher ----------------------------------------------------------------------
 
+    def _signature(self) -> tuple[tuple[str, int], ...]:
+        """Modification times of the manifest and release directories.
+
+        Publishing a manifest or registering a generation renames a new entry into
+        one of them, which changes its mtime; while none changes, nothing needs reading.
+        """
+        registry = self._registry()
+        dirs = [registry.manifests_dir, registry.releases_dir]
+        with contextlib.suppress(OSError):
+            dirs += [p for p in registry.releases_dir.iterdir() if p.is_dir()]
+        found = []
+        for path in dirs:
+            try:
+                found.append((path.name, path.stat().st_mtime_ns))
+            except OSError:
+                found.append((path.name, -1))
+        return tuple(found)
+
     def check(self) -> bool:
         """Look for a new manifest or generation now; swap it in. True when it swapped."""
+        # The watcher runs in every worker, beside the request loop: a cheap stat first,
+        # the full read (every entry.json, the manifest's schema check) only on a change.
+        signature = self._signature()
+        if signature == self._seen:
+            return False
+        self._seen = signature
         try:
             snapshot, entries, wanted, selector = self._read()
         except MlcycleError as e:
