@@ -48,7 +48,8 @@ class Project:
         from mlcycle.gitops import Repo
 
         try:
-            return Repo.find(self.root).head_commit()
+            with Repo.find(self.root) as repo:
+                return repo.head_commit()
         except GitError:
             return None
 

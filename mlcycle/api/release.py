@@ -132,12 +132,30 @@ def release(
     RuntimeFailure for the rest (exit 1); in every case nothing is left behind.
     """
     from mlcycle.api.project import open_project
-    from mlcycle.gitops import Version
 
     project = open_project(path)
     plan, repo = _plan(project, bump=bump, version=version, model=model, push=push, remote=remote)
-    if dry_run:
-        return ReleaseResult(plan=plan, dry_run=True)
+    with repo:  # ends GitPython's helper processes however this ends
+        if dry_run:
+            return ReleaseResult(plan=plan, dry_run=True)
+        return _carry_out(
+            project, plan, repo, model=model, push=push, remote=remote, progress=progress
+        )
+
+
+def _carry_out(
+    project: Project,
+    plan: ReleasePlan,
+    repo: Repo,
+    *,
+    model: str | Path | None,
+    push: bool,
+    remote: str,
+    progress: Progress,
+) -> ReleaseResult:
+    """Steps 2-5 of the module docstring, for a plan that passed every check."""
+    from mlcycle.gitops import Version
+
     registry = project.registry
     if plan.orphan:
         registry.remove_release(plan.version)
@@ -643,7 +661,8 @@ def history(path: str | Path | None = None) -> History:
     spec = project.spec
     fmt = TagFormat(spec.release.tag_format).validate(spec.name)
     try:
-        tags = {str(t.version): t for t in Repo.find(project.root).release_tags(fmt, spec.name)}
+        with Repo.find(project.root) as repo:
+            tags = {str(t.version): t for t in repo.release_tags(fmt, spec.name)}
     except GitError as e:
         if "not a git repository" not in e.message:
             raise
