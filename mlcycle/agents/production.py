@@ -156,6 +156,8 @@ class ProductionReport:
     overall: tuple[WindowMetrics, ...]
     windows: tuple[WindowMetrics, ...]
     drift: tuple[Drift, ...] = field(default=())
+    imported_outcomes: int = 0
+    """Outcomes taken from the spec's outcomes source before scoring."""
 
     def for_model(self, ref: str) -> WindowMetrics | None:
         """The overall figures of model `ref`."""
@@ -169,7 +171,42 @@ class ProductionReport:
             "overall": [w.as_dict() for w in self.overall],
             "windows": [w.as_dict() for w in self.windows],
             "drift": [d.as_dict() for d in self.drift],
+            "imported_outcomes": self.imported_outcomes,
         }
+
+
+def import_outcomes(spec: Spec, store_url: str) -> int:
+    """Take true outcomes from the spec's outcomes source for predictions sent with keys.
+
+    A request may carry `keys` (one event key per row); once the case's outcome
+    lands in `data.outcomes` (key → outcome), this records it for the prediction,
+    exactly as the feedback route would. Returns how many outcomes were recorded;
+    0 when the spec declares no outcomes source.
+    """
+    from mlcycle.data import fetch_outcomes
+    from mlcycle.serve.store import PredictionStore
+
+    if spec.data.outcomes is None:
+        return 0
+    store = PredictionStore(store_url)
+    try:
+        pending = store.unmatched_keys()
+        if not pending:
+            return 0
+        keys = sorted({key for _, key in pending})
+        # Keys travel as text; a source keyed by integers is asked in integers.
+        typed = [int(k) if k.lstrip("-").isdigit() else k for k in keys]
+        frame = fetch_outcomes(spec, typed)
+        found: dict[str, Any] = {}
+        for key, outcome in zip(frame["key"], frame["outcome"], strict=True):
+            value = outcome.item() if hasattr(outcome, "item") else outcome
+            found.setdefault(str(key), value)  # the first outcome reported stays
+        matched = [(pid, found[key]) for pid, key in pending if key in found]
+        if not matched:
+            return 0
+        return len(store.record_outcomes(matched).accepted)
+    finally:
+        store.close()
 
 
 def score_rows(

@@ -55,9 +55,11 @@ def evaluate_production(
     `window` and `since` are durations (`1h`, `1d`): the width of each window,
     and how far back to look.
     """
+    import dataclasses
     import time
 
     from mlcycle.agents.production import evaluate_production as run
+    from mlcycle.agents.production import import_outcomes
     from mlcycle.api.project import open_project
     from mlcycle.api.serving import spec_store_url
     from mlcycle.errors import UsageError
@@ -77,14 +79,17 @@ def evaluate_production(
 
     window_s = seconds(window, "--window")
     since_s = seconds(since, "--since")
-    return run(
+    url = spec_store_url(project.spec)
+    imported = import_outcomes(project.spec, url)
+    report = run(
         project.spec,
-        spec_store_url(project.spec),
+        url,
         window=window_s,
         since=None if since_s is None else time.time() - since_s,
         training_data=_training_frame(project) if drift else None,
         record=record,
     )
+    return dataclasses.replace(report, imported_outcomes=imported)
 
 
 def update(
@@ -100,8 +105,10 @@ def update(
 
     def production() -> ProductionReport:
         from mlcycle.agents.production import evaluate_production as evaluate
+        from mlcycle.agents.production import import_outcomes
         from mlcycle.api.serving import spec_store_url
 
+        import_outcomes(project.spec, spec_store_url(project.spec))
         return evaluate(
             project.spec,
             spec_store_url(project.spec),

@@ -51,6 +51,8 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 _JSON = b"application/json"
 _TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
+MAX_KEY_LENGTH = 200
+"""Longest event key a request may carry (the store's column width)."""
 
 
 @dataclass(frozen=True)
@@ -399,7 +401,9 @@ class ServingApp:
             raise RequestError(404, f"model {name!r} has no version {version!r}; it has {versions}")
         return models[0]
 
-    async def _run(self, model: ServedModel, rows: np.ndarray) -> tuple[Any, Any, list[str]]:
+    async def _run(
+        self, model: ServedModel, rows: np.ndarray, keys: list[str] | None = None
+    ) -> tuple[Any, Any, list[str]]:
         """Predict `rows` with `model` (micro-batched), issue ids, queue the log entry."""
         key = id(model)
         labels, probabilities = await self._batchers[key].submit(rows)
@@ -407,11 +411,18 @@ class ServingApp:
         issued = self._ids.take(count)
         self.metrics.count_predictions(self._metric_keys[key], count)
         if self.log is not None:
-            self.log.put(self._log_index(model), issued, rows, labels, probabilities, time.time())
+            self.log.put(
+                self._log_index(model), issued, rows, labels, probabilities, time.time(), keys
+            )
         return labels, probabilities, issued
 
     async def _answer(
-        self, model: ServedModel, decode: Callable[[Codec], np.ndarray], *, failover: bool = True
+        self,
+        model: ServedModel,
+        decode: Callable[[Codec], np.ndarray],
+        *,
+        failover: bool = True,
+        keys: list[str] | None = None,
     ) -> tuple[ServedModel, Any, Any, list[str]]:
         """Decode and predict with `model`; on a model error, fail over when the router can.
 
@@ -421,7 +432,7 @@ class ServingApp:
         """
         rows = decode(self._codecs[id(model)])
         try:
-            labels, probabilities, issued = await self._run(model, rows)
+            labels, probabilities, issued = await self._run(model, rows, keys)
         except Exception as error:
             hook = self._fallback_for if failover else None
             alternative = hook(model, error) if hook is not None else None
@@ -432,7 +443,7 @@ class ServingApp:
                 alternative_rows = decode(self._codecs[id(alternative)])
             except RequestError:
                 raise error from None
-            labels, probabilities, issued = await self._run(alternative, alternative_rows)
+            labels, probabilities, issued = await self._run(alternative, alternative_rows, keys)
             if self._report_error is not None:
                 self._report_error(model, error)
             model, rows = alternative, alternative_rows
@@ -491,21 +502,32 @@ class ServingApp:
                 f"got {json_type(payload)}",
             )
         model = self._select(scope, route, payload)
-        if len(payload) == 1 and "instances" in payload:
+        # Optional event keys, one per row: they tie a prediction to the case the spec's
+        # outcomes source later reports on (`mlcycle evaluate --production` joins them).
+        keys = _event_keys(payload["keys"]) if "keys" in payload else None
+        form = len(payload) - (keys is not None)
+        if form == 1 and "instances" in payload:
             instances = payload["instances"]
 
-            def decode(codec: Codec) -> np.ndarray:
+            def read(codec: Codec) -> np.ndarray:
                 return codec.instances(instances)
 
-        elif len(payload) == 1 and "columns" in payload:
+        elif form == 1 and "columns" in payload:
             columns = payload["columns"]
 
-            def decode(codec: Codec) -> np.ndarray:
+            def read(codec: Codec) -> np.ndarray:
                 return codec.columns(columns)
 
         else:
             raise _form_problem(payload)
-        model, labels, probabilities, issued = await self._answer(model, decode)
+
+        def decode(codec: Codec) -> np.ndarray:
+            rows = read(codec)
+            if keys is not None and len(keys) != len(rows):
+                raise RequestError(400, f"'keys' has {len(keys)} entries for {len(rows)} rows")
+            return rows
+
+        model, labels, probabilities, issued = await self._answer(model, decode, keys=keys)
         answer: dict[str, Any] = {
             "predictions": _jsonable(labels),
             "ids": issued,
@@ -722,16 +744,37 @@ def _jsonable(values: np.ndarray) -> Any:
     return values.tolist()
 
 
+def _event_keys(value: Any) -> list[str]:
+    """The request's `keys` as text; 400 unless a list of strings or integers."""
+    if type(value) is not list:
+        raise RequestError(
+            400, f"'keys' must be a list with one key per row, got {json_type(value)}"
+        )
+    keys = []
+    for i, key in enumerate(value):
+        if type(key) is str and 0 < len(key) <= MAX_KEY_LENGTH:
+            keys.append(key)
+        elif type(key) is int:
+            keys.append(str(key))
+        else:
+            raise RequestError(
+                400,
+                f"keys[{i}] must be a string of 1 to {MAX_KEY_LENGTH} characters or an "
+                f"integer, got {json_type(key)}",
+            )
+    return keys
+
+
 def _form_problem(payload: dict[str, Any]) -> RequestError:
     forms = [k for k in ("instances", "columns") if k in payload]
-    extra = sorted(set(payload) - {"instances", "columns"})
+    extra = sorted(set(payload) - {"instances", "columns", "keys"})
     if len(forms) == 2:
         return RequestError(400, "send either 'instances' or 'columns', not both")
     if extra:
         return RequestError(
             400,
             f"unknown field(s) {', '.join(repr(k) for k in extra)}; the body takes "
-            f"'instances' (rows) or 'columns'",
+            f"'instances' (rows) or 'columns', and optionally 'keys'",
         )
     return RequestError(400, "the body needs 'instances' (a list of rows) or 'columns'")
 

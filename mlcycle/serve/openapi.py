@@ -83,13 +83,22 @@ def build(model: ServedModel) -> dict[str, Any]:
         "required": names,
         "additionalProperties": False,
     }
+    keys = {
+        "type": "array",
+        "description": "Optional event key of each row (string or integer): ties the "
+        "prediction to the case the spec's outcomes source reports on.",
+        "items": {
+            "oneOf": [{"type": "string", "minLength": 1, "maxLength": 200}, {"type": "integer"}]
+        },
+    }
     predict_request = {
         "oneOf": [
             {
                 "type": "object",
                 "title": "rows",
                 "properties": {
-                    "instances": {"type": "array", "items": _ref("Instance"), "minItems": 1}
+                    "instances": {"type": "array", "items": _ref("Instance"), "minItems": 1},
+                    "keys": keys,
                 },
                 "required": ["instances"],
                 "additionalProperties": False,
@@ -97,7 +106,7 @@ def build(model: ServedModel) -> dict[str, Any]:
             {
                 "type": "object",
                 "title": "columns",
-                "properties": {"columns": _ref("Columns")},
+                "properties": {"columns": _ref("Columns"), "keys": keys},
                 "required": ["columns"],
                 "additionalProperties": False,
             },

@@ -53,6 +53,7 @@ PREDICTION_COLUMNS = (
     "inputs",
     "prediction",
     "probabilities",
+    "event_key",
 )
 
 _PLACEHOLDERS = {
@@ -66,7 +67,10 @@ _PLACEHOLDERS = {
 
 def _insert_sql(paramstyle: str) -> str:
     """An INSERT of one prediction row in the driver's own parameter style."""
-    marks = [_PLACEHOLDERS.get(paramstyle, _PLACEHOLDERS["qmark"])(i) for i in range(8)]
+    marks = [
+        _PLACEHOLDERS.get(paramstyle, _PLACEHOLDERS["qmark"])(i)
+        for i in range(len(PREDICTION_COLUMNS))
+    ]
     return f"INSERT INTO predictions ({', '.join(PREDICTION_COLUMNS)}) VALUES ({', '.join(marks)})"
 
 
@@ -82,6 +86,7 @@ class PredictionRecord:
     inputs: Mapping[str, Any]
     prediction: Any
     probabilities: Sequence[float] | None = None
+    event_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -193,6 +198,8 @@ def _tables() -> _Tables:
         sa.Column("inputs", sa.Text, nullable=False),
         sa.Column("prediction", sa.Text, nullable=False),
         sa.Column("probabilities", sa.Text),
+        # The request's key of the case predicted (optional): joins the spec's outcomes source.
+        sa.Column("event_key", sa.String(200), index=True),
     )
     outcomes = sa.Table(
         "outcomes",
@@ -266,11 +273,24 @@ class PredictionStore:
         for attempt in range(3):
             try:
                 self._tables.metadata.create_all(self.engine)
+                self._upgrade()
                 return
             except sa.exc.OperationalError:
                 if attempt == 2:
                     raise
                 time.sleep(0.1 * (attempt + 1))
+
+    def _upgrade(self) -> None:
+        """Add what a store made by an older mlcycle lacks (the event_key column)."""
+        import sqlalchemy as sa
+
+        columns = {c["name"] for c in sa.inspect(self.engine).get_columns("predictions")}
+        if "event_key" not in columns:
+            with self.engine.begin() as conn:
+                conn.execute(sa.text("ALTER TABLE predictions ADD COLUMN event_key VARCHAR(200)"))
+                conn.execute(
+                    sa.text("CREATE INDEX ix_predictions_event_key ON predictions (event_key)")
+                )
 
     def close(self) -> None:
         """Release the database connections."""
@@ -290,6 +310,7 @@ class PredictionStore:
                 _dumps(dict(r.inputs)),
                 _dumps(r.prediction),
                 None if r.probabilities is None else _dumps(r.probabilities),
+                r.event_key,
             )
             for r in records
         ]
@@ -423,6 +444,21 @@ class PredictionStore:
             )
             for r in result
         ]
+
+    def unmatched_keys(self, limit: int = 100_000) -> list[tuple[str, str]]:
+        """(prediction id, event key) of predictions that carry a key but no outcome yet."""
+        import sqlalchemy as sa
+
+        p, o = self._tables.predictions, self._tables.outcomes
+        query = (
+            sa.select(p.c.id, p.c.event_key)
+            .select_from(p.outerjoin(o, o.c.prediction_id == p.c.id))
+            .where(p.c.event_key.is_not(None), o.c.prediction_id.is_(None))
+            .order_by(p.c.created_at)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [(str(r[0]), str(r[1])) for r in conn.execute(query)]
 
     def counts(
         self,
@@ -800,14 +836,19 @@ class PredictionLog:
         labels: np.ndarray,
         probabilities: np.ndarray | None,
         created_at: float,
+        keys: Sequence[str] | None = None,
     ) -> bool:
-        """Queue one served batch; False when it was dropped because too much is pending."""
+        """Queue one served batch; False when it was dropped because too much is pending.
+
+        `keys` are the request's event keys, one per row (None: the request sent none).
+        """
         if len(self._out) > self._max_pending:
             self._dropped_here += len(ids)
             return False
         try:
             data = self._dumps(
-                ["P", model, ids, rows, labels, probabilities, created_at], option=self._option
+                ["P", model, ids, rows, labels, probabilities, created_at, keys],
+                option=self._option,
             )
         except TypeError:  # object arrays (string features or labels): go through lists
             data = self._dumps(
@@ -819,6 +860,7 @@ class PredictionLog:
                     labels.tolist(),
                     None if probabilities is None else probabilities.tolist(),
                     created_at,
+                    keys,
                 ]
             )
         self._out.append(data)
@@ -945,7 +987,8 @@ def _writer_main(conn: Any, url: str, interval: float) -> None:
                 continue
             if kind == "P":
                 name, release, generation, features = models[message[1]]
-                _, _, ids, values, labels, probabilities, created_at = message
+                _, _, ids, values, labels, probabilities, created_at, *rest = message
+                keys = rest[0] if rest else None
                 for i, pid in enumerate(ids):
                     rows.append(
                         (
@@ -957,6 +1000,7 @@ def _writer_main(conn: Any, url: str, interval: float) -> None:
                             dumps(dict(zip(features, values[i], strict=True))).decode(),
                             dumps(labels[i]).decode(),
                             None if probabilities is None else dumps(probabilities[i]).decode(),
+                            None if keys is None else keys[i],
                         )
                     )
             elif kind == "M":

@@ -128,7 +128,7 @@ def evaluate(
     With --production: join the logged predictions with their true outcomes and
     compute the spec's metrics per served model (and per --window), with data
     drift (PSI per feature, training data vs served inputs). The figures are kept
-    in the store for `mlcycle report`.
+    in the store (table production_metrics).
     """
     from mlcycle import api
     from mlcycle.cli import render
@@ -182,6 +182,12 @@ def _render_evaluation(report: EvaluationReport) -> None:
 def _render_production(report: ProductionReport) -> None:
     from mlcycle.cli import render, views
 
+    if report.imported_outcomes:
+        render.stdout().print(
+            f"took {report.imported_outcomes} true outcome(s) from data.outcomes "
+            "for predictions sent with keys",
+            markup=False,
+        )
     if not report.overall:
         render.stdout().print(
             f"{report.project}: no served predictions in the store yet; "
