@@ -175,22 +175,17 @@ def data_record(spec: Spec, dataset: Dataset) -> dict[str, Any]:
     }
 
 
-def feature_schema(frame: Any) -> list[dict[str, str]]:
-    """`[{"name", "type"}]` of a frame's columns, with JSON types (number, integer, ...)."""
-    import pandas as pd
+def feature_schema(frame: Any) -> list[dict[str, Any]]:
+    """`[{"name", "type", "nullable"}]` of a frame's columns, with JSON types.
 
-    out = []
-    for name, dtype in frame.dtypes.items():
-        if pd.api.types.is_bool_dtype(dtype):
-            kind = "boolean"
-        elif pd.api.types.is_integer_dtype(dtype):
-            kind = "integer"
-        elif pd.api.types.is_numeric_dtype(dtype):
-            kind = "number"
-        else:
-            kind = "string"
-        out.append({"name": str(name), "type": kind})
-    return out
+    The serving engine's own reading of a training frame, so that what the registry
+    records is exactly what a served model will accept.
+    """
+    from mlcycle.serve.model import features_from_frame
+
+    return [
+        {"name": f.name, "type": f.type, "nullable": f.nullable} for f in features_from_frame(frame)
+    ]
 
 
 def _training_record(training: TrainResult, previous: Entry | None) -> dict[str, Any]:

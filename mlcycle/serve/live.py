@@ -53,7 +53,10 @@ def served_model_from_entry(name: str, registry: Any, entry: Entry) -> ServedMod
     estimator = registry.load_model(entry)
     recorded = entry.data.get("features") or None
     features = (
-        [Feature(str(f["name"]), str(f.get("type", "number"))) for f in recorded]
+        [
+            Feature(str(f["name"]), str(f.get("type", "number")), bool(f.get("nullable", False)))
+            for f in recorded
+        ]
         if recorded
         else None
     )
