@@ -551,33 +551,45 @@ class ServingApp:
         return 200
 
     def _record_outcomes(self, items: list[tuple[str, Any]]) -> OutcomeReport:
-        """Record outcomes; ids another worker issued a moment ago get a second chance."""
+        """Record outcomes; ids another worker issued a moment ago get more chances.
+
+        Another worker may still hold those predictions in its log queue (it writes
+        every `log_interval`, later when the machine is busy): ids issued within the
+        last few seconds are retried after each of its writes until they turn up or
+        the window closes.
+        """
         assert self.store is not None
         if self.log is not None:
             self.log.flush()
         report = self.store.record_outcomes(items)
-        window = 2 * self.options.log_interval + 1.0
-        now = time.time()
-        recent = {
-            pid
-            for pid in report.unknown
-            if (issued := id_tools.issued_at(pid)) is not None and now - issued < window
-        }
-        if not recent:
+        window = 2 * self.options.log_interval + 3.0
+        accepted, duplicate = report.accepted, report.duplicate
+        pending = set(report.unknown)
+        while True:
+            now = time.time()
+            recent = {
+                pid
+                for pid in pending
+                if (issued := id_tools.issued_at(pid)) is not None and now - issued < window
+            }
+            if not recent:
+                break
+            time.sleep(self.options.log_interval + 0.05)
+            retry = self.store.record_outcomes([(p, o) for p, o in items if p in recent])
+            accepted += retry.accepted
+            duplicate += retry.duplicate
+            pending -= set(retry.accepted) | set(retry.duplicate)
+        if pending == set(report.unknown):
             return report
-        # Another worker may still hold these predictions in its log queue: wait for
-        # its next write, then try the recent unknown ids once more.
-        time.sleep(2 * self.options.log_interval + 0.05)
-        retry = self.store.record_outcomes([(p, o) for p, o in items if p in recent])
         order = {pid: i for i, (pid, _) in reversed(list(enumerate(items)))}
 
         def ordered(ids: tuple[str, ...]) -> tuple[str, ...]:
             return tuple(sorted(ids, key=order.__getitem__))
 
         return OutcomeReport(
-            accepted=ordered(report.accepted + retry.accepted),
-            unknown=ordered(tuple(p for p in report.unknown if p not in recent) + retry.unknown),
-            duplicate=ordered(report.duplicate + retry.duplicate),
+            accepted=ordered(accepted),
+            unknown=ordered(tuple(p for p in report.unknown if p in pending)),
+            duplicate=ordered(duplicate),
         )
 
     async def _model(self, scope: Scope, receive: Receive, send: Send, route: _Route) -> int:
