@@ -289,10 +289,17 @@ def _tail(dataset: Any, rows: int) -> Any:
 
     if dataset.n_rows <= rows:
         return dataset
+    from mlcycle.data import Window
+    from mlcycle.data.window import plain_value
+
     start = dataset.n_rows - rows
     ordinal = None if dataset.ordinal is None else dataset.ordinal.iloc[start:]
     keys = None if dataset.keys is None else dataset.keys.iloc[start:]
-    info = replace(dataset.info, rows=rows)
+    # Record the window these rows are, so that the generation can be reproduced.
+    window = dataset.info.window
+    if ordinal is not None:
+        window = Window(lower=plain_value(ordinal.iloc[0]), upper=window.upper)
+    info = replace(dataset.info, rows=rows, window=window)
     return replace(
         dataset,
         X=dataset.X.iloc[start:],
