@@ -35,7 +35,7 @@ def mlcycle(*args: str, cwd: Path) -> None:
         raise SystemExit(f"mlcycle {' '.join(args)} failed:\n{result.stderr}")
 
 
-def project(workdir: Path) -> Path:
+def project(workdir: Path, selector: str) -> Path:
     """An adaptive project with release 0.1.0 (generation 1) and generation 2, deployed."""
     root = workdir / "live"
     mlcycle("init", "live", "--pattern", "adaptive", "-d", str(root), cwd=workdir)
@@ -52,7 +52,8 @@ def project(workdir: Path) -> Path:
                 [values[c] for c in columns],
             )
     spec = root / "lifecycle.yaml"
-    spec.write_text(spec.read_text().replace("baseline - 0.02", "baseline - 0.2"))
+    text = spec.read_text().replace("baseline - 0.02", "baseline - 0.2")
+    spec.write_text(text.replace("kind: epsilon-greedy", f"kind: {selector}"))
     mlcycle("update", cwd=root)
     mlcycle("deploy", cwd=root)
     return root
@@ -63,14 +64,19 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument(
+        "--selector",
+        default="epsilon-greedy",
+        help="deployment.selector.kind (default: %(default)s)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk not found: `make bench` installs it (apt-get install wrk)")
         return 1
     workdir = Path(tempfile.mkdtemp(prefix="bench-dynamic-"))
     try:
-        root = project(workdir)
-        print(f"dynamic mode: {root} (epsilon-greedy over 0.1.0/2 and 0.1.0/1)")
+        root = project(workdir, args.selector)
+        print(f"dynamic mode: {root} ({args.selector} over 0.1.0/2 and 0.1.0/1)")
         for workers in args.workers:
             port = free_port()
             log = (workdir / f"serve-{port}.log").open("wb")
