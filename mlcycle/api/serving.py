@@ -39,11 +39,14 @@ def serve_target(
     """Resolve what to serve: a bundle, or a registry entry of the project (default: current).
 
     Checks everything that can be checked before the server starts (the spec,
-    the reference, the artifact's presence); the model itself is loaded by the
-    returned loader inside the engine.
+    the reference, the entry's gate status); the model itself is loaded by the
+    returned loader inside the engine. The prediction log goes to `store_url`,
+    else the spec's store, else (a bundle) `store.db` in the working directory —
+    `/app/data` in an image built by `mlcycle deploy`, a volume's place.
     """
     if bundle is not None:
-        return _bundle_target(Path(bundle), store_url=None if no_store else store_url)
+        local = store_url or f"sqlite:///{Path.cwd() / 'store.db'}"
+        return _bundle_target(Path(bundle), store_url=None if no_store else local)
     from mlcycle.api.project import open_project
     from mlcycle.registry import ModelRef
     from mlcycle.serve.live import served_model_from_entry

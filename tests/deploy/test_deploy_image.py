@@ -88,5 +88,12 @@ def test_deploy_builds_an_image_that_serves_and_pushes_it(
         model = registry.load_model(registry.get("0.1.0/1"))
         expected = model.predict(pd.DataFrame(rows)[features])
         assert [int(p) for p in answer["predictions"]] == [int(p) for p in expected]
+        # The image keeps its prediction log in /app/data: feedback is joined there.
+        feedback = json.dumps([{"id": i, "outcome": 1} for i in answer["ids"]]).encode()
+        request = urllib.request.Request(
+            f"{base}/v1/feedback", data=feedback, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert json.loads(response.read())["accepted"] == answer["ids"]
     finally:
         container.remove(force=True)

@@ -40,8 +40,10 @@ def serve(
     store: str | None = typer.Option(
         None,
         "--store",
-        help="SQLAlchemy URL of the prediction log (default: the spec's store.url).",
+        help="SQLAlchemy URL of the prediction log (default: the spec's store.url; with "
+        "--bundle, store.db in the working directory).",
         show_default=False,
+        envvar="MLCYCLE_STORE_URL",
     ),
     no_store: bool = typer.Option(
         False, "--no-store", help="Do not log predictions (feedback is then unavailable)."
