@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlcycle.errors import UsageError
+from mlcycle.errors import MlcycleError, UsageError
 from mlcycle.progress import NULL_PROGRESS, Progress
 from mlcycle.spec.model import Deployment
 
@@ -133,6 +133,7 @@ def _deploy_wrapped(
         push_image,
         write_context,
     )
+    from mlcycle.registry.artifacts import sha256_file
 
     spec = project.spec
     entry = _entry(project, ref)
@@ -145,14 +146,23 @@ def _deploy_wrapped(
     bundle_dir = project.root / ".mlcycle" / "bundles" / f"{entry.release}-{entry.generation}"
     progress.start(f"bundle {entry.ref}")
     try:
+        bundle = None
         if (bundle_dir / "bundle.json").is_file():
-            bundle = load_bundle(bundle_dir)  # verified against its SHA-256 on load
-            if bundle.artifact.sha256 != entry.artifact.sha256:
+            # A bundle of this entry was made before: reuse it (verified on load) unless
+            # the model or the spec beside it changed since; a damaged one is made again.
+            try:
+                cached = load_bundle(bundle_dir)
+            except MlcycleError:
+                cached = None
+            if (
+                cached is not None
+                and cached.artifact.sha256 == entry.artifact.sha256
+                and cached.spec_sha256 == sha256_file(project.file)
+            ):
+                bundle = cached
+            else:
                 shutil.rmtree(bundle_dir)
-                bundle = build_bundle(
-                    spec, project.registry, entry, bundle_dir, spec_file=project.file
-                )
-        else:
+        if bundle is None:
             bundle = build_bundle(spec, project.registry, entry, bundle_dir, spec_file=project.file)
     finally:
         progress.done()

@@ -208,3 +208,21 @@ def test_serve_refuses_a_project_without_a_current_model(tmp_path: Path) -> None
     result = mlcycle("serve", cwd=root)
     assert result.code == 1
     assert "no model is current" in result.err and "mlcycle release" in result.err
+
+
+def test_the_bundle_cache_follows_the_spec_and_survives_damage(
+    released: Callable[..., Path], tmp_path: Path
+) -> None:
+    root = released()
+    assert mlcycle("deploy", "--context-only", tmp_path / "c1", cwd=root).code == 0
+    bundle = root / ".mlcycle" / "bundles" / "0.1.0-1"
+    spec_copy = next(p for p in bundle.iterdir() if p.name.endswith(".yaml"))
+    # Damage the cached bundle: the next deploy makes it again instead of failing.
+    spec_copy.write_text("tampered\n")
+    assert mlcycle("deploy", "--context-only", tmp_path / "c2", cwd=root).code == 0
+    assert spec_copy.read_text() == (root / "lifecycle.yaml").read_text()
+    # A changed spec makes a new bundle too.
+    spec = root / "lifecycle.yaml"
+    spec.write_text(spec.read_text().replace("description:", "description: (v2)", 1))
+    assert mlcycle("deploy", "--context-only", tmp_path / "c3", cwd=root).code == 0
+    assert spec_copy.read_text() == spec.read_text()
