@@ -6,7 +6,7 @@ programs can call them the same way. Nothing here prints.
 
 from __future__ import annotations
 
-from mlcycle.api.agents import evaluate_production, update
+from mlcycle.api.agents import duration_flag, evaluate_production, update
 from mlcycle.api.deploy import deploy, manifest_history
 from mlcycle.api.learn import evaluate, models, train
 from mlcycle.api.release import history, release
@@ -15,6 +15,7 @@ from mlcycle.api.spec import plan, validate
 
 __all__ = [
     "deploy",
+    "duration_flag",
     "evaluate",
     "evaluate_production",
     "history",

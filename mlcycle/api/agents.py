@@ -42,6 +42,50 @@ def _training_frame(project: Project) -> Any:
     return frame
 
 
+def duration_flag(text: str, flag: str) -> int:
+    """Seconds in a command-line duration (`30s`, `5m`, `12h`, `1d`, or plain seconds)."""
+    from mlcycle.errors import UsageError
+    from mlcycle.spec.model import parse_duration
+
+    try:
+        return int(text) if text.isdigit() else parse_duration(text)
+    except ValueError:
+        raise UsageError(
+            f"{flag} {text!r} is not a duration", hint="write e.g. 30s, 5m, 12h, 1d or 1w"
+        ) from None
+
+
+def production_report(
+    project: Project,
+    *,
+    window: int | None = None,
+    since: float | None = None,
+    drift: bool = True,
+    record: bool = True,
+) -> ProductionReport:
+    """Take outcomes from the spec's outcomes source, then score the served predictions.
+
+    `window` is the width of each window in seconds, `since` an epoch time.
+    """
+    import dataclasses
+
+    from mlcycle.agents.production import evaluate_production as run
+    from mlcycle.agents.production import import_outcomes
+    from mlcycle.api.serving import spec_store_url
+
+    url = spec_store_url(project.spec)
+    imported = import_outcomes(project.spec, url)
+    report = run(
+        project.spec,
+        url,
+        window=window,
+        since=since,
+        training_data=_training_frame(project) if drift else None,
+        record=record,
+    )
+    return dataclasses.replace(report, imported_outcomes=imported)
+
+
 def evaluate_production(
     path: str | Path | None = None,
     *,
@@ -53,43 +97,20 @@ def evaluate_production(
     """Served predictions joined with their outcomes: metrics per model (and per window), drift.
 
     `window` and `since` are durations (`1h`, `1d`): the width of each window,
-    and how far back to look.
+    and how far back to look. With `record`, the figures are kept in the store.
     """
-    import dataclasses
     import time
 
-    from mlcycle.agents.production import evaluate_production as run
-    from mlcycle.agents.production import import_outcomes
     from mlcycle.api.project import open_project
-    from mlcycle.api.serving import spec_store_url
-    from mlcycle.errors import UsageError
-    from mlcycle.spec.model import parse_duration
 
     project = open_project(path)
-
-    def seconds(text: str | None, flag: str) -> int | None:
-        if text is None:
-            return None
-        try:
-            return parse_duration(text)
-        except ValueError:
-            raise UsageError(
-                f"{flag} {text!r} is not a duration", hint="write e.g. 30m, 12h, 1d or 1w"
-            ) from None
-
-    window_s = seconds(window, "--window")
-    since_s = seconds(since, "--since")
-    url = spec_store_url(project.spec)
-    imported = import_outcomes(project.spec, url)
-    report = run(
-        project.spec,
-        url,
-        window=window_s,
-        since=None if since_s is None else time.time() - since_s,
-        training_data=_training_frame(project) if drift else None,
+    return production_report(
+        project,
+        window=None if window is None else duration_flag(window, "--window"),
+        since=None if since is None else time.time() - duration_flag(since, "--since"),
+        drift=drift,
         record=record,
     )
-    return dataclasses.replace(report, imported_outcomes=imported)
 
 
 def update(
@@ -103,23 +124,10 @@ def update(
     project = open_project(path)
     require_autonomous(project.spec)
 
-    def production() -> ProductionReport:
-        from mlcycle.agents.production import evaluate_production as evaluate
-        from mlcycle.agents.production import import_outcomes
-        from mlcycle.api.serving import spec_store_url
-
-        import_outcomes(project.spec, spec_store_url(project.spec))
-        return evaluate(
-            project.spec,
-            spec_store_url(project.spec),
-            training_data=_training_frame(project),
-            record=False,
-        )
-
     return run(
         project.spec,
         project.registry,
-        production=production,
+        production=lambda: production_report(project, record=False),
         force=force,
         spec_hash=project.spec_hash,
         git_commit=project.git_commit(),

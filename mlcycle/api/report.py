@@ -46,19 +46,18 @@ def report(
     path: str | Path | None = None, *, output: Path | None = None, window: str = "1h"
 ) -> Report:
     """Write the HTML report of the project at `path` to `output` (default .mlcycle/report.html)."""
-    from mlcycle.api.agents import evaluate_production
+    from mlcycle.api.agents import duration_flag, production_report
     from mlcycle.api.project import open_project
     from mlcycle.errors import RuntimeFailure
-    from mlcycle.spec import validate_file
+    from mlcycle.spec.patterns import derive_pattern
 
     project = open_project(path)
     entries = project.registry.entries()
     current = project.registry.current()
-    production = evaluate_production(path, window=window, record=False)
-    pattern = validate_file(project.file).pattern
+    production = production_report(project, window=duration_flag(window, "--window"), record=False)
     page = render_html(
         title=project.spec.name,
-        pattern=pattern.label if pattern else "",
+        pattern=derive_pattern(project.spec.lifecycle).label,
         entries=entries,
         current=None if current is None else str(current.ref),
         production=production,

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mlcycle.errors import GateFailure
+    from mlcycle.errors import GateFailure, GateRejectedError
     from mlcycle.registry import Entry, ModelRef
     from mlcycle.train import GateCheck
 
@@ -35,6 +35,18 @@ def gate_table(checks: Sequence[GateCheck], *, title: str = "validation gate") -
         verdict = "[green]pass[/]" if c.passed else f"[red]FAIL[/] by {number(c.shortfall)}"
         rows.append((c.condition, number(c.value), threshold, verdict))
     render.table(title, ("condition", "value", "threshold", "result"), rows, markup=True)
+
+
+def show_rejection(error: GateRejectedError) -> None:
+    """The whole gate table of a procured model the gate rejected, on stdout.
+
+    The error funnel then prints only the message (it would otherwise list the
+    failed conditions alone, on stderr).
+    """
+    result = getattr(error, "result", None)
+    if result is not None:
+        gate_table(result.gate.checks)
+        error.shown = True
 
 
 def failures_table(failures: Iterable[GateFailure]) -> None:

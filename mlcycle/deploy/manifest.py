@@ -71,8 +71,20 @@ class Manifest:
             "note": self.note,
         }
 
+    @property
+    def wanted(self) -> int:
+        """How many entries serve: every pinned one, or `arms` of a followed release."""
+        return len(self.pinned) if self.mode == PINNED else self.arms
+
     def resolve(self, registry: Registry) -> list[Entry]:
         """The entries in play now, newest first; RegistryError when there are none."""
+        return self.candidates(registry)[: self.wanted]
+
+    def candidates(self, registry: Registry) -> list[Entry]:
+        """Every entry that may serve, newest first: the pinned ones, or each candidate
+        generation of the followed release (the serving engine skips one that fails to
+        load for the next). RegistryError when there are none.
+        """
         from mlcycle.registry import ModelRef
 
         if self.mode == PINNED:
@@ -89,7 +101,7 @@ class Manifest:
                 f"manifest {self.number}: release {self.release} has no candidate generation",
                 hint="release or update the model, then deploy again",
             )
-        return list(reversed(candidates))[: self.arms]
+        return list(reversed(candidates))
 
 
 def selector_document(selector: SelectorSpec) -> dict[str, Any]:

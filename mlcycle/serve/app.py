@@ -521,11 +521,14 @@ class ServingApp:
         else:
             raise _form_problem(payload)
 
-        def decode(codec: Codec) -> np.ndarray:
-            rows = read(codec)
-            if keys is not None and len(keys) != len(rows):
-                raise RequestError(400, f"'keys' has {len(keys)} entries for {len(rows)} rows")
-            return rows
+        decode = read
+        if keys is not None:
+
+            def decode(codec: Codec) -> np.ndarray:
+                rows = read(codec)
+                if len(keys) != len(rows):
+                    raise RequestError(400, f"'keys' has {len(keys)} entries for {len(rows)} rows")
+                return rows
 
         model, labels, probabilities, issued = await self._answer(model, decode, keys=keys)
         answer: dict[str, Any] = {

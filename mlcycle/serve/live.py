@@ -126,7 +126,7 @@ class LiveRouter:
         For a followed release every candidate is listed, so that a generation that
         fails to load can be skipped in favour of the next older one.
         """
-        from mlcycle.deploy.manifest import PINNED, ManifestStore, selector_from_document
+        from mlcycle.deploy.manifest import ManifestStore, selector_from_document
 
         registry = self._registry()
         manifest = ManifestStore(registry.manifests_dir, self.project).active()
@@ -135,26 +135,8 @@ class LiveRouter:
                 f"{self.project}: no serving manifest is published",
                 hint="publish one: mlcycle deploy",
             )
-        if manifest.mode == PINNED:
-            entries = manifest.resolve(registry)
-            wanted = len(entries)
-        else:
-            entries = list(
-                reversed(
-                    [
-                        e
-                        for e in registry.entries()
-                        if e.release == manifest.release and e.is_candidate
-                    ]
-                )
-            )
-            wanted = manifest.arms
-            if not entries:
-                raise ServingError(
-                    f"manifest {manifest.number}: release {manifest.release} has no candidate "
-                    "generation to serve",
-                    hint="release or update the model, then deploy again",
-                )
+        entries = manifest.candidates(registry)
+        wanted = manifest.wanted
         snapshot = (
             manifest.number,
             tuple((str(e.ref), e.artifact.sha256) for e in entries),

@@ -75,12 +75,10 @@ def release(
                 progress=progress,
             )
     except GateRejectedError as rejected:
-        result_of = getattr(rejected, "result", None)
-        if result_of is not None and not as_json:
+        if not as_json:
             from mlcycle.cli import views
 
-            views.gate_table(result_of.gate.checks)
-            rejected.shown = True
+            views.show_rejection(rejected)
         raise
     if as_json:
         render.print_json(result.as_dict())

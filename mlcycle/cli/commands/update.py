@@ -37,26 +37,18 @@ def update(
     from mlcycle import api
     from mlcycle.cli import render
     from mlcycle.cli.progress import RichProgress
-    from mlcycle.errors import GateRejectedError, UsageError
-    from mlcycle.spec.model import parse_duration
+    from mlcycle.errors import GateRejectedError
 
-    try:
-        pause = parse_duration(interval) if interval[-1].isalpha() else int(interval)
-    except (ValueError, IndexError):
-        raise UsageError(
-            f"--interval {interval!r} is not a duration", hint="e.g. 30s, 5m"
-        ) from None
+    pause = api.duration_flag(interval, "--interval")
     while True:
         try:
             with RichProgress(enabled=not as_json) as progress:
                 result = api.update(project, force=force, progress=progress)
         except GateRejectedError as rejected:
-            result_of = getattr(rejected, "result", None)
-            if result_of is not None and not as_json:
+            if not as_json:
                 from mlcycle.cli import views
 
-                views.gate_table(result_of.gate.checks)
-                rejected.shown = True
+                views.show_rejection(rejected)
             if once:
                 raise
             render.warning("the new generation was rejected; the current one keeps serving")
