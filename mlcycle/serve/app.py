@@ -548,6 +548,10 @@ class ServingApp:
             raise RequestError(
                 404, "feedback is off: this server was started without a prediction store"
             )
+        if self._background:
+            # Shadow predictions of this process still on their way to the log: an outcome
+            # counted before its shadow rows exist would never reward the shadow.
+            await asyncio.wait(list(self._background), timeout=5)
         loop = asyncio.get_running_loop()
         report = await loop.run_in_executor(self._executor, self._record_outcomes, items)
         await _send_json(send, 200, report.as_dict())
