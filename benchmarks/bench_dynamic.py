@@ -101,6 +101,14 @@ def main() -> int:
                 time.sleep(2.0 if workers > 1 else 0.5)
                 described = json.loads(urllib.request.urlopen(f"{url}/v1/model").read())
                 features = [f["name"] for f in described["features"]]
+                arms = described.get("arms") or [described]
+                print(
+                    "arms: "
+                    + ", ".join(
+                        f"{a.get('release')}/{a.get('generation')} ({a.get('backend')} backend)"
+                        for a in arms
+                    )
+                )
                 body = {"instances": [dict.fromkeys(features, 1.0)]}
                 lua = lua_script(body, workdir)
                 print(f"\n== {workers} worker(s), two arms, prediction log on ==")

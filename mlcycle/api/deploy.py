@@ -5,7 +5,10 @@
   `--push`); `--context-only DIR` stops after the context, with no engine.
 - `deployment: dynamic` — a serving manifest is published to the registry: the
   release in play and the selector routing among its newest generations. The
-  serving engine picks it up while it runs.
+  serving engine picks it up while it runs. `--image` also builds the generic
+  engine image `IMAGE:VERSION` (mlcycle and the release's pinned libraries, no
+  model: it serves the project mounted at /project, and the agents run in it);
+  `--context-only DIR` and `--push` work for it as for a wrapped image.
 
 Either way `--k8s DIR` writes Kubernetes manifests for it.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,24 +73,47 @@ def deploy(
     registry: str | None = None,
     k8s: Path | None = None,
     rollback: bool = False,
+    image: bool = False,
     progress: Progress = NULL_PROGRESS,
 ) -> DeployResult:
-    """Deploy the project's release `ref` (default: current) as its spec declares."""
+    """Deploy the project's release `ref` (default: current) as its spec declares.
+
+    `image` (dynamic only; a wrapped deploy always builds its image) also builds
+    the generic serving engine image; `context_only` and `push` imply it.
+    """
     from mlcycle.api.project import open_project
 
+    if registry is not None and not push:
+        raise UsageError("--registry names where to push; nothing is pushed", hint="add --push")
     project = open_project(path)
     if project.spec.lifecycle.deployment is Deployment.DYNAMIC:
-        if context_only is not None or push or registry is not None:
+        build = image or push or context_only is not None
+        if rollback and build:
             raise UsageError(
-                f"{project.spec.name} deploys dynamically (lifecycle.deployment: dynamic): "
-                "there is no image to build or push",
-                hint="leave out --context-only, --push and --registry",
+                "--rollback publishes an earlier manifest again; it builds no image",
+                hint="roll back first, then build the engine image with mlcycle deploy --image",
             )
-        return _deploy_dynamic(project, ref=ref, k8s=k8s, rollback=rollback)
+        return _deploy_dynamic(
+            project,
+            ref=ref,
+            k8s=k8s,
+            rollback=rollback,
+            build=build,
+            context_only=context_only,
+            push=push,
+            registry=registry,
+            progress=progress,
+        )
     if rollback:
         raise UsageError(
             "--rollback is for dynamic deployments; a wrapped one rolls back by deploying "
             "an earlier release: mlcycle deploy RELEASE"
+        )
+    if image:
+        raise UsageError(
+            f"{project.spec.name} deploys wrapped: --image is for a dynamic lifecycle's "
+            "engine image",
+            hint="a wrapped deploy builds its release image anyway: leave out --image",
         )
     return _deploy_wrapped(
         project,
@@ -125,24 +152,12 @@ def _deploy_wrapped(
     k8s: Path | None,
     progress: Progress,
 ) -> DeployResult:
-    from mlcycle.package import (
-        build_bundle,
-        build_image,
-        image_reference,
-        load_bundle,
-        push_image,
-        write_context,
-    )
+    from mlcycle.package import build_bundle, image_reference, load_bundle, write_context
     from mlcycle.registry.artifacts import sha256_file
 
     spec = project.spec
     entry = _entry(project, ref)
-    target_registry = registry or spec.deployment.image.registry
-    if push and target_registry is None:
-        raise UsageError(
-            "--push needs a container registry to push to",
-            hint="pass --registry HOST:PORT, or set deployment.image.registry in lifecycle.yaml",
-        )
+    target_registry = _push_target(project, push, registry)
     bundle_dir = project.root / ".mlcycle" / "bundles" / f"{entry.release}-{entry.generation}"
     progress.start(f"bundle {entry.ref}")
     try:
@@ -167,40 +182,82 @@ def _deploy_wrapped(
     finally:
         progress.done()
     tag = image_reference(spec, bundle)
-    revision = entry.git_commit
-    result: dict[str, Any] = {"entry": entry, "bundle": bundle}
-    if context_only is not None:
-        result["context"] = write_context(bundle, spec, context_only, tag=tag, revision=revision)
-    else:
-        with tempfile.TemporaryDirectory(prefix="mlcycle-context-") as tmp:
-            context = write_context(bundle, spec, Path(tmp) / "context", tag=tag, revision=revision)
-            result["image"] = build_image(context.path, tag, progress=progress)
-        if push:
-            assert target_registry is not None
-            result["pushed"] = push_image(tag, target_registry, progress=progress)
+    made = _make_image(
+        lambda dest: write_context(bundle, spec, dest, tag=tag, revision=entry.git_commit),
+        tag,
+        context_only=context_only,
+        target_registry=target_registry,
+        progress=progress,
+    )
+    result: dict[str, Any] = {"entry": entry, "bundle": bundle, **made}
     if k8s is not None:
-        image_ref = result["pushed"].tag if result.get("pushed") else tag
+        image_ref = made["pushed"].tag if made.get("pushed") else tag
         result["k8s"] = _write_k8s(project, image_ref, entry.release, dynamic=False, directory=k8s)
     return DeployResult(project=spec.name, deployment="wrapped", **result)
 
 
+def _push_target(project: Project, push: bool, registry: str | None) -> str | None:
+    """The container registry to push to, or None without --push."""
+    target = registry or project.spec.deployment.image.registry
+    if push and target is None:
+        raise UsageError(
+            "--push needs a container registry to push to",
+            hint="pass --registry HOST:PORT, or set deployment.image.registry in lifecycle.yaml",
+        )
+    return target if push else None
+
+
+def _make_image(
+    write: Callable[[Path], BuildContext],
+    tag: str,
+    *,
+    context_only: Path | None,
+    target_registry: str | None,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Write the context to `context_only`, or build `tag` from it (and push it when
+    `target_registry` is set); returns the DeployResult fields made."""
+    from mlcycle.package import build_image, push_image
+
+    if context_only is not None:
+        return {"context": write(context_only)}
+    made: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="mlcycle-context-") as tmp:
+        context = write(Path(tmp) / "context")
+        made["image"] = build_image(context.path, tag, progress=progress)
+    if target_registry is not None:
+        made["pushed"] = push_image(tag, target_registry, progress=progress)
+    return made
+
+
 def _deploy_dynamic(
-    project: Project, *, ref: str | None, k8s: Path | None, rollback: bool
+    project: Project,
+    *,
+    ref: str | None,
+    k8s: Path | None,
+    rollback: bool,
+    build: bool,
+    context_only: Path | None,
+    push: bool,
+    registry: str | None,
+    progress: Progress,
 ) -> DeployResult:
     from mlcycle.deploy import ManifestStore, selector_document
     from mlcycle.deploy.manifest import FOLLOW, PINNED
+    from mlcycle.package import release_image, write_engine_context
     from mlcycle.registry import LocalRegistry, ModelRef
     from mlcycle.spec.model import SelectorKind
 
     spec = project.spec
-    registry = project.registry
-    if not isinstance(registry, LocalRegistry):
+    registry_ = project.registry
+    if not isinstance(registry_, LocalRegistry):
         raise UsageError("dynamic deployment needs the local registry (registry.backend: local)")
-    store = ManifestStore(registry.manifests_dir, spec.name)
+    store = ManifestStore(registry_.manifests_dir, spec.name)
+    selector = spec.deployment.selector
+    made: dict[str, Any] = {}
     if rollback:
         manifest = store.rollback()
     else:
-        selector = spec.deployment.selector
         if selector.kind is SelectorKind.PINNED:
             pinned_ref = ref or selector.model
             if pinned_ref is None:
@@ -208,7 +265,20 @@ def _deploy_dynamic(
                     "deployment.selector is pinned but names no model",
                     hint="set deployment.selector.model: VERSION/GENERATION, or pass REF",
                 )
-            entry = registry.get(ModelRef.parse(pinned_ref))
+            entry = registry_.get(ModelRef.parse(pinned_ref))
+        else:
+            entry = _entry(project, ref)
+        if build:
+            # The image first: a build that fails publishes nothing.
+            tag = release_image(spec, entry.release)
+            made = _make_image(
+                lambda dest: write_engine_context(entry, spec, dest, tag=tag),
+                tag,
+                context_only=context_only,
+                target_registry=_push_target(project, push, registry),
+                progress=progress,
+            )
+        if selector.kind is SelectorKind.PINNED:
             manifest = store.publish(
                 release=entry.release,
                 selector=selector_document(selector),
@@ -217,7 +287,6 @@ def _deploy_dynamic(
                 pinned=[str(entry.ref)],
             )
         else:
-            entry = _entry(project, ref)
             arms = 1 if selector.kind is SelectorKind.LATEST else selector.arms
             manifest = store.publish(
                 release=entry.release,
@@ -225,13 +294,11 @@ def _deploy_dynamic(
                 mode=FOLLOW,
                 arms=arms,
             )
-    in_play = manifest.resolve(registry)
+    in_play = manifest.resolve(registry_)
     k8s_files = None
     if k8s is not None:
-        # The generic serving engine: mlcycle itself, reading the mounted project.
-        from mlcycle import __version__
-
-        image = f"mlcycle:{__version__}"
+        # The generic engine image `mlcycle deploy --image` builds (pushed: its remote tag).
+        image = made["pushed"].tag if made.get("pushed") else release_image(spec, manifest.release)
         k8s_files = _write_k8s(project, image, manifest.release, dynamic=True, directory=k8s)
     return DeployResult(
         project=spec.name,
@@ -240,6 +307,7 @@ def _deploy_dynamic(
         manifest=manifest,
         arms=tuple(str(e.ref) for e in in_play),
         k8s=k8s_files,
+        **made,
     )
 
 

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from mlcycle.errors import PackagingError, UsageError
+from mlcycle.package.dockerfile import PROJECT_MOUNT
+from mlcycle.package.dockerfile import SERVE_PORT as CONTAINER_PORT
 
-CONTAINER_PORT: Final = 8080
 SERVICE_PORT: Final = 80
-PROJECT_MOUNT: Final = "/project"
 # Defaults sized for a scikit-learn model on a small node; edit the files to suit.
 RESOURCES: Final = {
     "requests": {"cpu": "250m", "memory": "256Mi"},

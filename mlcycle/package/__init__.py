@@ -26,10 +26,12 @@ from mlcycle.package.dockerfile import (
     check_registry,
     image_reference,
     pip_settings,
+    release_image,
     release_tag,
     render_dockerfile,
     wheel_requirements,
     write_context,
+    write_engine_context,
 )
 from mlcycle.package.image import (
     ImageInfo,
@@ -58,10 +60,12 @@ __all__ = [
     "load_bundle",
     "pip_settings",
     "push_image",
+    "release_image",
     "release_tag",
     "render_dockerfile",
     "tag_for_registry",
     "wheel_requirements",
     "write_archive",
     "write_context",
+    "write_engine_context",
 ]

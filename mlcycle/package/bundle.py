@@ -57,6 +57,26 @@ _FEATURE_NAME_MAX: Final = 256
 MAX_UNPACKED_BYTES: Final = 4 << 30
 
 
+def pinned_requirements(versions: Mapping[str, str], *, where: str, hint: str) -> list[str]:
+    """`DIST==VERSION` lines for the libraries in `versions` (as `library_versions` records).
+
+    Raises PackagingError, naming `where`, when a version is not a plain version
+    string: it is written into requirements.txt, so options or newlines must never pass.
+    """
+    pins = []
+    for key, dist in DISTRIBUTIONS.items():
+        version = versions.get(key)
+        if version is None or version == "not installed":
+            continue
+        if _VERSION_RE.match(version) is None:
+            raise PackagingError(
+                f"{where}: library version {key}={version!r} is not a version number",
+                hint=hint,
+            )
+        pins.append(f"{dist}=={version}")
+    return pins
+
+
 @dataclass(frozen=True)
 class BundleFeature:
     """One input feature of the bundled model: name and JSON type."""
@@ -115,19 +135,11 @@ class Bundle:
         Raises PackagingError when a recorded version is not a plain version
         string (it would otherwise be written into requirements.txt).
         """
-        pins = []
-        for key, dist in DISTRIBUTIONS.items():
-            version = self.versions.get(key)
-            if version is None or version == "not installed":
-                continue
-            if _VERSION_RE.match(version) is None:
-                raise PackagingError(
-                    f"{self.path / BUNDLE_FILE}: library version {key}={version!r} "
-                    "is not a version number",
-                    hint="rebuild the bundle from an intact registry entry",
-                )
-            pins.append(f"{dist}=={version}")
-        return pins
+        return pinned_requirements(
+            self.versions,
+            where=str(self.path / BUNDLE_FILE),
+            hint="rebuild the bundle from an intact registry entry",
+        )
 
     def load_model(self) -> Any:
         """The bundled estimator, after checking its SHA-256 again (IntegrityError if changed)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import configparser
 import datetime as dt
+import json
 import os
 import re
 import shutil
@@ -34,10 +35,11 @@ from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from mlcycle.errors import PackagingError, UsageError
-from mlcycle.package.bundle import BUNDLE_FILE, Bundle, load_bundle
+from mlcycle.package.bundle import BUNDLE_FILE, Bundle, load_bundle, pinned_requirements
 from mlcycle.resources import data_path
 
 if TYPE_CHECKING:
+    from mlcycle.registry import Entry
     from mlcycle.spec.model import Spec
 
 TEMPLATE: Final = ("templates", "docker", "Dockerfile.tmpl")
@@ -49,6 +51,9 @@ WHEEL_DIR: Final = "wheel"
 CA_FILE: Final = "ca-bundle.crt"
 # Where build/ lands in the image during the install step (see the template).
 BUILD_MOUNT: Final = "/tmp/mlcycle-build"
+# Where the generic engine of a dynamic lifecycle expects the project (see mlcycle.deploy.k8s).
+PROJECT_MOUNT: Final = "/project"
+_LISTEN: Final = ("--host", "0.0.0.0", "--port", str(SERVE_PORT))
 
 # Docker's reference grammar (distribution/reference): [DOMAIN[:PORT]/]PATH[:TAG][@DIGEST].
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
@@ -133,13 +138,67 @@ def release_tag(release: str) -> str:
 
 def image_reference(spec: Spec, bundle: Bundle, *, registry: str | None = None) -> str:
     """`[REGISTRY/]IMAGE:RELEASE` for a bundle: the spec's image name and registry."""
+    return release_image(spec, bundle.release, registry=registry)
+
+
+def release_image(spec: Spec, release: str, *, registry: str | None = None) -> str:
+    """`[REGISTRY/]IMAGE:RELEASE`: the spec's image name and registry, tagged with `release`."""
     image = spec.deployment.image
     host = registry if registry is not None else image.registry
     name = image.name if host is None else f"{check_registry(host)}/{image.name}"
-    return check_reference(f"{name}:{release_tag(bundle.release)}", what="deployment.image")
+    return check_reference(f"{name}:{release_tag(release)}", what="deployment.image")
 
 
 # --- the context ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Contents:
+    """What an image serves, besides mlcycle and the pinned libraries.
+
+    A wrapped image bakes a bundle in; the generic engine of a dynamic lifecycle
+    holds no model and serves the project directory mounted at `PROJECT_MOUNT`.
+    Everything here except `pins` and `files` is mlcycle's own text, never the spec's.
+    """
+
+    title: str
+    pins: tuple[str, ...]
+    files: tuple[Path, ...]
+    payload: str
+    workdir: str
+    command: tuple[str, ...]
+
+
+def _bundle_contents(bundle: Bundle) -> _Contents:
+    return _Contents(
+        # project: the registry's name pattern [a-z0-9._-]; release: a version or `dev`.
+        title=f"Serving image of {bundle.project} {bundle.release} "
+        f"(generation {int(bundle.generation)})",
+        pins=tuple(bundle.requirements()),
+        files=(bundle.path / BUNDLE_FILE, bundle.artifact_path, bundle.spec_path),
+        payload=f"COPY {BUNDLE_DIR}/ /app/{BUNDLE_DIR}/",
+        workdir="/app/data",
+        command=("mlcycle", "serve", "--bundle", f"/app/{BUNDLE_DIR}", *_LISTEN),
+    )
+
+
+def _engine_contents(entry: Entry) -> _Contents:
+    return _Contents(
+        title=f"Serving engine image of {entry.project} "
+        "(dynamic: models are loaded from the mounted registry at run time)",
+        pins=tuple(
+            pinned_requirements(
+                entry.versions,
+                where=f"{entry.project} {entry.ref}",
+                hint="deploy from an intact registry entry",
+            )
+        ),
+        files=(),
+        payload=f"# No model inside: the project (spec, registry, store) is mounted at "
+        f"{PROJECT_MOUNT}.",
+        workdir=PROJECT_MOUNT,
+        command=("mlcycle", "serve", "--project", PROJECT_MOUNT, *_LISTEN),
+    )
 
 
 def write_context(
@@ -164,20 +223,102 @@ def write_context(
     `created` to now. Raises UsageError for an invalid image reference or label,
     PackagingError when files cannot be written.
     """
+    labels = {
+        "io.mlcycle.generation": str(bundle.generation),
+        "io.mlcycle.artifact.sha256": bundle.artifact.sha256,
+    }
+    # Only the files bundle.json names, checked again: nothing else rides along.
+    checked = load_bundle(bundle.path)
+    return _write(
+        _bundle_contents(checked),
+        spec,
+        dest,
+        project=bundle.project,
+        release=bundle.release,
+        versions=bundle.versions,
+        spec_hash=bundle.spec_hash,
+        extra_labels=labels,
+        base=base,
+        tag=image_reference(spec, bundle) if tag is None else tag,
+        wheel=wheel,
+        revision=revision if revision is not None else bundle.git_commit,
+        source=source,
+        created=created,
+    )
+
+
+def write_engine_context(
+    entry: Entry,
+    spec: Spec,
+    dest: Path,
+    *,
+    base: str | None = None,
+    tag: str | None = None,
+    wheel: Path | None = None,
+    revision: str | None = None,
+    source: str | None = None,
+    created: str | None = None,
+) -> BuildContext:
+    """Write the build context of a dynamic lifecycle's serving engine into `dest`.
+
+    The image holds mlcycle and the libraries `entry` (the newest model in play)
+    was trained with, and no model: it runs `mlcycle serve --project /project`
+    on the project directory mounted there, and the agents' CronJobs run in it
+    too. `tag` defaults to `IMAGE:RELEASE` of `entry`; the other arguments are
+    those of `write_context`.
+    """
+    return _write(
+        _engine_contents(entry),
+        spec,
+        dest,
+        project=entry.project,
+        release=entry.release,
+        versions=entry.versions,
+        spec_hash=entry.spec_hash,
+        extra_labels={"io.mlcycle.engine": "dynamic"},
+        base=base,
+        tag=release_image(spec, entry.release) if tag is None else tag,
+        wheel=wheel,
+        revision=revision if revision is not None else entry.git_commit,
+        source=source,
+        created=created,
+    )
+
+
+def _write(
+    contents: _Contents,
+    spec: Spec,
+    dest: Path,
+    *,
+    project: str,
+    release: str,
+    versions: Mapping[str, str],
+    spec_hash: str | None,
+    extra_labels: Mapping[str, str],
+    base: str | None,
+    tag: str,
+    wheel: Path | None,
+    revision: str | None,
+    source: str | None,
+    created: str | None,
+) -> BuildContext:
     import mlcycle
 
     dest = Path(dest)
     base = check_reference(
         spec.deployment.image.base if base is None else base, what="deployment.image.base"
     )
-    tag = image_reference(spec, bundle) if tag is None else check_reference(tag, what="image tag")
+    tag = check_reference(tag, what="image tag")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise UsageError(f"{dest}: exists and is not an empty directory", hint="choose a new one")
-    requirements = bundle.requirements()
     labels = _labels(
-        bundle,
         spec,
-        revision=revision if revision is not None else bundle.git_commit,
+        project=project,
+        release=release,
+        python=versions.get("python", "unknown"),
+        spec_hash=spec_hash,
+        extra=extra_labels,
+        revision=revision,
         source=source if source is not None else git_remote(spec.root),
         created=created or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
@@ -204,20 +345,19 @@ def write_context(
             settings["cert"] = f"{BUILD_MOUNT}/{CA_FILE}"
         (build / "pip.conf").write_text(_pip_conf(settings), encoding="utf-8")
         (build / "requirements.txt").write_text(
-            f"# Pinned to the versions {bundle.project} {bundle.ref} was trained with.\n"
-            + "".join(f"{r}\n" for r in requirements)
+            # Nothing project-specific in this file: images of any project whose models
+            # were trained with the same versions share the (slow) dependency layer.
+            "# The library versions the models were trained with.\n"
+            + "".join(f"{r}\n" for r in contents.pins)
             + f"# What mlcycle {wheel_path.name.split('-')[1]} itself needs.\n"
             + "".join(f"{r}\n" for r in dependencies),
             encoding="utf-8",
         )
-        # Only the files bundle.json names, checked again: nothing else rides along.
-        checked = load_bundle(bundle.path)
-        (dest / BUNDLE_DIR).mkdir()
-        for item in (checked.path / BUNDLE_FILE, checked.artifact_path, checked.spec_path):
-            shutil.copyfile(item, dest / BUNDLE_DIR / item.name)
-        text = render_dockerfile(
-            bundle, base=base, labels=labels, mlcycle_version=mlcycle.__version__
-        )
+        if contents.files:
+            (dest / BUNDLE_DIR).mkdir()
+            for item in contents.files:
+                shutil.copyfile(item, dest / BUNDLE_DIR / item.name)
+        text = _render(contents, base=base, labels=labels, mlcycle_version=mlcycle.__version__)
         (dest / "Dockerfile").write_text(text, encoding="utf-8")
         (dest / ".dockerignore").write_text("*.tmp\n", encoding="utf-8")
     except OSError as e:
@@ -231,7 +371,7 @@ def write_context(
         base=base,
         tag=tag,
         labels=labels,
-        requirements=tuple(requirements),
+        requirements=contents.pins,
         wheel=wheel_path.name,
         ca_bundle=bool(ca),
         index_urls=tuple(u for u in index_urls if u),
@@ -242,15 +382,24 @@ def render_dockerfile(
     bundle: Bundle, *, base: str, labels: Mapping[str, str], mlcycle_version: str
 ) -> str:
     """The Dockerfile text for `bundle` (see the module docstring for what is checked)."""
+    return _render(
+        _bundle_contents(bundle), base=base, labels=labels, mlcycle_version=mlcycle_version
+    )
+
+
+def _render(
+    contents: _Contents, *, base: str, labels: Mapping[str, str], mlcycle_version: str
+) -> str:
     check_reference(base, what="base image")
     template = data_path(*TEMPLATE).read_text(encoding="utf-8")
     label_lines = " \\\n      ".join(
         f"{_label_key(k)}={quote_label(v)}" for k, v in sorted(labels.items())
     )
     return _Template(template).substitute(
-        project=bundle.project,  # the registry's project-name pattern: [a-z0-9._-]
-        release=bundle.release,  # a semantic version or `dev`
-        generation=str(int(bundle.generation)),
+        title=_plain(contents.title),
+        payload=contents.payload,
+        workdir=contents.workdir,
+        command=json.dumps(list(contents.command)),
         mlcycle_version=_plain(mlcycle_version),
         base=base,
         labels=label_lines,
@@ -285,26 +434,34 @@ def _plain(text: str) -> str:
 
 
 def _labels(
-    bundle: Bundle, spec: Spec, *, revision: str | None, source: str | None, created: str
+    spec: Spec,
+    *,
+    project: str,
+    release: str,
+    python: str,
+    spec_hash: str | None,
+    extra: Mapping[str, str],
+    revision: str | None,
+    source: str | None,
+    created: str,
 ) -> dict[str, str]:
     labels = {
-        "org.opencontainers.image.title": bundle.project,
-        "org.opencontainers.image.version": bundle.release,
+        "org.opencontainers.image.title": project,
+        "org.opencontainers.image.version": release,
         "org.opencontainers.image.created": created,
         "org.opencontainers.image.revision": revision or "unknown",
-        "io.mlcycle.project": bundle.project,
-        "io.mlcycle.release": bundle.release,
-        "io.mlcycle.generation": str(bundle.generation),
-        "io.mlcycle.artifact.sha256": bundle.artifact.sha256,
-        "io.mlcycle.python": bundle.versions.get("python", "unknown"),
+        "io.mlcycle.project": project,
+        "io.mlcycle.release": release,
+        "io.mlcycle.python": python,
+        **extra,
     }
     if source:
         labels["org.opencontainers.image.source"] = source
     if spec.description:
         # Free text from the spec: the hostile case the quoting exists for.
         labels["org.opencontainers.image.description"] = " ".join(spec.description.split())
-    if bundle.spec_hash:
-        labels["io.mlcycle.spec.hash"] = bundle.spec_hash
+    if spec_hash:
+        labels["io.mlcycle.spec.hash"] = spec_hash
     for value in labels.values():
         quote_label(value)  # refuse bad values before anything is written
     return labels

@@ -130,6 +130,11 @@ class ServingApp:
         primary = router.models[0]
         self.name = primary.name
         self._model_info = orjson.dumps(primary.describe())
+        # A selector router changes what serves (new generations, arms taken out):
+        # /v1/model describes it at request time, with the routing.
+        self._describe_routing: Callable[[], dict[str, Any]] | None = getattr(
+            router, "describe", None
+        )
         self._openapi = orjson.dumps(openapi.build(primary))
         self._v2_metadata = orjson.dumps(_v2_metadata(primary))
         self._routes: dict[str, _Route] = {
@@ -600,7 +605,11 @@ class ServingApp:
         )
 
     async def _model(self, scope: Scope, receive: Receive, send: Send, route: _Route) -> int:
-        await _send_bytes(send, 200, self._model_info)
+        if self._describe_routing is None:
+            await _send_bytes(send, 200, self._model_info)
+            return 200
+        info = {**self.router.models[0].describe(), "routing": self._describe_routing()}
+        await _send_bytes(send, 200, orjson.dumps(info, option=_NUMPY))
         return 200
 
     async def _healthz(self, scope: Scope, receive: Receive, send: Send, route: _Route) -> int:

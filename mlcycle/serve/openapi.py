@@ -202,6 +202,18 @@ def build(model: ServedModel) -> dict[str, Any]:
                 },
             },
             "metadata": {"type": "object"},
+            "routing": {
+                "type": "object",
+                "description": "With a selector (dynamic mode): the selector and every arm "
+                "serving now, with its traffic and rewards; the fields above describe the "
+                "newest arm.",
+                "properties": {
+                    "selector": {"type": "object"},
+                    "arms": {"type": "array", "items": {"type": "object"}},
+                    "manifest": {"type": "integer"},
+                    "swaps": {"type": "integer"},
+                },
+            },
         },
         "required": ["name", "release", "generation", "task", "output", "features"],
     }

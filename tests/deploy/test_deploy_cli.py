@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import signal
 import socket
 import sqlite3
@@ -118,9 +119,46 @@ def test_dynamic_deploy_publishes_versioned_manifests(
         "000002.json",
         "000003.json",
     ]
-    # Wrapped-only options are refused for a dynamic deployment.
-    refused = mlcycle("deploy", "--context-only", tmp_path / "ctx", cwd=root)
-    assert refused.code == 2
+    # The Deployment and the agents run the engine image `mlcycle deploy --image` builds.
+    images = set()
+    for path in (tmp_path / "k8s").glob("*.yaml"):
+        images |= set(re.findall(r"image: (\S+)", path.read_text()))
+    assert images == {"live:0.1.0"}
+
+
+def test_dynamic_engine_context_and_refusals(released: Callable[..., Path], tmp_path: Path) -> None:
+    root = released("adaptive", "live")
+    result = mlcycle("deploy", "--context-only", tmp_path / "ctx", "--json", cwd=root)
+    assert result.code == 0, result.err
+    data = result.json()
+    assert data["context"] == str(tmp_path / "ctx")
+    assert data["manifest"]["number"] == 1  # the image first, then the manifest
+    context = tmp_path / "ctx"
+    dockerfile = (context / "Dockerfile").read_text()
+    assert not (context / "bundle").exists()  # the engine holds no model
+    assert "COPY bundle/" not in dockerfile
+    assert 'CMD ["mlcycle", "serve", "--project", "/project", "--host", "0.0.0.0"' in dockerfile
+    assert "io.mlcycle.engine=" in dockerfile
+    entry = json.loads((root / ".mlcycle/registry/live/releases/0.1.0/1/entry.json").read_text())
+    pins = (context / "build" / "requirements.txt").read_text().splitlines()
+    assert f"scikit-learn=={entry['versions']['sklearn']}" in pins
+
+    manifests = root / ".mlcycle" / "registry" / "live" / "manifests"
+    for args, message in (
+        (("--rollback", "--image"), "builds no image"),
+        (("--registry", "127.0.0.1:5000"), "add --push"),
+        (("--context-only", context), "not an empty directory"),
+    ):
+        refused = mlcycle("deploy", *args, cwd=root)
+        assert refused.code == 2, refused.err
+        assert message in refused.err
+        assert "Traceback" not in refused.err
+    # None of the refused commands published a manifest.
+    assert sorted(p.name for p in manifests.iterdir()) == ["000001.json"]
+
+    wrapped = released("open", "shop")
+    refused = mlcycle("deploy", "--image", cwd=wrapped)
+    assert refused.code == 2 and "leave out --image" in refused.err
 
 
 def free_port() -> int:

@@ -3,7 +3,8 @@
     mlcycle init demo --pattern open && cd demo && mlcycle release --bump minor
     mlcycle deploy --push --registry 127.0.0.1:5000
 
-builds an image that runs and answers predictions, and pushes it.
+builds an image that runs and answers predictions, and pushes it; and the adaptive
+one's generic engine image (`mlcycle deploy --image`) serves a mounted project.
 """
 
 from __future__ import annotations
@@ -51,32 +52,8 @@ def test_deploy_builds_an_image_that_serves_and_pushes_it(
         "demo:0.1.0", detach=True, ports={"8080/tcp": ("127.0.0.1", None)}
     )
     try:
-        container.reload()
-        port = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            container.reload()
-            assert container.status != "exited", container.logs().decode()[-3000:]
-            assert time.monotonic() < deadline, container.logs().decode()[-3000:]
-            time.sleep(0.5)
-        with urllib.request.urlopen(f"{base}/v1/model", timeout=10) as response:
-            features = [f["name"] for f in json.loads(response.read())["features"]]
-        with sqlite3.connect(released / "data" / "events.db") as db:
-            db.row_factory = sqlite3.Row
-            rows = [dict(r) for r in db.execute("SELECT * FROM events LIMIT 4")]
-        body = json.dumps({"instances": [{f: r[f] for f in features} for r in rows]}).encode()
-        request = urllib.request.Request(
-            f"{base}/v1/predict", data=body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            answer = json.loads(response.read())
+        base = wait_ready(container)
+        features, rows, answer = predict_events(base, released, 4)
         assert answer["model"]["release"] == "0.1.0"
         # The container answers exactly what the registered model answers here.
         import pandas as pd
@@ -97,3 +74,72 @@ def test_deploy_builds_an_image_that_serves_and_pushes_it(
             assert json.loads(response.read())["accepted"] == answer["ids"]
     finally:
         container.remove(force=True)
+
+
+def wait_ready(container: Any) -> str:
+    """The base URL of the engine in `container` once it answers /readyz."""
+    container.reload()
+    port = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return base
+        except (urllib.error.URLError, OSError):
+            pass
+        container.reload()
+        assert container.status != "exited", container.logs().decode()[-3000:]
+        assert time.monotonic() < deadline, container.logs().decode()[-3000:]
+        time.sleep(0.5)
+
+
+def predict_events(
+    base: str, project: Path, count: int
+) -> tuple[list[str], list[dict[str, Any]], dict[str, Any]]:
+    """Ask the engine at `base` for predictions of the project's first `count` events:
+    returns the model's features, the rows and the answer."""
+    with urllib.request.urlopen(f"{base}/v1/model", timeout=10) as response:
+        features = [f["name"] for f in json.loads(response.read())["features"]]
+    with sqlite3.connect(project / "data" / "events.db") as db:
+        db.row_factory = sqlite3.Row
+        rows = [dict(r) for r in db.execute("SELECT * FROM events LIMIT ?", (count,))]
+    body = json.dumps({"instances": [{f: r[f] for f in features} for r in rows]}).encode()
+    request = urllib.request.Request(
+        f"{base}/v1/predict", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return features, rows, json.loads(response.read())
+
+
+def test_the_engine_image_serves_a_mounted_adaptive_project(
+    tmp_path: Path, docker_engine: Any
+) -> None:
+    root = tmp_path / "live"
+    assert mlcycle("init", "live", "--pattern", "adaptive", "-d", root).code == 0
+    assert mlcycle("release", cwd=root).code == 0
+    result = mlcycle("deploy", "--image", "--json", cwd=root)
+    assert result.code == 0, result.err
+    data = result.json()
+    assert data["image"]["tag"] == "live:0.1.0"
+    assert data["image"]["labels"]["io.mlcycle.engine"] == "dynamic"
+    assert data["manifest"]["number"] == 1
+    # The engine runs as an unprivileged user and keeps its prediction log in the project.
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o777 if path.is_dir() else 0o666)
+    container = docker_engine.containers.run(
+        "live:0.1.0",
+        detach=True,
+        ports={"8080/tcp": ("127.0.0.1", None)},
+        volumes={str(root): {"bind": "/project", "mode": "rw"}},
+    )
+    try:
+        base = wait_ready(container)
+        _, _, answer = predict_events(base, root, 3)
+        assert answer["model"]["name"] == "live"
+        assert (answer["model"]["release"], answer["model"]["generation"]) == ("0.1.0", 1)
+        assert len(answer["predictions"]) == 3
+    finally:
+        container.remove(force=True)
+        docker_engine.images.remove("live:0.1.0", noprune=True)

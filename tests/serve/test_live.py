@@ -170,6 +170,14 @@ def test_new_generations_swap_in_under_load_and_broken_ones_never_serve(
             load.wait_for("0.1.0/4")
         assert load.failures == []
         assert load.served["0.1.0/3"] == 0, "a broken generation served"
+        # /v1/model describes what serves now, not what served at start.
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/v1/model")
+        described = json.loads(conn.getresponse().read())
+        assert described["generation"] == 4
+        routing = described["routing"]
+        assert routing["swaps"] >= 2 and routing["manifest"] == 1
+        assert routing["arms"][0]["generation"] == 4
         assert "SHA-256 mismatch" in log.read_text()
     finally:
         server.send_signal(signal.SIGTERM)

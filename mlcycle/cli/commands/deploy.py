@@ -26,15 +26,16 @@ def deploy(
     context_only: Path | None = typer.Option(
         None,
         "--context-only",
-        help="Wrapped: write the Docker build context to DIR and stop (no engine needed).",
+        help="Write the Docker build context to DIR instead of building the image "
+        "(no Docker engine needed).",
         show_default=False,
         metavar="DIR",
     ),
-    push: bool = typer.Option(False, "--push", help="Wrapped: push the image to the registry."),
+    push: bool = typer.Option(False, "--push", help="Push the image to the registry."),
     registry: str | None = typer.Option(
         None,
         "--registry",
-        help="Wrapped: registry HOST[:PORT] to push to (default: deployment.image.registry).",
+        help="Registry HOST[:PORT] to push to (default: deployment.image.registry).",
         show_default=False,
     ),
     k8s: Path | None = typer.Option(
@@ -47,12 +48,22 @@ def deploy(
     rollback: bool = typer.Option(
         False, "--rollback", help="Dynamic: publish the previous serving manifest again."
     ),
+    image: bool = typer.Option(
+        False,
+        "--image",
+        help="Dynamic: also build the generic serving engine image IMAGE:VERSION "
+        "(no model inside; it serves the project mounted at /project).",
+    ),
     history: bool = typer.Option(
         False, "--history", help="Dynamic: list the published serving manifests and stop."
     ),
     as_json: bool = json_option("the result"),
 ) -> None:
-    """Deploy a release: an image IMAGE:VERSION (wrapped) or a serving manifest (dynamic)."""
+    """Deploy a release: an image IMAGE:VERSION (wrapped) or a serving manifest (dynamic).
+
+    Dynamic: `--image` (or `--push`, `--context-only`) also builds the engine image
+    that the Kubernetes manifests and the agents' CronJobs run.
+    """
     from mlcycle import api
     from mlcycle.cli import render
     from mlcycle.cli.progress import RichProgress
@@ -87,6 +98,7 @@ def deploy(
             registry=registry,
             k8s=k8s,
             rollback=rollback,
+            image=image,
             progress=progress,
         )
     if as_json:
@@ -119,10 +131,13 @@ def _render(result: DeployResult) -> None:
         )
     if result.image is not None:
         size = result.image.size / 1e6
-        out.print(
-            f"[green]built[/] image [bold]{escape(result.image.tag)}[/] ({size:.0f} MB); "
-            f"run it: docker run -p 8080:8080 {escape(result.image.tag)}"
+        tag = escape(result.image.tag)
+        run = (
+            f"docker run -p 8080:8080 -v PROJECT_DIR:/project {tag}"
+            if result.manifest is not None
+            else f"docker run -p 8080:8080 {tag}"
         )
+        out.print(f"[green]built[/] image [bold]{tag}[/] ({size:.0f} MB); run it: {run}")
     if result.pushed is not None:
         out.print(f"[green]pushed[/] {escape(result.pushed.tag)}")
     if result.k8s is not None:
