@@ -101,14 +101,9 @@ def main() -> int:
                 time.sleep(2.0 if workers > 1 else 0.5)
                 described = json.loads(urllib.request.urlopen(f"{url}/v1/model").read())
                 features = [f["name"] for f in described["features"]]
-                arms = described.get("arms") or [described]
-                print(
-                    "arms: "
-                    + ", ".join(
-                        f"{a.get('release')}/{a.get('generation')} ({a.get('backend')} backend)"
-                        for a in arms
-                    )
-                )
+                routing = described.get("routing", {})
+                arms = [f"{a['release']}/{a['generation']}" for a in routing.get("arms", [])]
+                print(f"arms: {', '.join(arms)}; newest on the {described['backend']} backend")
                 body = {"instances": [dict.fromkeys(features, 1.0)]}
                 lua = lua_script(body, workdir)
                 print(f"\n== {workers} worker(s), two arms, prediction log on ==")

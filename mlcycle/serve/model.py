@@ -14,6 +14,7 @@ bandit, fallback) over several models.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -117,9 +118,10 @@ class ServedModel:
             metadata=dict(metadata or {}),
         )
 
-    @property
+    @functools.cached_property
     def feature_names(self) -> tuple[str, ...]:
         """The feature names in the order the model takes them."""
+        # Cached: the request path asks for it on every prediction (it is logged with it).
         return tuple(f.name for f in self.features)
 
     @property

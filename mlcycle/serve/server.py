@@ -111,10 +111,12 @@ def _run_uvicorn(app: ServingApp, sock: socket.socket, options: ServeOptions) ->
     """Run uvicorn on `sock` until a signal; it drains requests, then the app flushes."""
     import uvicorn
 
+    from mlcycle.serve.transport import http_protocol
+
     config = uvicorn.Config(
         app,
         loop="auto",
-        http="auto",
+        http=http_protocol(),
         ws="none",
         lifespan="on",
         access_log=False,
@@ -122,6 +124,9 @@ def _run_uvicorn(app: ServingApp, sock: socket.socket, options: ServeOptions) ->
         timeout_keep_alive=options.keep_alive,
         timeout_graceful_shutdown=max(1, round(options.drain_timeout)),
         server_header=False,
+        # Nothing here reads the client address; the middleware that rewrites it from
+        # X-Forwarded-For would cost every request a header scan for nothing.
+        proxy_headers=False,
         backlog=2048,
     )
     server = uvicorn.Server(config)
