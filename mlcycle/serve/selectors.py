@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import functools
 import hashlib
 import json
 import math
@@ -87,9 +88,9 @@ class Arm:
     published_at: float | None = None
     """When the model was published (epoch seconds), for `fallback`'s `min_age`."""
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
-        """`NAME:RELEASE/GENERATION`, the key of this arm's rewards."""
+        """`NAME:RELEASE/GENERATION`, the key of this arm's rewards (asked per request)."""
         return arm_key(self.name, self.release, self.generation)
 
     @property

@@ -44,6 +44,11 @@ def test_instances_become_rows_in_feature_order() -> None:
     assert matrix.tolist() == [[1.5, 2.0], [-1.0, 0.25]]
 
 
+def test_huge_finite_numbers_whose_sum_overflows_are_accepted() -> None:
+    matrix = PLAIN.instances([{"a": 1.5e308, "b": 1.5e308}])
+    assert matrix.tolist() == [[1.5e308, 1.5e308]]
+
+
 def test_columns_become_the_same_rows() -> None:
     matrix = PLAIN.columns({"b": [2, 0.25], "a": [1.5, -1]})
     assert matrix.tolist() == [[1.5, 2.0], [-1.0, 0.25]]
@@ -63,6 +68,9 @@ def test_columns_become_the_same_rows() -> None:
         ([{"a": None, "b": 2}], r"instances\[0\]\['a'\]: null is not allowed"),
         ([{"a": 1, "b": 2}, {"a": [1], "b": 2}], r"instances\[1\]\['a'\]: expected a number"),
         ([{"a": 10**400, "b": 2}], "too large"),
+        ([{"a": math.inf, "b": 2}], "not finite"),
+        ([{"a": 1.0, "b": -math.inf}, {"a": 1.0, "b": math.inf}], "not finite"),
+        ([{"a": math.nan, "b": 2}], "not finite"),
     ],
 )
 def test_bad_instances_say_what_is_wrong(instances: Any, message: str) -> None:
