@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck check bench clean docker-env browser
+.PHONY: install demo test lint typecheck check bench clean docker-env browser postgres
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,13 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # The image tests build and run real containers: docker-env brings up the engine, and
-# MLCYCLE_REQUIRE_DOCKER=1 makes them fail (not skip) if it is missing.
-test: $(STAMP) lint typecheck docker-env browser
-	MLCYCLE_REQUIRE_DOCKER=1 $(BIN)/pytest -q
+# MLCYCLE_REQUIRE_DOCKER=1 makes them fail (not skip) if it is missing. Likewise the
+# PostgreSQL tests run against the server `postgres` starts (a database per test).
+PG_PORT ?= 54329
+test: $(STAMP) lint typecheck docker-env browser postgres
+	MLCYCLE_REQUIRE_DOCKER=1 MLCYCLE_REQUIRE_POSTGRES=1 \
+	MLCYCLE_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:$(PG_PORT)/postgres \
+		$(BIN)/pytest -q
 
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
@@ -36,6 +40,11 @@ bench: $(STAMP)
 # Docker engine, local registry on 127.0.0.1:5000 and the base image, for the image tests.
 docker-env:
 	bash scripts/docker-env.sh
+
+# A PostgreSQL server of its own on 127.0.0.1:$(PG_PORT) (Debian's package), for the
+# data-source and prediction-store tests that run against a real one.
+postgres:
+	MLCYCLE_PG_PORT=$(PG_PORT) bash scripts/postgres-env.sh
 
 # Headless Chromium renders the HTML report in its test (Debian's package).
 browser:

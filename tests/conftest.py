@@ -53,3 +53,42 @@ def build_file_tree(root: Path, spec: Mapping[str, str | bytes | Mapping]) -> Pa
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content, encoding="utf-8")
     return root
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A SQLAlchemy URL of a fresh, empty database on a real PostgreSQL server.
+
+    The server is `MLCYCLE_TEST_POSTGRES_URL` (`make test` starts one with
+    scripts/postgres-env.sh and sets it); each test gets a database of its own,
+    dropped afterwards. Without a server the test is skipped, or fails when
+    MLCYCLE_REQUIRE_POSTGRES=1 (as in `make test`).
+    """
+    import uuid
+
+    import sqlalchemy as sa
+
+    def unavailable(reason: str) -> None:
+        if os.environ.get("MLCYCLE_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{reason} (MLCYCLE_REQUIRE_POSTGRES=1)")
+        pytest.skip(reason)
+
+    server = os.environ.get("MLCYCLE_TEST_POSTGRES_URL")
+    if not server:
+        unavailable("no PostgreSQL server: set MLCYCLE_TEST_POSTGRES_URL (make test does)")
+    assert server is not None
+    name = f"mlcycle_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.SQLAlchemyError as e:
+        admin.dispose()
+        unavailable(f"cannot create a database on {server}: {e}")
+    url = sa.make_url(server).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -329,7 +329,7 @@ class PredictionStore:
             return 0
         try:
             with self.engine.begin() as conn:
-                conn.exec_driver_sql(self._insert_sql, list(rows))
+                conn.exec_driver_sql(self._insert_sql, self._driver_rows(rows))
             return len(rows)
         except sa.exc.IntegrityError:
             pass
@@ -338,8 +338,16 @@ class PredictionStore:
             known = self._existing(conn, self._tables.predictions.c.id, [r[0] for r in rows])
             fresh = [r for r in rows if r[0] not in known]
             if fresh:
-                conn.exec_driver_sql(self._insert_sql, fresh)
+                conn.exec_driver_sql(self._insert_sql, self._driver_rows(fresh))
         return len(fresh)
+
+    def _driver_rows(self, rows: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """`rows` as the driver takes them: tuples, or mappings for named parameter styles
+        (psycopg's, for one, is `pyformat`: `%(p0)s` takes a mapping, never a tuple)."""
+        if self.engine.dialect.paramstyle in ("named", "pyformat"):
+            names = [f"p{i}" for i in range(len(PREDICTION_COLUMNS))]
+            return [dict(zip(names, row, strict=True)) for row in rows]
+        return list(rows)
 
     def record_outcomes(self, outcomes: Iterable[tuple[str, Any]]) -> OutcomeReport:
         """Store true outcomes by prediction id; report accepted, unknown and duplicate ids.

@@ -6,13 +6,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from mlcycle.serve.store import PredictionStore
-from tests.deploy.test_deploy_cli import free_port, request
+from tests.deploy.test_deploy_cli import free_port, request, wait_ready
 from tests.learn.conftest import mlcycle
 
 
@@ -29,15 +28,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if request(port, "GET", "/readyz")[0] == 200:
-                break
-        except OSError:
-            pass
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_ready(port, process)
     try:
         yield root, port
     finally:
@@ -110,3 +101,31 @@ def test_an_older_store_gains_the_event_key_column(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:
         columns = [r[1] for r in db.execute("PRAGMA table_info(predictions)")]
     assert "event_key" in columns
+
+
+def test_an_older_postgresql_store_gains_the_event_key_column(postgres_url: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(postgres_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "CREATE TABLE predictions (id VARCHAR(40) PRIMARY KEY, model VARCHAR(200) "
+                    "NOT NULL, release VARCHAR(100), generation INTEGER, created_at FLOAT NOT "
+                    "NULL, inputs TEXT NOT NULL, prediction TEXT NOT NULL, probabilities TEXT)"
+                )
+            )
+            conn.execute(
+                sa.text("INSERT INTO predictions VALUES ('p1','m','1.0.0',1,1.0,'{}','0',NULL)")
+            )
+        store = PredictionStore(postgres_url)
+        try:
+            assert store.unmatched_keys() == []
+            assert len(store.joined(with_outcome=False)) == 1  # old rows still read
+        finally:
+            store.close()
+        columns = [c["name"] for c in sa.inspect(engine).get_columns("predictions")]
+        assert "event_key" in columns
+    finally:
+        engine.dispose()

@@ -1,4 +1,5 @@
-"""Data sources made in tmp_path (SQLite, CSV, Parquet), the specs that read them, a frame maker."""
+"""Data sources made in tmp_path (SQLite, CSV, Parquet) or on a real PostgreSQL server,
+the specs that read them, a frame maker."""
 
 from __future__ import annotations
 
@@ -131,6 +132,51 @@ class SqliteQueryBackend(SqliteBackend):
         return {
             "url": "sqlite:///data/events.db",
             "query": "SELECT * FROM events WHERE id >= :min_id;",
+            "params": {"min_id": 0},
+            "ordinal": ordinal,
+        }
+
+
+class PostgresBackend(Backend):
+    """A table `events` (timestamps as TIMESTAMP) in a database of its own on a real server.
+
+    `url` is set by the test class from the `postgres_url` fixture.
+    """
+
+    url = ""
+
+    def source(self, ordinal: str = "seq") -> dict[str, Any]:
+        return {"url": self.url, "table": "events", "ordinal": ordinal}
+
+    def outcomes(self) -> dict[str, Any]:
+        return {"url": self.url, "table": "outcomes"}
+
+    def _store(self, frame: pd.DataFrame, if_exists: str) -> None:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.url)
+        try:
+            with engine.begin() as conn:
+                frame.to_sql("events", conn, if_exists=if_exists, index=False)
+                if if_exists == "replace":
+                    outcomes_frame().to_sql("outcomes", conn, if_exists="replace", index=False)
+        finally:
+            engine.dispose()
+
+    def write(self, frame: pd.DataFrame) -> None:
+        self._store(frame, "replace")
+
+    def append(self, frame: pd.DataFrame) -> None:
+        self._store(frame, "append")
+
+
+class PostgresQueryBackend(PostgresBackend):
+    """The same database read through a parameterised query instead of a table."""
+
+    def source(self, ordinal: str = "seq") -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "query": "SELECT * FROM events WHERE id >= :min_id",
             "params": {"min_id": 0},
             "ordinal": ordinal,
         }

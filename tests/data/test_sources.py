@@ -17,6 +17,8 @@ from tests.data.conftest import (
     Backend,
     CsvBackend,
     ParquetBackend,
+    PostgresBackend,
+    PostgresQueryBackend,
     SqliteBackend,
     SqliteQueryBackend,
     events,
@@ -35,6 +37,24 @@ class TestSqliteQuery(SourceContract):
     @pytest.fixture
     def make_backend(self) -> type[Backend]:
         return SqliteQueryBackend
+
+
+class TestPostgresTable(SourceContract):
+    @pytest.fixture
+    def make_backend(self, postgres_url: str) -> type[Backend]:
+        class OnThisDatabase(PostgresBackend):
+            url = postgres_url
+
+        return OnThisDatabase
+
+
+class TestPostgresQuery(SourceContract):
+    @pytest.fixture
+    def make_backend(self, postgres_url: str) -> type[Backend]:
+        class OnThisDatabase(PostgresQueryBackend):
+            url = postgres_url
+
+        return OnThisDatabase
 
 
 class TestCsv(SourceContract):

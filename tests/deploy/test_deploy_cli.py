@@ -180,6 +180,29 @@ def request(port: int, method: str, path: str, body: Any = None) -> tuple[int, A
         conn.close()
 
 
+def wait_ready(port: int, process: subprocess.Popen[bytes], log: Path | None = None) -> None:
+    """Wait until the server `process` on `port` answers /readyz (60 s at most).
+
+    If it dies or times out, the assertion shows `log`, or its stderr when piped.
+    """
+
+    def output() -> str:
+        if log is not None:
+            return log.read_text()
+        return process.stderr.read().decode() if process.stderr else ""
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if request(port, "GET", "/readyz")[0] == 200:
+                return
+        except OSError:
+            pass
+        assert process.poll() is None, output()
+        assert time.monotonic() < deadline, f"the server did not become ready\n{output()}"
+        time.sleep(0.2)
+
+
 def test_serve_answers_with_the_current_release_and_stores_feedback(
     released: Callable[..., Path],
 ) -> None:
@@ -192,16 +215,7 @@ def test_serve_answers_with_the_current_release_and_stores_feedback(
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if request(port, "GET", "/readyz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.2)
+        wait_ready(port, process)
         status, described = request(port, "GET", "/v1/model")
         assert status == 200
         assert (described["release"], described["generation"]) == ("0.1.0", 1)

@@ -232,3 +232,12 @@ def save_pickle(obj: Any, path: Path) -> Path:
     """Pickle `obj` to `path` (for pipelines skops cannot hold)."""
     path.write_bytes(pickle.dumps(obj))
     return path
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty prediction store: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url

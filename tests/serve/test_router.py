@@ -89,8 +89,8 @@ def log_and_answer(
 # --- the reward ledger ---------------------------------------------------------------------
 
 
-def test_ledger_counts_each_outcome_once_and_persists(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'store.db'}"
+def test_ledger_counts_each_outcome_once_and_persists(store_url: str) -> None:
+    url = store_url
     store = PredictionStore(url)
     ledger = RewardLedger(store, lag=0)
     log_and_answer(
@@ -118,23 +118,23 @@ def test_ledger_counts_each_outcome_once_and_persists(tmp_path: Path) -> None:
     assert again.advance() == 0
 
 
-def test_ledger_waits_for_outcomes_younger_than_the_lag(tmp_path: Path) -> None:
-    store = PredictionStore(f"sqlite:///{tmp_path / 'store.db'}")
+def test_ledger_waits_for_outcomes_younger_than_the_lag(store_url: str) -> None:
+    store = PredictionStore(store_url)
     log_and_answer(store, [("a1", GOOD, 1, 1)])
     assert RewardLedger(store, lag=3600).advance() == 0
     assert RewardLedger(store, lag=0).advance() == 1
 
 
-def test_ledger_pages_through_many_outcomes(tmp_path: Path) -> None:
-    store = PredictionStore(f"sqlite:///{tmp_path / 'store.db'}")
+def test_ledger_pages_through_many_outcomes(store_url: str) -> None:
+    store = PredictionStore(store_url)
     log_and_answer(store, [(f"p{i:04d}", GOOD, i % 2, 1) for i in range(1000)])
     ledger = RewardLedger(store, lag=0, page=64)
     assert ledger.advance() == 1000
     assert ledger.totals() == {key(GOOD): Reward(1000, 500.0)}
 
 
-def test_ledger_leaves_a_round_to_the_worker_that_just_counted(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'store.db'}"
+def test_ledger_leaves_a_round_to_the_worker_that_just_counted(store_url: str) -> None:
+    url = store_url
     first, second = (
         RewardLedger(PredictionStore(url), lag=0),
         RewardLedger(PredictionStore(url), lag=0),
@@ -147,8 +147,8 @@ def test_ledger_leaves_a_round_to_the_worker_that_just_counted(tmp_path: Path) -
     assert second.totals() == first.totals() == {key(GOOD): Reward(2, 2.0)}
 
 
-def test_shadow_predictions_are_rewarded_by_the_primarys_outcome(tmp_path: Path) -> None:
-    store = PredictionStore(f"sqlite:///{tmp_path / 'store.db'}")
+def test_shadow_predictions_are_rewarded_by_the_primarys_outcome(store_url: str) -> None:
+    store = PredictionStore(store_url)
     log_and_answer(
         store,
         [
@@ -165,8 +165,8 @@ def test_shadow_predictions_are_rewarded_by_the_primarys_outcome(tmp_path: Path)
     assert ledger.totals() == {key(GOOD): Reward(2, 2.0), key(BAD): Reward(2, 1.0)}
 
 
-def test_ledgers_of_several_workers_never_count_twice(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'store.db'}"
+def test_ledgers_of_several_workers_never_count_twice(store_url: str) -> None:
+    url = store_url
     writer = PredictionStore(url)
     ledgers = [RewardLedger(PredictionStore(url), lag=0, page=50) for _ in range(3)]
     done = threading.Event()
@@ -227,9 +227,9 @@ def test_router_refuses_arms_it_cannot_route(two_arms: list[ServedModel], pipeli
 
 
 def test_router_learns_from_the_store_and_restarts_from_it(
-    two_arms: list[ServedModel], tmp_path: Path
+    two_arms: list[ServedModel], store_url: str
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'store.db'}"
+    url = store_url
     spec = SelectorSpec(kind=SelectorKind.THOMPSON, seed=4)
     router = SelectorRouter.from_spec(
         two_arms, spec, reward_source=url, refresh_interval=3600, reward_lag=0

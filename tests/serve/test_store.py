@@ -1,8 +1,9 @@
-"""The prediction store on real SQLite files, and the log writer process."""
+"""The prediction store on real SQLite files and PostgreSQL databases, and the log writer."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +29,18 @@ def _record(pid: str, created_at: float = 100.0, **changes: object) -> Predictio
     return PredictionRecord(**fields)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> PredictionStore:
-    return PredictionStore(f"sqlite:///{tmp_path / 'deep' / 'store.db'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PredictionStore]:
+    """An empty store on a SQLite file, or on a database of its own on a real PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'deep' / 'store.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    opened = PredictionStore(url)
+    try:
+        yield opened
+    finally:
+        opened.close()
 
 
 def test_outcomes_are_accepted_unknown_or_duplicate(store: PredictionStore) -> None:
