@@ -30,7 +30,7 @@ BIN=$(bindir)
 [ -x "$BIN/initdb" ] || die "no initdb after installing postgresql"
 as_postgres() { runuser -u postgres -- "$@"; }
 
-if "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT"; then
+if "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT" -U postgres; then
     say "ready: a server answers on 127.0.0.1:$PORT"
     exit 0
 fi
@@ -45,9 +45,17 @@ if [ ! -s "$DATA/PG_VERSION" ]; then
     as_postgres "$BIN/initdb" -D "$DATA" -U postgres --auth=trust --encoding=UTF8 \
         --no-instructions >/dev/null </dev/null
 fi
-# A server of ours may have died without removing its pid file; pg_ctl start copes.
-as_postgres "$BIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 start \
-    -o "-c listen_addresses=127.0.0.1 -p $PORT -k $SOCKETS -c fsync=off -c max_connections=200" \
-    </dev/null >/dev/null || { tail -20 "$LOG" >&2; die "the server did not start (log: $LOG)"; }
-"$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT" || die "the server does not answer on $PORT"
+# A server of ours that was killed leaves its pid file, and its backends may take a
+# moment to exit and free the shared memory: pg_ctl then refuses once, so try again.
+for attempt in 1 2 3 4 5; do
+    if as_postgres "$BIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 start \
+        -o "-c listen_addresses=127.0.0.1 -p $PORT -k $SOCKETS -c fsync=off -c max_connections=200" \
+        </dev/null >/dev/null 2>&1; then
+        break
+    fi
+    [ "$attempt" = 5 ] && { tail -20 "$LOG" >&2; die "the server did not start (log: $LOG)"; }
+    say "the server did not start (attempt $attempt); trying again"
+    sleep 2
+done
+"$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT" -U postgres || die "the server does not answer on $PORT"
 say "ready: PostgreSQL $("$BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$PORT"
