@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from mlcycle.errors import PackagingError, UsageError
-from mlcycle.package.dockerfile import PROJECT_MOUNT
+from mlcycle.package.dockerfile import IMAGE_UID, PROJECT_MOUNT
 from mlcycle.package.dockerfile import SERVE_PORT as CONTAINER_PORT
 
 SERVICE_PORT: Final = 80
@@ -30,6 +30,9 @@ RESOURCES: Final = {
     "limits": {"cpu": "1", "memory": "1Gi"},
 }
 AGENT_SCHEDULES: Final = {"update": "0 * * * *", "evaluate": "*/15 * * * *"}
+# The image's user; fsGroup makes the mounted project volume writable for it (the engine
+# keeps its prediction store there, the agents register new generations).
+POD_SECURITY: Final = {"runAsUser": IMAGE_UID, "runAsGroup": IMAGE_UID, "fsGroup": IMAGE_UID}
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ def manifests(
         pod["volumes"] = [
             {"name": "project", "persistentVolumeClaim": {"claimName": f"{name}-project"}}
         ]
+        pod["securityContext"] = dict(POD_SECURITY)
         objects.append(
             {
                 "apiVersion": "v1",
@@ -195,6 +199,7 @@ def _cronjob(
                     "template": {
                         "spec": {
                             "restartPolicy": "Never",
+                            "securityContext": dict(POD_SECURITY),
                             "containers": [
                                 {
                                     "name": agent,

@@ -124,6 +124,13 @@ def test_dynamic_deploy_publishes_versioned_manifests(
     for path in (tmp_path / "k8s").glob("*.yaml"):
         images |= set(re.findall(r"image: (\S+)", path.read_text()))
     assert images == {"live:0.1.0"}
+    # Every pod that mounts the project runs as the image's user, with the volume
+    # writable for it (the store and new generations are written there).
+    for path in (tmp_path / "k8s").glob("*.yaml"):
+        doc = yaml.safe_load(path.read_text())
+        if doc["kind"] in ("Deployment", "CronJob"):
+            template = doc["spec"].get("template") or doc["spec"]["jobTemplate"]["spec"]["template"]
+            assert template["spec"]["securityContext"]["fsGroup"] == 10001, path.name
 
 
 def test_dynamic_engine_context_and_refusals(released: Callable[..., Path], tmp_path: Path) -> None:
