@@ -6,7 +6,7 @@ active serving manifest of `mlcycle deploy`, an epsilon-greedy selector over two
 generations, rewards counted from the store, the manifest watcher running.
 Target (issue 6): p99 under 10 ms at concurrency 32 on this 2-core machine.
 
-    .venv/bin/python benchmarks/bench_dynamic.py [--duration 5] [--workers 1 2]
+    .venv/bin/python benchmarks/bench_dynamic.py [--duration 5] [--workers 1 2] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import json
 import shutil
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,6 +66,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument(
+        "--repeat", type=int, default=1, help="wrk runs per concurrency (prints the median too)"
+    )
+    parser.add_argument(
         "--selector",
         default="epsilon-greedy",
         help="deployment.selector.kind (default: %(default)s)",
@@ -110,11 +114,21 @@ def main() -> int:
                 columns = ("req/s", "p50 ms", "p90 ms", "p99 ms", "non-2xx")
                 print(f"{'conc':>5} " + " ".join(f"{c:>8}" for c in columns))
                 for c in args.concurrency:
-                    r = run_wrk(f"{url}/v1/predict", lua, c, args.duration)
-                    print(
-                        f"{c:>5} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p90']:>8.2f} "
-                        f"{r['p99']:>8.2f} {r['non2xx']:>8.0f}"
-                    )
+                    runs = []
+                    for _ in range(args.repeat):
+                        r = run_wrk(f"{url}/v1/predict", lua, c, args.duration)
+                        runs.append(r)
+                        print(
+                            f"{c:>5} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p90']:>8.2f} "
+                            f"{r['p99']:>8.2f} {r['non2xx']:>8.0f}"
+                        )
+                    if len(runs) > 1:
+                        # This machine's speed drifts from run to run: the median says more.
+                        m = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+                        print(
+                            f"{'med':>5} {m['rps']:>9.0f} {m['p50']:>8.2f} {m['p90']:>8.2f} "
+                            f"{m['p99']:>8.2f} {m['non2xx']:>8.0f}  (median of {len(runs)})"
+                        )
                 metrics = urllib.request.urlopen(f"{url}/metrics").read().decode()
                 arms = [
                     line
