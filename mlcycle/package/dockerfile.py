@@ -9,6 +9,9 @@ Layout of a context directory:
     build/pip.conf           index settings of the building machine (no credentials)
     build/ca-bundle.crt      its CA bundle, when pip uses one (TLS through a proxy)
 
+The generic engine of a dynamic lifecycle (`write_engine_context`) has the same
+layout without bundle/: the image serves the project mounted at /project.
+
 Every spec string is treated as hostile. None reaches a RUN line: library
 versions go to requirements.txt (after a strict version check), the base image
 and tags must be valid Docker references (UsageError otherwise), and label
