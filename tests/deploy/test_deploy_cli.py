@@ -168,6 +168,20 @@ def test_dynamic_engine_context_and_refusals(released: Callable[..., Path], tmp_
     assert refused.code == 2 and "leave out --image" in refused.err
 
 
+def test_an_engine_image_that_cannot_be_built_publishes_nothing(
+    released: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = released("adaptive", "live")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    result = mlcycle("deploy", "--image", "--k8s", tmp_path / "k8s", cwd=root)
+    assert result.code == 1, result.err
+    assert "no Docker engine is reachable" in result.err and "--context-only" in result.err
+    assert "Traceback" not in result.err
+    manifests = root / ".mlcycle" / "registry" / "live" / "manifests"
+    assert not manifests.exists() or not any(manifests.iterdir())  # nothing published
+    assert not (tmp_path / "k8s").exists()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
