@@ -161,7 +161,8 @@ class _Contents:
 
     A wrapped image bakes a bundle in; the generic engine of a dynamic lifecycle
     holds no model and serves the project directory mounted at `PROJECT_MOUNT`.
-    Everything here except `pins` and `files` is mlcycle's own text, never the spec's.
+    `title`, `payload`, `workdir` and `command` are mlcycle's own text, never the spec's.
+    The identity (project, release, versions, spec hash, commit) goes to the labels.
     """
 
     title: str
@@ -170,6 +171,12 @@ class _Contents:
     payload: str
     workdir: str
     command: tuple[str, ...]
+    project: str
+    release: str
+    python: str
+    spec_hash: str | None
+    git_commit: str | None
+    labels: Mapping[str, str]
 
 
 def _bundle_contents(bundle: Bundle) -> _Contents:
@@ -182,6 +189,15 @@ def _bundle_contents(bundle: Bundle) -> _Contents:
         payload=f"COPY {BUNDLE_DIR}/ /app/{BUNDLE_DIR}/",
         workdir="/app/data",
         command=("mlcycle", "serve", "--bundle", f"/app/{BUNDLE_DIR}", *_LISTEN),
+        project=bundle.project,
+        release=bundle.release,
+        python=bundle.versions.get("python", "unknown"),
+        spec_hash=bundle.spec_hash,
+        git_commit=bundle.git_commit,
+        labels={
+            "io.mlcycle.generation": str(bundle.generation),
+            "io.mlcycle.artifact.sha256": bundle.artifact.sha256,
+        },
     )
 
 
@@ -201,6 +217,12 @@ def _engine_contents(entry: Entry) -> _Contents:
         f"{PROJECT_MOUNT}.",
         workdir=PROJECT_MOUNT,
         command=("mlcycle", "serve", "--project", PROJECT_MOUNT, *_LISTEN),
+        project=entry.project,
+        release=entry.release,
+        python=entry.versions.get("python", "unknown"),
+        spec_hash=entry.spec_hash,
+        git_commit=entry.git_commit,
+        labels={"io.mlcycle.engine": "dynamic"},
     )
 
 
@@ -226,25 +248,16 @@ def write_context(
     `created` to now. Raises UsageError for an invalid image reference or label,
     PackagingError when files cannot be written.
     """
-    labels = {
-        "io.mlcycle.generation": str(bundle.generation),
-        "io.mlcycle.artifact.sha256": bundle.artifact.sha256,
-    }
     # Only the files bundle.json names, checked again: nothing else rides along.
     checked = load_bundle(bundle.path)
     return _write(
         _bundle_contents(checked),
         spec,
         dest,
-        project=bundle.project,
-        release=bundle.release,
-        versions=bundle.versions,
-        spec_hash=bundle.spec_hash,
-        extra_labels=labels,
         base=base,
-        tag=image_reference(spec, bundle) if tag is None else tag,
+        tag=tag,
         wheel=wheel,
-        revision=revision if revision is not None else bundle.git_commit,
+        revision=revision,
         source=source,
         created=created,
     )
@@ -274,15 +287,10 @@ def write_engine_context(
         _engine_contents(entry),
         spec,
         dest,
-        project=entry.project,
-        release=entry.release,
-        versions=entry.versions,
-        spec_hash=entry.spec_hash,
-        extra_labels={"io.mlcycle.engine": "dynamic"},
         base=base,
-        tag=release_image(spec, entry.release) if tag is None else tag,
+        tag=tag,
         wheel=wheel,
-        revision=revision if revision is not None else entry.git_commit,
+        revision=revision,
         source=source,
         created=created,
     )
@@ -293,13 +301,8 @@ def _write(
     spec: Spec,
     dest: Path,
     *,
-    project: str,
-    release: str,
-    versions: Mapping[str, str],
-    spec_hash: str | None,
-    extra_labels: Mapping[str, str],
     base: str | None,
-    tag: str,
+    tag: str | None,
     wheel: Path | None,
     revision: str | None,
     source: str | None,
@@ -311,17 +314,17 @@ def _write(
     base = check_reference(
         spec.deployment.image.base if base is None else base, what="deployment.image.base"
     )
-    tag = check_reference(tag, what="image tag")
+    tag = (
+        release_image(spec, contents.release)
+        if tag is None
+        else check_reference(tag, what="image tag")
+    )
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise UsageError(f"{dest}: exists and is not an empty directory", hint="choose a new one")
     labels = _labels(
         spec,
-        project=project,
-        release=release,
-        python=versions.get("python", "unknown"),
-        spec_hash=spec_hash,
-        extra=extra_labels,
-        revision=revision,
+        contents,
+        revision=revision if revision is not None else contents.git_commit,
         source=source if source is not None else git_remote(spec.root),
         created=created or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
@@ -437,34 +440,25 @@ def _plain(text: str) -> str:
 
 
 def _labels(
-    spec: Spec,
-    *,
-    project: str,
-    release: str,
-    python: str,
-    spec_hash: str | None,
-    extra: Mapping[str, str],
-    revision: str | None,
-    source: str | None,
-    created: str,
+    spec: Spec, contents: _Contents, *, revision: str | None, source: str | None, created: str
 ) -> dict[str, str]:
     labels = {
-        "org.opencontainers.image.title": project,
-        "org.opencontainers.image.version": release,
+        "org.opencontainers.image.title": contents.project,
+        "org.opencontainers.image.version": contents.release,
         "org.opencontainers.image.created": created,
         "org.opencontainers.image.revision": revision or "unknown",
-        "io.mlcycle.project": project,
-        "io.mlcycle.release": release,
-        "io.mlcycle.python": python,
-        **extra,
+        "io.mlcycle.project": contents.project,
+        "io.mlcycle.release": contents.release,
+        "io.mlcycle.python": contents.python,
+        **contents.labels,
     }
     if source:
         labels["org.opencontainers.image.source"] = source
     if spec.description:
         # Free text from the spec: the hostile case the quoting exists for.
         labels["org.opencontainers.image.description"] = " ".join(spec.description.split())
-    if spec_hash:
-        labels["io.mlcycle.spec.hash"] = spec_hash
+    if contents.spec_hash:
+        labels["io.mlcycle.spec.hash"] = contents.spec_hash
     for value in labels.values():
         quote_label(value)  # refuse bad values before anything is written
     return labels

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import MlcycleError, ServingError, UsageError
+from mlcycle.serve.model import ProcessLocalState
 
 if TYPE_CHECKING:
     from mlcycle.registry import Entry, LocalRegistry
@@ -72,7 +73,7 @@ def served_model_from_entry(name: str, registry: Any, entry: Entry) -> ServedMod
     )
 
 
-class LiveRouter:
+class LiveRouter(ProcessLocalState):
     """A Router that follows the active serving manifest of a project (module docstring)."""
 
     def __init__(
@@ -95,22 +96,14 @@ class LiveRouter:
         self._manifest = snapshot[0]
         self._init_runtime()
 
+    # Shipped to worker processes by pickle: each worker runs its own watcher.
+    RUNTIME = ("_seen", "_store_url", "_thread", "_stopping")
+
     def _init_runtime(self) -> None:
         self._seen: tuple[tuple[str, int], ...] = ()
         self._store_url: str | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-
-    # Shipped to worker processes by pickle: each worker runs its own watcher.
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        for name in ("_seen", "_store_url", "_thread", "_stopping"):
-            state.pop(name, None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._init_runtime()
 
     # --- reading the registry -----------------------------------------------------------
 

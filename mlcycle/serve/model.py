@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from mlcycle.errors import ServingError
 
@@ -26,6 +26,31 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from mlcycle.serve.predictor import Predictor
+
+
+class ProcessLocalState:
+    """A router shipped to worker processes by pickle, without its threads and stores.
+
+    `RUNTIME` names the attributes that belong to one process (threads, events, open
+    stores, id-keyed indexes); they are left out of the pickle, and `_init_runtime`
+    makes them anew on each side.
+    """
+
+    RUNTIME: ClassVar[tuple[str, ...]] = ()
+
+    def _init_runtime(self) -> None:
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for name in self.RUNTIME:
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_runtime()
+
 
 JSON_TYPES = ("number", "integer", "boolean", "string")
 """The JSON types a feature may have."""

@@ -38,6 +38,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import ServingError
+from mlcycle.serve.model import ProcessLocalState
 from mlcycle.serve.selectors import (
     Arm,
     Reward,
@@ -137,7 +138,7 @@ def _guess_task(prediction: Any) -> str:
     return "classification"
 
 
-class SelectorRouter:
+class SelectorRouter(ProcessLocalState):
     """Routes each request to one of `arms` (newest first) through `selector`.
 
     `selector` is a `Selector` or the `SelectorSpec` to build one from. Rewards come
@@ -197,22 +198,14 @@ class SelectorRouter:
         """The router for a deployment's models (newest first) and its selector spec."""
         return cls(models, make_selector(spec), reward_source=reward_source, **options)
 
+    # Shipped to worker processes by pickle: the thread and the store stay behind.
+    RUNTIME = ("_index", "_ledger", "_thread", "_stopping")
+
     def _init_runtime(self) -> None:
         self._index = {id(m): i for i, m in enumerate(self._models)}
         self._ledger: RewardLedger | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-
-    # Shipped to worker processes by pickle: leave the thread and the store behind.
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        for name in ("_index", "_ledger", "_thread", "_stopping"):
-            state.pop(name, None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._init_runtime()
 
     # --- the Router protocol ------------------------------------------------------------
 

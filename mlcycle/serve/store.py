@@ -521,17 +521,19 @@ class PredictionStore:
                     sa.and_(o.c.recorded_at == after[0], o.c.prediction_id > after[1]),
                 )
             )
+        # The same columns for served rows and their shadows.
+        columns = (
+            p.c.id,
+            p.c.model,
+            p.c.release,
+            p.c.generation,
+            p.c.prediction,
+            o.c.outcome,
+            o.c.recorded_at,
+            o.c.prediction_id,
+        )
         served = (
-            sa.select(
-                p.c.id,
-                p.c.model,
-                p.c.release,
-                p.c.generation,
-                p.c.prediction,
-                o.c.outcome,
-                o.c.recorded_at,
-                o.c.prediction_id,
-            )
+            sa.select(*columns)
             .select_from(p.join(o, o.c.prediction_id == p.c.id))
             .where(*window)
             .order_by(o.c.recorded_at, o.c.prediction_id)
@@ -550,16 +552,7 @@ class PredictionStore:
                 sa.and_(o.c.recorded_at == cursor[0], o.c.prediction_id <= cursor[1]),
             )
             shadows = (
-                sa.select(
-                    p.c.id,
-                    p.c.model,
-                    p.c.release,
-                    p.c.generation,
-                    p.c.prediction,
-                    o.c.outcome,
-                    o.c.recorded_at,
-                    o.c.prediction_id,
-                )
+                sa.select(*columns)
                 .select_from(
                     p.join(
                         o,

@@ -11,17 +11,13 @@ import numpy as np
 import pytest
 
 from mlcycle.agents.production import population_stability_index
-from tests.learn.conftest import mlcycle
+from tests.learn.conftest import init_and_release, mlcycle
 
 
 @pytest.fixture
 def released(tmp_path: Path) -> Callable[..., Path]:
     def make(pattern: str = "adaptive", name: str = "live") -> Path:
-        root = tmp_path / name
-        assert mlcycle("init", name, "--pattern", pattern, "-d", root).code == 0
-        result = mlcycle("release", cwd=root)
-        assert result.code == 0, result.err
-        return root
+        return init_and_release(tmp_path / name, pattern)
 
     return make
 

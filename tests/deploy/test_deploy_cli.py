@@ -19,7 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.learn.conftest import mlcycle
+from tests.learn.conftest import init_and_release, mlcycle
 
 K8S_VERSION = "1.30.0"
 
@@ -29,11 +29,7 @@ def released(tmp_path: Path) -> Callable[..., Path]:
     """A project made by `mlcycle init` with release 0.1.0."""
 
     def make(pattern: str = "open", name: str = "churn") -> Path:
-        root = tmp_path / name
-        assert mlcycle("init", name, "--pattern", pattern, "-d", root).code == 0
-        result = mlcycle("release", cwd=root)
-        assert result.code == 0, result.err
-        return root
+        return init_and_release(tmp_path / name, pattern)
 
     return make
 

@@ -14,13 +14,12 @@ import sqlite3
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.learn.conftest import mlcycle
+from tests.learn.conftest import init_and_release, mlcycle
 from tests.package.conftest import LOCAL_REGISTRY, docker_engine, local_registry
 
 __all__ = ["docker_engine", "local_registry"]  # fixtures, shared with tests/package
@@ -29,12 +28,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 @pytest.fixture
-def released(tmp_path: Path) -> Iterator[Path]:
-    root = tmp_path / "demo"
-    assert mlcycle("init", "demo", "--pattern", "open", "-d", root).code == 0
-    result = mlcycle("release", "--bump", "minor", cwd=root)
-    assert result.code == 0, result.err
-    yield root
+def released(tmp_path: Path) -> Path:
+    return init_and_release(tmp_path / "demo", "open", "--bump", "minor")
 
 
 def test_deploy_builds_an_image_that_serves_and_pushes_it(
@@ -116,9 +111,7 @@ def predict_events(
 def test_the_engine_image_serves_a_mounted_adaptive_project(
     tmp_path: Path, docker_engine: Any
 ) -> None:
-    root = tmp_path / "live"
-    assert mlcycle("init", "live", "--pattern", "adaptive", "-d", root).code == 0
-    assert mlcycle("release", cwd=root).code == 0
+    root = init_and_release(tmp_path / "live", "adaptive")
     result = mlcycle("deploy", "--image", "--json", cwd=root)
     assert result.code == 0, result.err
     data = result.json()

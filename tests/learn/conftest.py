@@ -49,3 +49,12 @@ def mlcycle(*args: str | Path, cwd: Path | None = None) -> Result:
         cwd=cwd,
     )
     return Result(proc)
+
+
+def init_and_release(root: Path, pattern: str, *release_args: str) -> Path:
+    """`mlcycle init NAME --pattern PATTERN -d ROOT` (NAME: the folder's name), then
+    `mlcycle release RELEASE_ARGS`; returns ROOT."""
+    assert mlcycle("init", root.name, "--pattern", pattern, "-d", root).code == 0
+    result = mlcycle("release", *release_args, cwd=root)
+    assert result.code == 0, result.err
+    return root
