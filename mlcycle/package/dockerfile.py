@@ -70,7 +70,8 @@ REFERENCE_RE: Final = re.compile(
 )
 REGISTRY_RE: Final = re.compile(rf"^{_DOMAIN}$", re.ASCII)
 TAG_RE: Final = re.compile(rf"^{_TAG}$", re.ASCII)
-_WHEEL_RE: Final = re.compile(r"^mlcycle-[0-9A-Za-z.!+_]+-py3-none-any\.whl$")
+# The wheel of the distribution mlcycle-cli (wheel names normalise "-" to "_").
+_WHEEL_RE: Final = re.compile(r"^mlcycle_cli-[0-9A-Za-z.!+_]+-py3-none-any\.whl$")
 _CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -337,7 +338,7 @@ def _write(
         wheel_path = Path(wheel) if wheel else _default_wheel(wheels)
         if _WHEEL_RE.fullmatch(wheel_path.name) is None:
             raise PackagingError(
-                f"{wheel_path}: not a wheel of mlcycle (mlcycle-VERSION-py3-none-any.whl)"
+                f"{wheel_path}: not a wheel of mlcycle (mlcycle_cli-VERSION-py3-none-any.whl)"
             )
         if wheel_path.parent != wheels:
             if not wheel_path.is_file():
@@ -490,7 +491,7 @@ def build_wheel(dest: Path, *, source: Path | None = None) -> Path:
     if root is None:
         raise PackagingError(
             "cannot find mlcycle's source tree to build the wheel the image installs",
-            hint="set MLCYCLE_WHEEL to a mlcycle wheel (pip download or pip wheel mlcycle)",
+            hint="set MLCYCLE_WHEEL to a mlcycle wheel (pip download --no-deps mlcycle-cli)",
         )
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -505,7 +506,7 @@ def build_wheel(dest: Path, *, source: Path | None = None) -> Path:
         if done.returncode != 0:
             tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-10:])
             raise PackagingError(f"building mlcycle's wheel failed:\n{tail}")
-        wheels = [p for p in Path(tmp).glob("mlcycle-*.whl") if _WHEEL_RE.fullmatch(p.name)]
+        wheels = [p for p in Path(tmp).glob("mlcycle_cli-*.whl") if _WHEEL_RE.fullmatch(p.name)]
         if len(wheels) != 1:
             raise PackagingError(f"pip wheel made {len(wheels)} mlcycle wheels, expected one")
         target = dest / wheels[0].name

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mlcycle
 from mlcycle.errors import RuntimeFailure, UsageError
 from mlcycle.progress import NULL_PROGRESS, Progress
 from mlcycle.resources import schema_path
@@ -213,6 +214,8 @@ def template_variables(name: str, pattern: str) -> dict[str, str]:
         "pattern": pattern,
         "image_name": image_name(name),
         "schema_url": schema_url(),
+        # Generated CI installs exactly the mlcycle that generated it.
+        "mlcycle_requirement": mlcycle.requirement(),
     }
 
 

@@ -91,7 +91,7 @@ def project(tmp_path: Path) -> Project:
 
 
 FAKE_METADATA = """Metadata-Version: 2.3
-Name: mlcycle
+Name: mlcycle-cli
 Version: 0.1.0
 Requires-Dist: pyyaml>=6
 Requires-Dist: uvloop>=0.19; sys_platform != "win32"
@@ -107,10 +107,10 @@ def fake_wheel(tmp_path: Path) -> Path:
     """A wheel with metadata and no code: enough for tests that only write a context."""
     import zipfile
 
-    path = tmp_path / "wheels" / "mlcycle-0.1.0-py3-none-any.whl"
+    path = tmp_path / "wheels" / "mlcycle_cli-0.1.0-py3-none-any.whl"
     path.parent.mkdir()
     with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("mlcycle-0.1.0.dist-info/METADATA", FAKE_METADATA)
+        archive.writestr("mlcycle_cli-0.1.0.dist-info/METADATA", FAKE_METADATA)
     return path
 
 

@@ -61,7 +61,7 @@ def test_context_layout(project: Project, tmp_path: Path, fake_wheel: Path) -> N
         "Dockerfile",
         "build/pip.conf",
         "build/requirements.txt",
-        "wheel/mlcycle-0.1.0-py3-none-any.whl",
+        "wheel/mlcycle_cli-0.1.0-py3-none-any.whl",
         "bundle/bundle.json",
         "bundle/lifecycle.yaml",
         "bundle/model.skops",
@@ -286,7 +286,7 @@ def test_ca_bundle_is_copied_into_the_context(
 
 
 def test_a_wheel_without_metadata_is_refused(project: Project, tmp_path: Path) -> None:
-    broken = tmp_path / "mlcycle-0.1.0-py3-none-any.whl"
+    broken = tmp_path / "mlcycle_cli-0.1.0-py3-none-any.whl"
     broken.write_bytes(b"not a zip")
     with pytest.raises(PackagingError, match="not a readable wheel"):
         context_of(project, tmp_path, broken)

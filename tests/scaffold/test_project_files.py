@@ -11,6 +11,7 @@ import pytest
 import skops.io
 import yaml
 
+import mlcycle
 from mlcycle.scaffold import PATTERNS, InitResult
 from mlcycle.scaffold.datasets import feature_names
 from mlcycle.spec import load_spec
@@ -47,6 +48,26 @@ def test_gitlab_ci_is_valid_yaml_running_validate(
     assert any(line.startswith("mlcycle release") for line in scripts)
     if pattern == "adaptive":
         assert "mlcycle update" in scripts
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_every_ci_job_installs_exactly_this_mlcycle(
+    projects: dict[str, InitResult], pattern: str
+) -> None:
+    # `mlcycle` on the package index is an unrelated project without our command.
+    directory = projects[pattern].directory
+    workflow = yaml.safe_load((directory / ".github/workflows/mlcycle.yml").read_text())
+    pipeline = yaml.safe_load((directory / ".gitlab-ci.yml").read_text())
+    github_jobs = [[s.get("run", "") for s in job["steps"]] for job in workflow["jobs"].values()]
+    # GitLab jobs share the default before_script.
+    gitlab_jobs = [pipeline["default"]["before_script"]]
+    wanted = f'"mlcycle-cli=={mlcycle.__version__}"'
+    for steps in github_jobs + gitlab_jobs:
+        installs = [step for step in steps if step.startswith("pip install")]
+        assert len(installs) == 1, steps
+        assert wanted in installs[0].split(), installs
+        assert installs[0].replace(wanted, "").count("mlcycle") == 0, installs
+    assert mlcycle.requirement() == wanted.strip('"')
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
