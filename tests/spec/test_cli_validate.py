@@ -54,6 +54,19 @@ def test_default_path_is_the_current_directory(tmp_path: Path) -> None:
     assert result.stdout.startswith("lifecycle.yaml: valid — open lifecycle")
 
 
+@pytest.mark.parametrize("verb", ["validate", "plan"])
+def test_project_option_like_every_other_verb(verb: str) -> None:
+    result = cli(verb, "-C", str(FIXTURES / "open"))
+    assert result.code == 0, result.output
+    assert "open" in result.stdout
+
+
+def test_a_path_and_another_project_option_are_refused() -> None:
+    result = cli("validate", str(FIXTURES / "open"), "-C", str(FIXTURES / "dual"))
+    assert result.code == 2
+    assert "two projects given" in result.stderr
+
+
 def test_a_file_path_with_another_name(tmp_path: Path) -> None:
     path = tmp_path / "other.yml"
     shutil.copy(FIXTURES / "open" / "lifecycle.yaml", path)

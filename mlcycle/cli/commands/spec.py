@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import typer
 
 from mlcycle.cli.app import app
-from mlcycle.errors import ExitCode
+from mlcycle.cli.options import project_option
+from mlcycle.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from mlcycle.spec import ValidationReport
@@ -33,6 +34,7 @@ def validate(
         False, "--json", help="Print the report as JSON on stdout (also when invalid)."
     ),
     strict: bool = typer.Option(False, "--strict", help="Treat warnings as errors."),
+    project: Path | None = project_option(),
 ) -> None:
     """Check lifecycle.yaml: YAML, schema and the taxonomy's rules; name its pattern.
 
@@ -40,7 +42,7 @@ def validate(
     """
     from mlcycle import api
 
-    report = api.validate(path, strict=strict)
+    report = api.validate(_one_path(path, project), strict=strict)
     if as_json:
         from mlcycle.cli import render
 
@@ -49,6 +51,13 @@ def validate(
         _render_report(report)
     if not report.ok:
         raise typer.Exit(ExitCode.USAGE)
+
+
+def _one_path(path: Path | None, project: Path | None) -> Path | None:
+    """PATH and `-C PATH` name the same thing (`-C` as every other verb takes it)."""
+    if path is not None and project is not None and path != project:
+        raise UsageError(f"two projects given: {path} and -C {project}", hint="give one of them")
+    return path if path is not None else project
 
 
 def _render_report(report: ValidationReport) -> None:
@@ -76,11 +85,12 @@ def _render_report(report: ValidationReport) -> None:
 def plan(
     path: Path | None = typer.Argument(None, help=_PATH_HELP, show_default=False, metavar="PATH"),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON on stdout."),
+    project: Path | None = project_option(),
 ) -> None:
     """Show the stages this lifecycle runs, and which of them mlcycle carries out."""
     from mlcycle import api
 
-    result = api.plan(path)
+    result = api.plan(_one_path(path, project))
     if as_json:
         from mlcycle.cli import render
 
