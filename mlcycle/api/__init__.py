@@ -6,7 +6,7 @@ programs can call them the same way. Nothing here prints.
 
 from __future__ import annotations
 
-from mlcycle.api.agents import duration_flag, evaluate_production, update
+from mlcycle.api.agents import duration_flag, evaluate_production, production_check, update
 from mlcycle.api.deploy import deploy, manifest_history
 from mlcycle.api.learn import evaluate, models, train
 from mlcycle.api.release import history, release
@@ -22,6 +22,7 @@ __all__ = [
     "manifest_history",
     "models",
     "plan",
+    "production_check",
     "release",
     "report",
     "train",

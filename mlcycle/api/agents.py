@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,7 @@ if TYPE_CHECKING:
     from mlcycle.agents.production import ProductionReport
     from mlcycle.agents.update import UpdateResult
     from mlcycle.api.project import Project
+    from mlcycle.train.gate import GateResult
 
 
 def _training_frame(project: Project) -> Any:
@@ -132,4 +134,68 @@ def update(
         spec_hash=project.spec_hash,
         git_commit=project.git_commit(),
         progress=progress,
+    )
+
+
+@dataclass(frozen=True)
+class ProductionCheck:
+    """The spec's gate held against each served model's production metrics.
+
+    Only models with enough outcomes to trust are judged (`unreliable` lists the
+    others); a relative condition (`roc_auc >= current - 0.02`) compares a model's
+    production figure with the figure it was registered with.
+    """
+
+    checked: tuple[tuple[str, GateResult], ...]
+    unreliable: tuple[str, ...]
+    unmeasured: tuple[tuple[str, str], ...]
+    """(model, metric) pairs the gate names but production could not compute (n/a)."""
+    min_outcomes: int
+
+    @property
+    def passed(self) -> bool:
+        """Whether every judged model met every condition."""
+        return all(result.passed for _, result in self.checked)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready description."""
+        return {
+            "passed": self.passed,
+            "models": {model: result.as_dict() for model, result in self.checked},
+            "unreliable": list(self.unreliable),
+            "unmeasured": [{"model": m, "metric": k} for m, k in self.unmeasured],
+            "min_outcomes": self.min_outcomes,
+        }
+
+
+def production_check(path: str | Path | None, report: ProductionReport) -> ProductionCheck:
+    """Hold each served model's production metrics to `evaluation.gate` (`--check`)."""
+    from mlcycle.agents.production import MIN_OUTCOMES
+    from mlcycle.api.project import open_project
+    from mlcycle.errors import MlcycleError
+    from mlcycle.registry import ModelRef
+    from mlcycle.train.gate import check_gate
+
+    project = open_project(path)
+    conditions = project.spec.evaluation.gate
+    checked: list[tuple[str, GateResult]] = []
+    unreliable: list[str] = []
+    unmeasured: list[tuple[str, str]] = []
+    for figures in report.overall:
+        if not figures.reliable:
+            unreliable.append(figures.model)
+            continue
+        measured = {k: float(v) for k, v in figures.metrics.items() if v is not None}
+        unmeasured += [(figures.model, c.metric) for c in conditions if c.metric not in measured]
+        try:
+            registered = dict(project.registry.get(ModelRef.parse(figures.model)).metrics)
+        except MlcycleError:  # a model no longer in the registry: absolute conditions only
+            registered = {}
+        judged = [c for c in conditions if c.metric in measured]
+        checked.append((figures.model, check_gate(judged, measured, registered or None)))
+    return ProductionCheck(
+        checked=tuple(checked),
+        unreliable=tuple(unreliable),
+        unmeasured=tuple(unmeasured),
+        min_outcomes=MIN_OUTCOMES,
     )

@@ -162,3 +162,68 @@ def test_psi_is_zero_for_the_same_distribution_and_large_for_a_shift() -> None:
     reference = rng.normal(0, 1, 5000)
     assert population_stability_index(reference, rng.normal(0, 1, 5000)) < 0.02
     assert population_stability_index(reference, rng.normal(1.5, 1, 5000)) > 0.5
+
+
+def _served(root: Path, count: int, right_every: int, prefix: str = "c") -> None:
+    """`count` served predictions of 0.1.0/1 with outcomes; one in `right_every` is right."""
+    from mlcycle.serve.store import PredictionRecord, PredictionStore
+
+    store = PredictionStore(f"sqlite:///{root / '.mlcycle' / 'store.db'}")
+    rng = np.random.default_rng(1)
+    records, outcomes = [], []
+    for i in range(count):
+        truth = int(rng.integers(0, 2))
+        prediction = truth if i % right_every == 0 else 1 - truth
+        p1 = 0.9 if prediction == 1 else 0.1
+        records.append(
+            PredictionRecord(
+                id=f"{prefix}{i}",
+                model="live",
+                release="0.1.0",
+                generation=1,
+                created_at=time.time() - 60 + i * 0.1,
+                inputs={"mean_radius": 10.0},
+                prediction=prediction,
+                probabilities=[1 - p1, p1],
+            )
+        )
+        outcomes.append((f"{prefix}{i}", truth))
+    store.log_predictions(records)
+    store.record_outcomes(outcomes)
+    store.close()
+
+
+def test_production_check_fails_with_exit_3_when_served_metrics_miss_the_gate(
+    released: Callable[..., Path],
+) -> None:
+    root = released()
+    _served(root, 10, right_every=15)  # too few outcomes to judge: not a failure
+    few = mlcycle("evaluate", "--production", "--check", cwd=root)
+    assert few.code == 0, few.err
+    assert "not judged (fewer than 30 outcomes): 0.1.0/1" in few.err
+
+    _served(root, 60, right_every=15, prefix="d")  # 1 in 15 right: roc_auc and accuracy near 0.07
+    result = mlcycle("evaluate", "--production", "--check", cwd=root)
+    assert result.code == 3, result.out + result.err
+    assert "gate on production metrics of 0.1.0/1" in result.out
+    assert "FAIL" in result.out and "roc_auc >= 0.9" in result.out
+    assert "Traceback" not in result.err
+
+    document = mlcycle("evaluate", "--production", "--check", "--json", cwd=root)
+    assert document.code == 3
+    gate = document.json()["gate"]
+    assert gate["passed"] is False
+    checks = {c["condition"]: c for c in gate["models"]["0.1.0/1"]["checks"]}
+    assert checks["roc_auc >= 0.9"]["passed"] is False
+    # The relative condition compares production with the model's registered figure.
+    assert checks["roc_auc >= baseline - 0.02"]["baseline"] is not None
+
+
+def test_production_check_passes_when_served_metrics_hold(
+    released: Callable[..., Path],
+) -> None:
+    root = released()
+    _served(root, 60, right_every=1)  # every prediction right
+    result = mlcycle("evaluate", "--production", "--check", "--json", cwd=root)
+    assert result.code == 0, result.err
+    assert result.json()["gate"]["passed"] is True

@@ -13,6 +13,7 @@ from mlcycle.cli.options import json_option, project_option
 if TYPE_CHECKING:
     from mlcycle.agents import ProcureResult
     from mlcycle.agents.production import ProductionReport
+    from mlcycle.api.agents import ProductionCheck
     from mlcycle.api.learn import EvaluationReport, ModelListing
 
 _LOWER_HELP = "Start of the data window on the ordinal column (inclusive), e.g. 100 or 2026-01-01."
@@ -102,7 +103,10 @@ def evaluate(
     lower: str | None = typer.Option(None, "--lower", help=_LOWER_HELP, show_default=False),
     upper: str | None = typer.Option(None, "--upper", help=_UPPER_HELP, show_default=False),
     check: bool = typer.Option(
-        False, "--check", help="Exit with status 3 when the metrics fail the spec's gate."
+        False,
+        "--check",
+        help="Exit with status 3 when the metrics fail the spec's gate "
+        "(with --production: any served model with enough outcomes).",
     ),
     production: bool = typer.Option(
         False,
@@ -139,10 +143,18 @@ def evaluate(
         if ref is not None or lower is not None or upper is not None:
             raise UsageError("--production scores served models; leave out REF, --lower, --upper")
         production_report = api.evaluate_production(project, window=window, since=since)
+        verdict = api.production_check(project, production_report) if check else None
         if as_json:
-            render.print_json(production_report.as_dict())
+            document = production_report.as_dict()
+            if verdict is not None:
+                document["gate"] = verdict.as_dict()
+            render.print_json(document)
         else:
             _render_production(production_report)
+            if verdict is not None:
+                _render_production_check(verdict)
+        if verdict is not None and not verdict.passed:
+            raise typer.Exit(ExitCode.GATE_REJECTED)
         return
     if window is not None or since is not None:
         raise UsageError("--window and --since go with --production")
@@ -177,6 +189,22 @@ def _render_evaluation(report: EvaluationReport) -> None:
             "their scores flatter it. Evaluate on rows it has not seen "
             f"(--lower above {ordinal} {watermark}), or train with --upper to hold rows out."
         )
+
+
+def _render_production_check(verdict: ProductionCheck) -> None:
+    from mlcycle.cli import render, views
+
+    for model, result in verdict.checked:
+        views.gate_table(result.checks, title=f"gate on production metrics of {model}")
+    for model, metric in verdict.unmeasured:
+        render.warning(f"{model}: {metric} could not be computed from its outcomes; not checked")
+    if verdict.unreliable:
+        render.warning(
+            f"not judged (fewer than {verdict.min_outcomes} outcomes): "
+            + ", ".join(verdict.unreliable)
+        )
+    if not verdict.checked:
+        render.warning("no served model has enough outcomes to check the gate yet")
 
 
 def _render_production(report: ProductionReport) -> None:
