@@ -66,6 +66,8 @@ class UpdateResult:
     forced: bool
     procured: ProcureResult | None
     data_mode: str
+    waiting_on: Entry | None = None
+    """A rejected generation trained on the rows a new one would see: nothing was trained."""
 
     @property
     def retrained(self) -> bool:
@@ -78,6 +80,15 @@ class UpdateResult:
         fired = [c for c in self.checks if c.fired]
         if self.forced:
             return "forced with --force"
+        if self.waiting_on is not None:
+            watermark = self.waiting_on.data.get("watermark")
+            ordinal = self.waiting_on.data.get("ordinal")
+            return (
+                f"waiting for new rows since rejection of {self.waiting_on.ref} (no rows after "
+                f"{ordinal} {watermark}; it fired on "
+                + "; ".join(f"{c.name}: {c.detail}" for c in fired)
+                + ")"
+            )
         if fired:
             return "; ".join(f"{c.name}: {c.detail}" for c in fired)
         return "no trigger fired"
@@ -91,6 +102,7 @@ class UpdateResult:
             "retrained": self.retrained,
             "reason": self.reason,
             "data": self.data_mode,
+            "waiting_since_rejection": str(self.waiting_on.ref) if self.waiting_on else None,
             "result": self.procured.as_dict() if self.procured else None,
         }
 
@@ -234,6 +246,16 @@ def update(
         return UpdateResult(
             current=current, checks=checks, forced=False, procured=None, data_mode=mode
         )
+    rejection = None if force else _standing_rejection(spec, registry, current, spec_hash)
+    if rejection is not None:
+        return UpdateResult(
+            current=current,
+            checks=checks,
+            forced=False,
+            procured=None,
+            data_mode=mode,
+            waiting_on=rejection,
+        )
     previous: Entry | None = None
     dataset = None
     if mode == "increment":
@@ -281,6 +303,38 @@ def update(
     return UpdateResult(
         current=current, checks=checks, forced=force, procured=result, data_mode=mode
     )
+
+
+def _standing_rejection(
+    spec: Spec, registry: Registry, current: Entry, spec_hash: str | None
+) -> Entry | None:
+    """The newest rejected generation after `current` that another run would only repeat.
+
+    The triggers look at the current model, which a rejection leaves in place, so they
+    keep firing; training again on the same rows with the same spec gives the same
+    rejected model. It stands until rows arrive after its watermark or the spec
+    changes (another gate, triggers or model). Without a recorded watermark nothing
+    can be told, and the agent trains.
+    """
+    from mlcycle.data import count_new_rows
+    from mlcycle.registry import Status
+
+    later = [
+        e
+        for e in registry.entries()
+        if e.release == current.release and e.generation > current.generation
+    ]
+    if not later:
+        return None
+    newest = max(later, key=lambda e: e.generation)
+    if newest.status is not Status.REJECTED:
+        return None
+    if spec_hash is not None and newest.spec_hash != spec_hash:
+        return None
+    watermark = newest.data.get("watermark")
+    if watermark is None or count_new_rows(spec, watermark) > 0:
+        return None
+    return newest
 
 
 def _tail(dataset: Any, rows: int) -> Any:

@@ -62,6 +62,19 @@ def test_update_waits_for_a_trigger_then_trains_on_the_increment(
     assert models["current"] == "0.1.0/1"
     assert [(e["ref"], e["status"]) for e in models["entries"]][-1] == ("0.1.0/2", "rejected")
 
+    # The trigger still fires, but the same rows would give the same rejected model:
+    # the agent waits for new rows instead of adding 0.1.0/3, 0.1.0/4, ... under cron.
+    waiting = mlcycle("update", "--json", cwd=root)
+    assert waiting.code == 0, waiting.err
+    data = waiting.json()
+    assert data["retrained"] is False
+    assert data["waiting_since_rejection"] == "0.1.0/2"
+    assert data["reason"].startswith("waiting for new rows since rejection of 0.1.0/2")
+    human = mlcycle("update", cwd=root)
+    assert human.code == 0 and "waiting for new rows since rejection of 0.1.0/2" in human.out
+    assert len(mlcycle("models", "--json", cwd=root).json()["entries"]) == len(models["entries"])
+
+    # A changed spec (here: the gate) is a reason to try the same rows again.
     spec = root / "lifecycle.yaml"
     spec.write_text(spec.read_text().replace("baseline - 0.02", "baseline - 0.1"))
     busy = mlcycle("update", "--json", cwd=root)
