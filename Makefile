@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck check bench clean docker-env browser postgres
+.PHONY: install demo test coverage lint typecheck check bench clean docker-env browser postgres
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,18 @@ test: $(STAMP) lint typecheck docker-env browser postgres
 	MLCYCLE_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:$(PG_PORT)/postgres \
 		$(BIN)/pytest -q
 
+# The suite under coverage, subprocesses included (CLI runs, servers and their workers
+# each write a data file; see [tool.coverage] in pyproject.toml), then the table.
+COVERAGE_DIR := $(CURDIR)/.coverage-data
+coverage: $(STAMP) docker-env browser postgres
+	rm -rf $(COVERAGE_DIR) && mkdir -p $(COVERAGE_DIR)
+	COVERAGE_FILE=$(COVERAGE_DIR)/coverage \
+	MLCYCLE_REQUIRE_DOCKER=1 MLCYCLE_REQUIRE_POSTGRES=1 \
+	MLCYCLE_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:$(PG_PORT)/postgres \
+		$(BIN)/coverage run -m pytest -q $(PYTEST_ARGS)
+	COVERAGE_FILE=$(COVERAGE_DIR)/coverage $(BIN)/coverage combine -q
+	COVERAGE_FILE=$(COVERAGE_DIR)/coverage $(BIN)/coverage report
+
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
@@ -52,4 +64,4 @@ browser:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage-data build dist *.egg-info
