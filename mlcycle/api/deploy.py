@@ -47,6 +47,8 @@ class DeployResult:
     manifest: Manifest | None = None
     arms: tuple[str, ...] = ()
     k8s: K8sManifests | None = None
+    uncommitted: tuple[Path, ...] = ()
+    """Files this deploy wrote into the project that git would commit (untracked, changed)."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready description."""
@@ -61,6 +63,7 @@ class DeployResult:
             "manifest": self.manifest.as_dict() if self.manifest else None,
             "arms": list(self.arms),
             "k8s": self.k8s.as_dict() if self.k8s else None,
+            "uncommitted": [str(p) for p in self.uncommitted],
         }
 
 
@@ -93,16 +96,19 @@ def deploy(
                 "--rollback publishes an earlier manifest again; it builds no image",
                 hint="roll back first, then build the engine image with mlcycle deploy --image",
             )
-        return _deploy_dynamic(
+        return _noting_uncommitted(
             project,
-            ref=ref,
-            k8s=k8s,
-            rollback=rollback,
-            build=build,
-            context_only=context_only,
-            push=push,
-            registry=registry,
-            progress=progress,
+            _deploy_dynamic(
+                project,
+                ref=ref,
+                k8s=k8s,
+                rollback=rollback,
+                build=build,
+                context_only=context_only,
+                push=push,
+                registry=registry,
+                progress=progress,
+            ),
         )
     if rollback:
         raise UsageError(
@@ -115,15 +121,30 @@ def deploy(
             "engine image",
             hint="a wrapped deploy builds its release image anyway: leave out --image",
         )
-    return _deploy_wrapped(
+    return _noting_uncommitted(
         project,
-        ref=ref,
-        context_only=context_only,
-        push=push,
-        registry=registry,
-        k8s=k8s,
-        progress=progress,
+        _deploy_wrapped(
+            project,
+            ref=ref,
+            context_only=context_only,
+            push=push,
+            registry=registry,
+            k8s=k8s,
+            progress=progress,
+        ),
     )
+
+
+def _noting_uncommitted(project: Project, result: DeployResult) -> DeployResult:
+    """Name the Kubernetes files written into the project that git would commit.
+
+    Left untracked they would make the next `mlcycle release` refuse a dirty tree.
+    """
+    if result.k8s is None:
+        return result
+    import dataclasses
+
+    return dataclasses.replace(result, uncommitted=project.uncommitted(list(result.k8s.files)))
 
 
 def _entry(project: Project, ref: str | None) -> Entry:
@@ -277,6 +298,21 @@ def _deploy_dynamic(
                 context_only=context_only,
                 target_registry=_push_target(project, push, registry),
                 progress=progress,
+            )
+        if context_only is not None:
+            # --context-only writes files and changes nothing else: publishing a manifest
+            # would switch what a running engine serves.
+            k8s_files = None
+            if k8s is not None:
+                k8s_files = _write_k8s(
+                    project,
+                    release_image(spec, entry.release),
+                    entry.release,
+                    dynamic=True,
+                    directory=k8s,
+                )
+            return DeployResult(
+                project=spec.name, deployment="dynamic", entry=entry, k8s=k8s_files, **made
             )
         if selector.kind is SelectorKind.PINNED:
             manifest = store.publish(

@@ -53,6 +53,21 @@ class Project:
         except GitError:
             return None
 
+    def uncommitted(self, paths: list[Path]) -> tuple[Path, ...]:
+        """Those of `paths` that git would commit (new or changed, not ignored).
+
+        A release needs a clean tree, so output a command writes into the project
+        must either be committed or go where git ignores it; empty outside git.
+        """
+        from mlcycle.gitops import Repo
+
+        try:
+            with Repo.find(self.root) as repo:
+                dirty = {(repo.root / p).resolve() for p in repo.dirty_paths()}
+        except GitError:
+            return ()
+        return tuple(p for p in paths if p.resolve() in dirty)
+
     def require_unattended(self, verb: str) -> None:
         """UsageError when the spec procures models by hand, so `verb` cannot train."""
         if self.spec.lifecycle.procurement is Procurement.INTERACTIVE:

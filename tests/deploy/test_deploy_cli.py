@@ -70,6 +70,26 @@ def test_context_only_and_k8s_for_a_wrapped_release(
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
 
+def test_k8s_files_written_into_the_project_are_named_as_uncommitted(
+    released: Callable[..., Path], tmp_path: Path
+) -> None:
+    root = released()
+    result = mlcycle("deploy", "--context-only", tmp_path / "ctx", "--k8s", "k8s", cwd=root)
+    assert result.code == 0, result.err
+    assert "not committed" in result.err and "git add k8s" in result.err
+    # What the message says makes the next release possible.
+    blocked = mlcycle("release", "--bump", "patch", cwd=root)
+    assert blocked.code != 0 and "k8s/" in blocked.err
+    subprocess.run(["git", "add", "k8s"], cwd=root, check=True)
+    subprocess.run(["git", "commit", "-qm", "k8s"], cwd=root, check=True)
+    again = mlcycle(
+        "deploy", "--context-only", tmp_path / "ctx2", "--k8s", "k8s", "--json", cwd=root
+    )
+    assert again.code == 0, again.err
+    assert again.json()["uncommitted"] == []  # the same files, already committed
+    assert mlcycle("release", "--bump", "patch", cwd=root).code == 0
+
+
 def test_deploy_without_a_release_says_what_to_do(tmp_path: Path) -> None:
     root = tmp_path / "empty"
     assert mlcycle("init", "empty", "-d", root).code == 0
@@ -135,7 +155,12 @@ def test_dynamic_engine_context_and_refusals(released: Callable[..., Path], tmp_
     assert result.code == 0, result.err
     data = result.json()
     assert data["context"] == str(tmp_path / "ctx")
-    assert data["manifest"]["number"] == 1  # the image first, then the manifest
+    # --context-only writes files and changes nothing else: a running engine would pick
+    # up a published manifest.
+    assert data["manifest"] is None
+    manifests = root / ".mlcycle" / "registry" / "live" / "manifests"
+    assert not manifests.exists() or not any(manifests.iterdir())
+    assert data["ref"] == "0.1.0/1"
     context = tmp_path / "ctx"
     dockerfile = (context / "Dockerfile").read_text()
     assert not (context / "bundle").exists()  # the engine holds no model
@@ -146,7 +171,7 @@ def test_dynamic_engine_context_and_refusals(released: Callable[..., Path], tmp_
     pins = (context / "build" / "requirements.txt").read_text().splitlines()
     assert f"scikit-learn=={entry['versions']['sklearn']}" in pins
 
-    manifests = root / ".mlcycle" / "registry" / "live" / "manifests"
+    assert mlcycle("deploy", cwd=root).code == 0  # publishes manifest 1
     for args, message in (
         (("--rollback", "--image"), "builds no image"),
         (("--registry", "127.0.0.1:5000"), "add --push"),

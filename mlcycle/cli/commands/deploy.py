@@ -145,3 +145,10 @@ def _render(result: DeployResult) -> None:
             f"Kubernetes manifests in {escape(str(result.k8s.directory))}: "
             f"{len(result.k8s.files)} files; kubectl apply -f {escape(str(result.k8s.directory))}"
         )
+    if result.uncommitted:
+        where = escape(str(result.k8s.directory if result.k8s else result.uncommitted[0]))
+        render.warning(
+            f"{len(result.uncommitted)} new or changed file(s) in {where} are not committed; "
+            f"the next release needs a clean tree: git add {where} && git commit "
+            "(or write them outside the project, or list them in .gitignore)"
+        )
