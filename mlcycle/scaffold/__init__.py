@@ -260,6 +260,8 @@ def next_steps(pattern: str, root: Path) -> tuple[str, ...]:
         "interactive": (
             "mlcycle validate",
             "python train_by_hand.py",
+            # A release tags a commit: the hand-made model must be in it.
+            'git add model.skops && git commit -m "Model trained by hand"',
             "mlcycle release --bump minor",
             "mlcycle deploy",
         ),
