@@ -90,18 +90,48 @@ def table(
     markup: bool = False,
     console: Console | None = None,
 ) -> None:
-    """A rich table of rows on stdout (or `console`).
+    """A table of rows on stdout (or `console`) that never drops a character.
 
-    Cells are plain text unless `markup` is set; then only the caller's own
-    markup may appear in them (escape any user data).
+    On a terminal: a rich table whose cells fold onto more lines when the terminal
+    is too narrow (rich's default cuts them to `versi…`). Piped or redirected: plain,
+    aligned rows at their full width, for `grep`, `cut` and logs. Cells are plain
+    text unless `markup` is set; then only the caller's own markup may appear in
+    them (escape any user data).
     """
     from rich.markup import escape
+    from rich.text import Text
+
+    out = console or stdout()
+    headers = list(columns)
+    cells = [["" if v is None else str(v) for v in row] for row in rows]
+    if not out.is_terminal:
+        texts = [[Text.from_markup(c).plain if markup else c for c in row] for row in cells]
+        _plain_table(out, title, headers, texts)
+        return
     from rich.table import Table
 
     t = Table(title=title, title_justify="left")
-    for column in columns:
-        t.add_column(column)
+    for column in headers:
+        t.add_column(column, overflow="fold")
+    for row in cells:
+        t.add_row(*(row if markup else [escape(c) for c in row]))
+    out.print(t)
+
+
+def _plain_table(
+    out: Console, title: str | None, headers: list[str], rows: list[list[str]]
+) -> None:
+    """Columns separated by two spaces, each as wide as its widest cell; nothing cut."""
+    widths = [len(h) for h in headers]
     for row in rows:
-        cells = ("" if v is None else str(v) for v in row)
-        t.add_row(*(cells if markup else (escape(c) for c in cells)))
-    (console or stdout()).print(t)
+        for i, cell in enumerate(row[: len(widths)]):
+            widths[i] = max(widths[i], len(cell))
+
+    def line(values: list[str]) -> str:
+        padded = [v.ljust(w) for v, w in zip(values, widths, strict=False)]
+        return "  ".join(padded).rstrip()
+
+    if title:
+        out.print(title, markup=False, highlight=False, soft_wrap=True)
+    for values in (headers, *rows):
+        out.print(line(values), markup=False, highlight=False, soft_wrap=True)
