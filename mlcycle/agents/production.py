@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -264,13 +265,19 @@ def score_rows(
             values[name] = None
             continue
         try:
-            value = _metric(name)(scorable)
-        except (ValueError, TypeError) as e:  # e.g. one class only among the outcomes
+            # sklearn warns (and returns NaN) or raises where a metric is undefined, e.g.
+            # one class only among the outcomes: either way we say why in our words.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                value = _metric(name)(scorable)
+        except (ValueError, TypeError) as e:
+            log.debug("%s on %s: %s", name, model, e)
+            value = math.nan
+        if math.isnan(value):
             values[name] = None
             notes.append(_undefined(name, scorable))
-            log.debug("%s on %s: %s", name, model, e)
-            continue
-        values[name] = None if math.isnan(value) else value
+        else:
+            values[name] = value
     if 0 < len(scorable) < MIN_OUTCOMES:
         notes.append(f"only {len(scorable)} outcomes: too few to act on (need {MIN_OUTCOMES})")
     return WindowMetrics(
