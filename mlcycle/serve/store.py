@@ -758,6 +758,12 @@ class PredictionStore:
             raise ServingError(f"cannot prune the prediction store: {e}") from e
         if deleted[0]:
             log.info("retention: pruned %d predictions and %d outcomes", deleted[0], deleted[1])
+        if kept:
+            log.info(
+                "retention: %d predictions over the rows limit stay: they wait for outcomes "
+                "inside the age limit",
+                kept,
+            )
         return PruneReport(predictions=deleted[0], outcomes=deleted[1], kept_pending=kept)
 
     def _count(self) -> int:
