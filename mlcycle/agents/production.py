@@ -14,16 +14,20 @@ a served prediction has its label and probabilities, not the estimator.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from mlcycle.errors import DataError, UsageError
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
-    from mlcycle.serve.store import JoinedRow
+    from mlcycle.serve.store import JoinedRow, PruneReport
     from mlcycle.spec.model import Spec
 
 # Fewer outcomes than this make a metric too noisy to act on (triggers ignore it).
@@ -100,6 +104,9 @@ class WindowMetrics:
     outcomes: int
     metrics: Mapping[str, float | None]
     notes: tuple[str, ...] = ()
+    unscorable: int = 0
+    """Outcomes that arrived but cannot be scored (not a label or number of this model);
+    left out of `outcomes` and of the metrics, and explained in `notes`."""
 
     @property
     def reliable(self) -> bool:
@@ -114,6 +121,7 @@ class WindowMetrics:
             "end": self.end,
             "predictions": self.predictions,
             "outcomes": self.outcomes,
+            "unscorable": self.unscorable,
             "metrics": dict(self.metrics),
             "reliable": self.reliable,
             "notes": list(self.notes),
@@ -158,6 +166,13 @@ class ProductionReport:
     drift: tuple[Drift, ...] = field(default=())
     imported_outcomes: int = 0
     """Outcomes taken from the spec's outcomes source before scoring."""
+    pruned: PruneReport | None = None
+    """What the store's retention policy removed before scoring (None: no policy)."""
+
+    @property
+    def unscorable(self) -> int:
+        """Outcomes left out of every model's figures because they cannot be scored."""
+        return sum(w.unscorable for w in self.overall)
 
     def for_model(self, ref: str) -> WindowMetrics | None:
         """The overall figures of model `ref`."""
@@ -172,6 +187,8 @@ class ProductionReport:
             "windows": [w.as_dict() for w in self.windows],
             "drift": [d.as_dict() for d in self.drift],
             "imported_outcomes": self.imported_outcomes,
+            "unscorable": self.unscorable,
+            "pruned": None if self.pruned is None else self.pruned.as_dict(),
         }
 
 
@@ -217,32 +234,83 @@ def score_rows(
     start: float,
     end: float,
     predictions: int,
+    task: str = "classification",
 ) -> WindowMetrics:
-    """The metrics of `rows` (predictions with outcomes); None for one that is undefined."""
+    """The metrics of `rows` (predictions with outcomes); None for one that is undefined.
+
+    Rows whose outcome cannot be scored against their prediction (see
+    `mlcycle.serve.outcomes.scoring_problem`: a store may hold outcomes from before
+    feedback was checked) are left out, counted in `unscorable` and explained in
+    the notes, so the others still give figures. A metric that is undefined on
+    these rows says why in our words, never in sklearn's.
+    """
+    from mlcycle.serve.outcomes import scoring_problem
+
+    scorable: list[JoinedRow] = []
+    problems: dict[str, int] = {}
+    for row in rows:
+        problem = scoring_problem(row.outcome, row.prediction, task)
+        if problem is None:
+            scorable.append(row)
+        else:
+            problems[problem] = problems.get(problem, 0) + 1
     values: dict[str, float | None] = {}
     notes = []
+    if problems:
+        skipped = sum(problems.values())
+        reasons = "; ".join(f"{n} × {why}" for why, n in problems.items())
+        notes.append(f"{skipped} outcome(s) cannot be scored and are left out ({reasons})")
     for name in metrics:
-        if not rows:
+        if not scorable:
             values[name] = None
             continue
         try:
-            value = _metric(name)(rows)
-        except ValueError as e:  # e.g. one class only among the outcomes
+            # sklearn warns (and returns NaN) or raises where a metric is undefined, e.g.
+            # one class only among the outcomes: either way we say why in our words.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                value = _metric(name)(scorable)
+        except (ValueError, TypeError) as e:
+            log.debug("%s on %s: %s", name, model, e)
+            value = math.nan
+        if math.isnan(value):
             values[name] = None
-            notes.append(f"{name}: {e}")
-            continue
-        values[name] = None if math.isnan(value) else value
-    if 0 < len(rows) < MIN_OUTCOMES:
-        notes.append(f"only {len(rows)} outcomes: too few to act on (need {MIN_OUTCOMES})")
+            notes.append(_undefined(name, scorable))
+        else:
+            values[name] = value
+    if 0 < len(scorable) < MIN_OUTCOMES:
+        notes.append(f"only {len(scorable)} outcomes: too few to act on (need {MIN_OUTCOMES})")
     return WindowMetrics(
         model=model,
         start=start,
         end=end,
         predictions=predictions,
-        outcomes=len(rows),
+        outcomes=len(scorable),
         metrics=values,
         notes=tuple(notes),
+        unscorable=len(rows) - len(scorable),
     )
+
+
+_BINARY_METRICS: Final = ("f1", "precision", "recall", "roc_auc")
+
+
+def _undefined(name: str, rows: Sequence[JoinedRow]) -> str:
+    """Why metric `name` has no value on `rows`, in the terms of the product."""
+    outcomes = {_hashable(r.outcome) for r in rows}
+    labels = outcomes | {_hashable(r.prediction) for r in rows}
+    if name == "roc_auc" and len(outcomes) < 2:
+        return "roc_auc: undefined while the outcomes hold one class only"
+    if name in _BINARY_METRICS and len(labels) > 2:
+        hint = " (f1_macro works for several)" if name == "f1" else ""
+        return f"{name}: needs two classes; outcomes and predictions hold {len(labels)}{hint}"
+    if name in _BINARY_METRICS and 1 not in labels:
+        return f"{name}: counts the class 1 as positive, and the labels here are not 0/1"
+    return f"{name}: cannot be computed on these {len(rows)} outcomes"
+
+
+def _hashable(value: Any) -> Any:
+    return value if isinstance(value, str | int | float | bool) else repr(value)
 
 
 def evaluate_production(
@@ -257,14 +325,20 @@ def evaluate_production(
     """Score served predictions against their outcomes, per model and per `window` seconds.
 
     `training_data(ref)` returns the feature frame a model was trained on, for
-    drift (None: no drift figures). With `record`, the overall figures are
-    appended to the store's `production_metrics` table.
+    drift (None: no drift figures). With `record`, the store's retention policy
+    (`store.retention`) is applied first and the overall figures are appended to
+    the store's `production_metrics` table; without it, nothing in the store changes.
     """
     from mlcycle.serve.store import PredictionStore
 
     metrics = tuple(m for m in (spec.evaluation.metrics or _default(spec)) if m in METRICS)
+    task = _task(spec, metrics)
+    retention = spec.store.retention
+    pruned = None
     store = PredictionStore(store_url)
     try:
+        if record and retention.active:
+            pruned = store.prune(retention)
         served = store.joined(since=since, with_outcome=False)
     finally:
         store.close()
@@ -278,7 +352,13 @@ def evaluate_production(
         start, end = rows[0].created_at, rows[-1].created_at
         overall.append(
             score_rows(
-                with_outcome, metrics, model=ref, start=start, end=end, predictions=len(rows)
+                with_outcome,
+                metrics,
+                model=ref,
+                start=start,
+                end=end,
+                predictions=len(rows),
+                task=task,
             )
         )
         if window:
@@ -292,6 +372,7 @@ def evaluate_production(
                         start=lo,
                         end=lo + window,
                         predictions=len(in_window),
+                        task=task,
                     )
                 )
         if training_data is not None:
@@ -304,6 +385,7 @@ def evaluate_production(
         overall=tuple(overall),
         windows=tuple(windows),
         drift=tuple(drift),
+        pruned=pruned,
     )
     if record and overall:
         _record(store_url, report)
@@ -312,6 +394,23 @@ def evaluate_production(
 
 def _default(spec: Spec) -> tuple[str, ...]:
     return ("accuracy",) if spec.model.task != "regression" else ("r2",)
+
+
+_REGRESSION_METRICS: Final = (
+    "r2",
+    "neg_mean_absolute_error",
+    "neg_mean_squared_error",
+    "neg_root_mean_squared_error",
+)
+
+
+def _task(spec: Spec, metrics: Sequence[str]) -> str:
+    """The spec's task, else what its metrics imply (regression metrics only: regression)."""
+    if spec.model.task is not None:
+        return spec.model.task
+    if metrics and all(m in _REGRESSION_METRICS for m in metrics):
+        return "regression"
+    return "classification"
 
 
 def _window_starts(start: float, end: float, window: int) -> list[float]:

@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import ServingError, UsageError
-from mlcycle.spec.model import Deployment
+from mlcycle.spec.model import DEFAULT_MAX_ROWS, Deployment, Retention
 
 if TYPE_CHECKING:
     from mlcycle.api.project import Project
     from mlcycle.package import Bundle
     from mlcycle.serve import ServedModel
-    from mlcycle.spec.model import ServeSpec
+    from mlcycle.spec.model import ServeSpec, Spec
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,8 @@ class ServeTarget:
     store_url: str | None
     loader: Any  # () -> ServedModel | Router; called once by the engine
     defaults: ServeSpec | None = None  # the spec's deployment.serve, when serving a project
+    max_rows: int = DEFAULT_MAX_ROWS  # deployment.serve.max_rows (a bundle: its own spec's)
+    retention: Retention | None = None  # store.retention (a bundle: its own spec's)
 
 
 def serve_target(
@@ -80,6 +82,7 @@ def serve_target(
         store_url=url,
         loader=lambda: served_model_from_entry(name, registry, entry),
         defaults=project.spec.deployment.serve,
+        **_limits(project.spec),
     )
 
 
@@ -108,7 +111,17 @@ def _live_target(project: Project, url: str | None) -> ServeTarget:
         store_url=url,
         loader=lambda: LiveRouter(root, name),
         defaults=project.spec.deployment.serve,
+        **_limits(project.spec),
     )
+
+
+def _limits(spec: Spec) -> dict[str, Any]:
+    """The engine settings a spec fixes wherever it is served (ServeTarget fields)."""
+    retention = spec.store.retention
+    return {
+        "max_rows": spec.deployment.serve.max_rows,
+        "retention": retention if retention.active else None,
+    }
 
 
 def spec_store_url(spec: Any) -> str:
@@ -139,19 +152,33 @@ def served_model_from_bundle(bundle: Bundle) -> ServedModel:
 
 def _bundle_target(path: Path, *, store_url: str | None) -> ServeTarget:
     from mlcycle.package import load_bundle
+    from mlcycle.spec import load_spec
 
     bundle = load_bundle(path)
+    # The bundle's own lifecycle.yaml (the spec the release was made with) sets the
+    # row cap and the retention, so an image serves under the same limits as the project.
+    spec = load_spec(bundle.spec_path)
     return ServeTarget(
         name=bundle.project,
         ref=bundle.ref,
         source=f"bundle {path}",
         store_url=store_url,
         loader=lambda: served_model_from_bundle(bundle),
+        **_limits(spec),
     )
 
 
 def serve(target: ServeTarget, *, host: str, port: int, workers: int) -> None:
     """Run the engine on `target` until SIGTERM/SIGINT (blocks)."""
+    from mlcycle.serve import ServeOptions
     from mlcycle.serve import serve as run_engine
 
-    run_engine(target.loader, host=host, port=port, workers=workers, store_url=target.store_url)
+    options = ServeOptions(max_rows=target.max_rows, retention=target.retention)
+    run_engine(
+        target.loader,
+        host=host,
+        port=port,
+        workers=workers,
+        store_url=target.store_url,
+        options=options,
+    )

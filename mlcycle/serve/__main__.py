@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch-rows", type=int, default=ServeOptions.max_batch_rows)
     parser.add_argument("--batch-wait-ms", type=float, default=0.0)
     parser.add_argument("--max-body-bytes", type=int, default=ServeOptions.max_body_bytes)
+    parser.add_argument("--max-rows", type=int, default=ServeOptions.max_rows)
     parser.add_argument("--drain-timeout", type=float, default=ServeOptions.drain_timeout)
     parser.add_argument(
         "--reuse-port", action="store_true", help="one SO_REUSEPORT socket per worker"
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             max_batch_rows=args.max_batch_rows,
             batch_wait=args.batch_wait_ms / 1000.0,
             max_body_bytes=args.max_body_bytes,
+            max_rows=args.max_rows,
             drain_timeout=args.drain_timeout,
             reuse_port=args.reuse_port,
             log_level=args.log_level,

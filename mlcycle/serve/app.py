@@ -40,7 +40,9 @@ from mlcycle.serve.batching import MicroBatcher
 from mlcycle.serve.codec import Codec, RequestError, json_type
 from mlcycle.serve.metrics import Metrics
 from mlcycle.serve.model import ModelSource, RequestInfo, Router, ServedModel, resolve_source
+from mlcycle.serve.outcomes import OutcomeRule, check_outcome
 from mlcycle.serve.store import OutcomeReport, PredictionLog, PredictionStore, shadow_id
+from mlcycle.spec.model import DEFAULT_MAX_ROWS, Retention
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,10 @@ class ServeOptions:
 
     max_body_bytes: int = 8 * 1024 * 1024
     """Larger request bodies get 413."""
+    max_rows: int = DEFAULT_MAX_ROWS
+    """Rows one prediction request may carry (`deployment.serve.max_rows`); more get 413."""
+    retention: Retention | None = None
+    """What the prediction log keeps (`store.retention`); the log writer prunes the rest."""
     max_inflight: int = 256
     """Requests a worker answers at once before it sheds more with 503 (per worker)."""
     retry_after: int = 1
@@ -125,6 +131,8 @@ class ServingApp:
         self._batchers: dict[int, MicroBatcher] = {}
         self._metric_keys: dict[int, tuple[str, str, str, str]] = {}
         self._background: set[asyncio.Future[None]] = set()
+        self._rules: tuple[OutcomeRule, ...] = ()
+        self._rules_key: tuple[int, ...] | None = None
         self._bind_router(router)
         self.metrics.refresh = self._refresh_metrics
         primary = router.models[0]
@@ -202,6 +210,7 @@ class ServingApp:
                 self.store_url,
                 interval=self.options.log_interval,
                 max_pending=self.options.log_max_pending,
+                retention=self.options.retention,
             )
             for model in self.router.models:
                 self._log_index(model)
@@ -525,15 +534,14 @@ class ServingApp:
 
         else:
             raise _form_problem(payload)
+        self._check_rows(_claimed_rows(payload.get("instances", payload.get("columns"))))
 
-        decode = read
-        if keys is not None:
-
-            def decode(codec: Codec) -> np.ndarray:
-                rows = read(codec)
-                if len(keys) != len(rows):
-                    raise RequestError(400, f"'keys' has {len(keys)} entries for {len(rows)} rows")
-                return rows
+        def decode(codec: Codec) -> np.ndarray:
+            rows = read(codec)
+            self._check_rows(len(rows))
+            if keys is not None and len(keys) != len(rows):
+                raise RequestError(400, f"'keys' has {len(keys)} entries for {len(rows)} rows")
+            return rows
 
         model, labels, probabilities, issued = await self._answer(model, decode, keys=keys)
         answer: dict[str, Any] = {
@@ -546,9 +554,28 @@ class ServingApp:
         await _send_bytes(send, 200, orjson.dumps(answer, option=_NUMPY))
         return 200
 
+    def _check_rows(self, count: int) -> None:
+        """413 when a request carries more rows than `max_rows`."""
+        limit = self.options.max_rows
+        if count > limit:
+            raise RequestError(
+                413,
+                f"the request has {count} rows; this server takes at most {limit} per request "
+                "(deployment.serve.max_rows): send them in smaller requests",
+            )
+
+    def _outcome_rules(self) -> tuple[OutcomeRule, ...]:
+        """What outcomes the models serving now take (recomputed when they change)."""
+        models = self.router.models
+        key = tuple(id(m) for m in models)
+        if key != self._rules_key:
+            self._rules = OutcomeRule.for_models(models)
+            self._rules_key = key
+        return self._rules
+
     async def _feedback(self, scope: Scope, receive: Receive, send: Send, route: _Route) -> int:
         payload = await self._body(scope, receive)
-        items = _feedback_items(payload)
+        items = _feedback_items(payload, self._outcome_rules())
         if self.store is None:
             raise RequestError(
                 404, "feedback is off: this server was started without a prediction store"
@@ -691,9 +718,12 @@ class ServingApp:
             raise RequestError(503, "not ready", headers=[(b"retry-after", b"1")])
         wanted = _v2_outputs(payload.get("outputs"), model)
         inputs = payload["inputs"]
+        self._check_rows(_claimed_v2_rows(inputs))
 
         def decode(codec: Codec) -> np.ndarray:
-            return codec.v2_inputs(inputs)
+            rows = codec.v2_inputs(inputs)
+            self._check_rows(len(rows))
+            return rows
 
         model, labels, probabilities, issued = await self._answer(
             model, decode, failover=not pinned
@@ -807,8 +837,39 @@ def _form_problem(payload: dict[str, Any]) -> RequestError:
     return RequestError(400, "the body needs 'instances' (a list of rows) or 'columns'")
 
 
-def _feedback_items(payload: Any) -> list[tuple[str, Any]]:
-    """(id, outcome) pairs from a feedback body, or a 400 saying what is wrong."""
+def _claimed_rows(data: Any) -> int:
+    """How many rows an `instances` list or a `columns` mapping claims (before decoding)."""
+    if type(data) is list:
+        return len(data)
+    if type(data) is dict:
+        return max((len(v) for v in data.values() if type(v) is list), default=0)
+    return 0
+
+
+def _claimed_v2_rows(inputs: Any) -> int:
+    """The largest first dimension among v2 input tensors (before decoding)."""
+    if type(inputs) is not list:
+        return 0
+    claimed = 0
+    for tensor in inputs:
+        shape = tensor.get("shape") if type(tensor) is dict else None
+        if type(shape) is list and shape and type(shape[0]) is int:
+            claimed = max(claimed, shape[0])
+    return claimed
+
+
+_MAX_PROBLEMS = 5
+"""Outcome problems named in one 422 answer (the rest are counted)."""
+
+
+def _feedback_items(payload: Any, rules: tuple[OutcomeRule, ...]) -> list[tuple[str, Any]]:
+    """(id, outcome) pairs from a feedback body, or a 400 saying what is wrong.
+
+    Every outcome must fit the served models (`rules`: one of the classes, or a finite
+    number): when one does not, the whole request gets 422 naming each misfit and
+    nothing of it is stored, so a client never has to find out which half went in.
+    Outcomes are returned as stored: in the classes' own type (`1.0` becomes `1`).
+    """
     if type(payload) is dict:
         entries = [payload]
         where = ["the body"]
@@ -839,7 +900,21 @@ def _feedback_items(payload: Any) -> list[tuple[str, Any]]:
         if outcome is None:
             raise RequestError(400, f"{place}: 'outcome' is null; send the true value")
         items.append((pid, outcome))
-    return items
+    checked = []
+    problems = []
+    for (pid, outcome), place in zip(items, where, strict=True):
+        stored, problem = check_outcome(outcome, rules)
+        if problem is not None:
+            problems.append(f"{place}: 'outcome' {problem}")
+        checked.append((pid, stored))
+    if problems:
+        shown = "; ".join(problems[:_MAX_PROBLEMS])
+        more = len(problems) - _MAX_PROBLEMS
+        tail = f" (and {more} more)" if more > 0 else ""
+        raise RequestError(
+            422, f"{shown}{tail}; nothing of this request was stored, send the true outcomes"
+        )
+    return checked
 
 
 def _v2_outputs(requested: Any, model: ServedModel) -> set[str]:

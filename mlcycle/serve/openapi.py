@@ -17,8 +17,10 @@ _ERROR_RESPONSES = {
     "400": "The body is malformed or does not fit the model's schema.",
     "404": "No such route or model.",
     "405": "The route does not take this method.",
-    "413": "The body is larger than the server's limit.",
+    "413": "The body is larger than the server's limit, or has more rows than `max_rows`.",
     "415": "The body is not JSON (send Content-Type: application/json).",
+    "422": "An outcome does not fit the served model (one of its classes, or a finite "
+    "number): nothing of the request was stored.",
     "503": "The server is overloaded or not ready; retry after `Retry-After` seconds.",
 }
 
@@ -145,10 +147,7 @@ def build(model: ServedModel) -> dict[str, Any]:
         "type": "object",
         "properties": {
             "id": {"type": "string", "description": "An id from a prediction response."},
-            "outcome": {
-                "description": "The true outcome (any JSON value but null).",
-                "not": {"type": "null"},
-            },
+            "outcome": _outcome_schema(model),
         },
         "required": ["id", "outcome"],
         "additionalProperties": False,
@@ -390,6 +389,7 @@ def build(model: ServedModel) -> dict[str, Any]:
                 _ref("FeedbackReport"),
                 *bad,
                 "404",
+                "422",
             ),
             "/v1/model": get("Describe the served model", _ref("ModelInfo")),
             "/healthz": get("Liveness", status),
@@ -441,4 +441,21 @@ def build(model: ServedModel) -> dict[str, Any]:
                 },
             }
         },
+    }
+
+
+def _outcome_schema(model: ServedModel) -> dict[str, Any]:
+    """What `/v1/feedback` takes as an outcome of this model (422 otherwise)."""
+    classes = model.predictor.classes
+    if model.task == "regression":
+        return {"type": "number", "description": "The true value: a finite number."}
+    if classes is not None:
+        return {
+            "enum": list(classes),
+            "description": "The true class: one of the model's classes, in their type "
+            "(a class 1 takes 1 or 1.0, never true or '1').",
+        }
+    return {
+        "type": ["string", "number", "boolean"],
+        "description": "The true class label.",
     }

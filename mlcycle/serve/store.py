@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import ServingError
+from mlcycle.spec.model import Retention
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 
 _CHUNK = 500
 """Ids per IN (...) query: far below every database's parameter limit."""
+
+PRUNE_EVERY = 300.0
+"""Seconds between two retention passes of the log writer."""
 
 PREDICTION_COLUMNS = (
     "id",
@@ -149,6 +153,27 @@ class EvaluatedRow:
     recorded_at: float
     outcome_id: str
     """The id the outcome was recorded for (equals `id` unless this row is a shadow's)."""
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What one pass of the retention policy removed (and what it had to keep)."""
+
+    predictions: int = 0
+    """Prediction rows deleted (shadow rows included)."""
+    outcomes: int = 0
+    """Outcome rows deleted with their predictions."""
+    kept_pending: int = 0
+    """Rows above `retention.rows` kept because, inside `retention.age`, they still wait
+    for an outcome (or for the reward totals to count it)."""
+
+    def as_dict(self) -> dict[str, int]:
+        """A JSON-ready description."""
+        return {
+            "predictions": self.predictions,
+            "outcomes": self.outcomes,
+            "kept_pending": self.kept_pending,
+        }
 
 
 @dataclass(frozen=True)
@@ -683,6 +708,117 @@ class PredictionStore:
             raise ServingError(f"cannot update the reward totals in the store: {e}") from e
         return True
 
+    # --- retention -------------------------------------------------------------------
+
+    def prune(self, retention: Retention, *, now: float | None = None) -> PruneReport:
+        """Apply `retention` (see `mlcycle.spec.model.Retention`): delete old predictions.
+
+        By age first: every prediction created before `now - age` goes, with its
+        outcome. Then by rows: while more than `rows` predictions remain, the oldest
+        that have an outcome go (with their shadows), and, only when no `age` is set,
+        the oldest of the rest. An outcome the bandit's reward totals have not counted
+        yet (it is past the reward cursor) keeps its prediction, so pruning never
+        takes a reward away from a selector. Deletes in small transactions, so the
+        log writer and feedback are never held up for long.
+        """
+        import sqlalchemy as sa
+
+        if not retention.active:
+            return PruneReport()
+        now = time.time() if now is None else now
+        p, o = self._tables.predictions, self._tables.outcomes
+        deleted = [0, 0]
+        try:
+            if retention.age is not None:
+                old = sa.select(p.c.id).where(p.c.created_at < now - retention.age)
+                self._delete_batches(old.order_by(p.c.created_at), deleted, shadows=False)
+            kept = 0
+            if retention.rows is not None:
+                cursor, _ = self.reward_cursor()
+                scored = sa.select(p.c.id).select_from(p.join(o, o.c.prediction_id == p.c.id))
+                if cursor is not None:  # at or before the cursor, as `evaluated_since` orders
+                    scored = scored.where(
+                        sa.or_(
+                            o.c.recorded_at < cursor[0],
+                            sa.and_(o.c.recorded_at == cursor[0], o.c.prediction_id <= cursor[1]),
+                        )
+                    )
+                excess = self._count() - retention.rows
+                if excess > 0:
+                    self._delete_batches(
+                        scored.order_by(p.c.created_at), deleted, shadows=True, limit=excess
+                    )
+                    excess = self._count() - retention.rows
+                if excess > 0 and retention.age is None:
+                    oldest = sa.select(p.c.id).order_by(p.c.created_at)
+                    self._delete_batches(oldest, deleted, shadows=True, limit=excess)
+                    excess = self._count() - retention.rows
+                kept = max(0, excess)
+        except sa.exc.SQLAlchemyError as e:
+            raise ServingError(f"cannot prune the prediction store: {e}") from e
+        if deleted[0]:
+            log.info("retention: pruned %d predictions and %d outcomes", deleted[0], deleted[1])
+        if kept:
+            log.info(
+                "retention: %d predictions over the rows limit stay: they wait for outcomes "
+                "inside the age limit",
+                kept,
+            )
+        return PruneReport(predictions=deleted[0], outcomes=deleted[1], kept_pending=kept)
+
+    def _count(self) -> int:
+        import sqlalchemy as sa
+
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count()).select_from(self._tables.predictions)
+                ).scalar_one()
+            )
+
+    def _delete_batches(
+        self,
+        query: Any,
+        deleted: list[int],
+        *,
+        shadows: bool,
+        limit: int | None = None,
+        batch: int = 2000,
+    ) -> None:
+        """Delete the predictions `query` selects (ids, in order) and their outcomes.
+
+        At most `limit` rows in all (None: every one), `batch` per transaction. With
+        `shadows`, the shadow rows mirrored from a deleted prediction go with it (by
+        age they go on their own, being as old).
+        """
+        import sqlalchemy as sa
+
+        p, o = self._tables.predictions, self._tables.outcomes
+        while limit is None or limit > 0:
+            size = batch if limit is None else min(batch, limit)
+            with self.engine.begin() as conn:
+                ids = [str(i) for i in conn.execute(query.limit(size)).scalars()]
+                if not ids:
+                    return
+                for start in range(0, len(ids), _CHUNK):
+                    chunk = ids[start : start + _CHUNK]
+                    deleted[1] += conn.execute(
+                        o.delete().where(o.c.prediction_id.in_(chunk))
+                    ).rowcount
+                    deleted[0] += conn.execute(p.delete().where(p.c.id.in_(chunk))).rowcount
+                    if shadows:
+                        for small in range(0, len(chunk), 100):
+                            # Shadow ids are ID-sK: the range [ID-, ID.) on the primary key.
+                            ranges = [
+                                sa.and_(p.c.id > pid + "-", p.c.id < pid + ".")
+                                for pid in chunk[small : small + 100]
+                            ]
+                            deleted[0] += conn.execute(p.delete().where(sa.or_(*ranges))).rowcount
+            if limit is not None:
+                limit -= len(ids)
+            if len(ids) < size:
+                return
+
     def _filter(
         self,
         query: Any,
@@ -756,7 +892,9 @@ class PredictionLog:
     `put` never blocks and costs one orjson.dumps; when more than `max_pending` batches
     wait to be sent (the store is down or too slow), new predictions are dropped and
     counted instead of growing memory without bound. `flush` waits until everything
-    put before it is in the store; `close` flushes and stops the writer.
+    put before it is in the store; `close` flushes and stops the writer. With a
+    `retention` policy, the writer also prunes the store every `prune_every` seconds
+    (and once soon after it starts), off the request path.
     """
 
     def __init__(
@@ -765,11 +903,15 @@ class PredictionLog:
         *,
         interval: float = 0.2,
         max_pending: int = 100_000,
+        retention: Retention | None = None,
+        prune_every: float = PRUNE_EVERY,
     ) -> None:
         import orjson
 
         self.url = url
         self._interval = interval
+        self._retention = retention if retention is not None and retention.active else None
+        self._prune_every = prune_every
         self._max_pending = max_pending
         self._dumps = orjson.dumps
         self._option = orjson.OPT_SERIALIZE_NUMPY
@@ -802,7 +944,7 @@ class PredictionLog:
         self._conn, child = context.Pipe(duplex=True)
         self._process = context.Process(
             target=_writer_main,
-            args=(child, self.url, self._interval),
+            args=(child, self.url, self._interval, self._retention, self._prune_every),
             name="mlcycle-prediction-log",
             daemon=True,
         )
@@ -933,8 +1075,18 @@ class PredictionLog:
                 return
 
 
-def _writer_main(conn: Any, url: str, interval: float) -> None:
-    """The writer process: read batches from the pipe, insert them every `interval` s."""
+def _writer_main(
+    conn: Any,
+    url: str,
+    interval: float,
+    retention: Retention | None = None,
+    prune_every: float = PRUNE_EVERY,
+) -> None:
+    """The writer process: read batches from the pipe, insert them every `interval` s.
+
+    With `retention`, it prunes the store every `prune_every` s, between two writes:
+    the batches that arrive meanwhile wait in the pipe, the requests never do.
+    """
     import signal
 
     import orjson
@@ -951,7 +1103,20 @@ def _writer_main(conn: Any, url: str, interval: float) -> None:
     rows: list[tuple[Any, ...]] = []
     written = dropped = 0
     last = time.monotonic()
+    # The first pass soon after start (a restarted engine catches up), not at once: the
+    # workers start together and their first predictions should not wait for it.
+    next_prune = last + min(prune_every, 5.0)
     dumps, loads = orjson.dumps, orjson.loads
+
+    def prune() -> None:
+        nonlocal next_prune
+        next_prune = time.monotonic() + prune_every
+        if retention is None:
+            return
+        try:
+            store.prune(retention)
+        except Exception:  # a busy or unreachable store: try again next time
+            log.warning("pruning the prediction store failed; retrying later", exc_info=True)
 
     def write() -> None:
         nonlocal written, dropped, last
@@ -978,6 +1143,8 @@ def _writer_main(conn: Any, url: str, interval: float) -> None:
             break  # the worker is gone: write what we have and stop
         if data is None:
             write()
+            if time.monotonic() >= next_prune:
+                prune()
             continue
         for line in data.split(b"\n"):
             try:
@@ -1014,5 +1181,8 @@ def _writer_main(conn: Any, url: str, interval: float) -> None:
                     return
         if len(rows) >= 5000 or time.monotonic() - last >= interval:
             write()
+        if time.monotonic() >= next_prune:
+            write()
+            prune()
     write()
     store.close()

@@ -18,6 +18,8 @@ API_VERSION = "mlcycle/v1"
 DEFAULT_TAG_FORMAT = "{name}@v{version}"
 DEFAULT_REGISTRY_PATH = ".mlcycle/registry"
 DEFAULT_STORE_URL = "sqlite:///.mlcycle/store.db"
+DEFAULT_MAX_ROWS = 10_000
+"""Rows one prediction request may carry unless `deployment.serve.max_rows` says otherwise."""
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 
 
@@ -328,6 +330,8 @@ class ServeSpec:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
+    max_rows: int = DEFAULT_MAX_ROWS
+    """Rows one prediction request may carry (more get 413)."""
 
 
 @dataclass(frozen=True)
@@ -348,10 +352,31 @@ class RegistrySpec:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """How long the prediction log keeps what it holds (`store.retention`).
+
+    `age` (seconds): predictions older than this go, with their outcomes; younger
+    ones stay, so a prediction still waiting for its outcome is never lost inside
+    the window. `rows`: above this many predictions, the oldest that already have
+    their outcome go first; predictions without an outcome go only once they are
+    older than `age` (with no `age`, the oldest go, outcome or not, so the cap holds).
+    """
+
+    age: int | None = None
+    rows: int | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether anything is ever pruned."""
+        return self.age is not None or self.rows is not None
+
+
+@dataclass(frozen=True)
 class StoreSpec:
     """Database for predictions, outcomes and production metrics."""
 
     url: str = DEFAULT_STORE_URL
+    retention: Retention = field(default_factory=Retention)
 
 
 @dataclass(frozen=True)
@@ -398,7 +423,7 @@ class Spec:
             update=_update(doc.get("update") or {}),
             deployment=_deployment(doc.get("deployment") or {}, name=doc["name"]),
             registry=RegistrySpec(**(doc.get("registry") or {})),
-            store=StoreSpec(**(doc.get("store") or {})),
+            store=_store(doc.get("store") or {}),
             root=root,
         )
 
@@ -516,3 +541,12 @@ def _deployment(raw: Mapping[str, Any], *, name: str) -> DeploymentSpec:
     )
     serve = ServeSpec(**(raw.get("serve") or {}))
     return DeploymentSpec(selector=selector, image=image, serve=serve)
+
+
+def _store(raw: Mapping[str, Any]) -> StoreSpec:
+    kept = raw.get("retention") or {}
+    retention = Retention(
+        age=parse_duration(kept["age"]) if kept.get("age") else None,
+        rows=kept.get("rows"),
+    )
+    return StoreSpec(url=raw.get("url", DEFAULT_STORE_URL), retention=retention)

@@ -222,7 +222,20 @@ def _render_production(report: ProductionReport) -> None:
             "serve the model (mlcycle serve) and send outcomes to /v1/feedback"
         )
         return
-    columns = ("model", "predictions", "outcomes", *report.metrics)
+    if report.pruned is not None and report.pruned.predictions:
+        render.stdout().print(
+            f"retention: pruned {report.pruned.predictions} prediction(s) and "
+            f"{report.pruned.outcomes} outcome(s) from the store",
+            markup=False,
+        )
+    if report.pruned is not None and report.pruned.kept_pending:
+        render.warning(
+            f"the store keeps {report.pruned.kept_pending} prediction(s) above "
+            "store.retention.rows: they still wait for outcomes within store.retention.age"
+        )
+    # The column appears only when some outcome could not be scored (see the notes).
+    unscorable = ("unscorable",) if report.unscorable else ()
+    columns = ("model", "predictions", "outcomes", *unscorable, *report.metrics)
 
     def rows(items: Any) -> list[tuple[Any, ...]]:
         return [
@@ -230,6 +243,7 @@ def _render_production(report: ProductionReport) -> None:
                 w.model,
                 w.predictions,
                 w.outcomes,
+                *((w.unscorable,) if unscorable else ()),
                 *(views.number(w.metrics.get(m)) for m in report.metrics),
             )
             for w in items

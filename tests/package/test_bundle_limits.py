@@ -1,0 +1,63 @@
+"""A served bundle applies its own lifecycle.yaml: row cap and retention (issue 10.6)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mlcycle.api.serving import serve_target
+from mlcycle.package import Bundle, build_bundle, write_archive
+from mlcycle.spec import load_spec
+from mlcycle.spec.model import Retention
+from tests.package.conftest import Project
+from tests.serve.conftest import Server, free_port, wait_ready
+
+
+def _bundle_with_limits(project: Project, dest: Path) -> Bundle:
+    spec_file = project.root / "lifecycle.yaml"
+    text = spec_file.read_text(encoding="utf-8")
+    text = text.replace("    workers: 1\n", "    workers: 1\n    max_rows: 2\n")
+    text += "  retention: {age: 7d, rows: 5000}\n"
+    spec_file.write_text(text, encoding="utf-8")
+    spec = load_spec(project.root)
+    assert spec.deployment.serve.max_rows == 2
+    return build_bundle(spec, project.registry, project.entry, dest)
+
+
+def test_the_bundle_spec_sets_the_engine_limits(project: Project, tmp_path: Path) -> None:
+    bundle = _bundle_with_limits(project, tmp_path / "bundle")
+    for source in (bundle.path, write_archive(bundle, tmp_path / "bundle.tar.gz")):
+        target = serve_target(bundle=source, no_store=True)
+        assert target.max_rows == 2
+        assert target.retention == Retention(age=7 * 86_400, rows=5000)
+
+
+def test_a_served_bundle_refuses_more_rows_than_its_spec_allows(
+    project: Project, tmp_path: Path
+) -> None:
+    directory = _bundle_with_limits(project, tmp_path / "bundle").path
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "mlcycle", "serve", "--bundle", str(directory)),
+                *("--port", str(port), "--store", f"sqlite:///{tmp_path / 'store.db'}"),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=os.environ.copy(),
+        )
+    server = Server(process, port, None, log)
+    try:
+        wait_ready(server)
+        row = {"mean radius": 14.0, "mean texture": 19.0, "mean smoothness": 0.1, "worst area": 800}
+        too_many = server.post("/v1/predict", {"instances": [row, row, row]})
+        assert too_many.status == 413, too_many.json
+        assert "at most 2 per request" in too_many.json["error"]
+        assert server.post("/v1/predict", {"instances": [row, row]}).status == 200
+    finally:
+        server.stop()
