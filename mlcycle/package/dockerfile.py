@@ -478,7 +478,8 @@ def source_tree() -> Path | None:
         text = pyproject.read_text(encoding="utf-8")
     except OSError:
         return None
-    return root if re.search(r'^name\s*=\s*"mlcycle"', text, re.MULTILINE) else None
+    named = rf'^name\s*=\s*"{re.escape(mlcycle.DISTRIBUTION)}"'
+    return root if re.search(named, text, re.MULTILINE) else None
 
 
 def build_wheel(dest: Path, *, source: Path | None = None) -> Path:
