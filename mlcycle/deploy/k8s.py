@@ -80,10 +80,18 @@ class K8sManifests:
 
     directory: Path
     files: tuple[Path, ...]
+    readme: Path | None = None
+    # The command creating the Secret the serving container reads its token from.
+    create_secret: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready description."""
-        return {"directory": str(self.directory), "files": [str(f) for f in self.files]}
+        return {
+            "directory": str(self.directory),
+            "files": [str(f) for f in self.files],
+            "readme": None if self.readme is None else str(self.readme),
+            "create_secret": self.create_secret,
+        }
 
 
 def dns_name(name: str) -> str:
@@ -351,14 +359,17 @@ def write_manifests(objects: list[dict[str, Any]], directory: Path) -> K8sManife
             path = directory / f"{index:02d}-{kind}-{obj['metadata']['name']}.yaml"
             path.write_text(dump_yaml(obj), encoding="utf-8")
             files.append(path)
+        readme, command = None, None
         deployment = next((o for o in objects if o["kind"] == "Deployment"), None)
         if deployment is not None:
-            (directory / "README.md").write_text(
-                _readme(deployment["metadata"]["name"]), encoding="utf-8"
-            )
+            name = deployment["metadata"]["name"]
+            readme, command = directory / "README.md", serving_token_command(name)
+            readme.write_text(_readme(name), encoding="utf-8")
     except OSError as e:
         raise PackagingError(f"{directory}: cannot write the manifests: {e.strerror}") from e
-    return K8sManifests(directory=directory, files=tuple(files))
+    return K8sManifests(
+        directory=directory, files=tuple(files), readme=readme, create_secret=command
+    )
 
 
 def dump_yaml(obj: Any) -> str:

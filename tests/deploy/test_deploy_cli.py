@@ -74,6 +74,9 @@ def test_context_only_and_k8s_for_a_wrapped_release(
     deployment = yaml.safe_load(next((tmp_path / "k8s").glob("*deployment*")).read_text())
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "churn:0.1.0"
+    # The serving token's Secret: named in the manifests, created by the user.
+    assert data["k8s"]["create_secret"].startswith("kubectl create secret generic churn-serving-")
+    assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "churn-serving-token"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
 

@@ -119,6 +119,12 @@ def test_manifests_are_valid_and_hardened(tmp_path: Path, dynamic: bool) -> None
         }
     ]
     assert not any(d["kind"] == "Secret" for d in docs)
+    result = write_manifests(
+        manifests(project="Churn Model", image="c:1", version="1", dynamic=dynamic),
+        tmp_path / "again",
+    )
+    assert result.create_secret == serving_token_command("Churn Model")
+    assert result.readme == tmp_path / "again" / "README.md"
     readme = (directory / "README.md").read_text()
     assert serving_token_command("Churn Model") in readme
     assert "kubectl create secret generic churn-model-serving-token" in readme
