@@ -31,6 +31,7 @@ _SECRET_NAME: Final = re.compile(
 ENV_REFERENCE: Final = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 _SCHEME: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 _URL_IN_TEXT: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+_PARAMETER: Final = re.compile(r"([A-Za-z0-9_.-]+)=([^&#\s]+)")
 _UNSAFE: Final = re.compile(r"[\x00-\x20\x7f]")
 
 
@@ -58,10 +59,20 @@ def mask_url(url: str) -> str:
 def secrets_in(url: str) -> tuple[str, ...]:
     """The secret values `url` carries, as written and unquoted (the whole text if unparseable)."""
     parts = _split(url)
-    if parts is None:
-        return (url,) if url else ()
-    _, netloc, rest = parts
     found: list[str] = []
+    if parts is None:
+        if not isinstance(url, str) or not url:
+            return ()
+        # Hidden whole; but a library may repeat a piece of it, so the likely password
+        # (between the user's ':' and the last '@') and secret-named values go too.
+        found.append(url)
+        after = url.split("//", 1)[1] if "//" in url else url.partition(":")[2]
+        userinfo, at, _ = after.rpartition("@")
+        if at and ":" in userinfo:
+            found.append(userinfo.split(":", 1)[1])
+        found += [m[2] for m in _PARAMETER.finditer(url) if _SECRET_NAME.search(m[1])]
+        return tuple(sorted({f for f in found if f}, key=len, reverse=True))
+    _, netloc, rest = parts
     userinfo, at, _ = netloc.rpartition("@")
     if at and ":" in userinfo:
         found.append(userinfo.split(":", 1)[1])

@@ -12,8 +12,11 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mlcycle.errors import ServingError
 from mlcycle.redact import has_password, mask_url, mask_urls_in, scrub, secrets_in
@@ -61,6 +64,25 @@ def test_secrets_and_scrub() -> None:
     assert mask_urls_in(text) == (
         "url: postgresql://app:***@127.0.0.1:1/db # db\nother: postgresql://u:${env:PW}@h/db\n"
     )
+
+
+_PASSWORD = st.text(
+    st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters="/?#@:"),
+    min_size=6,
+    max_size=20,
+)
+
+
+@given(password=_PASSWORD, token=_PASSWORD, quoted=st.booleans())
+def test_no_password_survives_masking(password: str, token: str, quoted: bool) -> None:
+    secret = quote(password, safe="") if quoted else password
+    url = f"postgresql+psycopg://app:{secret}@db.internal:5432/x?sslmode=require&api_token={token}"
+    shown = mask_url(url)
+    assert password not in shown and secret not in shown and token not in shown
+    # Parsed, the rest stays readable; not parsed (a '[' makes urllib refuse the
+    # host), it is hidden whole. Either way the scheme says what it was.
+    assert shown.startswith(("postgresql+psycopg://app:***@db.internal:5432/x?", "postgresql+"))
+    assert password not in scrub(f"failed: {url} ({password})", url)
 
 
 @pytest.mark.parametrize("url", [STORE, f"postgresql:/app:{SECRET}@127.0.0.1:1/db"])
