@@ -409,6 +409,11 @@ Clients send `Authorization: Bearer TOKEN`; read the token back with
 `kubectl get secret {token_secret(name)} -o jsonpath='{{.data.{TOKEN_KEY}}}' | base64 -d`.
 Health probes (/healthz, /readyz) need no token.
 
+Other secrets work the same way: when lifecycle.yaml names environment variables
+(`postgresql://app:${{env:PGPASSWORD}}@db/app`), add each to the containers' `env`
+from a Secret (`valueFrom.secretKeyRef`); a wrapped image takes its store as
+`MLCYCLE_STORE_URL`.
+
 The NetworkPolicy admits traffic to the serving port only (from anywhere in the
 cluster); narrow its `ingress.from` to your ingress controller, or delete the
 file if your cluster enforces its own policies.
