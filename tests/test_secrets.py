@@ -68,17 +68,17 @@ def test_secrets_and_scrub() -> None:
 
 _PASSWORD = st.text(
     st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters="/?#@:"),
-    min_size=6,
+    min_size=4,
     max_size=20,
-)
+).map(lambda text: "Z9" + text)  # never a piece of the URL around it
 
 
 @given(password=_PASSWORD, token=_PASSWORD, quoted=st.booleans())
 def test_no_password_survives_masking(password: str, token: str, quoted: bool) -> None:
     secret = quote(password, safe="") if quoted else password
-    url = f"postgresql+psycopg://app:{secret}@db.internal:5432/x?sslmode=require&api_token={token}"
+    url = f"postgresql+psycopg://app:{secret}@db.internal:5432/x?sslmode=require&api_token={quote(token, safe='')}"
     shown = mask_url(url)
-    assert password not in shown and secret not in shown and token not in shown
+    assert password not in shown and secret not in shown and quote(token, safe="") not in shown
     # Parsed, the rest stays readable; not parsed (a '[' makes urllib refuse the
     # host), it is hidden whole. Either way the scheme says what it was.
     assert shown.startswith(("postgresql+psycopg://app:***@db.internal:5432/x?", "postgresql+"))
