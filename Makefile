@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test coverage lint typecheck check bench clean docker-env browser postgres
+.PHONY: install demo test coverage lint typecheck check bench clean docker-env browser postgres checkov
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +27,10 @@ typecheck: $(STAMP)
 # The image tests build and run real containers: docker-env brings up the engine, and
 # MLCYCLE_REQUIRE_DOCKER=1 makes them fail (not skip) if it is missing. Likewise the
 # PostgreSQL tests run against the server `postgres` starts (a database per test).
+# MLCYCLE_REQUIRE_CHECKOV=1: the Kubernetes hardening test fails (not skips) without checkov.
 PG_PORT ?= 54329
-test: $(STAMP) lint typecheck docker-env browser postgres
-	MLCYCLE_REQUIRE_DOCKER=1 MLCYCLE_REQUIRE_POSTGRES=1 \
+test: $(STAMP) lint typecheck docker-env browser postgres checkov
+	MLCYCLE_REQUIRE_DOCKER=1 MLCYCLE_REQUIRE_POSTGRES=1 MLCYCLE_REQUIRE_CHECKOV=1 \
 	MLCYCLE_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:$(PG_PORT)/postgres \
 		$(BIN)/pytest -q
 
@@ -58,10 +59,21 @@ docker-env:
 postgres:
 	MLCYCLE_PG_PORT=$(PG_PORT) bash scripts/postgres-env.sh
 
+# checkov, the Kubernetes hardening scanner the manifests are tested with, in a venv of its
+# own: its pins (packaging, platformdirs...) conflict with mlcycle's dev dependencies.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
+$(CHECKOV_VENV)/.installed:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	touch $@
+
+checkov: $(CHECKOV_VENV)/.installed
+
 # Headless Chromium renders the HTML report in its test (Debian's package).
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage-data build dist *.egg-info
+	rm -rf $(VENV) $(CHECKOV_VENV) .pytest_cache .mypy_cache .ruff_cache .coverage-data build dist *.egg-info

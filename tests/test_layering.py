@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mlcycle"
-# Bottom to top. Modules at the package root (errors, progress, resources, faults)
-# are foundations every layer may use.
+# Bottom to top. Modules at the package root (errors, redact, progress, resources,
+# faults) are foundations every layer may use: redact masks credentials in the
+# messages and records of every layer, so it sits with errors, below spec.
 LAYERS = (
     "spec",
     "data",
@@ -29,7 +30,7 @@ LAYERS = (
     "api",
     "cli",
 )
-FOUNDATIONS = {"errors", "progress", "resources", "faults", "__init__", "__main__"}
+FOUNDATIONS = {"errors", "redact", "progress", "resources", "faults", "__init__", "__main__"}
 
 
 def layer_of(module: str) -> str | None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from mlcycle.errors import DataError, UsageError
+from mlcycle.redact import scrub
 
 log = logging.getLogger(__name__)
 
@@ -493,6 +494,8 @@ def _record(store_url: str, report: ProductionReport) -> None:
         with engine.begin() as conn:
             conn.execute(table.insert(), rows)
     except sa.exc.SQLAlchemyError as e:
-        raise DataError(f"cannot record production metrics in the store: {e}") from e
+        raise DataError(
+            f"cannot record production metrics in the store: {scrub(str(e), store_url)}"
+        ) from e
     finally:
         engine.dispose()

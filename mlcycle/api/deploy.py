@@ -212,7 +212,7 @@ def _deploy_wrapped(
     )
     result: dict[str, Any] = {"entry": entry, "bundle": bundle, **made}
     if k8s is not None:
-        image_ref = made["pushed"].tag if made.get("pushed") else tag
+        image_ref = _pinned(made["pushed"]) if made.get("pushed") else tag
         result["k8s"] = _write_k8s(project, image_ref, entry.release, dynamic=False, directory=k8s)
     return DeployResult(project=spec.name, deployment="wrapped", **result)
 
@@ -334,7 +334,9 @@ def _deploy_dynamic(
     k8s_files = None
     if k8s is not None:
         # The generic engine image `mlcycle deploy --image` builds (pushed: its remote tag).
-        image = made["pushed"].tag if made.get("pushed") else release_image(spec, manifest.release)
+        image = (
+            _pinned(made["pushed"]) if made.get("pushed") else release_image(spec, manifest.release)
+        )
         k8s_files = _write_k8s(project, image, manifest.release, dynamic=True, directory=k8s)
     return DeployResult(
         project=spec.name,
@@ -345,6 +347,11 @@ def _deploy_dynamic(
         k8s=k8s_files,
         **made,
     )
+
+
+def _pinned(pushed: ImageInfo) -> str:
+    """`REPO:TAG@DIGEST` of a pushed image (a tag can be moved, its digest cannot)."""
+    return f"{pushed.tag}@{pushed.digest}" if pushed.digest else pushed.tag
 
 
 def _write_k8s(

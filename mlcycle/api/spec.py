@@ -19,4 +19,5 @@ def validate(path: str | Path | None = None, *, strict: bool = False) -> Validat
 
 def plan(path: str | Path | None = None) -> Plan:
     """The stages the spec at `path` will run; raises SpecError when it is invalid."""
-    return build_plan(load_spec(path))
+    # A plan only shows the spec: it needs none of the secrets its references name.
+    return build_plan(load_spec(path, resolve_env=False))

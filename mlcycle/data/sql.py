@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlcycle import redact
 from mlcycle.data.source import (
     OrdinalType,
     Source,
@@ -48,16 +49,8 @@ IN_CHUNK = 500
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by `***` (the text as given when it does not parse)."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
-        return url
-    # Re-rendering would also re-quote the rest (":memory:" → "%3Amemory%3A"): only when needed.
-    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
+    """The URL with its credentials masked (`mlcycle.redact.mask_url`)."""
+    return redact.mask_url(url)
 
 
 class SqlSource(Source):
@@ -123,7 +116,7 @@ class SqlSource(Source):
                 self._connection = self._engine.connect()
             except Exception as e:
                 raise DataError(
-                    f"cannot connect to {self.masked}: {_db_message(e)}",
+                    f"cannot connect to {self.masked}: {redact.scrub(_db_message(e), self.url)}",
                     hint="check the URL, the server and the credentials",
                 ) from e
         return self._connection

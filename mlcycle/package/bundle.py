@@ -30,6 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Final
 
 from mlcycle.errors import IntegrityError, PackagingError, RegistryError, UsageError
+from mlcycle.redact import mask_urls_in_bytes
 from mlcycle.registry.artifacts import ArtifactInfo, load_model, sha256_bytes, sha256_file
 from mlcycle.registry.refs import ModelRef, check_release
 
@@ -204,7 +205,7 @@ def build_bundle(
     spec_source = Path(spec_file) if spec_file is not None else spec.root / SPEC_FILE
     try:
         data = source.read_bytes()
-        spec_bytes = spec_source.read_bytes()
+        spec_bytes = mask_urls_in_bytes(spec_source.read_bytes())  # no secret rides along
     except FileNotFoundError as e:
         raise PackagingError(
             f"{e.filename}: missing; cannot build the bundle",

@@ -6,7 +6,8 @@ Layout of a context directory:
     bundle/                  the bundle (bundle.json, the artifact, lifecycle.yaml)
     build/requirements.txt   the pins from the bundle, then what mlcycle's wheel requires
     wheel/                   mlcycle's own wheel (the image serves with it)
-    build/pip.conf           index settings of the building machine (no credentials)
+    build/pip.conf           index settings of the building machine, credentials included
+                             (mode 0600; used by the builder stage only, see below)
     build/ca-bundle.crt      its CA bundle, when pip uses one (TLS through a proxy)
 
 The generic engine of a dynamic lifecycle (`write_engine_context`) has the same
@@ -17,6 +18,14 @@ versions go to requirements.txt (after a strict version check), the base image
 and tags must be valid Docker references (UsageError otherwise), and label
 values are refused if they hold control characters, then double-quoted with
 `"`, `\\` and `$` escaped. The Dockerfile uses only the classic builder's syntax.
+
+No credential enters a layer of the image. The build is two-stage: a `deps` stage
+installs the dependencies with build/pip.conf (a private index's token or
+password works), and the image copies only the installed environment from it
+(the engine here is the classic builder, which has no build secrets). The
+bundle's lifecycle.yaml has its URLs' secrets masked when the bundle is made; a
+container gets them from its environment (`${env:NAME}` in the spec,
+MLCYCLE_STORE_URL, MLCYCLE_API_TOKEN), never from the image.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from mlcycle.errors import PackagingError, UsageError
 from mlcycle.package.bundle import BUNDLE_FILE, Bundle, load_bundle, pinned_requirements
+from mlcycle.redact import mask_url
 from mlcycle.resources import data_path
 
 if TYPE_CHECKING:
@@ -350,7 +360,9 @@ def _write(
         if ca:
             shutil.copyfile(ca, build / CA_FILE)
             settings["cert"] = f"{BUILD_MOUNT}/{CA_FILE}"
-        (build / "pip.conf").write_text(_pip_conf(settings), encoding="utf-8")
+        pip_conf = build / "pip.conf"
+        pip_conf.touch(mode=0o600)  # it may hold an index's credentials
+        pip_conf.write_text(_pip_conf(settings), encoding="utf-8")
         (build / "requirements.txt").write_text(
             # Nothing project-specific in this file: images of any project whose models
             # were trained with the same versions share the (slow) dependency layer.
@@ -381,7 +393,7 @@ def _write(
         requirements=contents.pins,
         wheel=wheel_path.name,
         ca_bundle=bool(ca),
-        index_urls=tuple(u for u in index_urls if u),
+        index_urls=tuple(mask_url(u) for u in index_urls if u),
     )
 
 
@@ -564,8 +576,9 @@ def pip_settings() -> dict[str, str]:
     Read like pip does (site, then user, then PIP_CONFIG_FILE files; `[global]`
     then `[install]`; environment variables last): `index-url`,
     `extra-index-url`, `trusted-host`, `timeout` and `cert`. URLs that are not
-    http(s) (local directories do not exist in the image) and URLs carrying
-    credentials (they would be baked into an image layer) are dropped. `cert`
+    http(s) are dropped (local directories do not exist in the image); URLs
+    carrying credentials are kept, for the builder stage only (see the module
+    docstring): show them with `mlcycle.redact.mask_url`. `cert`
     is the CA bundle's path on this machine (falling back to REQUESTS_CA_BUNDLE
     and SSL_CERT_FILE), present only when the file exists.
     """
@@ -615,12 +628,17 @@ def pip_settings() -> dict[str, str]:
 
 
 def _usable_url(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and not parts.username and not parts.password
+    try:
+        return urlsplit(url).scheme in ("http", "https")
+    except ValueError:
+        return False
 
 
 def _pip_conf(settings: Mapping[str, str]) -> str:
-    lines = ["# pip settings of the machine that built this context (no credentials)", "[global]"]
+    lines = [
+        "# pip settings of the machine that built this context, for the builder stage only",
+        "[global]",
+    ]
     for key, value in sorted(settings.items()):
         if _CONTROL_RE.search(value):
             continue

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 from mlcycle.errors import PackagingError
 from mlcycle.package.dockerfile import check_reference, check_registry, split_reference
 from mlcycle.progress import NULL_PROGRESS, Progress
+from mlcycle.redact import scrub
 
 if TYPE_CHECKING:
     import docker
@@ -104,6 +105,8 @@ def build_image(
     extra = [check_reference(t, what="image tag") for t in extra_tags]
     if not (context_dir / "Dockerfile").is_file():
         raise PackagingError(f"{context_dir}: no Dockerfile; write the build context first")
+    # pip prints the index URLs it uses; a token in one must not reach the log.
+    urls = _index_urls(context_dir)
     client = docker_client()
     from docker.errors import APIError, DockerException
 
@@ -125,7 +128,8 @@ def build_image(
             if "error" in chunk:
                 detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
                 raise PackagingError(
-                    f"building {tag} failed: {str(detail).strip()}\n" + "\n".join(tail),
+                    f"building {tag} failed: {scrub(str(detail).strip(), *urls)}\n"
+                    + "\n".join(tail),
                     hint="the build log above shows the failing step",
                 )
             aux = chunk.get("aux")
@@ -134,7 +138,7 @@ def build_image(
             text = chunk.get("stream")
             if not isinstance(text, str):
                 continue
-            for line in text.splitlines():
+            for line in scrub(text, *urls).splitlines():
                 line = line.rstrip()
                 if not line:
                     continue
@@ -232,6 +236,15 @@ def push_image(
         tags=info.tags,
         digest=digest,
     )
+
+
+def _index_urls(context_dir: Path) -> tuple[str, ...]:
+    """The URLs in the context's pip.conf (see mlcycle.package.dockerfile)."""
+    try:
+        text = (context_dir / "build" / "pip.conf").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ()
+    return tuple(re.findall(r"[A-Za-z][A-Za-z0-9+.-]*://\S+", text))
 
 
 def _info(image: Any, tag: str) -> ImageInfo:

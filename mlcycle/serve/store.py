@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import ServingError
+from mlcycle.redact import mask_url, scrub
 from mlcycle.spec.model import Retention
 
 if TYPE_CHECKING:
@@ -288,7 +289,9 @@ class PredictionStore:
             if create:
                 self._create()
         except sa.exc.SQLAlchemyError as e:
-            raise ServingError(f"cannot open the prediction store {url!r}: {e}") from e
+            raise ServingError(
+                f"cannot open the prediction store {mask_url(url)}: {scrub(str(e), url)}"
+            ) from e
 
     def _create(self) -> None:
         import sqlalchemy as sa

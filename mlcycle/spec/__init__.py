@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 from mlcycle.errors import SpecError, SpecNotFoundError
 from mlcycle.spec.diagnostics import Diagnostic
+from mlcycle.spec.env import resolve_references
 from mlcycle.spec.loader import load_document, require_document
 from mlcycle.spec.model import (
     Classification,
@@ -105,12 +107,19 @@ class ValidationReport:
         }
 
 
-def validate_file(path: str | Path | None = None, *, strict: bool = False) -> ValidationReport:
+def validate_file(
+    path: str | Path | None = None,
+    *,
+    strict: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> ValidationReport:
     """Check a spec: YAML, schema, taxonomy rules; derive its pattern.
 
     Never raises for what the file contains (every problem is a diagnostic);
     raises SpecNotFoundError when there is no spec at `path`. With `strict`,
-    warnings count as errors.
+    warnings count as errors. With `environ`, the typed spec has its
+    `${env:NAME}` references resolved from it (an unset one is an error);
+    without, they stay as written (validating needs no secrets).
     """
     file = find_spec(path)
     doc = load_document(file, display=str(file))
@@ -124,7 +133,11 @@ def validate_file(path: str | Path | None = None, *, strict: bool = False) -> Va
         diagnostics.extend(found)
         classification = _classification(doc.data)
         if not diagnostics:
-            spec = Spec.from_document(doc.data, root=file.absolute().parent)
+            data = doc.data
+            if environ is not None:
+                data, unset = resolve_references(doc, environ)
+                diagnostics.extend(unset)
+            spec = Spec.from_document(data, root=file.absolute().parent)
             diagnostics.extend(check_rules(spec, doc))
     if strict:
         diagnostics = [
@@ -144,13 +157,17 @@ def validate_file(path: str | Path | None = None, *, strict: bool = False) -> Va
     )
 
 
-def load_spec(path: str | Path | None = None, *, strict: bool = False) -> Spec:
+def load_spec(
+    path: str | Path | None = None, *, strict: bool = False, resolve_env: bool = True
+) -> Spec:
     """The typed spec at `path` (a file, or a directory holding lifecycle.yaml).
 
     Raises SpecError carrying every diagnostic when the spec is invalid, and
     SpecNotFoundError when there is none. `Spec.root` is the spec's directory.
+    `${env:NAME}` references are resolved from the environment unless
+    `resolve_env` is false (for commands that only show the spec).
     """
-    report = validate_file(path, strict=strict)
+    report = validate_file(path, strict=strict, environ=os.environ if resolve_env else None)
     if report.spec is None:
         raise SpecError(diagnostics=report.diagnostics)
     return report.spec

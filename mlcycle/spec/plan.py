@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from mlcycle.redact import mask_url
 from mlcycle.spec.model import (
     Classification,
     DataAccess,
@@ -351,7 +352,7 @@ def _source(source: SourceSpec | None) -> str:
         return "no data source"
     if source.url:
         what = f"table {source.table}" if source.table else "a query"
-        text = f"{what} at {source.url}"
+        text = f"{what} at {mask_url(source.url)}"
     else:
         text = f"the file {source.path}"
     if source.ordinal:

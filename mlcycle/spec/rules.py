@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mlcycle.redact import has_password, mask_url
 from mlcycle.spec.diagnostics import Diagnostic, Severity
 from mlcycle.spec.loader import LoadedDocument, Loc
 from mlcycle.spec.model import (
@@ -657,6 +658,34 @@ def _interactive(ctx: RuleContext) -> Iterator[Finding]:
             hint="declare `model.pipeline` and `data.label` and set "
             "`procurement: unattended`; mlcycle then trains, evaluates and gates each release",
         )
+
+
+# --- secrets --------------------------------------------------------------------------
+
+
+def _strings(node: Any, path: Loc = ()) -> Iterator[tuple[Loc, str]]:
+    if isinstance(node, str):
+        yield path, node
+    elif isinstance(node, Mapping):
+        for key, value in node.items():
+            yield from _strings(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _strings(value, (*path, index))
+
+
+@rule("literal-secret", "warning", "a password written in the spec")
+def _literal_secret(ctx: RuleContext) -> Iterator[Finding]:
+    for path, value in _strings(ctx.doc.data):
+        if has_password(value):
+            yield Finding(
+                f"{_name(path)} holds a literal password or token ({mask_url(value)}): the spec "
+                "is committed to git, and bundles and images carry it with the secret masked, "
+                "so a container could not use it anyway",
+                (path,),
+                hint="write it as ${env:NAME}, e.g. postgresql://user:${env:PGPASSWORD}@host/db, "
+                "and set NAME where mlcycle runs (for the serving image, MLCYCLE_STORE_URL)",
+            )
 
 
 def rule_ids() -> list[str]:

@@ -150,7 +150,8 @@ def test_not_a_database(tmp_path: Path) -> None:
     [
         ("nosuchdialect://host/db", r"unknown database dialect or driver 'nosuchdialect'"),
         ("postgresql+nosuchdriver://u@host/db", r"unknown database dialect or driver"),
-        ("not a url", r"not a url: not a database URL"),
+        # Hidden whole (issue 10): a text that does not parse could be a password.
+        ("not a url", r"^\*\*\*: not a database URL"),
         ("sqlite://", r"sqlite://: no table 'events'"),
     ],
 )

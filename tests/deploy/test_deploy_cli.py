@@ -63,10 +63,20 @@ def test_context_only_and_k8s_for_a_wrapped_release(
     dockerfile = (tmp_path / "ctx" / "Dockerfile").read_text()
     assert dockerfile.startswith("FROM ") or "\nFROM " in dockerfile
     assert "HEALTHCHECK" in dockerfile and "USER " in dockerfile
-    assert validate_k8s(tmp_path / "k8s") == ["Deployment", "Service", "HorizontalPodAutoscaler"]
+    # Hardened (issue 10): a disruption budget and a network policy join them.
+    assert validate_k8s(tmp_path / "k8s") == [
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+    ]
     deployment = yaml.safe_load(next((tmp_path / "k8s").glob("*deployment*")).read_text())
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "churn:0.1.0"
+    # The serving token's Secret: named in the manifests, created by the user.
+    assert data["k8s"]["create_secret"].startswith("kubectl create secret generic churn-serving-")
+    assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "churn-serving-token"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
 
@@ -119,6 +129,9 @@ def test_dynamic_deploy_publishes_versioned_manifests(
         "Deployment",
         "Service",
         "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "NetworkPolicy",
         "CronJob",
         "CronJob",
     ]

@@ -26,6 +26,17 @@ __all__ = ["docker_engine", "local_registry"]  # fixtures, shared with tests/pac
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
+# The image serves on 0.0.0.0, so it takes its API token from the environment at run time
+# (none is baked in), and clients send it. The containers run as the Kubernetes
+# manifests run them: read-only root, writable /tmp and store directory only.
+TOKEN = "test-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+READ_ONLY = {
+    "environment": {"MLCYCLE_API_TOKEN": TOKEN},
+    "read_only": True,
+    "tmpfs": {"/tmp": "mode=1777"},
+}
+
 
 @pytest.fixture
 def released(tmp_path: Path) -> Path:
@@ -44,7 +55,10 @@ def test_deploy_builds_an_image_that_serves_and_pushes_it(
     assert data["pushed"]["digest"].startswith("sha256:")
 
     container = docker_engine.containers.run(
-        "demo:0.1.0", detach=True, ports={"8080/tcp": ("127.0.0.1", None)}
+        "demo:0.1.0",
+        detach=True,
+        ports={"8080/tcp": ("127.0.0.1", None)},
+        **{**READ_ONLY, "tmpfs": {"/tmp": "mode=1777", "/app/data": "uid=10001,gid=10001"}},
     )
     try:
         base = wait_ready(container)
@@ -63,7 +77,9 @@ def test_deploy_builds_an_image_that_serves_and_pushes_it(
         # The image keeps its prediction log in /app/data: feedback is joined there.
         feedback = json.dumps([{"id": i, "outcome": 1} for i in answer["ids"]]).encode()
         request = urllib.request.Request(
-            f"{base}/v1/feedback", data=feedback, headers={"Content-Type": "application/json"}
+            f"{base}/v1/feedback",
+            data=feedback,
+            headers={"Content-Type": "application/json", **AUTH},
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             assert json.loads(response.read())["accepted"] == answer["ids"]
@@ -95,14 +111,15 @@ def predict_events(
 ) -> tuple[list[str], list[dict[str, Any]], dict[str, Any]]:
     """Ask the engine at `base` for predictions of the project's first `count` events:
     returns the model's features, the rows and the answer."""
-    with urllib.request.urlopen(f"{base}/v1/model", timeout=10) as response:
+    model = urllib.request.Request(f"{base}/v1/model", headers=AUTH)
+    with urllib.request.urlopen(model, timeout=10) as response:
         features = [f["name"] for f in json.loads(response.read())["features"]]
     with sqlite3.connect(project / "data" / "events.db") as db:
         db.row_factory = sqlite3.Row
         rows = [dict(r) for r in db.execute("SELECT * FROM events LIMIT ?", (count,))]
     body = json.dumps({"instances": [{f: r[f] for f in features} for r in rows]}).encode()
     request = urllib.request.Request(
-        f"{base}/v1/predict", data=body, headers={"Content-Type": "application/json"}
+        f"{base}/v1/predict", data=body, headers={"Content-Type": "application/json", **AUTH}
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return features, rows, json.loads(response.read())
@@ -126,6 +143,7 @@ def test_the_engine_image_serves_a_mounted_adaptive_project(
         detach=True,
         ports={"8080/tcp": ("127.0.0.1", None)},
         volumes={str(root): {"bind": "/project", "mode": "rw"}},
+        **READ_ONLY,
     )
     try:
         base = wait_ready(container)

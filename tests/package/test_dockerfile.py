@@ -108,7 +108,9 @@ def test_dockerfile_content(project: Project, tmp_path: Path, fake_wheel: Path) 
     ctx = context_of(project, tmp_path, fake_wheel, source="https://git.example/p.git")
     text = ctx.dockerfile.read_text()
     lines = instructions(text)
-    assert lines[0] == "FROM python:3.11-slim"
+    # The builder stage, then the image (test_credentials_reach_only_the_builder_stage).
+    assert lines[0] == "FROM python:3.11-slim AS deps"
+    assert "FROM python:3.11-slim" in lines
     assert "USER 10001:10001" in lines
     assert "EXPOSE 8080" in lines
     assert f"CMD {CMD}" == lines[-1]
@@ -253,9 +255,13 @@ def test_golden_dockerfile() -> None:
     assert text == GOLDEN.read_text()
 
 
-def test_pip_settings_drop_local_paths_and_credentials(
+def test_pip_settings_drop_local_paths_and_keep_credentials_for_the_builder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Changed on purpose (issue 10, finding 7): credentials used to be dropped (a private
+    # index then silently did not work) while a query-string token was kept and landed in
+    # an image layer. Now both are kept for the builder stage, which the image does not
+    # inherit (test_credentials_reach_only_the_builder_stage).
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
     monkeypatch.setenv("PIP_INDEX_URL", "https://user:secret@pypi.example/simple")
@@ -265,11 +271,40 @@ def test_pip_settings_drop_local_paths_and_credentials(
     monkeypatch.setenv("PIP_CERT", str(ca))
     monkeypatch.setenv("PIP_TIMEOUT", "60")
     settings = pip_settings()
-    assert "index-url" not in settings  # it carried credentials
+    assert settings["index-url"] == "https://user:secret@pypi.example/simple"
     assert settings["extra-index-url"] == "https://mirror.example/simple"
     assert settings["cert"] == str(ca)
     assert settings["timeout"] == "60"
-    assert "secret" not in repr(settings)
+
+
+def test_credentials_reach_only_the_builder_stage(
+    project: Project, tmp_path: Path, fake_wheel: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIP_INDEX_URL", "https://user:S3cret@pypi.example/simple")
+    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "https://h.example/simple?token=T0ken&x=1")
+    ctx = context_of(project, tmp_path, fake_wheel)
+    pip_conf = ctx.path / "build" / "pip.conf"
+    assert "S3cret" in pip_conf.read_text() and "T0ken" in pip_conf.read_text()
+    assert pip_conf.stat().st_mode & 0o077 == 0  # readable by its owner only
+    # What the result shows is masked.
+    assert ctx.index_urls == (
+        "https://user:***@pypi.example/simple",
+        "https://h.example/simple?token=***&x=1",
+    )
+    # build/ is copied into the `deps` stage only; the image (the last stage) starts
+    # from the base again and takes nothing but the installed environment from it.
+    stages = re.split(r"^FROM ", ctx.dockerfile.read_text(), flags=re.MULTILINE)[1:]
+    assert len(stages) == 2 and stages[0].split()[:3] == [
+        project.spec.deployment.image.base,
+        "AS",
+        "deps",
+    ]
+    assert "COPY build/" in stages[0] and "pip.conf" in stages[0]
+    final = stages[1]
+    assert "build/" not in final and "pip.conf" not in final and "mlcycle-build" not in final
+    copies = re.findall(r"^COPY .*$", final, flags=re.MULTILINE)
+    assert copies[0] == "COPY --from=deps /opt/mlcycle /opt/mlcycle"
+    assert all("--from" not in c or c == copies[0] for c in copies)
 
 
 def test_ca_bundle_is_copied_into_the_context(

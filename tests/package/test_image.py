@@ -32,6 +32,11 @@ from tests.package.conftest import HOSTILE, Project, make_project
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 TAG = "mlcycle-test/cancer-open:1.2.0"
+# In the context's pip.conf as an index's credential would be: the builder stage reads
+# it, and no layer of the image may hold it.
+CANARY = "PipCredentialCanary7f3e"
+TOKEN = "test-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 class RecordingProgress:
@@ -73,6 +78,8 @@ def built(
     context = write_context(
         bundle, project.spec, root / "ctx", wheel=mlcycle_wheel, tag=TAG, source="https://x/y"
     )
+    pip_conf = context.path / "build" / "pip.conf"
+    pip_conf.write_text(pip_conf.read_text() + f"# https://user:{CANARY}@index.example/simple\n")
     progress = RecordingProgress()
     started = time.monotonic()
     image = build_image(context.path, TAG, progress=progress)
@@ -122,10 +129,15 @@ def _wait_healthy(url: str, container: Any, timeout: float = 90.0) -> None:
 
 def test_container_serves_predictions(built: Built, docker_engine: Any) -> None:
     # The image's own CMD: `mlcycle serve --bundle /app/bundle` on 0.0.0.0:8080.
+    # The token from the environment at run time; read-only root with writable /tmp and
+    # working directory (the store), as the Kubernetes manifests run it.
     container = docker_engine.containers.run(
         built.image.id,
         detach=True,
         ports={"8080/tcp": ("127.0.0.1", None)},
+        environment={"MLCYCLE_API_TOKEN": TOKEN},
+        read_only=True,
+        tmpfs={"/tmp": "mode=1777", "/app/data": "uid=10001,gid=10001"},
     )
     try:
         container.reload()
@@ -135,7 +147,7 @@ def test_container_serves_predictions(built: Built, docker_engine: Any) -> None:
         X = built.project.X.head(5)
         body = json.dumps({"instances": X.to_dict(orient="records")}).encode()
         request = urllib.request.Request(
-            f"{base}/v1/predict", data=body, headers={"Content-Type": "application/json"}
+            f"{base}/v1/predict", data=body, headers={"Content-Type": "application/json", **AUTH}
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             answer = json.loads(response.read())
@@ -152,6 +164,33 @@ def test_container_serves_predictions(built: Built, docker_engine: Any) -> None:
         assert out.decode().strip() == "10001"
     finally:
         container.remove(force=True)
+
+
+def test_no_layer_of_the_image_holds_the_pip_settings(built: Built, docker_engine: Any) -> None:
+    import io
+    import tarfile
+
+    assert CANARY in (built.context.path / "build" / "pip.conf").read_text()
+    assert not any(CANARY in line for line in built.progress.lines)  # nor the build log
+    archive = io.BytesIO()
+    for chunk in docker_engine.images.get(built.image.id).save(named=False):
+        archive.write(chunk)
+    archive.seek(0)
+    layers = 0
+    with tarfile.open(fileobj=archive) as outer:
+        for member in outer.getmembers():
+            if not member.name.endswith("layer.tar"):
+                continue
+            layers += 1
+            data = outer.extractfile(member)
+            assert data is not None
+            with tarfile.open(fileobj=io.BytesIO(data.read())) as layer:
+                for item in layer.getmembers():
+                    assert "mlcycle-build" not in item.name and "pip.conf" not in item.name
+                    if item.isfile() and item.size < 1 << 20:
+                        content = layer.extractfile(item)
+                        assert content is None or CANARY.encode() not in content.read(), item
+    assert layers > 3
 
 
 def test_push_to_the_local_registry(built: Built, local_registry: str) -> None:

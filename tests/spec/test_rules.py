@@ -278,6 +278,12 @@ CASES = [
         "data:\n  dump: d.csv\nrelease:\n  model: m.skops\n",
         {"data_access": "adhoc", "procurement": "interactive  #!"},
     ),
+    Case(
+        "literal-secret",
+        "data:\n  source: {path: d.csv}\n  label: y\n"
+        + DATA_LABEL_MODEL
+        + "store:\n  url: postgresql://app:S3cret@db/app  #!\n",
+    ),
 ]
 
 SEVERITY = {r.id: r.severity for r in RULES}

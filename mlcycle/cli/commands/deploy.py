@@ -133,9 +133,9 @@ def _render(result: DeployResult) -> None:
         size = result.image.size / 1e6
         tag = escape(result.image.tag)
         run = (
-            f"docker run -p 8080:8080 -v PROJECT_DIR:/project {tag}"
+            f"docker run -p 8080:8080 -e MLCYCLE_API_TOKEN=... -v PROJECT_DIR:/project {tag}"
             if result.manifest is not None
-            else f"docker run -p 8080:8080 {tag}"
+            else f"docker run -p 8080:8080 -e MLCYCLE_API_TOKEN=... {tag}"
         )
         out.print(f"[green]built[/] image [bold]{tag}[/] ({size:.0f} MB); run it: {run}")
     if result.pushed is not None:
@@ -145,6 +145,9 @@ def _render(result: DeployResult) -> None:
             f"Kubernetes manifests in {escape(str(result.k8s.directory))}: "
             f"{len(result.k8s.files)} files; kubectl apply -f {escape(str(result.k8s.directory))}"
         )
+        if result.k8s.create_secret:
+            # The serving container needs its API token; the manifests only name the Secret.
+            out.print(f"first create the serving token: {escape(result.k8s.create_secret)}")
     if result.uncommitted:
         where = escape(str(result.k8s.directory if result.k8s else result.uncommitted[0]))
         render.warning(
