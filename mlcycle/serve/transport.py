@@ -151,8 +151,8 @@ def http_protocol(
     sweep_every = max(0.05, min(1.0, header_timeout / 4, linger_time / 4))
 
     class ServingHttpProtocol(HttpToolsProtocol):
-        # One sweep per server (uvicorn creates one protocol class instance per connection
-        # and shares `connections` between them).
+        # uvicorn makes one protocol object per connection, all sharing the server's
+        # `connections` set: one sweep over it serves them all.
         sweeping = False
         deadline: float | None = None
         """When this connection is closed unless something changes (None: no deadline)."""
@@ -207,6 +207,10 @@ def http_protocol(
             self.deadline = None
             if self.lingering:
                 self.transport.abort()
+            elif self.cycle is not None and not self.cycle.response_complete:
+                # A pipelined request is partial while the app still answers an earlier
+                # one: a 408 now would land inside that answer. Wait for it.
+                self.deadline = self.loop.time() + header_timeout
             elif self.started:  # a partial request: say why before closing
                 self.transport.write(_TIMEOUT_RESPONSE)
                 self.transport.close()
