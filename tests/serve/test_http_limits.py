@@ -11,6 +11,7 @@ import http.client
 import json
 import resource
 import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -175,4 +176,25 @@ def test_an_oversized_body_gets_413_with_http_client_keep_alive(strict: Server) 
     finally:
         conn.close()
     # The next connection is served as usual.
+    assert strict.get("/healthz").status == 200
+
+
+def test_an_endless_upload_is_cut_off(strict: Server) -> None:
+    # After its early 413 the server discards what still comes, but not forever: a
+    # client that keeps sending is cut off after the linger time (or 64 MiB).
+    sock = socket.create_connection(("127.0.0.1", strict.port), timeout=10)
+    sock.sendall(
+        b"POST /v1/predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100000000000\r\n\r\n"
+    )
+    chunk = b"1" * 65536
+    deadline = time.monotonic() + 20
+    cut = False
+    with sock:
+        try:
+            while time.monotonic() < deadline:
+                sock.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            cut = True
+    assert cut, "the server kept reading the upload for 20 s"
     assert strict.get("/healthz").status == 200
