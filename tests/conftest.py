@@ -28,6 +28,7 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         }
     )
     os.environ.pop("MLCYCLE_DEBUG", None)
+    os.environ.pop("MLCYCLE_API_TOKEN", None)  # a developer's token would guard test servers
     (home / ".gitconfig").write_text(
         "[user]\n\tname = mlcycle tests\n\temail = tests@mlcycle.invalid\n"
         "[init]\n\tdefaultBranch = main\n"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import ServingError, UsageError
+from mlcycle.serve.auth import load_token, require_token_for
 from mlcycle.spec.model import DEFAULT_MAX_ROWS, Deployment, Retention
 
 if TYPE_CHECKING:
@@ -168,12 +171,61 @@ def _bundle_target(path: Path, *, store_url: str | None) -> ServeTarget:
     )
 
 
-def serve(target: ServeTarget, *, host: str, port: int, workers: int) -> None:
-    """Run the engine on `target` until SIGTERM/SIGINT (blocks)."""
+@dataclass(frozen=True)
+class ServeAccess:
+    """Who may call the server: the bearer token (None: anyone), and what stays open."""
+
+    token: str | None = field(default=None, repr=False)
+    public_predict: bool = False
+
+    def describe(self) -> str:
+        """One line for the banner (never the token)."""
+        if self.token is None:
+            return "no authentication"
+        return "bearer token required" + (", predictions open" if self.public_predict else "")
+
+
+def serve_access(
+    host: str,
+    *,
+    token_file: Path | None = None,
+    no_auth: bool = False,
+    public_predict: bool = False,
+    environ: Mapping[str, str] = os.environ,
+) -> ServeAccess:
+    """The access rules for serving on `host`: the token from `token_file` or MLCYCLE_API_TOKEN.
+
+    Raises UsageError (exit 2) for an unreadable or empty token file, and for a host
+    beyond the loopback interface without a token unless `no_auth`.
+    """
+    token = load_token(token_file, environ)
+    require_token_for(host, token, no_auth=no_auth)
+    return ServeAccess(token=token, public_predict=public_predict)
+
+
+def serve(
+    target: ServeTarget,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    access: ServeAccess | None = None,
+) -> None:
+    """Run the engine on `target` until SIGTERM/SIGINT (blocks).
+
+    Without `access`, the rules come from the environment (`serve_access`), so that no
+    caller can serve beyond the loopback interface without a token by forgetting them.
+    """
     from mlcycle.serve import ServeOptions
     from mlcycle.serve import serve as run_engine
 
-    options = ServeOptions(max_rows=target.max_rows, retention=target.retention)
+    access = access or serve_access(host)
+    options = ServeOptions(
+        max_rows=target.max_rows,
+        retention=target.retention,
+        token=access.token,
+        public_predict=access.public_predict,
+    )
     run_engine(
         target.loader,
         host=host,

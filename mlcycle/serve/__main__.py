@@ -65,6 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--reuse-port", action="store_true", help="one SO_REUSEPORT socket per worker"
     )
+    parser.add_argument("--body-timeout", type=float, default=ServeOptions.body_timeout)
+    parser.add_argument("--header-timeout", type=float, default=ServeOptions.header_timeout)
+    parser.add_argument(
+        "--token-file", type=Path, default=None, help="bearer token (default: MLCYCLE_API_TOKEN)"
+    )
+    parser.add_argument("--public-predict", action="store_true", help="predictions need no token")
+    parser.add_argument("--no-auth", action="store_true", help="no token on a non-loopback host")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -73,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import numpy as np
 
+        from mlcycle.serve.auth import load_token, require_token_for
+
+        token = load_token(args.token_file)
+        require_token_for(args.host, token, no_auth=args.no_auth)
         estimator = load_estimator(args.model)
         sample = np.load(args.sample) if args.sample else None
         model = ServedModel.from_estimator(
@@ -93,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
             drain_timeout=args.drain_timeout,
             reuse_port=args.reuse_port,
             log_level=args.log_level,
+            body_timeout=args.body_timeout,
+            header_timeout=args.header_timeout,
+            token=token,
+            public_predict=args.public_predict,
         )
         store = None if args.store.lower() == "none" else args.store
         serve(

@@ -15,12 +15,19 @@ Routes (DESIGN.md section 3, documented in `GET /openapi.json`):
 
 Every refusal is a JSON `{"error": message}` with a 4xx status (503 + Retry-After when
 overloaded); the only 5xx is a bug, which is logged.
+
+With a token (`ServeOptions.token`), every route but the health probes needs
+`Authorization: Bearer TOKEN` (401 otherwise); `public_predict` leaves the prediction
+routes open. A request body is read in full, under a deadline (408), before the
+request takes one of the `max_inflight` slots for model work: a client that sends
+slowly holds a connection, never the model's capacity.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import hmac
 import logging
 import os
 import time
@@ -53,6 +60,8 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 _JSON = b"application/json"
 _TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
+_NEEDS_TOKEN = b'Bearer realm="mlcycle"'
+_INVALID_TOKEN = b'Bearer realm="mlcycle", error="invalid_token"'
 MAX_KEY_LENGTH = 200
 """Longest event key a request may carry (the store's column width)."""
 
@@ -92,6 +101,17 @@ class ServeOptions:
     waiting in a dead worker's queue)."""
     metrics_every: float = 2.0
     """Seconds between metric snapshots of a worker (several workers only)."""
+    body_timeout: float = 10.0
+    """Seconds a request body may take to arrive in full; a slower one gets 408 and its
+    connection is closed. Also how long a connection lingers to let a client that is
+    still sending read an early answer (413, 408)."""
+    header_timeout: float = 10.0
+    """Seconds a connection may take to send a request's headers (counted from when it
+    connects, or from the request's first byte); slower connections are closed."""
+    token: str | None = field(default=None, repr=False)
+    """The bearer token every route but the health probes requires; None: no authentication."""
+    public_predict: bool = False
+    """With a token, leave the prediction routes (POST /v1/predict, v2 infer) open."""
 
 
 class _ClientGoneError(Exception):
@@ -104,7 +124,11 @@ class _Route:
     methods: tuple[str, ...]
     handler: Callable[..., Awaitable[int]]
     shed: bool = False
+    """The route takes a JSON body and does model or store work: its body is read in full
+    before it takes an in-flight slot, and it is shed with 503 when none is free."""
     params: dict[str, str] = field(default_factory=dict)
+    public: bool = False
+    """Open without the bearer token."""
 
 
 class ServingApp:
@@ -133,6 +157,15 @@ class ServingApp:
         self._background: set[asyncio.Future[None]] = set()
         self._rules: tuple[OutcomeRule, ...] = ()
         self._rules_key: tuple[int, ...] | None = None
+        # Body reads in progress and their deadlines (a sweep cancels the late ones).
+        self._reading: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._sweeping = False
+        token = self.options.token
+        # The whole expected header value, computed once: the check is one compare.
+        self._authorization = None if token is None else b"Bearer " + token.encode("ascii")
+        self._token = None if token is None else token.encode("ascii")
+        open_predict = self.options.public_predict
         self._bind_router(router)
         self.metrics.refresh = self._refresh_metrics
         primary = router.models[0]
@@ -143,7 +176,12 @@ class ServingApp:
         self._describe_routing: Callable[[], dict[str, Any]] | None = getattr(
             router, "describe", None
         )
-        self._openapi = orjson.dumps(openapi.build(primary))
+        # Open without the token: the health probes, and the predictions if asked.
+        opened = {*openapi.HEALTH_PATHS, *(openapi.PREDICT_PATHS if open_predict else ())}
+        document = openapi.build(primary)
+        if token is not None:
+            document = openapi.secure(document, open_paths=opened)
+        self._openapi = orjson.dumps(document)
         self._v2_metadata = orjson.dumps(_v2_metadata(primary))
         self._routes: dict[str, _Route] = {
             "/v1/predict": _Route("/v1/predict", ("POST",), self._predict, shed=True),
@@ -157,6 +195,8 @@ class ServingApp:
             "/v2/health/ready": _Route("/v2/health/ready", ("GET",), self._v2_ready),
             "/v2": _Route("/v2", ("GET",), self._v2_server),
         }
+        for route in self._routes.values():
+            route.public = route.name in opened
 
     def _bind_router(self, router: Router) -> None:
         """Route requests through `router` (prepares its models, caches its optional hooks)."""
@@ -283,7 +323,12 @@ class ServingApp:
         route = self._routes.get(path) or self._match(path)
         status = 500
         counted = False
+        body = b""
+        read = False
         try:
+            # Before anything else (404 included): without the token, only what is open.
+            if self._authorization is not None and (route is None or not route.public):
+                self._authenticate(scope)
             if route is None:
                 shown = path if len(path) <= 200 else path[:200] + "..."
                 raise RequestError(404, f"no route {shown!r}; see GET /openapi.json")
@@ -295,6 +340,10 @@ class ServingApp:
                     headers=[(b"allow", allowed.encode())],
                 )
             if route.shed:
+                # The whole body first, then a slot: a slow or stalled client holds its
+                # connection, never one of the slots for model work.
+                body = await self._read_body(scope, receive)
+                read = True
                 if self._inflight >= self.options.max_inflight:
                     self.metrics.shed += 1
                     raise RequestError(
@@ -305,10 +354,15 @@ class ServingApp:
                 self._inflight += 1
                 self.metrics.inflight = self._inflight
                 counted = True
-            status = await route.handler(scope, receive, send, route)
+            status = await route.handler(scope, body, send, route)
         except RequestError as e:
             status = e.status
-            await _send_json(send, status, {"error": e.message}, e.headers)
+            headers = e.headers
+            if not read and _declares_body(scope):
+                # Answered before the body was read: close, so that the rest of it is
+                # discarded by the lingering close (bounded) rather than parsed on.
+                headers = [*(headers or ()), (b"connection", b"close")]
+            await _send_json(send, status, {"error": e.message}, headers)
         except _ClientGoneError:
             status = 499
         except Exception:
@@ -341,13 +395,50 @@ class ServingApp:
         if len(parts) == 2 and parts[1] == "ready":
             return _Route(template + "/ready", ("GET",), self._v2_model_ready, params=params)
         if len(parts) == 2 and parts[1] == "infer":
-            return _Route(template + "/infer", ("POST",), self._v2_infer, shed=True, params=params)
+            return _Route(
+                template + "/infer",
+                ("POST",),
+                self._v2_infer,
+                shed=True,
+                params=params,
+                public=self.options.public_predict,  # with or without /versions/{version}
+            )
         return None
 
     # --- helpers -------------------------------------------------------------------------
 
-    async def _body(self, scope: Scope, receive: Receive) -> Any:
-        """The parsed JSON body, after checking its type and size."""
+    def _authenticate(self, scope: Scope) -> None:
+        """Pass when the request carries the bearer token, else 401 (RFC 6750)."""
+        expected = self._authorization
+        assert expected is not None and self._token is not None
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                if hmac.compare_digest(value, expected):
+                    return
+                # The scheme is case-insensitive (RFC 7235); the token is compared in
+                # constant time either way, and never logged.
+                scheme, _, credentials = value.partition(b" ")
+                if scheme.lower() == b"bearer" and hmac.compare_digest(
+                    credentials.strip(), self._token
+                ):
+                    return
+                raise RequestError(
+                    401,
+                    "the bearer token is not valid",
+                    headers=[(b"www-authenticate", _INVALID_TOKEN)],
+                )
+        raise RequestError(
+            401,
+            "this route needs a token: send 'Authorization: Bearer TOKEN'",
+            headers=[(b"www-authenticate", _NEEDS_TOKEN)],
+        )
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        """The whole request body, after checking its declared type and size.
+
+        408 when it has not arrived within `body_timeout`: a sweep cancels the late read
+        (a timer per request would cost every request; this costs a dict entry).
+        """
         limit = self.options.max_body_bytes
         for key, value in scope["headers"]:
             if key == b"content-length":
@@ -367,31 +458,59 @@ class ServingApp:
                         f"the body must be JSON (Content-Type: application/json), "
                         f"not {value.decode('latin-1')!r}",
                     )
-        message = await receive()
-        if message["type"] != "http.request":
-            raise _ClientGoneError
-        body: bytes = message.get("body", b"")
-        if message.get("more_body"):
-            chunks = [body]
-            size = len(body)
-            while message.get("more_body"):
-                message = await receive()
-                if message["type"] != "http.request":
-                    raise _ClientGoneError
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    raise RequestError(
-                        413, f"the body exceeds this server's limit of {limit} bytes"
-                    )
-                chunks.append(chunk)
-            body = b"".join(chunks)
-        if not body:
-            raise RequestError(400, "the body is empty; send a JSON object")
+        task = asyncio.current_task()
+        assert task is not None
+        if not self._sweeping:
+            self._sweeping = True
+            asyncio.get_running_loop().call_later(self._sweep_every(), self._sweep)
+        self._reading[task] = time.monotonic() + self.options.body_timeout
         try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as e:
-            raise RequestError(400, f"the body is not valid JSON: {e}") from None
+            message = await receive()
+            if message["type"] != "http.request":
+                raise _ClientGoneError
+            body: bytes = message.get("body", b"")
+            if message.get("more_body"):
+                chunks = [body]
+                size = len(body)
+                while message.get("more_body"):
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        raise _ClientGoneError
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        raise RequestError(
+                            413, f"the body exceeds this server's limit of {limit} bytes"
+                        )
+                    chunks.append(chunk)
+                body = b"".join(chunks)
+        except asyncio.CancelledError:
+            if task not in self._expired:
+                raise  # cancelled by someone else (the server shutting down)
+            self._expired.discard(task)
+            task.uncancel()
+            raise RequestError(
+                408, f"the request body did not arrive within {self.options.body_timeout:g} s"
+            ) from None
+        finally:
+            self._reading.pop(task, None)
+        return body
+
+    def _sweep_every(self) -> float:
+        return max(0.05, min(1.0, self.options.body_timeout / 4))
+
+    def _sweep(self) -> None:
+        """Cancel the body reads past their deadline (their requests then get 408)."""
+        now = time.monotonic()
+        for task, deadline in list(self._reading.items()):
+            if deadline <= now:
+                del self._reading[task]
+                self._expired.add(task)
+                task.cancel()
+        if self._reading:
+            asyncio.get_running_loop().call_later(self._sweep_every(), self._sweep)
+        else:
+            self._sweeping = False
 
     def _select(self, scope: Scope, route: _Route, payload: Any) -> ServedModel:
         if not self.ready:
@@ -507,8 +626,8 @@ class ServingApp:
 
     # --- v1 ------------------------------------------------------------------------------
 
-    async def _predict(self, scope: Scope, receive: Receive, send: Send, route: _Route) -> int:
-        payload = await self._body(scope, receive)
+    async def _predict(self, scope: Scope, body: bytes, send: Send, route: _Route) -> int:
+        payload = _parse_json(body)
         if type(payload) is not dict:
             raise RequestError(
                 400,
@@ -573,8 +692,8 @@ class ServingApp:
             self._rules_key = key
         return self._rules
 
-    async def _feedback(self, scope: Scope, receive: Receive, send: Send, route: _Route) -> int:
-        payload = await self._body(scope, receive)
+    async def _feedback(self, scope: Scope, body: bytes, send: Send, route: _Route) -> int:
+        payload = _parse_json(body)
         items = _feedback_items(payload, self._outcome_rules())
         if self.store is None:
             raise RequestError(
@@ -631,7 +750,7 @@ class ServingApp:
             duplicate=ordered(duplicate),
         )
 
-    async def _model(self, scope: Scope, receive: Receive, send: Send, route: _Route) -> int:
+    async def _model(self, scope: Scope, body: bytes, send: Send, route: _Route) -> int:
         if self._describe_routing is None:
             await _send_bytes(send, 200, self._model_info)
             return 200
@@ -639,65 +758,63 @@ class ServingApp:
         await _send_bytes(send, 200, orjson.dumps(info, option=_NUMPY))
         return 200
 
-    async def _healthz(self, scope: Scope, receive: Receive, send: Send, route: _Route) -> int:
+    async def _healthz(self, scope: Scope, body: bytes, send: Send, route: _Route) -> int:
         await _send_json(send, 200, {"status": "ok", "worker": os.getpid()})
         return 200
 
-    async def _readyz(self, scope: Scope, receive: Receive, send: Send, route: _Route) -> int:
+    async def _readyz(self, scope: Scope, body: bytes, send: Send, route: _Route) -> int:
         if not self.ready:
             raise RequestError(503, "not ready", headers=[(b"retry-after", b"1")])
         await _send_json(send, 200, {"status": "ready"})
         return 200
 
-    async def _metrics(self, scope: Scope, receive: Receive, send: Send, route: _Route) -> int:
+    async def _metrics(self, scope: Scope, body: bytes, send: Send, route: _Route) -> int:
         loop = asyncio.get_running_loop()
         # Reading the other workers' snapshots touches files: keep it off the loop.
         text = await loop.run_in_executor(self._executor, self.metrics.render)
         await _send_bytes(send, 200, text.encode(), _TEXT)
         return 200
 
-    async def _openapi_json(self, scope: Scope, receive: Receive, send: Send, route: _Route) -> int:
+    async def _openapi_json(self, scope: Scope, body: bytes, send: Send, route: _Route) -> int:
         await _send_bytes(send, 200, self._openapi)
         return 200
 
     # --- Open Inference Protocol v2 -------------------------------------------------------
 
-    async def _v2_live(self, scope: Scope, receive: Receive, send: Send, route: _Route) -> int:
+    async def _v2_live(self, scope: Scope, body: bytes, send: Send, route: _Route) -> int:
         await _send_json(send, 200, {"live": True})
         return 200
 
-    async def _v2_ready(self, scope: Scope, receive: Receive, send: Send, route: _Route) -> int:
+    async def _v2_ready(self, scope: Scope, body: bytes, send: Send, route: _Route) -> int:
         if not self.ready:
             raise RequestError(503, "not ready", headers=[(b"retry-after", b"1")])
         await _send_json(send, 200, {"ready": True})
         return 200
 
-    async def _v2_server(self, scope: Scope, receive: Receive, send: Send, route: _Route) -> int:
+    async def _v2_server(self, scope: Scope, body: bytes, send: Send, route: _Route) -> int:
         await _send_json(send, 200, {"name": "mlcycle", "version": __version__, "extensions": []})
         return 200
 
-    async def _v2_model(self, scope: Scope, receive: Receive, send: Send, route: _Route) -> int:
+    async def _v2_model(self, scope: Scope, body: bytes, send: Send, route: _Route) -> int:
         model = self._check_name(route)
-        body = (
+        metadata = (
             self._v2_metadata
             if model is self.router.models[0]
             else orjson.dumps(_v2_metadata(model))
         )
-        await _send_bytes(send, 200, body)
+        await _send_bytes(send, 200, metadata)
         return 200
 
-    async def _v2_model_ready(
-        self, scope: Scope, receive: Receive, send: Send, route: _Route
-    ) -> int:
+    async def _v2_model_ready(self, scope: Scope, body: bytes, send: Send, route: _Route) -> int:
         model = self._check_name(route)
         if not self.ready:
             raise RequestError(503, "not ready", headers=[(b"retry-after", b"1")])
         await _send_json(send, 200, {"name": model.name, "ready": True})
         return 200
 
-    async def _v2_infer(self, scope: Scope, receive: Receive, send: Send, route: _Route) -> int:
+    async def _v2_infer(self, scope: Scope, body: bytes, send: Send, route: _Route) -> int:
         named = self._check_name(route)
-        payload = await self._body(scope, receive)
+        payload = _parse_json(body)
         if type(payload) is not dict:
             raise RequestError(
                 400, f"the body must be an inference request object, got {json_type(payload)}"
@@ -793,6 +910,26 @@ async def _send_json(
     send: Send, status: int, data: Any, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
     await _send_bytes(send, status, orjson.dumps(data), _JSON, headers)
+
+
+def _parse_json(body: bytes) -> Any:
+    """The request's JSON document, or a 400 saying why there is none."""
+    if not body:
+        raise RequestError(400, "the body is empty; send a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise RequestError(400, f"the body is not valid JSON: {e}") from None
+
+
+def _declares_body(scope: Scope) -> bool:
+    """Whether the request announces a body (a non-zero Content-Length, or chunks)."""
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            return value.strip() not in (b"0", b"")
+        if key == b"transfer-encoding":
+            return True
+    return False
 
 
 def _jsonable(values: np.ndarray) -> Any:

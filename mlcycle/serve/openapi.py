@@ -1,11 +1,13 @@
 """The OpenAPI 3.1 document of a running server, built from the served model's schema.
 
 Request bodies carry the model's real feature schema: every feature a required,
-typed property, no others allowed. Built once at startup and served as bytes.
+typed property, no others allowed. Built once at startup and served as bytes; a server
+with a token documents its bearer scheme (`secure`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from mlcycle import __version__
@@ -16,7 +18,9 @@ if TYPE_CHECKING:
 _ERROR_RESPONSES = {
     "400": "The body is malformed or does not fit the model's schema.",
     "404": "No such route or model.",
+    "401": "A bearer token is needed (send `Authorization: Bearer TOKEN`), or it is wrong.",
     "405": "The route does not take this method.",
+    "408": "The body did not arrive within the server's deadline; the connection is closed.",
     "413": "The body is larger than the server's limit, or has more rows than `max_rows`.",
     "415": "The body is not JSON (send Content-Type: application/json).",
     "422": "An outcome does not fit the served model (one of its classes, or a finite "
@@ -353,7 +357,7 @@ def build(model: ServedModel) -> dict[str, Any]:
             }
         }
 
-    bad = ("400", "413", "415", "503")
+    bad = ("400", "408", "413", "415", "503")
     infer_op = post(
         "Open Inference Protocol v2 inference",
         _ref("InferenceRequest"),
@@ -459,3 +463,31 @@ def _outcome_schema(model: ServedModel) -> dict[str, Any]:
         "type": ["string", "number", "boolean"],
         "description": "The true class label.",
     }
+
+
+HEALTH_PATHS = ("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready")
+"""Routes open without the token: the probes of an orchestrator."""
+PREDICT_PATHS = ("/v1/predict", "/v2/models/{name}/infer")
+"""Routes `public_predict` leaves open."""
+
+
+def secure(document: dict[str, Any], *, open_paths: Iterable[str]) -> dict[str, Any]:
+    """`document` for a server with a bearer token: every operation but `open_paths` needs it."""
+    opened = set(open_paths)
+    document["components"]["securitySchemes"] = {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The server's token (`MLCYCLE_API_TOKEN`, or `mlcycle serve "
+            "--token-file`), sent as `Authorization: Bearer TOKEN`.",
+        }
+    }
+    document["security"] = [{"bearer": []}]
+    unauthorized = _errors("401")
+    for path, operations in document["paths"].items():
+        for operation in operations.values():
+            if path in opened:
+                operation["security"] = []
+            else:
+                operation["responses"].update(unauthorized)
+    return document

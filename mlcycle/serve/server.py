@@ -74,6 +74,13 @@ def serve(
             model.predictor.backend,
             f" ({model.predictor.note})" if model.predictor.note else "",
         )
+    if options.token is None:
+        log.info("authentication: off (every route is open)")
+    else:
+        log.info(
+            "authentication: bearer token required (open: health probes%s)",
+            ", predictions" if options.public_predict else "",
+        )
     if store_url:
         from mlcycle.serve.store import PredictionStore
 
@@ -116,7 +123,7 @@ def _run_uvicorn(app: ServingApp, sock: socket.socket, options: ServeOptions) ->
     config = uvicorn.Config(
         app,
         loop="auto",
-        http=http_protocol(),
+        http=http_protocol(header_timeout=options.header_timeout, linger_time=options.body_timeout),
         ws="none",
         lifespan="on",
         access_log=False,

@@ -10,12 +10,40 @@ costs one segment instead of two.
 
 Nothing waits longer than the current loop turn, and closing the connection sends what
 is gathered first, so the bytes on the wire and their order are exactly uvicorn's.
+
+The protocol adds two things uvicorn does not do:
+
+- A header deadline. uvicorn waits forever for a new connection's first request and
+  for the rest of a request's headers (its keep-alive timeout only runs between
+  requests), so idle or half-sent sockets would pile up. A connection that has not
+  sent a request's complete headers within `header_timeout` is closed (with a 408
+  when part of a request came). The body has its own deadline in the app, which
+  answers 408 itself.
+- A lingering close, as nginx does. When the server answers before it has read the
+  whole request (413, 408, 401 on a large upload) and closes, the kernel would reset
+  the connection on the bytes the client still sends, and the client (urllib,
+  requests) would see "connection reset" instead of the answer. The server instead
+  half-closes (the client reads the answer and the end of it) and discards what still
+  arrives until the client closes, for at most `linger_time` seconds and
+  `linger_bytes` bytes.
+
+Both deadlines are checked by one sweep per event loop (a few times a second over the
+open connections), so a request pays for two attribute writes, not for a timer.
 """
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
+
+LINGER_BYTES = 64 * 1024 * 1024
+"""Most a lingering connection discards before it is reset anyway."""
+
+_TIMEOUT_BODY = b'{"error":"the request headers did not arrive in time"}'
+_TIMEOUT_RESPONSE = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY)
+)
 
 
 class CoalescingTransport:
@@ -71,16 +99,133 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
-def http_protocol() -> type[asyncio.Protocol] | str:
-    """uvicorn's httptools protocol on a `CoalescingTransport`, or "auto" without httptools."""
+class _LingeringTransport(CoalescingTransport):
+    """The transport the HTTP protocol writes to: closing may first linger (see above)."""
+
+    __slots__ = ("_lingering", "_protocol")
+
+    def __init__(
+        self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, protocol: Any
+    ) -> None:
+        super().__init__(transport, loop)
+        self._protocol = protocol
+        self._lingering = False
+
+    def close(self) -> None:
+        """Send what is gathered; then close, or half-close and linger if a request is unread."""
+        self._flush()
+        if self._lingering or self._transport.is_closing():
+            self._transport.close()
+        elif self._protocol.unread():
+            self._lingering = True
+            self._protocol.start_lingering()
+            self._transport.write_eof()
+        else:
+            self._transport.close()
+
+    def is_closing(self) -> bool:
+        """True while lingering too: uvicorn must neither answer nor arm its keep-alive."""
+        return self._lingering or self._transport.is_closing()
+
+    def abort(self) -> None:
+        """Drop what is gathered and abort the connection."""
+        self._lingering = False
+        super().abort()
+
+
+def http_protocol(
+    *,
+    header_timeout: float = 10.0,
+    linger_time: float = 10.0,
+    linger_bytes: int = LINGER_BYTES,
+) -> type[asyncio.Protocol] | str:
+    """uvicorn's httptools protocol with the header deadline, lingering close and coalescing.
+
+    "auto" (uvicorn's pure-Python h11 protocol, without those) when httptools is missing.
+    """
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     except ImportError:  # httptools missing: uvicorn's pure-Python h11 protocol instead
         return "auto"
 
-    class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-        def connection_made(self, transport: Any) -> None:
-            coalescing: Any = CoalescingTransport(transport, self.loop)
-            super().connection_made(coalescing)
+    sweep_every = max(0.05, min(1.0, header_timeout / 4, linger_time / 4))
 
-    return CoalescingHttpToolsProtocol
+    class ServingHttpProtocol(HttpToolsProtocol):
+        # uvicorn makes one protocol object per connection, all sharing the server's
+        # `connections` set: one sweep over it serves them all.
+        sweeping = False
+        deadline: float | None = None
+        """When this connection is closed unless something changes (None: no deadline)."""
+        started = False
+        """Part of a request arrived and the rest has not (headers or body)."""
+        lingering = False
+        discarded = 0
+
+        def connection_made(self, transport: Any) -> None:
+            wrapped: Any = _LingeringTransport(transport, self.loop, self)
+            super().connection_made(wrapped)
+            self.deadline = self.loop.time() + header_timeout
+            if not ServingHttpProtocol.sweeping:
+                ServingHttpProtocol.sweeping = True
+                self.loop.call_later(sweep_every, _sweep, self.loop, self.connections)
+
+        def data_received(self, data: bytes) -> None:
+            if self.lingering:
+                self.discarded += len(data)
+                if self.discarded > linger_bytes:
+                    self.transport.abort()
+                return
+            super().data_received(data)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self.started = True
+            self.deadline = self.loop.time() + header_timeout
+
+        def on_headers_complete(self) -> None:
+            # The app reads the body under its own deadline (and answers 408 itself).
+            self.deadline = None
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self.started = False
+            super().on_message_complete()
+
+        def unread(self) -> bool:
+            """Whether the client may still be sending the current request."""
+            return self.started
+
+        def start_lingering(self) -> None:
+            self.lingering = True
+            self.deadline = self.loop.time() + linger_time
+            # uvicorn pauses reading while a body waits for the app; nothing will read
+            # it now, and the client must be able to finish sending.
+            self.flow.resume_reading()
+
+        def expire(self) -> None:
+            """The deadline passed: end lingering, or close a connection that stalled."""
+            self.deadline = None
+            if self.lingering:
+                self.transport.abort()
+            elif self.cycle is not None and not self.cycle.response_complete:
+                # A pipelined request is partial while the app still answers an earlier
+                # one: a 408 now would land inside that answer. Wait for it.
+                self.deadline = self.loop.time() + header_timeout
+            elif self.started:  # a partial request: say why before closing
+                self.transport.write(_TIMEOUT_RESPONSE)
+                self.transport.close()
+            else:  # a connection that never sent a request
+                self.transport.close()
+
+    def _sweep(loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+        now = loop.time()
+        for protocol in list(connections):
+            deadline = protocol.deadline
+            if deadline is not None and deadline <= now:
+                protocol.expire()
+        if connections:
+            loop.call_later(sweep_every, _sweep, loop, connections)
+        else:
+            ServingHttpProtocol.sweeping = False
+
+    return ServingHttpProtocol

@@ -48,14 +48,37 @@ def serve(
     no_store: bool = typer.Option(
         False, "--no-store", help="Do not log predictions (feedback is then unavailable)."
     ),
+    token_file: Path | None = typer.Option(
+        None,
+        "--token-file",
+        help="File holding the bearer token clients must send (Authorization: Bearer "
+        "TOKEN); default: the MLCYCLE_API_TOKEN environment variable. Health probes "
+        "stay open.",
+        show_default=False,
+        metavar="PATH",
+    ),
+    public_predict: bool = typer.Option(
+        False,
+        "--public-predict",
+        help="With a token, leave predictions (/v1/predict, v2 infer) open; feedback and "
+        "the rest still need the token.",
+    ),
+    no_auth: bool = typer.Option(
+        False,
+        "--no-auth",
+        help="Serve on a non-loopback address without a token (only behind something "
+        "that authenticates).",
+    ),
 ) -> None:
     """Serve predictions over HTTP: /v1/predict, /v1/feedback, /v1/model, /metrics, /v2 ...
 
     Runs until SIGTERM or Ctrl-C, then answers the requests in flight and flushes
-    the prediction log.
+    the prediction log. With a token (MLCYCLE_API_TOKEN or --token-file), every route
+    but the health probes needs `Authorization: Bearer TOKEN`; on an address other
+    than loopback a token is required unless --no-auth.
     """
     from mlcycle.api.serving import serve as run
-    from mlcycle.api.serving import serve_target
+    from mlcycle.api.serving import serve_access, serve_target
     from mlcycle.cli import render
     from mlcycle.errors import UsageError
 
@@ -66,13 +89,16 @@ def serve(
     bind_host = host or (defaults.host if defaults else "127.0.0.1")
     bind_port = port if port is not None else (defaults.port if defaults else 8080)
     count = workers or (defaults.workers if defaults else 1)
+    access = serve_access(
+        bind_host, token_file=token_file, no_auth=no_auth, public_predict=public_predict
+    )
     render.stderr().print(
         f"serving {target.name} {target.ref} from {target.source} on "
-        f"http://{bind_host}:{bind_port} ({count} worker{'s' if count != 1 else ''}); "
-        "Ctrl-C stops",
+        f"http://{bind_host}:{bind_port} ({count} worker{'s' if count != 1 else ''}, "
+        f"{access.describe()}); Ctrl-C stops",
         markup=False,
     )
     try:
-        run(target, host=bind_host, port=bind_port, workers=count)
+        run(target, host=bind_host, port=bind_port, workers=count, access=access)
     except KeyboardInterrupt:
         render.stderr().print("stopped", markup=False)
