@@ -5,7 +5,10 @@ Layout of a context directory:
     Dockerfile               rendered from templates/docker/Dockerfile.tmpl
     bundle/                  the bundle (bundle.json, the artifact, lifecycle.yaml)
     build/requirements.txt   the pins from the bundle, then what mlcycle's wheel requires
-    wheel/                   mlcycle's own wheel (the image serves with it)
+    wheel/                   mlcycle's own wheel (the image serves with it): built from
+                             the source checkout mlcycle runs from, or (installed from a
+                             package) mlcycle-cli==THIS_VERSION downloaded from the index
+                             pip is configured with; MLCYCLE_WHEEL overrides both
     build/pip.conf           index settings of the building machine, credentials included
                              (mode 0600; used by the builder stage only, see below)
     build/ca-bundle.crt      its CA bundle, when pip uses one (TLS through a proxy)
@@ -48,7 +51,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from mlcycle.errors import PackagingError, UsageError
 from mlcycle.package.bundle import BUNDLE_FILE, Bundle, load_bundle, pinned_requirements
-from mlcycle.redact import mask_url
+from mlcycle.redact import mask_url, scrub
 from mlcycle.resources import data_path
 
 if TYPE_CHECKING:
@@ -319,8 +322,6 @@ def _write(
     source: str | None,
     created: str | None,
 ) -> BuildContext:
-    import mlcycle
-
     dest = Path(dest)
     base = check_reference(
         spec.deployment.image.base if base is None else base, what="deployment.image.base"
@@ -332,6 +333,7 @@ def _write(
     )
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise UsageError(f"{dest}: exists and is not an empty directory", hint="choose a new one")
+    fresh = not dest.exists()
     labels = _labels(
         spec,
         contents,
@@ -339,6 +341,33 @@ def _write(
         source=source if source is not None else git_remote(spec.root),
         created=created or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
+    try:
+        return _fill(contents, dest, base=base, tag=tag, wheel=wheel, labels=labels)
+    except BaseException:
+        # A failed deploy leaves no half-written context behind (the directory was
+        # new or empty: everything in it is ours).
+        if fresh:
+            shutil.rmtree(dest, ignore_errors=True)
+        elif dest.is_dir():
+            for child in dest.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+        raise
+
+
+def _fill(
+    contents: _Contents,
+    dest: Path,
+    *,
+    base: str,
+    tag: str,
+    wheel: Path | None,
+    labels: Mapping[str, str],
+) -> BuildContext:
+    import mlcycle
+
     try:
         dest.mkdir(parents=True, exist_ok=True)
         build = dest / BUILD_DIR
@@ -558,13 +587,55 @@ def wheel_requirements(wheel: Path) -> list[str]:
 
 
 def _default_wheel(dest: Path) -> Path:
+    """mlcycle's wheel for the image: MLCYCLE_WHEEL, else built from the source checkout,
+    else this exact version from the package index (as BentoML pins itself in images)."""
     given = os.environ.get("MLCYCLE_WHEEL")
     if given:
         path = Path(given)
         if not path.is_file():
             raise PackagingError(f"MLCYCLE_WHEEL={given}: no such file")
         return path
-    return build_wheel(dest)
+    if source_tree() is not None:
+        return build_wheel(dest)
+    return download_wheel(dest)
+
+
+def download_wheel(dest: Path) -> Path:
+    """Download the wheel of the running mlcycle (`mlcycle-cli==VERSION`) into `dest`.
+
+    For an mlcycle installed from a package: pip fetches it from the index it is
+    configured with (pip.conf, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL), the same index
+    the image's dependencies come from. Raises PackagingError when it is not there.
+    """
+    import mlcycle
+
+    requirement = mlcycle.requirement()
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mlcycle-wheel-") as tmp:
+        cmd = [
+            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+            "--disable-pip-version-check", "--quiet", "-d", tmp, requirement,
+        ]  # fmt: skip
+        try:
+            done = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL
+            )
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise PackagingError(f"cannot download {requirement}: {e}") from e
+        wheels = [p for p in Path(tmp).glob("mlcycle_cli-*.whl") if _WHEEL_RE.fullmatch(p.name)]
+        if done.returncode != 0 or len(wheels) != 1:
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            tail = "\n".join(line for line in lines[-5:] if "WARNING" not in line)
+            raise PackagingError(
+                f"the image installs {requirement}, which pip could not download from "
+                f"its package index{':' if tail else ''}\n{scrub(tail)}".rstrip(),
+                hint="point pip at the index mlcycle was installed from (PIP_INDEX_URL or "
+                "pip.conf), or set MLCYCLE_WHEEL to the wheel of this version",
+            )
+        target = dest / wheels[0].name
+        shutil.move(str(wheels[0]), target)
+    return target
 
 
 # --- how pip reaches its index here ---------------------------------------------------
@@ -628,10 +699,15 @@ def pip_settings() -> dict[str, str]:
 
 
 def _usable_url(url: str) -> bool:
+    """Whether the image build can reach this index: http(s), and not this machine's
+    loopback (the build runs in a container of its own, where 127.0.0.1 is itself)."""
     try:
-        return urlsplit(url).scheme in ("http", "https")
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
     except ValueError:
         return False
+    loopback = host in ("localhost", "::1") or host.startswith("127.")
+    return parts.scheme in ("http", "https") and not loopback
 
 
 def _pip_conf(settings: Mapping[str, str]) -> str:
