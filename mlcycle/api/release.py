@@ -8,10 +8,18 @@ exist or neither does. The order that makes this hold:
 2. procure the model (train + gate, or read the hand-made file; for a dual
    liaison, reproduce research's results) — nothing is written yet;
 3. register it and make it current in one atomic registry write;
-4. create the tag; if that fails, remove the registry release (which restores
-   the previous current model);
+4. create the tag; if that fails, remove the entry registered in 3 (which
+   restores the previous current model);
 5. push the tag when asked; if the remote refuses, delete the tag and remove
-   the registry release again.
+   that entry again.
+
+Concurrent releases of one project take turns: each holds the registry's
+release lock from step 1 to step 5, so the version is chosen from tags and
+entries no other release is changing, and an undo removes only the entry its
+own process registered. The lock is held through training as well, although
+training could run before it: a gate compares the model with the current one,
+and only under the lock is "current" the model this release replaces. A
+release that has to wait says for whom (pid) and waits; Ctrl-C stops it.
 
 A crash (kill -9) between 3 and 4 leaves a registry release without a tag: an
 *orphan*. Nothing serves from it for long: the next `release` of that version
@@ -22,8 +30,10 @@ never happened (`git push origin TAG` finishes it).
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +50,8 @@ if TYPE_CHECKING:
     from mlcycle.registry import Entry
     from mlcycle.train import GateResult, TrainResult
     from mlcycle.train.reproduce import Reproduction
+
+log = logging.getLogger(__name__)
 
 BUMPS = ("major", "minor", "patch")
 DIRTY_SHOWN = 5
@@ -134,13 +146,39 @@ def release(
     from mlcycle.api.project import open_project
 
     project = open_project(path)
+    # Planned once without the lock, so that what is wrong (a dirty tree, a taken
+    # version) is said at once rather than after waiting for another release ...
     plan, repo = _plan(project, bump=bump, version=version, model=model, push=push, remote=remote)
     with repo:  # ends GitPython's helper processes however this ends
         if dry_run:
             return ReleaseResult(plan=plan, dry_run=True)
-        return _carry_out(
-            project, plan, repo, model=model, push=push, remote=remote, progress=progress
+    # ... and again under it: the version is the one free now.
+    with _release_lock(project, progress):
+        plan, repo = _plan(
+            project, bump=bump, version=version, model=model, push=push, remote=remote
         )
+        with repo:
+            return _carry_out(
+                project, plan, repo, model=model, push=push, remote=remote, progress=progress
+            )
+
+
+@contextmanager
+def _release_lock(project: Project, progress: Progress) -> Iterator[None]:
+    """The project's release lock, saying whom it waits for when another release holds it."""
+    waiting = False
+
+    def on_wait(holder: str) -> None:
+        nonlocal waiting
+        waiting = True
+        message = f"waiting for another release of {project.spec.name} ({holder}) to finish"
+        log.warning("%s...", message)
+        progress.start(message)
+
+    with project.registry.release_lock(on_wait=on_wait):
+        if waiting:
+            progress.done()
+        yield
 
 
 def _carry_out(
@@ -189,9 +227,9 @@ def _carry_out(
                 progress.done()
             pushed = True
     except BaseException as e:
-        # No registry release without its tag: undo the registration (this also puts
-        # `current` back to the model that was current before).
-        registry.remove_release(plan.version)
+        # No registry entry without its tag: undo this process's registration, and only
+        # it (this also puts `current` back to the model that was current before).
+        registry.remove_entry(entry.ref)
         if isinstance(e, MlcycleError):
             e.message += f" (release {plan.version} rolled back: no tag, no registry entry)"
         raise

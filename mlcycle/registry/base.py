@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,26 @@ class Registry(ABC):
 
         When `current` pointed into the release, it falls back to the entry that
         was current before, if that still exists, else it is cleared.
+        """
+
+    @abstractmethod
+    def remove_entry(self, ref: ModelRef | str) -> Entry | None:
+        """Remove the one entry `RELEASE/GENERATION` (the undo of one `register`).
+
+        Other generations of the release stay. When `current` named the entry, it
+        falls back as in `remove_release`. Returns the removed entry, None if absent.
+        """
+
+    @abstractmethod
+    def release_lock(
+        self, *, on_wait: Callable[[str], None] | None = None
+    ) -> AbstractContextManager[None]:
+        """Hold the project's release lock: one release at a time, across processes.
+
+        A release holds it from choosing its version until its tag exists (or its
+        registration is undone), so concurrent releases never pick the same
+        version nor undo each other. `on_wait(who)` is called once, describing the
+        holder, when another process holds it; then the call blocks until it is free.
         """
 
     # --- queries, written once on top of the storage methods -------------------------
