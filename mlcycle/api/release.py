@@ -47,13 +47,14 @@ if TYPE_CHECKING:
     from mlcycle.api.project import Project
     from mlcycle.data import SourceInfo
     from mlcycle.gitops import ReleaseTag, Repo, Version
-    from mlcycle.registry import Entry
+    from mlcycle.registry import Entry, TrustPolicy
     from mlcycle.train import GateResult, TrainResult
     from mlcycle.train.reproduce import Reproduction
 
 log = logging.getLogger(__name__)
 
 BUMPS = ("major", "minor", "patch")
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 DIRTY_SHOWN = 5
 
 
@@ -132,13 +133,16 @@ def release(
     push: bool = False,
     remote: str = "origin",
     dry_run: bool = False,
+    trust_pickle: bool = False,
     progress: Progress = NULL_PROGRESS,
 ) -> ReleaseResult:
     """Release the project at HEAD: procure the model, register it, tag it (see module doc).
 
     `bump` (major, minor, patch; default minor) or `version` chooses the
     version. `model` is the hand-made model file of an interactive lifecycle
-    (default: the spec's `release.model`). Raises UsageError for a state git or
+    (default: the spec's `release.model`); a pickle is read only with
+    `trust_pickle`, since unpickling runs any code the file holds (the model
+    is stored as skops all the same). Raises UsageError for a state git or
     the arguments do not allow (exit 2), GateRejectedError when the gate or the
     reproduction of research's results refuses the model (exit 3), and a
     RuntimeFailure for the rest (exit 1); in every case nothing is left behind.
@@ -159,7 +163,14 @@ def release(
         )
         with repo:
             return _carry_out(
-                project, plan, repo, model=model, push=push, remote=remote, progress=progress
+                project,
+                plan,
+                repo,
+                model=model,
+                push=push,
+                remote=remote,
+                trust_pickle=trust_pickle,
+                progress=progress,
             )
 
 
@@ -189,6 +200,7 @@ def _carry_out(
     model: str | Path | None,
     push: bool,
     remote: str,
+    trust_pickle: bool,
     progress: Progress,
 ) -> ReleaseResult:
     """Steps 2-5 of the module docstring, for a plan that passed every check."""
@@ -198,7 +210,7 @@ def _carry_out(
     if plan.orphan:
         registry.remove_release(plan.version)
     if project.spec.lifecycle.procurement is Procurement.INTERACTIVE:
-        procured = _procure_by_hand(project, plan, model, progress)
+        procured = _procure_by_hand(project, plan, model, trust_pickle, progress)
     else:
         procured = _procure_unattended(project, plan, progress)
     entry = procured.entry
@@ -415,7 +427,11 @@ def _procure_unattended(project: Project, plan: ReleasePlan, progress: Progress)
 
 
 def _procure_by_hand(
-    project: Project, plan: ReleasePlan, model_path: str | Path | None, progress: Progress
+    project: Project,
+    plan: ReleasePlan,
+    model_path: str | Path | None,
+    trust_pickle: bool,
+    progress: Progress,
 ) -> _Procured:
     """An interactive release: the file a person trained, evaluated when there is data."""
     from mlcycle.agents.integration import data_record
@@ -427,10 +443,18 @@ def _procure_by_hand(
     path = _model_file(project, model_path)
     progress.start(f"read {path.name}")
     try:
-        model = read_model_file(path)
+        model = read_model_file(path, trust=project.registry.trust, trust_pickle=trust_pickle)
     finally:
         progress.done()
-    warnings = [
+    warnings = (
+        [
+            f"{path.name} was unpickled because of --trust-pickle, running any code it holds; "
+            "save models as skops (skops.io.dump) so that releasing one runs none"
+        ]
+        if path.suffix.lower() in PICKLE_SUFFIXES
+        else []
+    )
+    warnings += [
         "interactive procurement: nobody but its author can retrain this model, and "
         "mlcycle cannot tell which data or code made it; move to lifecycle.procurement: "
         "unattended to make releases reproducible"
@@ -509,25 +533,31 @@ def _model_file(project: Project, model_path: str | Path | None) -> Path:
     return path
 
 
-def read_model_file(path: Path) -> Any:
-    """A model saved by hand: skops (checked for trusted types), or a pickle.
+def read_model_file(path: Path, *, trust: TrustPolicy, trust_pickle: bool = False) -> Any:
+    """A model saved by hand: skops, checked against `trust`; a pickle only with `trust_pickle`.
 
-    A pickle runs code when loaded; it is accepted because the person releasing
-    it made it, and the registry stores it with its SHA-256 from here on.
+    Unpickling runs whatever code the file holds, so a pickle is refused
+    (UsageError) unless the user vouches for this very file with --trust-pickle.
     """
-    from mlcycle.registry.artifacts import load_model, sha256_file
+    from mlcycle.registry.artifacts import SKOPS, load_model, load_untrusted_pickle, sha256_file
 
     suffix = path.suffix.lower()
-    if suffix == ".skops":
-        fmt = "skops"
-    elif suffix in (".pkl", ".pickle"):
-        fmt = "pickle"
-    else:
+    if suffix in PICKLE_SUFFIXES:
+        if not trust_pickle:
+            raise UsageError(
+                f"{path}: refusing to unpickle a model file: loading a pickle runs any code "
+                "it holds",
+                hint="save the model as skops instead (skops.io.dump(model, 'model.skops')) "
+                "and release that file; only if you made this very file yourself, pass "
+                "--trust-pickle",
+            )
+        return load_untrusted_pickle(path)
+    if suffix != ".skops":
         raise UsageError(
             f"{path}: unknown model file type {suffix or '(none)'}",
-            hint="save the model with skops.io.dump(model, 'model.skops') (or pickle as .pkl)",
+            hint="save the model with skops.io.dump(model, 'model.skops')",
         )
-    return load_model(path, sha256=sha256_file(path), format=fmt)
+    return load_model(path, sha256=sha256_file(path), format=SKOPS, trust=trust)
 
 
 def reproduce_research(project: Project, model: Any, progress: Progress) -> Reproduction | None:

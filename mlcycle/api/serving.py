@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +28,12 @@ class ServeTarget:
     store_url: str | None
     loader: Any  # () -> ServedModel | Router; called once by the engine
     defaults: ServeSpec | None = None  # the spec's deployment.serve, when serving a project
+    scratch: Path | None = None  # where a bundle archive was unpacked; removed by `close`
+
+    def close(self) -> None:
+        """Remove what resolving the target unpacked (idempotent)."""
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def serve_target(
@@ -140,13 +148,38 @@ def served_model_from_bundle(bundle: Bundle) -> ServedModel:
 def _bundle_target(path: Path, *, store_url: str | None) -> ServeTarget:
     from mlcycle.package import load_bundle
 
-    bundle = load_bundle(path)
+    if not path.is_file():
+        bundle = load_bundle(path)
+        return ServeTarget(
+            name=bundle.project,
+            ref=bundle.ref,
+            source=f"bundle {path}",
+            store_url=store_url,
+            loader=lambda: served_model_from_bundle(bundle),
+        )
+    scratch = Path(tempfile.mkdtemp(prefix="mlcycle-bundle-"))
+    try:
+        bundle = load_bundle(path, extract_to=scratch / "bundle")
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+
+    def loader() -> ServedModel:
+        # Once the model is in memory nothing reads the unpacked files again, so they go
+        # now: before worker processes start, and before a SIGTERM ends the process
+        # without running any `finally` (the engine re-raises it, as uvicorn does).
+        try:
+            return served_model_from_bundle(bundle)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
     return ServeTarget(
         name=bundle.project,
         ref=bundle.ref,
         source=f"bundle {path}",
         store_url=store_url,
-        loader=lambda: served_model_from_bundle(bundle),
+        loader=loader,
+        scratch=scratch,
     )
 
 
@@ -154,4 +187,7 @@ def serve(target: ServeTarget, *, host: str, port: int, workers: int) -> None:
     """Run the engine on `target` until SIGTERM/SIGINT (blocks)."""
     from mlcycle.serve import serve as run_engine
 
-    run_engine(target.loader, host=host, port=port, workers=workers, store_url=target.store_url)
+    try:
+        run_engine(target.loader, host=host, port=port, workers=workers, store_url=target.store_url)
+    finally:
+        target.close()  # when the engine stops before loading (a taken port, a bad store)

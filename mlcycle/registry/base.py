@@ -19,6 +19,7 @@ from mlcycle.errors import RegistryError
 from mlcycle.registry.artifacts import load_model as load_artifact
 from mlcycle.registry.entry import Entry, Status
 from mlcycle.registry.refs import ModelRef, as_ref, check_release, release_key
+from mlcycle.registry.trust import TrustPolicy
 from mlcycle.spec.model import Procurement
 
 
@@ -26,6 +27,7 @@ class Registry(ABC):
     """Releases and generations of one project's models."""
 
     project: str
+    trust: TrustPolicy  # what a model in this registry may name; see registry/trust.py
 
     # --- storage: each backend implements these ------------------------------------
 
@@ -184,9 +186,16 @@ class Registry(ABC):
         )
 
     def load_model(self, entry: Entry) -> Any:
-        """The entry's estimator, after checking the artifact's SHA-256 (IntegrityError if not)."""
+        """The entry's estimator, after checking the artifact's SHA-256 (IntegrityError if not).
+
+        Only names `self.trust` trusts are built; a pickle artifact (older mlcycle) is
+        refused with the way to re-save it (RegistryError).
+        """
         return load_artifact(
-            self.artifact_path(entry), sha256=entry.artifact.sha256, format=entry.artifact.format
+            self.artifact_path(entry),
+            sha256=entry.artifact.sha256,
+            format=entry.artifact.format,
+            trust=self.trust,
         )
 
     def _known_hint(self) -> str:

@@ -4,7 +4,7 @@ Layout under `root` (the spec's `registry.path`, default `.mlcycle/registry`):
 
     <project>/
       releases/<release>/<generation>/entry.json     what the Entry holds
-      releases/<release>/<generation>/model.skops    the artifact (model.pkl for pickle)
+      releases/<release>/<generation>/model.skops    the artifact (see artifacts.py)
       current.json     the pointer to the entry production serves, with its history
       manifests/       reserved for serving manifests (a later issue)
       .lock            flock'ed by every writer; holds the holder's pid
@@ -55,6 +55,7 @@ from mlcycle.registry.refs import (
     is_release,
     release_key,
 )
+from mlcycle.registry.trust import DEFAULT_POLICY, TrustPolicy
 from mlcycle.spec.model import Procurement
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,12 @@ class LocalRegistry(Registry):
     """A registry in a directory of the local file system (see the module docstring)."""
 
     def __init__(
-        self, root: Path, project: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+        self,
+        root: Path,
+        project: str,
+        *,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        trust: TrustPolicy = DEFAULT_POLICY,
     ) -> None:
         if not isinstance(project, str) or PROJECT_RE.match(project) is None:
             raise UsageError(
@@ -94,6 +100,7 @@ class LocalRegistry(Registry):
         self.root = Path(root)
         self.project = project
         self.lock_timeout = lock_timeout
+        self.trust = trust
         self.base = self.root / project
 
     def __repr__(self) -> str:
@@ -359,7 +366,7 @@ class LocalRegistry(Registry):
 
     def _stage_artifact(self, model: Any, staging: Path) -> ArtifactInfo:
         """Write the artifact into the staging directory."""
-        return save_model(model, staging / ARTIFACT_STEM)
+        return save_model(model, staging / ARTIFACT_STEM, trust=self.trust)
 
     def _publish(self, staging: Path, target: Path) -> None:
         """Move a complete staged entry into place: the one step that makes it visible."""
