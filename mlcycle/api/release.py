@@ -156,6 +156,8 @@ def release(
     with repo:  # ends GitPython's helper processes however this ends
         if dry_run:
             return ReleaseResult(plan=plan, dry_run=True)
+    if project.spec.lifecycle.procurement is Procurement.INTERACTIVE:
+        _check_pickle(_model_file(project, model), trust_pickle)
     # ... and again under it: the version is the one free now.
     with _release_lock(project, progress):
         plan, repo = _plan(
@@ -543,14 +545,7 @@ def read_model_file(path: Path, *, trust: TrustPolicy, trust_pickle: bool = Fals
 
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
-        if not trust_pickle:
-            raise UsageError(
-                f"{path}: refusing to unpickle a model file: loading a pickle runs any code "
-                "it holds",
-                hint="save the model as skops instead (skops.io.dump(model, 'model.skops')) "
-                "and release that file; only if you made this very file yourself, pass "
-                "--trust-pickle",
-            )
+        _check_pickle(path, trust_pickle)
         return load_untrusted_pickle(path)
     if suffix != ".skops":
         raise UsageError(
@@ -558,6 +553,16 @@ def read_model_file(path: Path, *, trust: TrustPolicy, trust_pickle: bool = Fals
             hint="save the model with skops.io.dump(model, 'model.skops')",
         )
     return load_model(path, sha256=sha256_file(path), format=SKOPS, trust=trust)
+
+
+def _check_pickle(path: Path, trust_pickle: bool) -> None:
+    """UsageError for a pickle model file the user did not vouch for with --trust-pickle."""
+    if path.suffix.lower() in PICKLE_SUFFIXES and not trust_pickle:
+        raise UsageError(
+            f"{path}: refusing to unpickle a model file: loading a pickle runs any code it holds",
+            hint="save the model as skops instead (skops.io.dump(model, 'model.skops')) and "
+            "release that file; only if you made this very file yourself, pass --trust-pickle",
+        )
 
 
 def reproduce_research(project: Project, model: Any, progress: Progress) -> Reproduction | None:

@@ -597,10 +597,15 @@ class LocalRegistry(Registry):
         if pointer is None:
             return
         where = str(self.current_path)
-        history = [
-            h for h in pointer.get("history") or () if not gone(_pointer_ref(h, where=where))
-        ]
-        if not gone(_pointer_ref(pointer, where=where)):
+
+        def names_gone(raw: Any) -> bool:
+            try:
+                return gone(_pointer_ref(raw, where=where))
+            except RegistryError:
+                return False  # a damaged record names nothing that is going
+
+        history = [h for h in pointer.get("history") or () if not names_gone(h)]
+        if not names_gone(pointer):
             if len(history) != len(pointer.get("history") or ()):
                 _write_json(self.current_path, {**pointer, "history": history}, atomic=True)
             return
