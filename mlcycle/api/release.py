@@ -184,9 +184,9 @@ def _release_lock(project: Project, progress: Progress) -> Iterator[None]:
     def on_wait(holder: str) -> None:
         nonlocal waiting
         waiting = True
-        message = f"waiting for another release of {project.spec.name} ({holder}) to finish"
-        log.warning("%s...", message)
-        progress.start(message)
+        name = project.spec.name
+        log.warning("waiting for another release of %s (%s) to finish...", name, holder)
+        progress.start(f"wait for the other release of {name}")  # the bar shows how long
 
     with project.registry.release_lock(on_wait=on_wait):
         if waiting:
