@@ -8,10 +8,18 @@ exist or neither does. The order that makes this hold:
 2. procure the model (train + gate, or read the hand-made file; for a dual
    liaison, reproduce research's results) — nothing is written yet;
 3. register it and make it current in one atomic registry write;
-4. create the tag; if that fails, remove the registry release (which restores
-   the previous current model);
+4. create the tag; if that fails, remove the entry registered in 3 (which
+   restores the previous current model);
 5. push the tag when asked; if the remote refuses, delete the tag and remove
-   the registry release again.
+   that entry again.
+
+Concurrent releases of one project take turns: each holds the registry's
+release lock from step 1 to step 5, so the version is chosen from tags and
+entries no other release is changing, and an undo removes only the entry its
+own process registered. The lock is held through training as well, although
+training could run before it: a gate compares the model with the current one,
+and only under the lock is "current" the model this release replaces. A
+release that has to wait says for whom (pid) and waits; Ctrl-C stops it.
 
 A crash (kill -9) between 3 and 4 leaves a registry release without a tag: an
 *orphan*. Nothing serves from it for long: the next `release` of that version
@@ -22,8 +30,10 @@ never happened (`git push origin TAG` finishes it).
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,11 +47,14 @@ if TYPE_CHECKING:
     from mlcycle.api.project import Project
     from mlcycle.data import SourceInfo
     from mlcycle.gitops import ReleaseTag, Repo, Version
-    from mlcycle.registry import Entry
+    from mlcycle.registry import Entry, TrustPolicy
     from mlcycle.train import GateResult, TrainResult
     from mlcycle.train.reproduce import Reproduction
 
+log = logging.getLogger(__name__)
+
 BUMPS = ("major", "minor", "patch")
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 DIRTY_SHOWN = 5
 
 
@@ -120,13 +133,16 @@ def release(
     push: bool = False,
     remote: str = "origin",
     dry_run: bool = False,
+    trust_pickle: bool = False,
     progress: Progress = NULL_PROGRESS,
 ) -> ReleaseResult:
     """Release the project at HEAD: procure the model, register it, tag it (see module doc).
 
     `bump` (major, minor, patch; default minor) or `version` chooses the
     version. `model` is the hand-made model file of an interactive lifecycle
-    (default: the spec's `release.model`). Raises UsageError for a state git or
+    (default: the spec's `release.model`); a pickle is read only with
+    `trust_pickle`, since unpickling runs any code the file holds (the model
+    is stored as skops all the same). Raises UsageError for a state git or
     the arguments do not allow (exit 2), GateRejectedError when the gate or the
     reproduction of research's results refuses the model (exit 3), and a
     RuntimeFailure for the rest (exit 1); in every case nothing is left behind.
@@ -134,13 +150,48 @@ def release(
     from mlcycle.api.project import open_project
 
     project = open_project(path)
+    # Planned once without the lock, so that what is wrong (a dirty tree, a taken
+    # version) is said at once rather than after waiting for another release ...
     plan, repo = _plan(project, bump=bump, version=version, model=model, push=push, remote=remote)
     with repo:  # ends GitPython's helper processes however this ends
         if dry_run:
             return ReleaseResult(plan=plan, dry_run=True)
-        return _carry_out(
-            project, plan, repo, model=model, push=push, remote=remote, progress=progress
+    if project.spec.lifecycle.procurement is Procurement.INTERACTIVE:
+        _check_pickle(_model_file(project, model), trust_pickle)
+    # ... and again under it: the version is the one free now.
+    with _release_lock(project, progress):
+        plan, repo = _plan(
+            project, bump=bump, version=version, model=model, push=push, remote=remote
         )
+        with repo:
+            return _carry_out(
+                project,
+                plan,
+                repo,
+                model=model,
+                push=push,
+                remote=remote,
+                trust_pickle=trust_pickle,
+                progress=progress,
+            )
+
+
+@contextmanager
+def _release_lock(project: Project, progress: Progress) -> Iterator[None]:
+    """The project's release lock, saying whom it waits for when another release holds it."""
+    waiting = False
+
+    def on_wait(holder: str) -> None:
+        nonlocal waiting
+        waiting = True
+        name = project.spec.name
+        log.warning("waiting for another release of %s (%s) to finish...", name, holder)
+        progress.start(f"wait for the other release of {name}")  # the bar shows how long
+
+    with project.registry.release_lock(on_wait=on_wait):
+        if waiting:
+            progress.done()
+        yield
 
 
 def _carry_out(
@@ -151,6 +202,7 @@ def _carry_out(
     model: str | Path | None,
     push: bool,
     remote: str,
+    trust_pickle: bool,
     progress: Progress,
 ) -> ReleaseResult:
     """Steps 2-5 of the module docstring, for a plan that passed every check."""
@@ -160,7 +212,7 @@ def _carry_out(
     if plan.orphan:
         registry.remove_release(plan.version)
     if project.spec.lifecycle.procurement is Procurement.INTERACTIVE:
-        procured = _procure_by_hand(project, plan, model, progress)
+        procured = _procure_by_hand(project, plan, model, trust_pickle, progress)
     else:
         procured = _procure_unattended(project, plan, progress)
     entry = procured.entry
@@ -189,9 +241,9 @@ def _carry_out(
                 progress.done()
             pushed = True
     except BaseException as e:
-        # No registry release without its tag: undo the registration (this also puts
-        # `current` back to the model that was current before).
-        registry.remove_release(plan.version)
+        # No registry entry without its tag: undo this process's registration, and only
+        # it (this also puts `current` back to the model that was current before).
+        registry.remove_entry(entry.ref)
         if isinstance(e, MlcycleError):
             e.message += f" (release {plan.version} rolled back: no tag, no registry entry)"
         raise
@@ -377,7 +429,11 @@ def _procure_unattended(project: Project, plan: ReleasePlan, progress: Progress)
 
 
 def _procure_by_hand(
-    project: Project, plan: ReleasePlan, model_path: str | Path | None, progress: Progress
+    project: Project,
+    plan: ReleasePlan,
+    model_path: str | Path | None,
+    trust_pickle: bool,
+    progress: Progress,
 ) -> _Procured:
     """An interactive release: the file a person trained, evaluated when there is data."""
     from mlcycle.agents.integration import data_record
@@ -389,10 +445,18 @@ def _procure_by_hand(
     path = _model_file(project, model_path)
     progress.start(f"read {path.name}")
     try:
-        model = read_model_file(path)
+        model = read_model_file(path, trust=project.registry.trust, trust_pickle=trust_pickle)
     finally:
         progress.done()
-    warnings = [
+    warnings = (
+        [
+            f"{path.name} was unpickled because of --trust-pickle, running any code it holds; "
+            "save models as skops (skops.io.dump) so that releasing one runs none"
+        ]
+        if path.suffix.lower() in PICKLE_SUFFIXES
+        else []
+    )
+    warnings += [
         "interactive procurement: nobody but its author can retrain this model, and "
         "mlcycle cannot tell which data or code made it; move to lifecycle.procurement: "
         "unattended to make releases reproducible"
@@ -471,25 +535,34 @@ def _model_file(project: Project, model_path: str | Path | None) -> Path:
     return path
 
 
-def read_model_file(path: Path) -> Any:
-    """A model saved by hand: skops (checked for trusted types), or a pickle.
+def read_model_file(path: Path, *, trust: TrustPolicy, trust_pickle: bool = False) -> Any:
+    """A model saved by hand: skops, checked against `trust`; a pickle only with `trust_pickle`.
 
-    A pickle runs code when loaded; it is accepted because the person releasing
-    it made it, and the registry stores it with its SHA-256 from here on.
+    Unpickling runs whatever code the file holds, so a pickle is refused
+    (UsageError) unless the user vouches for this very file with --trust-pickle.
     """
-    from mlcycle.registry.artifacts import load_model, sha256_file
+    from mlcycle.registry.artifacts import SKOPS, load_model, load_untrusted_pickle, sha256_file
 
     suffix = path.suffix.lower()
-    if suffix == ".skops":
-        fmt = "skops"
-    elif suffix in (".pkl", ".pickle"):
-        fmt = "pickle"
-    else:
+    if suffix in PICKLE_SUFFIXES:
+        _check_pickle(path, trust_pickle)
+        return load_untrusted_pickle(path)
+    if suffix != ".skops":
         raise UsageError(
             f"{path}: unknown model file type {suffix or '(none)'}",
-            hint="save the model with skops.io.dump(model, 'model.skops') (or pickle as .pkl)",
+            hint="save the model with skops.io.dump(model, 'model.skops')",
         )
-    return load_model(path, sha256=sha256_file(path), format=fmt)
+    return load_model(path, sha256=sha256_file(path), format=SKOPS, trust=trust)
+
+
+def _check_pickle(path: Path, trust_pickle: bool) -> None:
+    """UsageError for a pickle model file the user did not vouch for with --trust-pickle."""
+    if path.suffix.lower() in PICKLE_SUFFIXES and not trust_pickle:
+        raise UsageError(
+            f"{path}: refusing to unpickle a model file: loading a pickle runs any code it holds",
+            hint="save the model as skops instead (skops.io.dump(model, 'model.skops')) and "
+            "release that file; only if you made this very file yourself, pass --trust-pickle",
+        )
 
 
 def reproduce_research(project: Project, model: Any, progress: Progress) -> Reproduction | None:

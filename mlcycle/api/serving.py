@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,12 @@ class ServeTarget:
     defaults: ServeSpec | None = None  # the spec's deployment.serve, when serving a project
     max_rows: int = DEFAULT_MAX_ROWS  # deployment.serve.max_rows (a bundle: its own spec's)
     retention: Retention | None = None  # store.retention (a bundle: its own spec's)
+    scratch: Path | None = None  # where a bundle archive was unpacked; removed by `close`
+
+    def close(self) -> None:
+        """Remove what resolving the target unpacked (idempotent)."""
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def serve_target(
@@ -157,17 +165,44 @@ def _bundle_target(path: Path, *, store_url: str | None) -> ServeTarget:
     from mlcycle.package import load_bundle
     from mlcycle.spec import load_spec
 
-    bundle = load_bundle(path)
-    # The bundle's own lifecycle.yaml (the spec the release was made with) sets the
-    # row cap and the retention, so an image serves under the same limits as the project.
-    spec = load_spec(bundle.spec_path)
+    # The bundle's own lifecycle.yaml (the spec the release was made with) sets the row
+    # cap and the retention, so an image serves under the same limits as the project.
+    # Only those are read: its secrets are masked and its ${env:NAME} stay unresolved.
+    if not path.is_file():
+        bundle = load_bundle(path)
+        return ServeTarget(
+            name=bundle.project,
+            ref=bundle.ref,
+            source=f"bundle {path}",
+            store_url=store_url,
+            loader=lambda: served_model_from_bundle(bundle),
+            **_limits(load_spec(bundle.spec_path, resolve_env=False)),
+        )
+    scratch = Path(tempfile.mkdtemp(prefix="mlcycle-bundle-"))
+    try:
+        bundle = load_bundle(path, extract_to=scratch / "bundle")
+        limits = _limits(load_spec(bundle.spec_path, resolve_env=False))
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+
+    def loader() -> ServedModel:
+        # Once the model is in memory nothing reads the unpacked files again, so they go
+        # now: before worker processes start, and before a SIGTERM ends the process
+        # without running any `finally` (the engine re-raises it, as uvicorn does).
+        try:
+            return served_model_from_bundle(bundle)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
     return ServeTarget(
         name=bundle.project,
         ref=bundle.ref,
         source=f"bundle {path}",
         store_url=store_url,
-        loader=lambda: served_model_from_bundle(bundle),
-        **_limits(spec),
+        loader=loader,
+        scratch=scratch,
+        **limits,
     )
 
 
@@ -226,11 +261,14 @@ def serve(
         token=access.token,
         public_predict=access.public_predict,
     )
-    run_engine(
-        target.loader,
-        host=host,
-        port=port,
-        workers=workers,
-        store_url=target.store_url,
-        options=options,
-    )
+    try:
+        run_engine(
+            target.loader,
+            host=host,
+            port=port,
+            workers=workers,
+            store_url=target.store_url,
+            options=options,
+        )
+    finally:
+        target.close()  # when the engine stops before loading (a taken port, a bad store)

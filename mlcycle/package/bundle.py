@@ -4,10 +4,14 @@ A bundle is a directory (and, for shipping, a `.tar.gz` of that directory):
 
     bundle.json       what it holds: project, release, generation, the SHA-256 of
                       every file, library versions, serving metadata
-    model.skops       the artifact, byte for byte the registry's (model.pkl for pickle)
+    model.skops       the artifact, byte for byte the registry's
     lifecycle.yaml    the spec the release was made with
 
 `load_bundle` checks every file against bundle.json before anything is used.
+Those hashes sit inside the same unsigned archive, so they catch damage, not an
+attacker: a bundle therefore never holds a format that runs code on load (a
+pickle is refused when building and when loading), and its model is loaded
+with the library-only trust policy (registry/trust.py).
 Extracting an archive never writes outside its target: members must be plain
 files or directories with relative paths and no `..`, links of any kind are
 refused, and the archive is unpacked into a fresh directory that is renamed
@@ -31,8 +35,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from mlcycle.errors import IntegrityError, PackagingError, RegistryError, UsageError
 from mlcycle.redact import mask_urls_in_bytes
-from mlcycle.registry.artifacts import ArtifactInfo, load_model, sha256_bytes, sha256_file
+from mlcycle.registry.artifacts import SKOPS, ArtifactInfo, load_model, sha256_bytes, sha256_file
 from mlcycle.registry.refs import ModelRef, check_release
+from mlcycle.registry.trust import DEFAULT_POLICY
 
 if TYPE_CHECKING:
     from mlcycle.registry import Entry, Registry
@@ -143,9 +148,16 @@ class Bundle:
         )
 
     def load_model(self) -> Any:
-        """The bundled estimator, after checking its SHA-256 again (IntegrityError if changed)."""
+        """The bundled estimator, after checking its SHA-256 again (IntegrityError if changed).
+
+        Only library names are trusted: the bundle carries no project code, and
+        nothing it says about itself can widen that (RegistryError naming the rest).
+        """
         return load_model(
-            self.artifact_path, sha256=self.artifact.sha256, format=self.artifact.format
+            self.artifact_path,
+            sha256=self.artifact.sha256,
+            format=self.artifact.format,
+            trust=DEFAULT_POLICY,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -200,6 +212,13 @@ def build_bundle(
             "and cannot be packaged",
             hint="package a candidate: `mlcycle models` lists them",
         )
+    if entry.artifact.format != SKOPS:
+        raise PackagingError(
+            f"{entry.project} {entry.ref} holds a {entry.artifact.format} artifact, and a "
+            "bundle never carries a format that runs code when loaded",
+            hint="register the model again as skops (mlcycle train, or release --model "
+            "FILE.skops), then package that entry",
+        )
     dest = Path(dest)
     source = registry.artifact_path(entry)
     spec_source = Path(spec_file) if spec_file is not None else spec.root / SPEC_FILE
@@ -226,7 +245,9 @@ def build_bundle(
     training = entry.extra.get("training") if isinstance(entry.extra, Mapping) else None
     resolved_task = task or (training or {}).get("task") or spec.model.task
     if recorded is None or resolved_task is None:
-        model = load_model(source, sha256=entry.artifact.sha256, format=entry.artifact.format)
+        model = load_model(
+            source, sha256=entry.artifact.sha256, format=entry.artifact.format, trust=registry.trust
+        )
     resolved_features = recorded if recorded is not None else _model_features(model, spec)
     if resolved_task is None:
         resolved_task = _model_task(model)
@@ -475,12 +496,21 @@ def _from_dict(raw: Any, *, path: Path) -> Bundle:
             raise ValueError(f"unknown task {task!r}")
         if spec.get("file", SPEC_FILE) != SPEC_FILE:
             raise ValueError(f"unexpected spec file {spec.get('file')!r}")
+        artifact = ArtifactInfo.from_dict(raw["artifact"], where=where)
+        if artifact.format != SKOPS:
+            # Whatever bundle.json says: its hashes are in the same unsigned archive.
+            raise PackagingError(
+                f"{where}: the bundle holds a {artifact.format} model; refusing it, since "
+                "loading that format runs code from the file",
+                hint="build the bundle again with this mlcycle (mlcycle deploy), which "
+                "stores models as skops",
+            )
         return Bundle(
             path=path,
             project=str(raw["project"]),
             release=check_release(str(raw["release"])),
             generation=int(raw["generation"]),
-            artifact=ArtifactInfo.from_dict(raw["artifact"], where=where),
+            artifact=artifact,
             spec_sha256=str(spec["sha256"]),
             spec_hash=spec.get("hash"),
             git_commit=raw.get("git_commit"),

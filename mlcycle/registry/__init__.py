@@ -18,6 +18,7 @@ from mlcycle.registry.base import Registry
 from mlcycle.registry.entry import Entry, Status
 from mlcycle.registry.local import LocalRegistry
 from mlcycle.registry.refs import CURRENT, DEV, LATEST, ModelRef
+from mlcycle.registry.trust import DEFAULT_POLICY, TrustPolicy
 
 if TYPE_CHECKING:
     from mlcycle.spec.model import Spec
@@ -33,11 +34,13 @@ def open_registry(spec: Spec) -> Registry:
         )
     if backend != "local":
         raise RegistryError(f"{spec.name}: unknown registry backend {backend!r}")
-    return LocalRegistry(spec.resolve(spec.registry.path), spec.name)
+    trust = TrustPolicy.for_project(spec.root, spec.model.entrypoint)
+    return LocalRegistry(spec.resolve(spec.registry.path), spec.name, trust=trust)
 
 
 __all__ = [
     "CURRENT",
+    "DEFAULT_POLICY",
     "DEV",
     "LATEST",
     "ArtifactInfo",
@@ -46,6 +49,7 @@ __all__ = [
     "ModelRef",
     "Registry",
     "Status",
+    "TrustPolicy",
     "library_versions",
     "load_model",
     "open_registry",

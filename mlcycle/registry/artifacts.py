@@ -1,16 +1,17 @@
-"""Model artifacts: persistence that runs no code on load, checked by SHA-256.
+"""Model artifacts: skops files that run no code on load, checked by SHA-256.
 
-The format is skops whenever skops can represent the model with types this
-module trusts (scikit-learn, NumPy, SciPy and a short allowlist): loading such a
-file builds objects from a schema and never executes code from the file.
+Every model is written as skops, and only when each type and function it names
+is one `TrustPolicy` trusts (scikit-learn estimators, NumPy/SciPy data, a few
+numeric functions, the project's own declared code): a file the registry
+writes is a file the registry will load. Loading checks the names again
+against the policy before skops builds anything, so a planted or edited file
+cannot make mlcycle call a function it does not trust.
 
-A model that needs other code, typically an estimator class from the project's
-own entry point, falls back to pickle. Loading a pickle runs code, so the
-artifact records which classes it needs (`trusted_code`) and is read only after
-its SHA-256 matches the one recorded at registration. Why not refuse: the local
-registry lives inside the project beside the code training imports, so whoever
-could plant a pickle there could already change that code; refusing would make
-every custom estimator unusable with the registry.
+Pickle is never written and never loaded here: unpickling runs whatever the
+file says, and a recorded SHA-256 proves only that the file is the one
+recorded. Registry entries from older mlcycle versions that hold a pickle are
+refused with the way to re-save them as skops; `load_untrusted_pickle` exists
+for the one explicit opt-in (`release --model FILE.pkl --trust-pickle`).
 
 Every load reads the file once into memory, hashes those bytes and only then
 deserializes them, so the bytes checked are the bytes loaded.
@@ -18,38 +19,26 @@ deserializes them, so the bytes checked are the bytes loaded.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib
 import os
 import pickle
 import platform
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
 
 from mlcycle.errors import IntegrityError, RegistryError, UsageError
+from mlcycle.registry.trust import DEFAULT_POLICY, TrustPolicy
 
 SKOPS: Final = "skops"
-PICKLE: Final = "pickle"
+PICKLE: Final = "pickle"  # read from older entries only, to refuse them with a way out
 FORMATS: Final = (SKOPS, PICKLE)
 SUFFIXES: Final = {SKOPS: ".skops", PICKLE: ".pkl"}
-
-# Types skops may build on load: whole libraries we already depend on and trust ...
-TRUSTED_MODULES: Final = ("sklearn", "numpy", "scipy")
-# ... and a few standard-library names sklearn models are known to carry.
-TRUSTED_NAMES: Final = frozenset(
-    {
-        "builtins.slice",
-        "collections.OrderedDict",
-        "collections.defaultdict",
-        "math.exp",
-        "math.expm1",
-        "math.log",
-        "math.log1p",
-        "math.sqrt",
-    }
-)
 
 _CHUNK = 1 << 20
 
@@ -58,8 +47,8 @@ _CHUNK = 1 << 20
 class ArtifactInfo:
     """A stored model file: its name, format, SHA-256 (hex) and size in bytes.
 
-    `trusted_code` lists what loading must import and run (pickle only): the
-    types skops could not vouch for.
+    `trusted_code` is read from entries of older mlcycle versions, which stored
+    pickles and listed the code loading them would run; nothing writes it now.
     """
 
     file: str
@@ -99,11 +88,6 @@ class ArtifactInfo:
         return info
 
 
-def is_trusted(name: str) -> bool:
-    """Whether skops may build the type or function `name` (e.g. `sklearn.tree._tree.Tree`)."""
-    return name.split(".", 1)[0] in TRUSTED_MODULES or name in TRUSTED_NAMES
-
-
 def sha256_bytes(data: bytes) -> str:
     """SHA-256 (hex) of `data`."""
     return hashlib.sha256(data).hexdigest()
@@ -118,55 +102,61 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_model(model: Any, path: Path) -> ArtifactInfo:
-    """Write `model` next to `path` as skops (or pickle, see the module docstring).
+def save_model(model: Any, path: Path, *, trust: TrustPolicy = DEFAULT_POLICY) -> ArtifactInfo:
+    """Write `model` as skops at `path` with the suffix `.skops`; returns what was written.
 
-    The suffix of `path` is set by the format chosen: `.skops` or `.pkl`; the
-    returned ArtifactInfo names the file written. The write is atomic (temporary
-    file, fsync, rename). Raises RegistryError when neither format can hold the model.
+    The write is atomic (temporary file, fsync, rename). Raises RegistryError
+    when skops cannot represent the model, or when it names types or functions
+    `trust` does not trust (the file could never be loaded again).
     """
     path = Path(path)
-    data, fmt, foreign = _serialize(model)
-    target = path.with_suffix(SUFFIXES[fmt])
+    data = _serialize(model, trust)
+    target = path.with_suffix(SUFFIXES[SKOPS])
     target.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(target, data)
-    return ArtifactInfo(
-        file=target.name,
-        format=fmt,
-        sha256=sha256_bytes(data),
-        size=len(data),
-        trusted_code=foreign,
-    )
+    return ArtifactInfo(file=target.name, format=SKOPS, sha256=sha256_bytes(data), size=len(data))
 
 
-def load_model(path: Path, *, sha256: str, format: str) -> Any:
-    """Load a model file after checking its SHA-256 and, for skops, the types it holds.
+def load_model(path: Path, *, sha256: str, format: str, trust: TrustPolicy = DEFAULT_POLICY) -> Any:
+    """Load a model file after checking its SHA-256 and the names it holds against `trust`.
 
     Raises IntegrityError (naming the file and both hashes) when the file is not
-    the one recorded, and RegistryError when it is missing, holds types outside
-    the trusted set, or cannot be read.
+    the one recorded, and RegistryError when it is missing, is a pickle, names
+    types or functions outside `trust` (listing them), or cannot be read.
     """
     path = Path(path)
     if format not in FORMATS:
-        raise UsageError(f"{path}: unknown model format {format!r} (expected skops or pickle)")
+        raise UsageError(f"{path}: unknown model format {format!r} (expected skops)")
+    if format == PICKLE:
+        raise RegistryError(
+            f"{path}: refusing to load a pickle: unpickling runs whatever code the file "
+            "holds, and mlcycle loads only skops files",
+            hint="re-save it as skops where you trust it: in Python, "
+            "`model = pickle.load(open(PATH, 'rb')); skops.io.dump(model, 'model.skops')`, "
+            "then register that file (mlcycle release --model model.skops), or retrain "
+            "(mlcycle train / release)",
+        )
+    data = _read_checked(path, sha256)
+    return _load_skops(data, path, trust)
+
+
+def load_untrusted_pickle(path: Path) -> Any:
+    """Unpickle `path`: runs any code the file holds. Only for an explicit user opt-in."""
+    path = Path(path)
     try:
         data = path.read_bytes()
-    except FileNotFoundError as e:
-        raise RegistryError(
-            f"{path}: model artifact is missing",
-            hint="the registry entry is damaged; register the model again",
-        ) from e
     except OSError as e:
-        raise RegistryError(f"{path}: cannot read the model artifact: {e.strerror}") from e
-    actual = sha256_bytes(data)
-    if actual != sha256:
-        raise IntegrityError(
-            f"{path}: SHA-256 mismatch: the registry recorded {sha256}, the file has {actual}",
-            hint="the artifact changed after registration; restore it or register the model again",
-        )
-    if format == SKOPS:
-        return _load_skops(data, path)
-    return _load_pickle(data, path)
+        raise RegistryError(f"{path}: cannot read the model file: {e.strerror}") from e
+    try:
+        return pickle.loads(data)
+    except (ImportError, AttributeError) as e:
+        raise RegistryError(
+            f"{path}: cannot load the model: {e}",
+            hint="the model's own code must be importable here: install the project "
+            "or run from its directory",
+        ) from e
+    except Exception as e:
+        raise RegistryError(f"{path}: cannot load the model ({type(e).__name__}: {e})") from e
 
 
 def library_versions() -> dict[str, str]:
@@ -215,71 +205,95 @@ def fsync_dir(path: Path) -> None:
 # --- internals ----------------------------------------------------------------------
 
 
-def _serialize(model: Any) -> tuple[bytes, str, tuple[str, ...]]:
-    """(bytes, format, types needing trusted code) for `model`."""
+def _serialize(model: Any, trust: TrustPolicy) -> bytes:
+    """The skops bytes of `model`; RegistryError when they could not be loaded again."""
     import skops.io as sio
 
-    skops_problem: str
     try:
         data = sio.dumps(model)
-        foreign = _untrusted(sio.get_untrusted_types(data=data))
+        names = sio.get_untrusted_types(data=data)
     except Exception as e:  # skops raises whatever the object's reduction raises
-        skops_problem = f"skops cannot store it ({type(e).__name__}: {e})"
-        foreign = ()
-    else:
-        if not foreign:
-            return data, SKOPS, ()
-        skops_problem = f"it needs code skops does not trust: {', '.join(foreign)}"
-    try:
-        data = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as e:  # pickle raises many types (PicklingError, AttributeError, ...)
         raise RegistryError(
-            f"cannot store the model: {skops_problem}, and pickle fails too "
-            f"({type(e).__name__}: {e})",
+            f"cannot store the model: skops cannot represent it ({type(e).__name__}: {e})",
             hint="use classes defined at module level (no lambdas or local functions)",
         ) from e
-    return data, PICKLE, foreign or _pickled_code(model)
+    refused = trust.refused(names)
+    if refused:
+        raise RegistryError(
+            f"cannot store the model: it holds code mlcycle does not trust: {', '.join(refused)}",
+            hint=trust.hint(),
+        )
+    return data
 
 
-def _untrusted(names: Iterable[str]) -> tuple[str, ...]:
-    return tuple(sorted({n for n in names if not is_trusted(n)}))
+def _read_checked(path: Path, sha256: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as e:
+        raise RegistryError(
+            f"{path}: model artifact is missing",
+            hint="the registry entry is damaged; register the model again",
+        ) from e
+    except OSError as e:
+        raise RegistryError(f"{path}: cannot read the model artifact: {e.strerror}") from e
+    actual = sha256_bytes(data)
+    if actual != sha256:
+        raise IntegrityError(
+            f"{path}: SHA-256 mismatch: the registry recorded {sha256}, the file has {actual}",
+            hint="the artifact changed after registration; restore it or register the model again",
+        )
+    return data
 
 
-def _pickled_code(model: Any) -> tuple[str, ...]:
-    """Best-effort name of the code a pickle needs when skops could not even walk the model."""
-    cls = type(model)
-    return (f"{cls.__module__}.{cls.__qualname__}",)
-
-
-def _load_skops(data: bytes, path: Path) -> Any:
+def _load_skops(data: bytes, path: Path, trust: TrustPolicy) -> Any:
     import skops.io as sio
 
     try:
         names = sio.get_untrusted_types(data=data)
     except Exception as e:
         raise RegistryError(f"{path}: not a readable skops file ({type(e).__name__}: {e})") from e
-    refused = _untrusted(names)
+    refused = trust.refused(names)
     if refused:
         raise RegistryError(
             f"{path}: refusing to load untrusted types: {', '.join(refused)}",
-            hint="a skops artifact may hold only scikit-learn, NumPy and SciPy types; "
-            "a model with custom classes must be registered by mlcycle, which records it "
-            "as trusted code",
+            hint=trust.hint(),
         )
     try:
-        return sio.loads(data, trusted=list(names))
+        with _project_importable(trust, names):
+            return sio.loads(data, trusted=list(names))
+    except RegistryError:
+        raise
     except Exception as e:
         raise RegistryError(f"{path}: cannot load the model ({type(e).__name__}: {e})") from e
 
 
-def _load_pickle(data: bytes, path: Path) -> Any:
+@contextlib.contextmanager
+def _project_importable(trust: TrustPolicy, names: list[str]) -> Iterator[None]:
+    """Make the project's modules importable from its directory while skops builds the model.
+
+    A module of the same name already imported from elsewhere is refused: the
+    trusted name is the project's file, not whatever answers to its name.
+    """
+    needed = {n.rsplit(".", 1)[0] for n in names if n in trust.project_code}
+    if not needed or trust.root is None:
+        yield
+        return
+    root = trust.root.resolve()
+    for module in sorted(needed):
+        loaded = sys.modules.get(module)
+        origin = getattr(loaded, "__file__", None)
+        foreign = origin is None or not Path(origin).resolve().is_relative_to(root)
+        if loaded is not None and foreign:
+            raise RegistryError(
+                f"the model needs the project's module {module} from {root}, but a module of "
+                f"that name is already loaded from {origin or 'elsewhere'}",
+                hint="rename the project's module so that it does not shadow another one",
+            )
+    sys.path.insert(0, str(root))
+    importlib.invalidate_caches()
     try:
-        return pickle.loads(data)
-    except (ImportError, AttributeError) as e:
-        raise RegistryError(
-            f"{path}: cannot load the model: {e}",
-            hint="the model's own code must be importable here: install the project "
-            "or run from its directory",
-        ) from e
-    except Exception as e:
-        raise RegistryError(f"{path}: cannot load the model ({type(e).__name__}: {e})") from e
+        yield
+    finally:
+        # Only for the duration of the load: the project's path must not leak.
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(root))

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from mlcycle.errors import RegistryError
 from mlcycle.registry.artifacts import load_model as load_artifact
 from mlcycle.registry.entry import Entry, Status
 from mlcycle.registry.refs import ModelRef, as_ref, check_release, release_key
+from mlcycle.registry.trust import TrustPolicy
 from mlcycle.spec.model import Procurement
 
 
@@ -25,6 +27,7 @@ class Registry(ABC):
     """Releases and generations of one project's models."""
 
     project: str
+    trust: TrustPolicy  # what a model in this registry may name; see registry/trust.py
 
     # --- storage: each backend implements these ------------------------------------
 
@@ -75,6 +78,26 @@ class Registry(ABC):
 
         When `current` pointed into the release, it falls back to the entry that
         was current before, if that still exists, else it is cleared.
+        """
+
+    @abstractmethod
+    def remove_entry(self, ref: ModelRef | str) -> Entry | None:
+        """Remove the one entry `RELEASE/GENERATION` (the undo of one `register`).
+
+        Other generations of the release stay. When `current` named the entry, it
+        falls back as in `remove_release`. Returns the removed entry, None if absent.
+        """
+
+    @abstractmethod
+    def release_lock(
+        self, *, on_wait: Callable[[str], None] | None = None
+    ) -> AbstractContextManager[None]:
+        """Hold the project's release lock: one release at a time, across processes.
+
+        A release holds it from choosing its version until its tag exists (or its
+        registration is undone), so concurrent releases never pick the same
+        version nor undo each other. `on_wait(who)` is called once, describing the
+        holder, when another process holds it; then the call blocks until it is free.
         """
 
     # --- queries, written once on top of the storage methods -------------------------
@@ -163,9 +186,16 @@ class Registry(ABC):
         )
 
     def load_model(self, entry: Entry) -> Any:
-        """The entry's estimator, after checking the artifact's SHA-256 (IntegrityError if not)."""
+        """The entry's estimator, after checking the artifact's SHA-256 (IntegrityError if not).
+
+        Only names `self.trust` trusts are built; a pickle artifact (older mlcycle) is
+        refused with the way to re-save it (RegistryError).
+        """
         return load_artifact(
-            self.artifact_path(entry), sha256=entry.artifact.sha256, format=entry.artifact.format
+            self.artifact_path(entry),
+            sha256=entry.artifact.sha256,
+            format=entry.artifact.format,
+            trust=self.trust,
         )
 
     def _known_hint(self) -> str:

@@ -4,10 +4,11 @@ Layout under `root` (the spec's `registry.path`, default `.mlcycle/registry`):
 
     <project>/
       releases/<release>/<generation>/entry.json     what the Entry holds
-      releases/<release>/<generation>/model.skops    the artifact (model.pkl for pickle)
+      releases/<release>/<generation>/model.skops    the artifact (see artifacts.py)
       current.json     the pointer to the entry production serves, with its history
       manifests/       reserved for serving manifests (a later issue)
       .lock            flock'ed by every writer; holds the holder's pid
+      .release.lock    flock'ed by a release from choosing its version to its tag
       .staging/        entries being written; each directory flock'ed by its writer
       .trash/          releases being removed
 
@@ -22,6 +23,7 @@ those. Removing a release renames it into `.trash/` first, then deletes it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import fcntl
@@ -35,7 +37,7 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,11 +55,13 @@ from mlcycle.registry.refs import (
     is_release,
     release_key,
 )
+from mlcycle.registry.trust import DEFAULT_POLICY, TrustPolicy
 from mlcycle.spec.model import Procurement
 
 log = logging.getLogger(__name__)
 
 ENTRY_FILE: Final = "entry.json"
+RELEASE_LOCK_FILE: Final = ".release.lock"
 CURRENT_FILE: Final = "current.json"
 ARTIFACT_STEM: Final = "model"
 DEFAULT_LOCK_TIMEOUT: Final = 30.0
@@ -81,7 +85,12 @@ class LocalRegistry(Registry):
     """A registry in a directory of the local file system (see the module docstring)."""
 
     def __init__(
-        self, root: Path, project: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+        self,
+        root: Path,
+        project: str,
+        *,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        trust: TrustPolicy = DEFAULT_POLICY,
     ) -> None:
         if not isinstance(project, str) or PROJECT_RE.match(project) is None:
             raise UsageError(
@@ -91,6 +100,7 @@ class LocalRegistry(Registry):
         self.root = Path(root)
         self.project = project
         self.lock_timeout = lock_timeout
+        self.trust = trust
         self.base = self.root / project
 
     def __repr__(self) -> str:
@@ -117,6 +127,11 @@ class LocalRegistry(Registry):
     def lock_path(self) -> Path:
         """The file every writer flocks."""
         return self.base / ".lock"
+
+    @property
+    def release_lock_path(self) -> Path:
+        """The file a release flocks for its whole duration (see `release_lock`)."""
+        return self.base / RELEASE_LOCK_FILE
 
     @property
     def staging_dir(self) -> Path:
@@ -178,8 +193,9 @@ class LocalRegistry(Registry):
         versions = library_versions()
         created_at, created_by = utc_now(), whoami()
 
-        self._ensure_layout()
-        staging = self._open_staging()
+        with self._writing(f"registering a model of release {release}"):
+            self._ensure_layout()
+            staging = self._open_staging()
         try:
             artifact = self._stage_artifact(model, staging.path)
             with self._locked(f"registering a model of release {release}"):
@@ -217,10 +233,7 @@ class LocalRegistry(Registry):
                             hint=f"run set_current('{entry.ref}') once the problem is fixed",
                         ) from e
         except OSError as e:
-            raise RegistryError(
-                f"{self.base}: cannot write the registry: {e.strerror or e}",
-                hint="check that the registry directory is writable and the disk is not full",
-            ) from e
+            raise self._write_error(e, f"registering a model of release {release}") from e
         finally:
             # Nothing is left behind on failure; after the rename the directory is gone.
             shutil.rmtree(staging.path, ignore_errors=True)
@@ -231,7 +244,8 @@ class LocalRegistry(Registry):
     def set_current(self, ref: ModelRef | str) -> Entry:
         """Point `current` at the entry `ref` names; a rejected entry is refused (UsageError)."""
         ref = as_ref(ref)
-        with self._locked(f"setting the current model to {ref}"):
+        doing = f"setting the current model to {ref}"
+        with self._writing(doing), self._locked(doing):
             entry = self.get(ref)
             if not entry.is_candidate:
                 raise UsageError(
@@ -247,7 +261,8 @@ class LocalRegistry(Registry):
         release = check_release(release)
         if not self.releases_dir.is_dir():
             return []
-        with self._locked(f"removing release {release}"):
+        doing = f"removing release {release}"
+        with self._writing(doing), self._locked(doing):
             self._clean()
             source = self.releases_dir / release
             if not source.is_dir():
@@ -255,14 +270,52 @@ class LocalRegistry(Registry):
             removed = self._entries_of(source)
             # The pointer moves first: should we die before the rename, current still
             # names an entry that exists.
-            self._forget_in_pointer(release)
-            self.trash_dir.mkdir(exist_ok=True)
-            trash = self.trash_dir / f"{release}-{uuid.uuid4().hex}"
-            source.rename(trash)
-            fsync_dir(self.releases_dir)
-            shutil.rmtree(trash, ignore_errors=True)
+            self._forget_in_pointer(lambda r: r.release == release, f"release {release}")
+            self._trash(source, release)
         log.info("removed release %s of %s (%d entries)", release, self.project, len(removed))
         return removed
+
+    def remove_entry(self, ref: ModelRef | str) -> Entry | None:
+        """Remove the one entry `ref` names (see Registry.remove_entry)."""
+        ref = as_ref(ref)
+        source = self.entry_dir(ref)
+        doing = f"removing {ref}"
+        with self._writing(doing), self._locked(doing):
+            self._clean()
+            entry = self._read_entry(source)
+            if entry is None:
+                return None
+            self._forget_in_pointer(lambda r: r == ref, str(ref))
+            self._trash(source, f"{ref.release}-{ref.generation}")
+            # A release left without generations goes too, so it is not listed empty.
+            with contextlib.suppress(OSError):
+                source.parent.rmdir()
+        log.info("removed %s of %s", ref, self.project)
+        return entry
+
+    @contextmanager
+    def release_lock(self, *, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Hold the release lock (see Registry.release_lock), blocking while another holds it.
+
+        There is no timeout: a release may train for minutes, and the waiter says
+        whom it waits for. Ctrl-C stops the wait; the lock dies with its holder.
+        """
+        with self._writing("taking the release lock"):
+            self.base.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.release_lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is not None:
+                    on_wait(self._holder(self.release_lock_path))
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": utc_now()}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
 
     # --- reading (never locks) -------------------------------------------------------
 
@@ -313,7 +366,7 @@ class LocalRegistry(Registry):
 
     def _stage_artifact(self, model: Any, staging: Path) -> ArtifactInfo:
         """Write the artifact into the staging directory."""
-        return save_model(model, staging / ARTIFACT_STEM)
+        return save_model(model, staging / ARTIFACT_STEM, trust=self.trust)
 
     def _publish(self, staging: Path, target: Path) -> None:
         """Move a complete staged entry into place: the one step that makes it visible."""
@@ -352,15 +405,47 @@ class LocalRegistry(Registry):
         finally:
             os.close(fd)  # closing the descriptor releases the flock
 
-    def _locked_error(self) -> RegistryError:
+    @staticmethod
+    def _holder(path: Path) -> str:
+        """Who holds the lock file `path`, from what its holder wrote into it."""
         try:
-            holder = json.loads(self.lock_path.read_text(encoding="utf-8"))
+            holder = json.loads(path.read_text(encoding="utf-8"))
             who = f"pid {int(holder['pid'])}"
-            detail = f" on {holder.get('host')} since {holder.get('since')} ({holder.get('what')})"
         except (OSError, ValueError, KeyError, TypeError):
-            who, detail = "another process", ""
+            return "another process"
+        detail = f" on {holder.get('host')} since {holder.get('since')}"
+        if holder.get("what"):
+            detail += f" ({holder['what']})"
+        return who + detail
+
+    @contextmanager
+    def _writing(self, doing: str) -> Iterator[None]:
+        """Turn an OSError of a write into a RegistryError saying what, where and what to do."""
+        try:
+            yield
+        except OSError as e:
+            raise self._write_error(e, doing) from e
+
+    def _write_error(self, e: OSError, doing: str) -> RegistryError:
+        where = e.filename or self.base
+        if e.errno == errno.EROFS:
+            reason = "the file system is read-only"
+        elif e.errno in (errno.EACCES, errno.EPERM):
+            reason = "permission denied"
+        elif e.errno in (errno.ENOSPC, errno.EDQUOT):
+            reason = "no space left on the device"
+        else:
+            reason = e.strerror or str(e)
         return RegistryError(
-            f"{self.base}: registry is locked by {who}{detail}; "
+            f"{where}: cannot write the model registry while {doing}: {reason}",
+            hint=f"the registry of {self.project} is {self.base}; make it writable (and free "
+            "some space if the disk is full), or point `registry.path` in lifecycle.yaml "
+            "to a writable directory",
+        )
+
+    def _locked_error(self) -> RegistryError:
+        return RegistryError(
+            f"{self.base}: registry is locked by {self._holder(self.lock_path)}; "
             f"gave up after {self.lock_timeout:g} s",
             hint="wait for that command to finish; the lock is released when its process exits",
         )
@@ -498,13 +583,29 @@ class LocalRegistry(Registry):
         pointer["history"] = history[:HISTORY_LIMIT]
         _write_json(self.current_path, pointer, atomic=True)
 
-    def _forget_in_pointer(self, release: str) -> None:
-        """Drop `release` from current.json; if it was current, restore the one before."""
+    def _trash(self, source: Path, label: str) -> None:
+        """Move `source` out of sight in one rename, then delete it."""
+        self.trash_dir.mkdir(exist_ok=True)
+        trash = self.trash_dir / f"{label}-{uuid.uuid4().hex}"
+        source.rename(trash)
+        fsync_dir(source.parent)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def _forget_in_pointer(self, gone: Callable[[ModelRef], bool], what: str) -> None:
+        """Drop entries `gone` accepts from current.json; if current, restore the one before."""
         pointer = self._read_pointer()
         if pointer is None:
             return
-        history = [h for h in pointer.get("history") or () if h.get("release") != release]
-        if pointer.get("release") != release:
+        where = str(self.current_path)
+
+        def names_gone(raw: Any) -> bool:
+            try:
+                return gone(_pointer_ref(raw, where=where))
+            except RegistryError:
+                return False  # a damaged record names nothing that is going
+
+        history = [h for h in pointer.get("history") or () if not names_gone(h)]
+        if not names_gone(pointer):
             if len(history) != len(pointer.get("history") or ()):
                 _write_json(self.current_path, {**pointer, "history": history}, atomic=True)
             return
@@ -512,7 +613,7 @@ class LocalRegistry(Registry):
             ref = _pointer_ref(item, where=str(self.current_path))
             entry = self._read_entry(self.entry_dir(ref))
             if entry is not None and entry.is_candidate:
-                note = f"restored when release {release} was removed"
+                note = f"restored when {what} was removed"
                 self._write_current(ref, history=history[i + 1 :], note=note)
                 return
         self.current_path.unlink(missing_ok=True)

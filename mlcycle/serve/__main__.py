@@ -1,40 +1,39 @@
 """Serve a fitted sklearn model file: `python -m mlcycle.serve MODEL [options]`.
 
 A minimal runner for development, tests and benchmarks; users run `mlcycle serve`.
-MODEL is a `.skops` file (loaded without running code; only sklearn and numpy types
-are trusted) or a `.pkl`/`.joblib` pickle (which runs code on load: only your own files).
+MODEL is a `.skops` file, loaded under the same trust policy as every model mlcycle
+loads (registry/trust.py): scikit-learn estimators, NumPy/SciPy data and a few numeric
+functions, by exact name. Pickles are refused: loading one runs any code it holds.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import pickle
 import sys
 from pathlib import Path
 from typing import Any
 
 from mlcycle.errors import MlcycleError, ServingError
-
-_TRUSTED_PREFIXES = ("sklearn.", "numpy.", "builtins.", "scipy.")
+from mlcycle.registry.artifacts import SKOPS, load_model, sha256_bytes
+from mlcycle.registry.trust import DEFAULT_POLICY
 
 
 def load_estimator(path: Path) -> Any:
-    """A fitted estimator from a .skops or pickle file."""
+    """A fitted estimator from a .skops file (RegistryError naming any untrusted type)."""
     if not path.is_file():
         raise ServingError(f"{path}: no such model file")
-    if path.suffix == ".skops":
-        import skops.io as sio
-
-        untrusted = sio.get_untrusted_types(file=path)
-        refused = [t for t in untrusted if not t.startswith(_TRUSTED_PREFIXES)]
-        if refused:
-            raise ServingError(f"{path}: refusing to load untrusted types {refused}")
-        return sio.load(path, trusted=untrusted)
     if path.suffix in (".pkl", ".pickle", ".joblib"):
-        with path.open("rb") as f:
-            return pickle.load(f)
-    raise ServingError(f"{path}: unknown model format", hint="use a .skops or .pkl file")
+        raise ServingError(
+            f"{path}: refusing to serve a pickle: loading one runs any code it holds",
+            hint="save the model as skops: skops.io.dump(model, 'model.skops')",
+        )
+    if path.suffix != ".skops":
+        raise ServingError(f"{path}: unknown model format", hint="use a .skops file")
+    # The file names no hash to check against: its own, taken from the bytes loaded.
+    return load_model(
+        path, sha256=sha256_bytes(path.read_bytes()), format=SKOPS, trust=DEFAULT_POLICY
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlcycle.spec.model import DEFAULT_STORE_URL
 
     parser = argparse.ArgumentParser(prog="python -m mlcycle.serve", description=__doc__)
-    parser.add_argument("model", type=Path, help="a fitted sklearn estimator (.skops or .pkl)")
+    parser.add_argument("model", type=Path, help="a fitted sklearn estimator (.skops)")
     parser.add_argument("--name", default="model", help="project name reported and used by /v2")
     parser.add_argument("--release", default=None, help="release reported with predictions")
     parser.add_argument("--generation", type=int, default=None, help="generation reported")

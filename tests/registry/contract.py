@@ -141,13 +141,32 @@ class RegistryContract:
         assert info.value.exit_code == ExitCode.USAGE
         assert registry.entries() == []
 
-    def test_custom_estimator_is_stored_as_trusted_code(
+    def test_undeclared_custom_code_is_refused_and_nothing_is_stored(
         self, registry: Registry, custom_model: Any
     ) -> None:
-        entry = register(registry, custom_model)
-        assert entry.artifact.format == "pickle"
-        assert entry.artifact.trusted_code == ("tests.registry.custom.Doubler",)
-        assert same_predictions(registry.load_model(registry.get(entry.ref)), custom_model)
+        # Behaviour changed (issue 10): no pickle fallback any more. A custom class is
+        # stored as skops when the registry's trust policy names it (test_trust.py).
+        with pytest.raises(
+            RegistryError, match=r"does not trust: tests\.registry\.custom\.Doubler"
+        ):
+            register(registry, custom_model)
+        assert registry.entries() == []
+
+    def test_remove_entry_removes_that_generation_only(
+        self, registry: Registry, logit: Any
+    ) -> None:
+        first = register(registry, logit, release="0.1.0", make_current=True)
+        second = register(registry, logit, release="0.2.0", make_current=True)
+        third = register(registry, logit, release="0.2.0", make_current=True)
+        assert registry.remove_entry(third.ref) == third
+        assert [e.ref for e in registry.entries()] == [first.ref, second.ref]
+        current = registry.current()
+        assert current is not None and current.ref == second.ref
+        assert registry.remove_entry(third.ref) is None
+        registry.remove_entry(second.ref)
+        assert registry.releases() == ["0.1.0"]
+        current = registry.current()
+        assert current is not None and current.ref == first.ref
 
     # --- queries -----------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Artifacts: skops when trusted, pickle for custom code, SHA-256 checked before any read."""
+"""Artifacts: skops only, names checked by the trust policy, SHA-256 checked before any read."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from mlcycle.errors import ExitCode, IntegrityError, RegistryError, UsageError
-from mlcycle.registry import library_versions, load_model, save_model
-from mlcycle.registry.artifacts import is_trusted, sha256_file
+from mlcycle.registry import TrustPolicy, library_versions, load_model, save_model
+from mlcycle.registry.artifacts import sha256_file
 from tests.registry.conftest import same_predictions
 
 
@@ -35,25 +35,40 @@ def test_trees_are_trusted_sklearn_types(tmp_path: Path, forest: Any) -> None:
     assert (loaded.predict_proba(X) == forest.predict_proba(X)).all()
 
 
-def test_custom_class_falls_back_to_pickle_naming_its_code(
-    tmp_path: Path, custom_model: Any
-) -> None:
-    info = save_model(custom_model, tmp_path / "model.skops")
-    assert (info.file, info.format) == ("model.pkl", "pickle")
-    assert info.trusted_code == ("tests.registry.custom.Doubler",)
-    loaded = load_model(tmp_path / info.file, sha256=info.sha256, format="pickle")
+# Behaviour changed (issue 10): a custom class is no longer stored as a pickle; it is
+# skops when the policy trusts its exact name (the project's declared code), refused otherwise.
+CUSTOM = TrustPolicy(project_code=frozenset({"tests.registry.custom.Doubler"}))
+
+
+def test_custom_class_trusted_by_name_is_stored_as_skops(tmp_path: Path, custom_model: Any) -> None:
+    info = save_model(custom_model, tmp_path / "model.skops", trust=CUSTOM)
+    assert (info.file, info.format, info.trusted_code) == ("model.skops", "skops", ())
+    loaded = load_model(tmp_path / info.file, sha256=info.sha256, format="skops", trust=CUSTOM)
     assert same_predictions(loaded, custom_model)
 
 
-def test_a_model_neither_format_can_hold_is_refused(tmp_path: Path) -> None:
+def test_custom_class_not_declared_is_refused_when_saving(
+    tmp_path: Path, custom_model: Any
+) -> None:
+    with pytest.raises(RegistryError) as info:
+        save_model(custom_model, tmp_path / "model")
+    assert str(info.value) == (
+        "cannot store the model: it holds code mlcycle does not trust: "
+        "tests.registry.custom.Doubler"
+    )
+    assert "model.entrypoint" in (info.value.hint or "")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_skops_cannot_hold_is_refused(tmp_path: Path) -> None:
     from sklearn.preprocessing import FunctionTransformer
 
     model = FunctionTransformer(lambda x: x)
     with pytest.raises(RegistryError) as info:
         save_model(model, tmp_path / "model")
     message = str(info.value)
-    assert message.startswith("cannot store the model: it needs code skops does not trust")
-    assert "<lambda>" in message and "pickle fails too" in message
+    assert message.startswith("cannot store the model: it holds code mlcycle does not trust")
+    assert "<lambda>" in message
     assert info.value.exit_code == ExitCode.RUNTIME
     assert list(tmp_path.iterdir()) == []
 
@@ -75,14 +90,14 @@ def test_a_flipped_byte_is_an_integrity_error(tmp_path: Path, logit: Any, offset
 
 
 def test_a_tampered_pickle_is_refused_before_it_is_read(tmp_path: Path) -> None:
-    # A pickle that would run code when read: the hash check must stop it first.
+    # A pickle that would run code when read: never read, whatever its hash.
     marker = tmp_path / "pwned"
     payload = (
         b"cos\nsystem\n(V" + f"touch {marker}".encode() + b"\ntR."
     )  # protocol 0: os.system("touch ...")
     path = tmp_path / "model.pkl"
     path.write_bytes(payload)
-    with pytest.raises(IntegrityError):
+    with pytest.raises(RegistryError):
         load_model(path, sha256="0" * 64, format="pickle")
     assert not marker.exists()
 
@@ -97,7 +112,7 @@ def test_untrusted_types_in_a_skops_file_are_refused(tmp_path: Path, custom_mode
     assert str(info.value) == (
         f"{path}: refusing to load untrusted types: tests.registry.custom.Doubler"
     )
-    assert "scikit-learn, NumPy and SciPy" in (info.value.hint or "")
+    assert "scikit-learn estimators" in (info.value.hint or "")
 
 
 def test_a_dangerous_function_in_a_skops_file_is_refused(tmp_path: Path) -> None:
@@ -117,23 +132,6 @@ def test_missing_file_and_unknown_format(tmp_path: Path) -> None:
         load_model(tmp_path / "nope.skops", sha256="0" * 64, format="skops")
     with pytest.raises(UsageError, match="unknown model format 'onnx'"):
         load_model(tmp_path / "nope.onnx", sha256="0" * 64, format="onnx")
-
-
-@pytest.mark.parametrize(
-    ("name", "trusted"),
-    [
-        ("sklearn.tree._tree.Tree", True),
-        ("numpy.dtype", True),
-        ("scipy.sparse._csr.csr_matrix", True),
-        ("math.log1p", True),
-        ("builtins.eval", False),
-        ("posix.system", False),
-        ("sklearnx.Evil", False),
-        ("tests.registry.custom.Doubler", False),
-    ],
-)
-def test_trust_policy(name: str, trusted: bool) -> None:
-    assert is_trusted(name) is trusted
 
 
 def test_library_versions() -> None:

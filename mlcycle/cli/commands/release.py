@@ -43,6 +43,12 @@ def release(
         help="Interactive procurement: the model file trained by hand (default: release.model).",
         show_default=False,
     ),
+    trust_pickle: bool = typer.Option(
+        False,
+        "--trust-pickle",
+        help="Unpickle a .pkl --model file: this RUNS ANY CODE the file holds. Only for a "
+        "file you made yourself; skops files need no such trust.",
+    ),
     push: bool = typer.Option(False, "--push", help="Push the tag to the remote."),
     remote: str = typer.Option("origin", "--remote", help="The remote --push pushes to."),
     dry_run: bool = typer.Option(
@@ -72,6 +78,7 @@ def release(
                 push=push,
                 remote=remote,
                 dry_run=dry_run,
+                trust_pickle=trust_pickle,
                 progress=progress,
             )
     except GateRejectedError as rejected:

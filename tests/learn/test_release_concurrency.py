@@ -1,0 +1,118 @@
+"""Concurrent `mlcycle release` processes of one project: each one whole, none lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlcycle.registry import LocalRegistry
+from tests.learn.conftest import mlcycle
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def quick_project(root: Path) -> Path:
+    """An open project from `mlcycle init`, its tuning removed so that training is quick."""
+    assert mlcycle("init", root.name, "--pattern", "open", "-d", root).code == 0
+    spec = root / "lifecycle.yaml"
+    text = re.sub(r"\n  tuning:.*?\n    cv: 3\n", "\n", spec.read_text(), flags=re.S)
+    assert "\n  tuning:" not in text
+    spec.write_text(text)
+    git(root, "commit", "-qam", "no tuning, for speed")
+    return root
+
+
+def start_releases(root: Path, count: int, *args: str) -> list[tuple[int, str, str]]:
+    """Start `count` `mlcycle release ARGS --json` at once; (exit code, stdout, stderr) each."""
+    outputs = root.parent / "outputs"  # outside the repository: the tree stays clean
+    outputs.mkdir(exist_ok=True)
+    procs = []
+    for i in range(count):
+        out = (outputs / f"out{i}").open("w")
+        err = (outputs / f"err{i}").open("w")
+        command = [sys.executable, "-m", "mlcycle", "release", *args, "--json"]
+        procs.append((subprocess.Popen(command, cwd=root, stdout=out, stderr=err), out, err))
+    results = []
+    for i, (proc, out, err) in enumerate(procs):
+        code = proc.wait()
+        out.close()
+        err.close()
+        results.append((code, (outputs / f"out{i}").read_text(), (outputs / f"err{i}").read_text()))
+    return results
+
+
+def registry_refs(root: Path) -> list[str]:
+    entries = mlcycle("models", "--json", cwd=root).json()["entries"]
+    return sorted(e["ref"] for e in entries)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("count", [4, 16])
+def test_concurrent_bumps_each_release_their_own_version(tmp_path: Path, count: int) -> None:
+    root = quick_project(tmp_path / "churn")
+    results = start_releases(root, count, "--bump", "patch")
+    assert [code for code, _, _ in results] == [0] * count, [err for _, _, err in results]
+    versions = sorted((json.loads(out)["version"] for _, out, _ in results), key=len)
+    expected = [f"0.0.{i}" for i in range(1, count + 1)]
+    assert sorted(versions) == sorted(expected)  # distinct, none skipped
+    # Every tag has its registry entry and every entry its tag: nothing lost.
+    assert sorted(git(root, "tag", "--list").split()) == sorted(f"churn@v{v}" for v in expected)
+    assert registry_refs(root) == sorted(f"{v}/1" for v in expected)
+    history = mlcycle("history", "--json", cwd=root).json()["releases"]
+    assert {h["status"] for h in history} == {"released"}
+    # The newest release is current, and it is there to be served.
+    current = [h["version"] for h in history if h["current"]]
+    assert current == [f"0.0.{count}"]
+    registry = LocalRegistry(root / ".mlcycle" / "registry", "churn")
+    entry = registry.current()
+    assert entry is not None and str(entry.ref) == f"0.0.{count}/1"
+    assert registry.load_model(entry) is not None
+
+
+@pytest.mark.slow
+def test_concurrent_releases_of_one_version_one_wins_the_rest_fail_cleanly(
+    tmp_path: Path,
+) -> None:
+    root = quick_project(tmp_path / "churn")
+    results = start_releases(root, 4, "--version", "1.0.0")
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0, 2, 2, 2], [err for _, _, err in results]
+    for code, _, err in results:
+        if code == 2:
+            assert "error: version 1.0.0 is not greater than the latest release 1.0.0" in err
+            assert "Traceback" not in err
+    assert git(root, "tag", "--list").split() == ["churn@v1.0.0"]
+    assert registry_refs(root) == ["1.0.0/1"]
+    current = LocalRegistry(root / ".mlcycle" / "registry", "churn").current()
+    assert current is not None and str(current.ref) == "1.0.0/1"
+
+
+def test_a_release_waits_for_the_one_holding_the_lock_and_says_so(tmp_path: Path) -> None:
+    root = quick_project(tmp_path / "churn")
+    registry = LocalRegistry(root / ".mlcycle" / "registry", "churn")
+    with registry.release_lock():
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlcycle", "release", "--bump", "patch", "--json"],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # blocks until the release reports its wait
+        assert line.startswith(f"waiting for another release of churn (pid {os.getpid()} on "), line
+        assert git(root, "tag", "--list") == ""  # it waits before tagging anything
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert json.loads(out)["version"] == "0.0.1"
+    assert git(root, "tag", "--list") == "churn@v0.0.1"
