@@ -33,6 +33,8 @@ _SCHEME: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 _URL_IN_TEXT: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 _PARAMETER: Final = re.compile(r"([A-Za-z0-9_.-]+)=([^&#\s]+)")
 _UNSAFE: Final = re.compile(r"[\x00-\x20\x7f]")
+_USERINFO: Final = re.compile(r"[^:/@?#]*:[^@]*@")
+_HOST: Final = re.compile(r"[^/?#]*")
 
 
 def mask_url(url: str) -> str:
@@ -137,6 +139,14 @@ def _split(url: str) -> tuple[str, str, str] | None:
     netloc = url[start : start + len(parts.netloc)]
     if netloc != parts.netloc:
         return None
+    # urlsplit ends the user-info at the first '/', '?' or '#', but SQLAlchemy (and a
+    # person) reads `u:/S3cret@host` as the password '/S3cret': take the user-info up to
+    # its '@' the way SQLAlchemy does, so such a password is masked too. Reading a
+    # `host:port/path@x` as a password only masks more than needed.
+    wide = _USERINFO.match(url, start)
+    if wide is not None and wide.end() > start + len(netloc):
+        host = _HOST.match(url, wide.end())
+        netloc = url[start : host.end() if host else wide.end()]
     return scheme[1], netloc, url[start + len(netloc) :]
 
 

@@ -32,6 +32,9 @@ STORE = f"postgresql://app:{SECRET}@127.0.0.1:1/db"  # nothing listens on port 1
     [
         (STORE, "postgresql://app:***@127.0.0.1:1/db"),
         ("postgresql://u:p@ss@h/db", "postgresql://u:***@h/db"),  # '@' in the password
+        # SQLAlchemy reads these passwords up to the '@'; urlsplit stops at '/'.
+        ("postgresql://u:/S3cret@127.0.0.1/db", "postgresql://u:***@127.0.0.1/db"),
+        ("postgresql://u:12/ab@h/db?sslmode=require", "postgresql://u:***@h/db?sslmode=require"),
         ("redis://:pw@h:6379/0", "redis://:***@h:6379/0"),
         ("https://h/simple?token=abc&x=1", "https://h/simple?token=***&x=1"),
         (
@@ -67,7 +70,8 @@ def test_secrets_and_scrub() -> None:
 
 
 _PASSWORD = st.text(
-    st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters="/?#@:"),
+    # '/', '?' and '#' included: SQLAlchemy reads them as part of the password.
+    st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters="@:"),
     min_size=4,
     max_size=20,
 ).map(lambda text: "Z9" + text)  # never a piece of the URL around it

@@ -144,7 +144,8 @@ def _noting_uncommitted(project: Project, result: DeployResult) -> DeployResult:
         return result
     import dataclasses
 
-    return dataclasses.replace(result, uncommitted=project.uncommitted(list(result.k8s.files)))
+    written = [*result.k8s.files, *([result.k8s.readme] if result.k8s.readme else [])]
+    return dataclasses.replace(result, uncommitted=project.uncommitted(written))
 
 
 def _entry(project: Project, ref: str | None) -> Entry:

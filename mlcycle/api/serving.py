@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from mlcycle.package import Bundle
     from mlcycle.serve import ServedModel
     from mlcycle.spec.model import ServeSpec, Spec
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -114,16 +118,29 @@ def _live_target(project: Project, url: str | None) -> ServeTarget:
             "or serve one model: mlcycle serve --model REF",
         )
     arms = ", ".join(str(e.ref) for e in manifest.resolve(registry))
-    root, name = registry.root, project.spec.name
+    root, name, trust = registry.root, project.spec.name, registry.trust
     return ServeTarget(
         name=name,
         ref=f"{arms} ({manifest.selector.get('kind')}, manifest {manifest.number})",
         source=f"registry {registry.root}",
         store_url=url,
-        loader=lambda: LiveRouter(root, name),
+        loader=lambda: LiveRouter(root, name, trust=trust),
         defaults=project.spec.deployment.serve,
         **_limits(project.spec),
     )
+
+
+def _bundle_limits(bundle: Any) -> dict[str, Any]:
+    """The limits of a bundle's own spec; the defaults when it no longer validates (a
+    bundle made by another mlcycle), so that a model that loads still serves."""
+    from mlcycle.errors import SpecError
+    from mlcycle.spec import load_spec
+
+    try:
+        return _limits(load_spec(bundle.spec_path, resolve_env=False))
+    except SpecError as e:
+        log.warning("%s: serving with the default limits: %s", bundle.spec_path, e)
+        return {}
 
 
 def _limits(spec: Spec) -> dict[str, Any]:
@@ -163,7 +180,6 @@ def served_model_from_bundle(bundle: Bundle) -> ServedModel:
 
 def _bundle_target(path: Path, *, store_url: str | None) -> ServeTarget:
     from mlcycle.package import load_bundle
-    from mlcycle.spec import load_spec
 
     # The bundle's own lifecycle.yaml (the spec the release was made with) sets the row
     # cap and the retention, so an image serves under the same limits as the project.
@@ -176,12 +192,12 @@ def _bundle_target(path: Path, *, store_url: str | None) -> ServeTarget:
             source=f"bundle {path}",
             store_url=store_url,
             loader=lambda: served_model_from_bundle(bundle),
-            **_limits(load_spec(bundle.spec_path, resolve_env=False)),
+            **_bundle_limits(bundle),
         )
     scratch = Path(tempfile.mkdtemp(prefix="mlcycle-bundle-"))
     try:
         bundle = load_bundle(path, extract_to=scratch / "bundle")
-        limits = _limits(load_spec(bundle.spec_path, resolve_env=False))
+        limits = _bundle_limits(bundle)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
@@ -254,14 +270,14 @@ def serve(
     from mlcycle.serve import ServeOptions
     from mlcycle.serve import serve as run_engine
 
-    access = access or serve_access(host)
-    options = ServeOptions(
-        max_rows=target.max_rows,
-        retention=target.retention,
-        token=access.token,
-        public_predict=access.public_predict,
-    )
     try:
+        access = access or serve_access(host)
+        options = ServeOptions(
+            max_rows=target.max_rows,
+            retention=target.retention,
+            token=access.token,
+            public_predict=access.public_predict,
+        )
         run_engine(
             target.loader,
             host=host,

@@ -239,6 +239,7 @@ def build_bundle(
             f"the file has {actual}",
             hint="the artifact changed after registration; restore it or register the model again",
         )
+    _require_servable(data, entry)
 
     model: Any = None
     recorded = _recorded_features(entry, features)
@@ -541,6 +542,28 @@ def _feature(raw: Any) -> BundleFeature:
     if feature.type not in FEATURE_TYPES:
         raise ValueError(f"feature {feature.name!r}: unknown type {feature.type!r}")
     return feature
+
+
+def _require_servable(data: bytes, entry: Entry) -> None:
+    """PackagingError unless a bundle could load this artifact where it is served.
+
+    A bundle carries no project code, so it loads under the library-only policy: a
+    model naming the project's own classes would build an image that cannot start.
+    """
+    import skops.io as sio
+
+    try:
+        refused = DEFAULT_POLICY.refused(sio.get_untrusted_types(data=data))
+    except Exception as e:  # skops raises many types for a damaged file
+        raise PackagingError(f"{entry.ref}: not a readable skops file ({e})") from e
+    if refused:
+        raise PackagingError(
+            f"{entry.project} {entry.ref} uses the project's own code "
+            f"({', '.join(refused)}), which a bundle does not carry, so its image could not "
+            "load it",
+            hint="serve it from the project (mlcycle serve, or a dynamic deployment), or "
+            "build the model from scikit-learn steps only",
+        )
 
 
 def _recorded_features(

@@ -51,7 +51,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from mlcycle.errors import PackagingError, UsageError
 from mlcycle.package.bundle import BUNDLE_FILE, Bundle, load_bundle, pinned_requirements
-from mlcycle.redact import mask_url, scrub
+from mlcycle.redact import mask_url, mask_urls_in
 from mlcycle.resources import data_path
 
 if TYPE_CHECKING:
@@ -629,7 +629,7 @@ def download_wheel(dest: Path) -> Path:
             tail = "\n".join(line for line in lines[-5:] if "WARNING" not in line)
             raise PackagingError(
                 f"the image installs {requirement}, which pip could not download from "
-                f"its package index{':' if tail else ''}\n{scrub(tail)}".rstrip(),
+                f"its package index{':' if tail else ''}\n{mask_urls_in(tail)}".rstrip(),
                 hint="point pip at the index mlcycle was installed from (PIP_INDEX_URL or "
                 "pip.conf), or set MLCYCLE_WHEEL to the wheel of this version",
             )

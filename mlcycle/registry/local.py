@@ -311,8 +311,9 @@ class LocalRegistry(Registry):
                     on_wait(self._holder(self.release_lock_path))
                 fcntl.flock(fd, fcntl.LOCK_EX)
             holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": utc_now()}
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(holder).encode(), 0)
+            with self._writing("recording who holds the release lock"):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(holder).encode(), 0)
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the flock
@@ -399,8 +400,9 @@ class LocalRegistry(Registry):
                     delay = min(delay * 2, 0.1)
             holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": utc_now()}
             holder["what"] = what
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(holder).encode(), 0)
+            with self._writing("recording who holds the release lock"):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(holder).encode(), 0)
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the flock

@@ -637,7 +637,14 @@ class ServingApp:
         model = self._select(scope, route, payload)
         # Optional event keys, one per row: they tie a prediction to the case the spec's
         # outcomes source later reports on (`mlcycle evaluate --production` joins them).
-        keys = _event_keys(payload["keys"]) if "keys" in payload else None
+        keys = None
+        if "keys" in payload:
+            if self._authorization is not None:
+                # Keys tie predictions to true outcomes from the spec's outcomes source,
+                # which score models and reward bandits: with --public-predict too, only
+                # holders of the token may send them.
+                self._authenticate(scope)
+            keys = _event_keys(payload["keys"])
         form = len(payload) - (keys is not None)
         if form == 1 and "instances" in payload:
             instances = payload["instances"]

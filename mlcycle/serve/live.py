@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import MlcycleError, ServingError, UsageError
+from mlcycle.registry.trust import DEFAULT_POLICY, TrustPolicy
 from mlcycle.serve.model import ProcessLocalState
 
 if TYPE_CHECKING:
@@ -82,10 +83,14 @@ class LiveRouter(ProcessLocalState):
         project: str,
         *,
         poll: float = 2.0,
+        trust: TrustPolicy = DEFAULT_POLICY,
     ) -> None:
         self.registry_root = Path(registry_root)
         self.project = project
         self.poll = poll
+        # The project's trust policy (its own model code): the registry's default trusts
+        # library names only, so generations using project classes would never load.
+        self.trust = trust
         self.swaps = 0
         """How many times new arms were swapped in (in this process)."""
         self._cache: dict[tuple[str, str], ServedModel] = {}
@@ -110,7 +115,7 @@ class LiveRouter(ProcessLocalState):
     def _registry(self) -> LocalRegistry:
         from mlcycle.registry import LocalRegistry
 
-        return LocalRegistry(self.registry_root, self.project)
+        return LocalRegistry(self.registry_root, self.project, trust=self.trust)
 
     def _read(self) -> tuple[Snapshot, list[Entry], int, Any]:
         """The active manifest's snapshot, its candidate entries (newest first), how many

@@ -12,6 +12,7 @@ prediction logs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -180,9 +181,15 @@ def _supervise(
         port = shared.getsockname()[1]
     metrics_dir = Path(tempfile.mkdtemp(prefix="mlcycle-metrics-"))
     context = multiprocessing.get_context("spawn")
-    args = (payload, host, port, shared, store_url, options, str(metrics_dir))
+    # One pruner per engine: each worker's log writer would otherwise compute the same
+    # excess of rows and delete it once per worker (N times too many rows).
+    quiet = dataclasses.replace(options, retention=None)
 
     def start(index: int) -> Any:
+        args = (
+            payload, host, port, shared, store_url, options if index == 0 else quiet,
+            str(metrics_dir),
+        )  # fmt: skip
         process = context.Process(
             target=_worker_main, args=args, name=f"mlcycle-serve-{index}", daemon=False
         )

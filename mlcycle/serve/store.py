@@ -394,7 +394,9 @@ class PredictionStore:
                 # check and our insert: check again, it now counts as a duplicate.
                 time.sleep(0.01 * (attempt + 1))
             except sa.exc.SQLAlchemyError as e:
-                raise ServingError(f"cannot record outcomes in the store: {e}") from e
+                raise ServingError(
+                    f"cannot record outcomes in the store: {scrub(str(e), self.url)}"
+                ) from e
         raise ServingError("cannot record outcomes: the store keeps changing under us")
 
     def _record(self, items: list[tuple[str, Any]]) -> OutcomeReport:
@@ -708,7 +710,9 @@ class PredictionStore:
         except sa.exc.IntegrityError:
             return False
         except sa.exc.SQLAlchemyError as e:
-            raise ServingError(f"cannot update the reward totals in the store: {e}") from e
+            raise ServingError(
+                f"cannot update the reward totals in the store: {scrub(str(e), self.url)}"
+            ) from e
         return True
 
     # --- retention -------------------------------------------------------------------
@@ -758,7 +762,9 @@ class PredictionStore:
                     excess = self._count() - retention.rows
                 kept = max(0, excess)
         except sa.exc.SQLAlchemyError as e:
-            raise ServingError(f"cannot prune the prediction store: {e}") from e
+            raise ServingError(
+                f"cannot prune the prediction store: {scrub(str(e), self.url)}"
+            ) from e
         if deleted[0]:
             log.info("retention: pruned %d predictions and %d outcomes", deleted[0], deleted[1])
         if kept:

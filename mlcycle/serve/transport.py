@@ -191,6 +191,21 @@ def http_protocol(
             self.started = False
             super().on_message_complete()
 
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            # Answered while the same request's body is still arriving: a route that
+            # reads none (GET /healthz with a Content-Length). Close, lingering, or a
+            # body trickled byte by byte would hold the connection with no deadline. A
+            # pipelined later request still waiting for its answer keeps it open.
+            latest = self.cycle
+            if (
+                self.started
+                and latest is not None
+                and latest.response_complete
+                and not self.transport.is_closing()
+            ):
+                self.transport.close()
+
         def unread(self) -> bool:
             """Whether the client may still be sending the current request."""
             return self.started

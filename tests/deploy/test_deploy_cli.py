@@ -90,6 +90,14 @@ def test_k8s_files_written_into_the_project_are_named_as_uncommitted(
     # What the message says makes the next release possible.
     blocked = mlcycle("release", "--bump", "patch", cwd=root)
     assert blocked.code != 0 and "k8s/" in blocked.err
+    # Every file it wrote counts, the README beside the manifests too.
+    (root / "k8s" / "README.md").unlink()
+    subprocess.run(["git", "add", "k8s"], cwd=root, check=True)
+    subprocess.run(["git", "commit", "-qm", "k8s without its README"], cwd=root, check=True)
+    readme = mlcycle(
+        "deploy", "--context-only", tmp_path / "ctx1", "--k8s", "k8s", "--json", cwd=root
+    )
+    assert [Path(p).name for p in readme.json()["uncommitted"]] == ["README.md"]
     subprocess.run(["git", "add", "k8s"], cwd=root, check=True)
     subprocess.run(["git", "commit", "-qm", "k8s"], cwd=root, check=True)
     again = mlcycle(

@@ -134,3 +134,41 @@ def test_a_bundle_that_fails_to_load_leaves_no_temporary_directory(
     assert list((tmp_path / "tmpdir").iterdir()) == []
     with pytest.raises(RegistryError):
         load_bundle(bundle).load_model()
+
+
+def test_a_refused_start_leaves_no_temporary_directory(project: Project, tmp_path: Path) -> None:
+    # Serving beyond loopback without a token is refused after the archive was unpacked.
+    archive = write_archive(load_bundle(bundle_dir(project, tmp_path / "b")), tmp_path / "b.tgz")
+    server = serve_bundle(archive, tmp_path, "--host", "0.0.0.0")
+    assert server.process.wait(120) == 2, server.output()
+    assert "MLCYCLE_API_TOKEN" in server.output()
+    assert list((tmp_path / "tmpdir").iterdir()) == []
+
+
+def test_a_model_using_project_code_is_not_bundled(project: Project, tmp_path: Path) -> None:
+    # The bundle carries no project code and loads under the library-only policy: an
+    # image of this model could never start, so the bundle is refused when built.
+    from sklearn.pipeline import make_pipeline
+
+    from mlcycle.errors import PackagingError
+    from mlcycle.package import build_bundle
+    from mlcycle.registry import LocalRegistry, TrustPolicy
+    from tests.registry.custom import Doubler
+
+    policy = TrustPolicy(project_code=frozenset({"tests.registry.custom.Doubler"}))
+    registry = LocalRegistry(project.registry.root, project.spec.name, trust=policy)
+    entry = registry.register(
+        make_pipeline(Doubler(), project.model).fit(project.X, project.model.predict(project.X)),
+        release="1.3.0",
+        metrics={"accuracy": 0.9},
+        gate={"passed": True},
+        data=dict(project.entry.data),
+        spec_hash=None,
+        git_commit=None,
+        procurement="unattended",
+        status="candidate",
+        extra={"training": {"task": "classification"}},
+    )
+    with pytest.raises(PackagingError, match=r"tests\.registry\.custom\.Doubler"):
+        build_bundle(project.spec, registry, entry, tmp_path / "bundle")
+    assert not (tmp_path / "bundle").exists()

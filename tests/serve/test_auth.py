@@ -148,6 +148,13 @@ def test_public_predict_leaves_only_predictions_open(
         assert predicted.status == 200, predicted.json
         assert server.post(f"/v2/models/{NAME}/infer", _infer_body(cancer)).status == 200
         _refused(server.post("/v1/feedback", {"id": predicted.json["ids"][0], "outcome": 1}))
+        # Event keys later draw true outcomes from the spec's source: token holders only.
+        keyed = {
+            **_predict_body(cancer),
+            "keys": ["case-1"] * len(_predict_body(cancer)["instances"]),
+        }
+        _refused(server.post("/v1/predict", keyed))
+        assert server.request("POST", "/v1/predict", keyed, headers=GOOD).status == 200
         _refused(server.get("/v1/model"))
         _refused(server.get("/metrics"))
         document = server.request("GET", "/openapi.json", headers=GOOD).json

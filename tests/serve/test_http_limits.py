@@ -198,3 +198,24 @@ def test_an_endless_upload_is_cut_off(strict: Server) -> None:
             cut = True
     assert cut, "the server kept reading the upload for 20 s"
     assert strict.get("/healthz").status == 200
+
+
+def test_a_body_trickled_to_a_route_that_reads_none_is_closed(strict: Server) -> None:
+    # /healthz is open without a token and reads no body: the answer comes at once, and
+    # the connection must not stay open for a body sent one byte at a time.
+    with socket.create_connection(("127.0.0.1", strict.port), timeout=20) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n\r\n{")
+        status, _, body = _read_answer(sock)
+        assert status == 200 and body["status"] == "ok"
+        sock.settimeout(1)
+        deadline = time.monotonic() + 15
+        closed = False
+        while time.monotonic() < deadline and not closed:
+            try:
+                sock.sendall(b"x")
+                closed = sock.recv(65536) == b""
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+        assert closed, "the connection stayed open for a trickled body"

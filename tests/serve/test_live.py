@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from mlcycle.registry import LocalRegistry, Status
@@ -182,3 +183,42 @@ def test_new_generations_swap_in_under_load_and_broken_ones_never_serve(
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
+
+
+def test_generations_with_project_code_load_under_the_projects_trust_policy(
+    live_project: Path,
+) -> None:
+    """A generation whose pipeline uses the project's own class serves only when the
+    router is given the project's policy (as `mlcycle serve` does), never by default."""
+    from sklearn.pipeline import Pipeline
+
+    from mlcycle.registry import TrustPolicy
+    from mlcycle.serve.live import LiveRouter
+    from tests.registry.custom import Doubler
+
+    policy = TrustPolicy(project_code=frozenset({"tests.registry.custom.Doubler"}))
+    spec = load_spec(live_project)
+    root = spec.resolve(spec.registry.path)
+    registry = LocalRegistry(root, spec.name, trust=policy)
+    current = registry.current()
+    assert current is not None
+    fitted = registry.load_model(current)
+    X = np.zeros((4, fitted.n_features_in_))
+    model = Pipeline([("double", Doubler().fit(X)), ("model", fitted)])
+    registry.register(
+        model,
+        release="0.1.0",
+        metrics=dict(current.metrics),
+        gate={"passed": True},
+        data=dict(current.data),
+        spec_hash=None,
+        git_commit=None,
+        procurement="unattended",
+        status=Status.CANDIDATE,
+        extra={"training": {"task": "classification"}},
+    )
+
+    trusted = LiveRouter(root, spec.name, trust=policy)
+    assert {(m.release, m.generation) for m in trusted.models} == {("0.1.0", 1), ("0.1.0", 2)}
+    default = LiveRouter(root, spec.name)  # library names only: generation 2 is skipped
+    assert {(m.release, m.generation) for m in default.models} == {("0.1.0", 1)}

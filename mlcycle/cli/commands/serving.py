@@ -85,20 +85,22 @@ def serve(
     if bundle is not None and model is not None:
         raise UsageError("--bundle and --model exclude each other", hint="pass one of them")
     target = serve_target(project, ref=model, bundle=bundle, store_url=store, no_store=no_store)
-    defaults = target.defaults
-    bind_host = host or (defaults.host if defaults else "127.0.0.1")
-    bind_port = port if port is not None else (defaults.port if defaults else 8080)
-    count = workers or (defaults.workers if defaults else 1)
-    access = serve_access(
-        bind_host, token_file=token_file, no_auth=no_auth, public_predict=public_predict
-    )
-    render.stderr().print(
-        f"serving {target.name} {target.ref} from {target.source} on "
-        f"http://{bind_host}:{bind_port} ({count} worker{'s' if count != 1 else ''}, "
-        f"{access.describe()}); Ctrl-C stops",
-        markup=False,
-    )
     try:
+        defaults = target.defaults
+        bind_host = host or (defaults.host if defaults else "127.0.0.1")
+        bind_port = port if port is not None else (defaults.port if defaults else 8080)
+        count = workers or (defaults.workers if defaults else 1)
+        access = serve_access(
+            bind_host, token_file=token_file, no_auth=no_auth, public_predict=public_predict
+        )
+        render.stderr().print(
+            f"serving {target.name} {target.ref} from {target.source} on "
+            f"http://{bind_host}:{bind_port} ({count} worker{'s' if count != 1 else ''}, "
+            f"{access.describe()}); Ctrl-C stops",
+            markup=False,
+        )
         run(target, host=bind_host, port=bind_port, workers=count, access=access)
     except KeyboardInterrupt:
         render.stderr().print("stopped", markup=False)
+    finally:
+        target.close()  # a refused start (no token, a bad token file) unpacked a bundle too
