@@ -96,6 +96,16 @@ class DataError(RuntimeFailure):
     """A data source could not be read, or gave data that cannot be used."""
 
 
+class WindowError(DataError):
+    """A window bound the user gave (--lower/--upper) does not fit the data's ordinal.
+
+    A data problem by where it is found, a usage error by whose it is: the fix is in the
+    command line, so it exits 2 like every other bad argument.
+    """
+
+    exit_code = ExitCode.USAGE
+
+
 class TrainingError(RuntimeFailure):
     """The pipeline could not be built, tuned or fitted."""
 

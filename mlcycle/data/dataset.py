@@ -28,7 +28,7 @@ from mlcycle.data.source import (
 )
 from mlcycle.data.sql import SqlSource
 from mlcycle.data.window import Window, json_value, next_window, plain_value
-from mlcycle.errors import DataError
+from mlcycle.errors import DataError, WindowError
 from mlcycle.progress import NULL_PROGRESS, Progress
 
 if TYPE_CHECKING:
@@ -400,7 +400,7 @@ def _convert_window(source: Source, ordinal: str, window: Window) -> Window:
         except TypeError:
             empty = False
         if empty:
-            raise DataError(
+            raise WindowError(
                 f"the window {converted} of {source.describe()} is empty: its lower bound is "
                 "not below its upper bound",
                 hint="pass --lower below --upper",
@@ -415,7 +415,7 @@ def _convert(
         return convert_bound(value, kind)
     except ValueError as e:
         bound = f"the {side} bound" if side else "the bound"
-        raise DataError(
+        raise WindowError(
             f"{bound} {json_value(value)!r} does not fit column '{ordinal}' of "
             f"{source.describe()}, which holds {kind.description} ({e})",
             hint=f"write it like {kind.example}",

@@ -25,7 +25,7 @@ from mlcycle.data import (
     load_dataset,
     next_window,
 )
-from mlcycle.errors import DataError, ExitCode
+from mlcycle.errors import DataError, ExitCode, WindowError
 from tests.data.conftest import Backend, events
 
 
@@ -261,12 +261,13 @@ class SourceContract:
         with pytest.raises(DataError, match=r"does not fit column 'ts'.*timestamps") as e:
             coerce_bound(backend.spec(ordinal="ts"), "2024-13-45")
         assert e.value.hint and "2024-01-31" in e.value.hint
-        with pytest.raises(DataError, match="lower bound 'x'"):
+        with pytest.raises(WindowError, match="lower bound 'x'"):
             load_dataset(backend.spec(), Window("x", None))
 
     def test_inverted_window(self, backend: Backend) -> None:
-        with pytest.raises(DataError, match=r"window \[20, 10\) .* is empty"):
+        with pytest.raises(WindowError, match=r"window \[20, 10\) .* is empty") as e:
             load_dataset(backend.spec(), Window(20, 10))
+        assert e.value.exit_code == 2
 
     def test_window_without_ordinal(self, backend: Backend) -> None:
         spec = backend.spec()

@@ -133,7 +133,7 @@ def test_not_a_git_repository(tmp_path: Path) -> None:
     root = tmp_path / "plain"
     assert mlcycle("init", "plain", "-d", root, "--no-git").code == 0
     result = mlcycle("release", cwd=root)
-    assert result.code in (1, 2)
+    assert result.code == 1  # the project is there; its repository is what fails
     assert "not a git repository" in result.err
     assert "Traceback" not in result.err
 

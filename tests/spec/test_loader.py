@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import pwd
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,7 +15,13 @@ import pytest
 from mlcycle.errors import SpecError
 from mlcycle.spec import spec_hash, validate_file
 from mlcycle.spec.loader import MAX_BYTES, Mark, parse_bytes, parse_text
-from tests.spec.helpers import FIXTURES, assert_clean_failure_output, cli, write_spec
+from tests.spec.helpers import (
+    FIXTURES,
+    Result,
+    assert_clean_failure_output,
+    cli,
+    write_spec,
+)
 
 
 def test_positions_of_keys_and_values_are_one_based() -> None:
@@ -160,16 +170,44 @@ def test_spec_that_is_a_directory_is_a_usage_error(tmp_path: Path) -> None:
     assert "is a directory, not a file" in result.stderr
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_unreadable_file_is_an_error_not_a_traceback(tmp_path: Path) -> None:
-    path = write_spec(tmp_path, "apiVersion: mlcycle/v1\n")
-    path.chmod(0)
-    try:
-        result = cli("validate", str(path))
-    finally:
-        path.chmod(0o644)
-    assert result.code == 2
-    assert "cannot read the file" in result.stderr
+def _unprivileged(run: Callable[[], Result]) -> Result:
+    """Run `run` as an unprivileged user: root reads any file, so a permission test run by
+    root (as CI is) would prove nothing. A forked child drops to `nobody` and sends back
+    its result; as any other user it simply runs here."""
+    if os.geteuid() != 0:
+        return run()
+    nobody = pwd.getpwnam("nobody")
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop privileges for good, run, report, never return
+        try:
+            os.close(reader)
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            result = run()
+            os.write(writer, json.dumps(dataclasses.asdict(result)).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        sent = pipe.read()
+    os.waitpid(pid, 0)
+    assert sent, "the unprivileged child reported nothing"
+    return Result(**json.loads(sent))
+
+
+def test_unreadable_file_is_an_error_not_a_traceback() -> None:
+    # Not in tmp_path: pytest makes that 0700 for root, and the unprivileged reader must be
+    # able to reach the file and be refused by the file's own mode.
+    with tempfile.TemporaryDirectory(prefix="mlcycle-unreadable-") as where:
+        directory = Path(where)
+        directory.chmod(0o755)
+        path = write_spec(directory, "apiVersion: mlcycle/v1\n")
+        path.chmod(0)
+        result = _unprivileged(lambda: cli("validate", str(path)))
+    assert result.code == 2, result
+    assert "cannot read the file: Permission denied" in result.stderr
     assert_clean_failure_output(result)
 
 

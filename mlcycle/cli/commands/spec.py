@@ -29,7 +29,13 @@ def schema() -> None:
 
 @app.command()
 def validate(
-    path: Path | None = typer.Argument(None, help=_PATH_HELP, show_default=False, metavar="PATH"),
+    path: Path | None = typer.Argument(
+        None,
+        help=_PATH_HELP,
+        show_default=False,
+        metavar="PATH",
+        readable=False,  # our loader reports it, as FILE:1:1 like every spec problem
+    ),
     as_json: bool = typer.Option(
         False, "--json", help="Print the report as JSON on stdout (also when invalid)."
     ),
@@ -83,7 +89,13 @@ def _render_report(report: ValidationReport) -> None:
 
 @app.command()
 def plan(
-    path: Path | None = typer.Argument(None, help=_PATH_HELP, show_default=False, metavar="PATH"),
+    path: Path | None = typer.Argument(
+        None,
+        help=_PATH_HELP,
+        show_default=False,
+        metavar="PATH",
+        readable=False,  # our loader reports it, as FILE:1:1 like every spec problem
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON on stdout."),
     project: Path | None = project_option(),
 ) -> None:
