@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,6 +153,32 @@ def launch(
     if wait:
         wait_ready(server)
     return server
+
+
+def wait_for(condition: Callable[[], bool], what: str, server: Server, timeout: float = 30) -> None:
+    """Poll `condition` until it holds; on timeout fail with `what` and the server's log.
+
+    Tests wait on the event itself (a metric, a log line, a route), never a fixed sleep.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if server.process.poll() is not None:
+            raise AssertionError(f"the server exited waiting for {what}:\n{server.output()}")
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}:\n{server.output()[-3000:]}")
+
+
+def metric(server: Server, name: str) -> float:
+    """One unlabelled sample of the server's /metrics, e.g. metric(s, "mlcycle_workers")."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(server.get("/metrics").raw.decode()):
+        for sample in family.samples:
+            if sample.name == name and not sample.labels:
+                return float(sample.value)
+    raise AssertionError(f"no metric {name} at /metrics")
 
 
 def wait_ready(server: Server, timeout: float = 90) -> None:

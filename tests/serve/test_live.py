@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,13 @@ class Load:
         while self.served[ref] < 5:
             assert time.monotonic() < deadline, f"{ref} never served: {dict(self.served)}"
             time.sleep(0.2)
+
+
+def _wait_until(condition: Callable[[], bool], what: str, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{log.read_text()}"
+        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -161,10 +169,13 @@ def test_new_generations_swap_in_under_load_and_broken_ones_never_serve(
             broken, _ = register_generation(live_project)
             path = registry.artifact_path(broken)
             path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
-            time.sleep(6)  # three polls of the watcher
-            before = dict(load.served)
-            time.sleep(2)
-            assert sum(load.served.values()) > sum(before.values())  # still serving
+            _wait_until(
+                lambda: "not serving 0.1.0/3" in log.read_text(),
+                "the watcher to refuse the damaged generation",
+                log,
+            )
+            before = sum(load.served.values())
+            _wait_until(lambda: sum(load.served.values()) > before + 20, "serving to go on", log)
             # The next good generation is not held back by the broken one before it.
             good, _ = register_generation(live_project)
             assert str(good.ref) == "0.1.0/4"
