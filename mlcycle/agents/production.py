@@ -28,8 +28,8 @@ from mlcycle.redact import scrub
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from mlcycle.serve.store import JoinedRow, PruneReport
     from mlcycle.spec.model import Spec
+    from mlcycle.store.predictions import JoinedRow, PruneReport
 
 # Fewer outcomes than this make a metric too noisy to act on (triggers ignore it).
 MIN_OUTCOMES: Final = 30
@@ -202,7 +202,7 @@ def import_outcomes(spec: Spec, store_url: str) -> int:
     0 when the spec declares no outcomes source.
     """
     from mlcycle.data import fetch_outcomes
-    from mlcycle.serve.store import PredictionStore
+    from mlcycle.store.predictions import PredictionStore
 
     if spec.data.outcomes is None:
         return 0
@@ -240,12 +240,12 @@ def score_rows(
     """The metrics of `rows` (predictions with outcomes); None for one that is undefined.
 
     Rows whose outcome cannot be scored against their prediction (see
-    `mlcycle.serve.outcomes.scoring_problem`: a store may hold outcomes from before
+    `mlcycle.store.outcomes.scoring_problem`: a store may hold outcomes from before
     feedback was checked) are left out, counted in `unscorable` and explained in
     the notes, so the others still give figures. A metric that is undefined on
     these rows says why in our words, never in sklearn's.
     """
-    from mlcycle.serve.outcomes import scoring_problem
+    from mlcycle.store.outcomes import scoring_problem
 
     scorable: list[JoinedRow] = []
     problems: dict[str, int] = {}
@@ -330,7 +330,7 @@ def evaluate_production(
     (`store.retention`) is applied first and the overall figures are appended to
     the store's `production_metrics` table; without it, nothing in the store changes.
     """
-    from mlcycle.serve.store import PredictionStore
+    from mlcycle.store.predictions import PredictionStore
 
     metrics = tuple(m for m in (spec.evaluation.metrics or _default(spec)) if m in METRICS)
     task = _task(spec, metrics)

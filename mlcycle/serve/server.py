@@ -83,7 +83,7 @@ def serve(
             ", predictions" if options.public_predict else "",
         )
     if store_url:
-        from mlcycle.serve.store import PredictionStore
+        from mlcycle.store.predictions import PredictionStore
 
         # Create the tables once, before workers race to do it, and fail early.
         PredictionStore(store_url).close()

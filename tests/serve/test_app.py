@@ -13,7 +13,7 @@ import pytest
 
 from mlcycle.serve.app import ServingApp, create_app
 from mlcycle.serve.model import RequestInfo, ServedModel
-from mlcycle.serve.store import PredictionStore
+from mlcycle.store.predictions import PredictionStore
 from tests.serve.conftest import rows_of
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mlcycle.serve.store import PredictionStore
+from mlcycle.store.predictions import PredictionStore
 from tests.serve.conftest import Server, free_port, launch, rows_of
 
 pytestmark = pytest.mark.slow
