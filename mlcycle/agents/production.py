@@ -22,8 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from mlcycle.errors import DataError, UsageError
-from mlcycle.redact import scrub
+from mlcycle.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -458,21 +457,8 @@ def population_stability_index(expected: Any, actual: Any, bins: int = PSI_BINS)
 
 
 def _record(store_url: str, report: ProductionReport) -> None:
-    import sqlalchemy as sa
+    from mlcycle.store.predictions import PredictionStore
 
-    meta = sa.MetaData()
-    table = sa.Table(
-        "production_metrics",
-        meta,
-        sa.Column("evaluated_at", sa.Float, nullable=False),
-        sa.Column("model", sa.String(100), nullable=False),
-        sa.Column("window_start", sa.Float),
-        sa.Column("window_end", sa.Float),
-        sa.Column("predictions", sa.Integer),
-        sa.Column("outcomes", sa.Integer),
-        sa.Column("metric", sa.String(100), nullable=False),
-        sa.Column("value", sa.Float),
-    )
     now = time.time()
     rows = [
         {
@@ -488,14 +474,8 @@ def _record(store_url: str, report: ProductionReport) -> None:
         for w in (*report.overall, *report.windows)
         for name, value in w.metrics.items()
     ]
-    engine = sa.create_engine(store_url)
+    store = PredictionStore(store_url)
     try:
-        meta.create_all(engine)
-        with engine.begin() as conn:
-            conn.execute(table.insert(), rows)
-    except sa.exc.SQLAlchemyError as e:
-        raise DataError(
-            f"cannot record production metrics in the store: {scrub(str(e), store_url)}"
-        ) from e
+        store.record_metrics(rows)
     finally:
-        engine.dispose()
+        store.close()

@@ -48,8 +48,9 @@ from mlcycle.serve.codec import Codec, RequestError, json_type
 from mlcycle.serve.metrics import Metrics
 from mlcycle.serve.model import ModelSource, RequestInfo, Router, ServedModel, resolve_source
 from mlcycle.spec.model import DEFAULT_MAX_ROWS, Retention
+from mlcycle.store.log import PredictionLog
 from mlcycle.store.outcomes import OutcomeRule, check_outcome
-from mlcycle.store.predictions import OutcomeReport, PredictionLog, PredictionStore, shadow_id
+from mlcycle.store.predictions import OutcomeReport, PredictionStore, shadow_id
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from mlcycle.spec.model import Retention
+from mlcycle.store.log import PredictionLog
 from mlcycle.store.predictions import (
     ArmTotals,
-    PredictionLog,
     PredictionRecord,
     PredictionStore,
     shadow_id,
