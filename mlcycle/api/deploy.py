@@ -28,9 +28,10 @@ from mlcycle.spec.model import Deployment
 
 if TYPE_CHECKING:
     from mlcycle.api.project import Project
-    from mlcycle.deploy import K8sManifests, Manifest
+    from mlcycle.deploy import K8sManifests
     from mlcycle.package import BuildContext, Bundle, ImageInfo
     from mlcycle.registry import Entry
+    from mlcycle.registry.manifests import Manifest
 
 
 @dataclass(frozen=True)
@@ -264,10 +265,9 @@ def _deploy_dynamic(
     registry: str | None,
     progress: Progress,
 ) -> DeployResult:
-    from mlcycle.deploy import ManifestStore, selector_document
-    from mlcycle.deploy.manifest import FOLLOW, PINNED
     from mlcycle.package import release_image, write_engine_context
     from mlcycle.registry import LocalRegistry, ModelRef
+    from mlcycle.registry.manifests import FOLLOW, PINNED, ManifestStore, selector_document
     from mlcycle.spec.model import SelectorKind
 
     spec = project.spec
@@ -373,8 +373,8 @@ def _write_k8s(
 def manifest_history(path: str | Path | None = None) -> list[Manifest]:
     """Every serving manifest the project published, oldest first."""
     from mlcycle.api.project import open_project
-    from mlcycle.deploy import ManifestStore
     from mlcycle.registry import LocalRegistry
+    from mlcycle.registry.manifests import ManifestStore
 
     project = open_project(path)
     registry = project.registry

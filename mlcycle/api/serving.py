@@ -103,8 +103,8 @@ def serve_target(
 
 def _live_target(project: Project, url: str | None) -> ServeTarget:
     """A dynamic deployment: the active serving manifest, followed while serving."""
-    from mlcycle.deploy import ManifestStore
     from mlcycle.registry import LocalRegistry
+    from mlcycle.registry.manifests import ManifestStore
     from mlcycle.serve.live import LiveRouter
 
     registry = project.registry

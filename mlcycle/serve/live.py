@@ -1,7 +1,7 @@
 """Dynamic serving: the engine follows the project's serving manifest while it runs.
 
 `LiveRouter` serves the arms the active manifest names (see
-`mlcycle.deploy.manifest`) through the manifest's selector. A watcher thread
+`mlcycle.registry.manifests`) through the manifest's selector. A watcher thread
 looks at the registry every `poll` seconds; when a new manifest is published or
 a new generation joins a followed release, it loads and verifies the new arms
 off the request path (artifact SHA-256, then the predictor's agreement check),
@@ -124,7 +124,7 @@ class LiveRouter(ProcessLocalState):
         For a followed release every candidate is listed, so that a generation that
         fails to load can be skipped in favour of the next older one.
         """
-        from mlcycle.deploy.manifest import ManifestStore, selector_from_document
+        from mlcycle.registry.manifests import ManifestStore, selector_from_document
 
         registry = self._registry()
         manifest = ManifestStore(registry.manifests_dir, self.project).active()
