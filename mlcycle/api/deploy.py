@@ -266,15 +266,13 @@ def _deploy_dynamic(
     progress: Progress,
 ) -> DeployResult:
     from mlcycle.package import release_image, write_engine_context
-    from mlcycle.registry import LocalRegistry, ModelRef
-    from mlcycle.registry.manifests import FOLLOW, PINNED, ManifestStore, selector_document
+    from mlcycle.registry import ModelRef
+    from mlcycle.registry.manifests import FOLLOW, PINNED, selector_document
     from mlcycle.spec.model import SelectorKind
 
     spec = project.spec
     registry_ = project.registry
-    if not isinstance(registry_, LocalRegistry):
-        raise UsageError("dynamic deployment needs the local registry (registry.backend: local)")
-    store = ManifestStore(registry_.manifests_dir, spec.name)
+    store = registry_.manifests()
     selector = spec.deployment.selector
     made: dict[str, Any] = {}
     if rollback:
@@ -373,11 +371,6 @@ def _write_k8s(
 def manifest_history(path: str | Path | None = None) -> list[Manifest]:
     """Every serving manifest the project published, oldest first."""
     from mlcycle.api.project import open_project
-    from mlcycle.registry import LocalRegistry
-    from mlcycle.registry.manifests import ManifestStore
 
     project = open_project(path)
-    registry = project.registry
-    if not isinstance(registry, LocalRegistry):
-        return []
-    return ManifestStore(registry.manifests_dir, project.spec.name).history()
+    return project.registry.manifests().history()
