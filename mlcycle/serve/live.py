@@ -22,7 +22,7 @@ from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import MlcycleError, ServingError, UsageError
-from mlcycle.serve.model import ProcessLocalState
+from mlcycle.serve.model import ProcessLocalState, Router
 
 if TYPE_CHECKING:
     from mlcycle.registry import Entry, Registry
@@ -71,7 +71,7 @@ def served_model_from_entry(name: str, registry: Any, entry: Entry) -> ServedMod
     )
 
 
-class LiveRouter(ProcessLocalState):
+class LiveRouter(ProcessLocalState, Router):
     """A Router that follows the active serving manifest of a project (module docstring)."""
 
     def __init__(self, registry: Registry, *, poll: float = 2.0) -> None:

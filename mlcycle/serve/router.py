@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import ServingError
-from mlcycle.serve.model import ProcessLocalState
+from mlcycle.serve.model import ProcessLocalState, Router
 from mlcycle.serve.selectors import (
     Arm,
     Reward,
@@ -138,7 +138,7 @@ def _guess_task(prediction: Any) -> str:
     return "classification"
 
 
-class SelectorRouter(ProcessLocalState):
+class SelectorRouter(ProcessLocalState, Router):
     """Routes each request to one of `arms` (newest first) through `selector`.
 
     `selector` is a `Selector` or the `SelectorSpec` to build one from. Rewards come
