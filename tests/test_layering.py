@@ -19,6 +19,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mlcycle"
 LAYERS = (
     "spec",
     "data",
+    # The prediction store sits below everything that reads or writes served
+    # predictions (serve writes them, agents score them, api reports on them) and
+    # below registry, so a shared SQL registry can open its tables the same way.
+    "store",
     "train",
     "scaffold",  # builds example projects; the dual template trains research's model
     "registry",
@@ -59,6 +63,24 @@ def test_a_layer_imports_only_from_below(layer: str) -> None:
             other = layer_of(module)
             if other is not None and LAYERS.index(other) > rank:
                 problems.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {module}")
+    assert problems == []
+
+
+# Layers that sit side by side although one is listed above the other: the agents
+# reach served predictions through the store, never through the serving engine.
+APART = {"agents": "serve"}
+# features_from_frame moves out of serve with the one feature-schema type (issue 12, item 2).
+APART_ALLOWED = {("agents/integration.py", "mlcycle.serve.model")}
+
+
+@pytest.mark.parametrize(("layer", "other"), sorted(APART.items()))
+def test_layers_apart_do_not_import_each_other(layer: str, other: str) -> None:
+    problems = []
+    for path in sorted((PACKAGE / layer).rglob("*.py")):
+        name = path.relative_to(PACKAGE).as_posix()
+        for line, module in imports(path):
+            if layer_of(module) == other and (name, module) not in APART_ALLOWED:
+                problems.append(f"mlcycle/{name}:{line} imports {module}")
     assert problems == []
 
 

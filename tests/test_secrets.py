@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from mlcycle.errors import ServingError
 from mlcycle.redact import has_password, mask_url, mask_urls_in, scrub, secrets_in
-from mlcycle.serve.store import PredictionStore
+from mlcycle.store.predictions import PredictionStore
 from tests.learn.conftest import mlcycle
 
 SECRET = "S3cretPw"

@@ -22,14 +22,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from mlcycle.errors import DataError, UsageError
-from mlcycle.redact import scrub
+from mlcycle.errors import UsageError
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from mlcycle.serve.store import JoinedRow, PruneReport
     from mlcycle.spec.model import Spec
+    from mlcycle.store.predictions import JoinedRow, PruneReport
 
 # Fewer outcomes than this make a metric too noisy to act on (triggers ignore it).
 MIN_OUTCOMES: Final = 30
@@ -202,7 +201,7 @@ def import_outcomes(spec: Spec, store_url: str) -> int:
     0 when the spec declares no outcomes source.
     """
     from mlcycle.data import fetch_outcomes
-    from mlcycle.serve.store import PredictionStore
+    from mlcycle.store.predictions import PredictionStore
 
     if spec.data.outcomes is None:
         return 0
@@ -240,12 +239,12 @@ def score_rows(
     """The metrics of `rows` (predictions with outcomes); None for one that is undefined.
 
     Rows whose outcome cannot be scored against their prediction (see
-    `mlcycle.serve.outcomes.scoring_problem`: a store may hold outcomes from before
+    `mlcycle.store.outcomes.scoring_problem`: a store may hold outcomes from before
     feedback was checked) are left out, counted in `unscorable` and explained in
     the notes, so the others still give figures. A metric that is undefined on
     these rows says why in our words, never in sklearn's.
     """
-    from mlcycle.serve.outcomes import scoring_problem
+    from mlcycle.store.outcomes import scoring_problem
 
     scorable: list[JoinedRow] = []
     problems: dict[str, int] = {}
@@ -330,7 +329,7 @@ def evaluate_production(
     (`store.retention`) is applied first and the overall figures are appended to
     the store's `production_metrics` table; without it, nothing in the store changes.
     """
-    from mlcycle.serve.store import PredictionStore
+    from mlcycle.store.predictions import PredictionStore
 
     metrics = tuple(m for m in (spec.evaluation.metrics or _default(spec)) if m in METRICS)
     task = _task(spec, metrics)
@@ -458,21 +457,8 @@ def population_stability_index(expected: Any, actual: Any, bins: int = PSI_BINS)
 
 
 def _record(store_url: str, report: ProductionReport) -> None:
-    import sqlalchemy as sa
+    from mlcycle.store.predictions import PredictionStore
 
-    meta = sa.MetaData()
-    table = sa.Table(
-        "production_metrics",
-        meta,
-        sa.Column("evaluated_at", sa.Float, nullable=False),
-        sa.Column("model", sa.String(100), nullable=False),
-        sa.Column("window_start", sa.Float),
-        sa.Column("window_end", sa.Float),
-        sa.Column("predictions", sa.Integer),
-        sa.Column("outcomes", sa.Integer),
-        sa.Column("metric", sa.String(100), nullable=False),
-        sa.Column("value", sa.Float),
-    )
     now = time.time()
     rows = [
         {
@@ -488,14 +474,8 @@ def _record(store_url: str, report: ProductionReport) -> None:
         for w in (*report.overall, *report.windows)
         for name, value in w.metrics.items()
     ]
-    engine = sa.create_engine(store_url)
+    store = PredictionStore(store_url)
     try:
-        meta.create_all(engine)
-        with engine.begin() as conn:
-            conn.execute(table.insert(), rows)
-    except sa.exc.SQLAlchemyError as e:
-        raise DataError(
-            f"cannot record production metrics in the store: {scrub(str(e), store_url)}"
-        ) from e
+        store.record_metrics(rows)
     finally:
-        engine.dispose()
+        store.close()

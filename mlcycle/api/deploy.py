@@ -28,9 +28,10 @@ from mlcycle.spec.model import Deployment
 
 if TYPE_CHECKING:
     from mlcycle.api.project import Project
-    from mlcycle.deploy import K8sManifests, Manifest
+    from mlcycle.deploy import K8sManifests
     from mlcycle.package import BuildContext, Bundle, ImageInfo
     from mlcycle.registry import Entry
+    from mlcycle.registry.manifests import Manifest
 
 
 @dataclass(frozen=True)
@@ -264,17 +265,14 @@ def _deploy_dynamic(
     registry: str | None,
     progress: Progress,
 ) -> DeployResult:
-    from mlcycle.deploy import ManifestStore, selector_document
-    from mlcycle.deploy.manifest import FOLLOW, PINNED
     from mlcycle.package import release_image, write_engine_context
-    from mlcycle.registry import LocalRegistry, ModelRef
+    from mlcycle.registry import ModelRef
+    from mlcycle.registry.manifests import FOLLOW, PINNED, selector_document
     from mlcycle.spec.model import SelectorKind
 
     spec = project.spec
     registry_ = project.registry
-    if not isinstance(registry_, LocalRegistry):
-        raise UsageError("dynamic deployment needs the local registry (registry.backend: local)")
-    store = ManifestStore(registry_.manifests_dir, spec.name)
+    store = registry_.manifests()
     selector = spec.deployment.selector
     made: dict[str, Any] = {}
     if rollback:
@@ -373,11 +371,6 @@ def _write_k8s(
 def manifest_history(path: str | Path | None = None) -> list[Manifest]:
     """Every serving manifest the project published, oldest first."""
     from mlcycle.api.project import open_project
-    from mlcycle.deploy import ManifestStore
-    from mlcycle.registry import LocalRegistry
 
     project = open_project(path)
-    registry = project.registry
-    if not isinstance(registry, LocalRegistry):
-        return []
-    return ManifestStore(registry.manifests_dir, project.spec.name).history()
+    return project.registry.manifests().history()

@@ -148,32 +148,34 @@ def release(
     RuntimeFailure for the rest (exit 1); in every case nothing is left behind.
     """
     from mlcycle.api.project import open_project
+    from mlcycle.gitops import Repo
 
     project = open_project(path)
     # Planned once without the lock, so that what is wrong (a dirty tree, a taken
     # version) is said at once rather than after waiting for another release ...
-    plan, repo = _plan(project, bump=bump, version=version, model=model, push=push, remote=remote)
-    with repo:  # ends GitPython's helper processes however this ends
+    with Repo.find(project.root) as repo:  # ends GitPython's helpers however this ends
+        plan = _plan(
+            project, repo, bump=bump, version=version, model=model, push=push, remote=remote
+        )
         if dry_run:
             return ReleaseResult(plan=plan, dry_run=True)
     if project.spec.lifecycle.procurement is Procurement.INTERACTIVE:
         _check_pickle(_model_file(project, model), trust_pickle)
     # ... and again under it: the version is the one free now.
-    with _release_lock(project, progress):
-        plan, repo = _plan(
-            project, bump=bump, version=version, model=model, push=push, remote=remote
+    with _release_lock(project, progress), Repo.find(project.root) as repo:
+        plan = _plan(
+            project, repo, bump=bump, version=version, model=model, push=push, remote=remote
         )
-        with repo:
-            return _carry_out(
-                project,
-                plan,
-                repo,
-                model=model,
-                push=push,
-                remote=remote,
-                trust_pickle=trust_pickle,
-                progress=progress,
-            )
+        return _carry_out(
+            project,
+            plan,
+            repo,
+            model=model,
+            push=push,
+            remote=remote,
+            trust_pickle=trust_pickle,
+            progress=progress,
+        )
 
 
 @contextmanager
@@ -266,14 +268,15 @@ def _carry_out(
 
 def _plan(
     project: Project,
+    repo: Repo,
     *,
     bump: str | None,
     version: str | None,
     model: str | Path | None,
     push: bool,
     remote: str,
-) -> tuple[ReleasePlan, Repo]:
-    from mlcycle.gitops import Repo, TagFormat, Version
+) -> ReleasePlan:
+    from mlcycle.gitops import TagFormat, Version
 
     spec = project.spec
     if bump is not None and version is not None:
@@ -288,7 +291,6 @@ def _plan(
             hint="leave --model out",
         )
     fmt = TagFormat(spec.release.tag_format).validate(spec.name)
-    repo = Repo.find(project.root)
     commit = repo.head_commit()
     if commit is None:
         raise UsageError(
@@ -345,7 +347,7 @@ def _plan(
         orphan=orphan,
         stages=stages,
     )
-    return plan, repo
+    return plan
 
 
 def _stages(
@@ -395,12 +397,13 @@ class _Procured:
 
 def _procure_unattended(project: Project, plan: ReleasePlan, progress: Progress) -> _Procured:
     from mlcycle.agents import procure
+    from mlcycle.train.reproduce import reproduce_research
 
     reproduction: list[Reproduction] = []
 
     def verify(training: TrainResult) -> None:
         if project.spec.lifecycle.liaison is Liaison.DUAL:
-            result = reproduce_research(project, training.model, progress)
+            result = reproduce_research(project.spec, training.model, progress)
             if result is not None:
                 reproduction.append(result)
                 result.raise_if_failed()
@@ -440,6 +443,7 @@ def _procure_by_hand(
     from mlcycle.data import load_dataset
     from mlcycle.registry import Status
     from mlcycle.train import check_gate, default_metrics, infer_task, score
+    from mlcycle.train.reproduce import reproduce_research
 
     spec = project.spec
     path = _model_file(project, model_path)
@@ -486,7 +490,7 @@ def _procure_by_hand(
         warnings.append("no data is declared, so the model was released without any evaluation")
     reproduction = None
     if spec.lifecycle.liaison is Liaison.DUAL:
-        reproduction = reproduce_research(project, model, progress)
+        reproduction = reproduce_research(project.spec, model, progress)
         if reproduction is not None:
             reproduction.raise_if_failed()
     progress.start(f"register {plan.version}/1")
@@ -563,80 +567,6 @@ def _check_pickle(path: Path, trust_pickle: bool) -> None:
             hint="save the model as skops instead (skops.io.dump(model, 'model.skops')) and "
             "release that file; only if you made this very file yourself, pass --trust-pickle",
         )
-
-
-def reproduce_research(project: Project, model: Any, progress: Progress) -> Reproduction | None:
-    """Compare `model` with research's specification (release.research); None without one."""
-    import pandas as pd
-
-    from mlcycle.errors import DataError
-    from mlcycle.train.reproduce import reproduce
-
-    spec = project.spec
-    research = spec.release.research
-    if research is None:
-        return None
-    if research.data is None:
-        raise UsageError(
-            "release.research names no reference data (research.data)",
-            hint="add the reference cases research used: release.research.data: FILE.csv",
-        )
-    reference_path = spec.resolve(research.data)
-    progress.start("reproduce research's results")
-    try:
-        reference = _read_table(reference_path, pd)
-        names_in = getattr(model, "feature_names_in_", None)
-        features = [str(n) for n in names_in] if names_in is not None else []
-        if not features:
-            features = [c for c in reference.columns if c not in (spec.data.label, spec.data.key)]
-        missing = [c for c in features if c not in reference.columns]
-        if missing:
-            raise DataError(
-                f"{reference_path}: the reference data lacks the model's feature(s) "
-                f"{', '.join(missing[:5])}"
-            )
-        label = spec.data.label if spec.data.label in reference.columns else None
-        key = spec.data.key
-        predictions: dict[Any, float] | None = None
-        if research.predictions is not None:
-            if key is None or key not in reference.columns:
-                raise DataError(
-                    f"{reference_path}: comparing predictions needs the key column "
-                    f"{key!r} in the reference data",
-                    hint="declare data.key and keep it in the reference file",
-                )
-            pred_path = spec.resolve(research.predictions)
-            frame = _read_table(pred_path, pd)
-            value_column = "prediction" if "prediction" in frame.columns else frame.columns[-1]
-            if key not in frame.columns:
-                raise DataError(f"{pred_path}: no key column {key!r}")
-            predictions = dict(
-                zip(frame[key].tolist(), frame[value_column].astype(float), strict=True)
-            )
-        return reproduce(
-            model,
-            reference[features],
-            reference[label] if label else None,
-            keys=reference[key] if key in reference.columns else range(len(reference)),
-            predictions=predictions,
-            metrics=dict(research.metrics),
-            tolerance=research.tolerance,
-        )
-    finally:
-        progress.done()
-
-
-def _read_table(path: Path, pd: Any) -> Any:
-    from mlcycle.errors import DataError
-
-    try:
-        if path.suffix.lower() == ".parquet":
-            return pd.read_parquet(path)
-        return pd.read_csv(path)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file (named in release.research)") from None
-    except Exception as e:
-        raise DataError(f"{path}: cannot read it ({type(e).__name__}: {e})") from None
 
 
 def _tag_message(project: Project, plan: ReleasePlan, procured: _Procured) -> str:

@@ -103,14 +103,10 @@ def serve_target(
 
 def _live_target(project: Project, url: str | None) -> ServeTarget:
     """A dynamic deployment: the active serving manifest, followed while serving."""
-    from mlcycle.deploy import ManifestStore
-    from mlcycle.registry import LocalRegistry
     from mlcycle.serve.live import LiveRouter
 
     registry = project.registry
-    if not isinstance(registry, LocalRegistry):
-        raise UsageError("dynamic serving needs the local registry (registry.backend: local)")
-    manifest = ManifestStore(registry.manifests_dir, project.spec.name).active()
+    manifest = registry.manifests().active()
     if manifest is None:
         raise ServingError(
             f"{project.spec.name}: no serving manifest is published, so there is nothing to serve",
@@ -118,13 +114,13 @@ def _live_target(project: Project, url: str | None) -> ServeTarget:
             "or serve one model: mlcycle serve --model REF",
         )
     arms = ", ".join(str(e.ref) for e in manifest.resolve(registry))
-    root, name, trust = registry.root, project.spec.name, registry.trust
+    name = project.spec.name
     return ServeTarget(
         name=name,
         ref=f"{arms} ({manifest.selector.get('kind')}, manifest {manifest.number})",
-        source=f"registry {registry.root}",
+        source=f"registry {registry}",
         store_url=url,
-        loader=lambda: LiveRouter(root, name, trust=trust),
+        loader=lambda: LiveRouter(registry),
         defaults=project.spec.deployment.serve,
         **_limits(project.spec),
     )

@@ -43,15 +43,6 @@ def file_format(path: Path, declared: str | None = None) -> str:
         return "csv"
 
 
-def sha256_file(path: Path) -> str:
-    """SHA-256 (hex) of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class FileSource(Source):
     """A CSV or Parquet file; `written` is the path as the spec wrote it (for messages)."""
 
@@ -84,7 +75,8 @@ class FileSource(Source):
     def sha256(self) -> str:
         """SHA-256 of the file."""
         try:
-            return sha256_file(self.path)
+            with self.path.open("rb") as f:
+                return hashlib.file_digest(f, "sha256").hexdigest()
         except OSError as e:
             raise DataError(f"{self.written}: cannot read: {e.strerror or e}") from e
 

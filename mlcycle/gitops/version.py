@@ -73,11 +73,6 @@ class Version:
         """Sort key by semver precedence (the registry's `release_key`)."""
         return release_key(str(self))
 
-    @property
-    def is_prerelease(self) -> bool:
-        """Whether this is a pre-release (`1.0.0-rc.1`)."""
-        return self.prerelease is not None
-
     def __lt__(self, other: object) -> bool:
         if not isinstance(other, Version):
             return NotImplemented

@@ -40,8 +40,6 @@ PICKLE: Final = "pickle"  # read from older entries only, to refuse them with a 
 FORMATS: Final = (SKOPS, PICKLE)
 SUFFIXES: Final = {SKOPS: ".skops", PICKLE: ".pkl"}
 
-_CHUNK = 1 << 20
-
 
 @dataclass(frozen=True)
 class ArtifactInfo:
@@ -95,11 +93,8 @@ def sha256_bytes(data: bytes) -> str:
 
 def sha256_file(path: Path) -> str:
     """SHA-256 (hex) of a file, read in chunks."""
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def save_model(model: Any, path: Path, *, trust: TrustPolicy = DEFAULT_POLICY) -> ArtifactInfo:

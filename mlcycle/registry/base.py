@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import RegistryError
 from mlcycle.registry.artifacts import load_model as load_artifact
@@ -21,6 +21,9 @@ from mlcycle.registry.entry import Entry, Status
 from mlcycle.registry.refs import ModelRef, as_ref, check_release, release_key
 from mlcycle.registry.trust import TrustPolicy
 from mlcycle.spec.model import Procurement
+
+if TYPE_CHECKING:
+    from mlcycle.registry.manifests import ManifestStore
 
 
 class Registry(ABC):
@@ -98,6 +101,19 @@ class Registry(ABC):
         registration is undone), so concurrent releases never pick the same
         version nor undo each other. `on_wait(who)` is called once, describing the
         holder, when another process holds it; then the call blocks until it is free.
+        """
+
+    @abstractmethod
+    def manifests(self) -> ManifestStore:
+        """The project's serving manifests: what a dynamic deployment serves, and its history."""
+
+    @abstractmethod
+    def change_token(self) -> Hashable:
+        """A value that differs after an entry is registered or removed or a manifest published.
+
+        Cheap enough to poll every few seconds from every serving worker: a dynamic
+        engine reads the manifest and the entries again only when it changes. Equal
+        tokens mean nothing changed; a new token may also come without a change.
         """
 
     # --- queries, written once on top of the storage methods -------------------------

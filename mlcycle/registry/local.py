@@ -37,11 +37,11 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from mlcycle.errors import RegistryError, UsageError
 from mlcycle.registry.artifacts import ArtifactInfo, fsync_dir, library_versions, save_model
@@ -57,6 +57,9 @@ from mlcycle.registry.refs import (
 )
 from mlcycle.registry.trust import DEFAULT_POLICY, TrustPolicy
 from mlcycle.spec.model import Procurement
+
+if TYPE_CHECKING:
+    from mlcycle.registry.manifests import ManifestStore
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,9 @@ class LocalRegistry(Registry):
     def __repr__(self) -> str:
         return f"LocalRegistry({str(self.root)!r}, {self.project!r})"
 
+    def __str__(self) -> str:
+        return str(self.root)  # where it is, as messages name it ("from registry PATH")
+
     # --- paths -----------------------------------------------------------------------
 
     @property
@@ -117,6 +123,30 @@ class LocalRegistry(Registry):
     def manifests_dir(self) -> Path:
         """Directory reserved for serving manifests."""
         return self.base / "manifests"
+
+    def manifests(self) -> ManifestStore:
+        """The serving manifests, numbered JSON files in `manifests_dir`."""
+        # Imported here: manifests.py takes utc_now and whoami from this module.
+        from mlcycle.registry.manifests import ManifestStore
+
+        return ManifestStore(self.manifests_dir, self.project)
+
+    def change_token(self) -> Hashable:
+        """Modification times of the manifest and release directories.
+
+        Publishing a manifest or registering a generation renames a new entry into
+        one of them, which changes its mtime; while none changes, nothing needs reading.
+        """
+        dirs = [self.manifests_dir, self.releases_dir]
+        with contextlib.suppress(OSError):
+            dirs += [p for p in self.releases_dir.iterdir() if p.is_dir()]
+        found = []
+        for path in dirs:
+            try:
+                found.append((path.name, path.stat().st_mtime_ns))
+            except OSError:
+                found.append((path.name, -1))
+        return tuple(found)
 
     @property
     def current_path(self) -> Path:

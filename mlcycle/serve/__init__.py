@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from mlcycle.serve.router import SelectorRouter
     from mlcycle.serve.selectors import Selector, make_selector
     from mlcycle.serve.server import serve
-    from mlcycle.serve.store import OutcomeReport, PredictionStore
+    from mlcycle.store.predictions import OutcomeReport, PredictionStore
 
 _EXPORTS = {
     "Feature": "mlcycle.serve.model",
@@ -43,8 +43,8 @@ _EXPORTS = {
     "ServingApp": "mlcycle.serve.app",
     "create_app": "mlcycle.serve.app",
     "serve": "mlcycle.serve.server",
-    "OutcomeReport": "mlcycle.serve.store",
-    "PredictionStore": "mlcycle.serve.store",
+    "OutcomeReport": "mlcycle.store.predictions",
+    "PredictionStore": "mlcycle.store.predictions",
     "SelectorRouter": "mlcycle.serve.router",
     "Selector": "mlcycle.serve.selectors",
     "make_selector": "mlcycle.serve.selectors",

@@ -17,6 +17,7 @@ from typing import Any
 from mlcycle.errors import MlcycleError, ServingError
 from mlcycle.registry.artifacts import SKOPS, load_model, sha256_bytes
 from mlcycle.registry.trust import DEFAULT_POLICY
+from mlcycle.spec.model import SERVE_HOST, SERVE_PORT, SERVE_WORKERS
 
 
 def load_estimator(path: Path) -> Any:
@@ -51,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", choices=["classification", "regression"], default=None)
     parser.add_argument("--backend", choices=["auto", "onnx", "sklearn"], default="auto")
     parser.add_argument("--sample", type=Path, default=None, help=".npy rows to verify ONNX on")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--host", default=SERVE_HOST)
+    parser.add_argument("--port", type=int, default=SERVE_PORT)
+    parser.add_argument("--workers", type=int, default=SERVE_WORKERS)
     parser.add_argument("--store", default=DEFAULT_STORE_URL, help="SQLAlchemy URL, or 'none'")
     parser.add_argument("--max-inflight", type=int, default=ServeOptions.max_inflight)
     parser.add_argument("--max-batch-rows", type=int, default=ServeOptions.max_batch_rows)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import hmac
+import itertools
 import logging
 import os
 import time
@@ -47,9 +48,10 @@ from mlcycle.serve.batching import MicroBatcher
 from mlcycle.serve.codec import Codec, RequestError, json_type
 from mlcycle.serve.metrics import Metrics
 from mlcycle.serve.model import ModelSource, RequestInfo, Router, ServedModel, resolve_source
-from mlcycle.serve.outcomes import OutcomeRule, check_outcome
-from mlcycle.serve.store import OutcomeReport, PredictionLog, PredictionStore, shadow_id
 from mlcycle.spec.model import DEFAULT_MAX_ROWS, Retention
+from mlcycle.store.log import PredictionLog
+from mlcycle.store.outcomes import OutcomeRule, check_outcome
+from mlcycle.store.predictions import OutcomeReport, PredictionStore, shadow_id
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +133,23 @@ class _Route:
     """Open without the bearer token."""
 
 
+@dataclass(eq=False)
+class _Served:
+    """What the engine keeps for one model it serves, made when the model first answers.
+
+    It holds the model itself: a model swapped out is never mistaken for a new one
+    that happens to reuse its memory (and so its `id`).
+    """
+
+    model: ServedModel
+    codec: Codec
+    batcher: MicroBatcher
+    labels: tuple[str, str, str, str]
+    """The model's metric labels: name, release, generation, backend."""
+    serial: int
+    """The model's key in the prediction log: unique in this process."""
+
+
 class ServingApp:
     """The serving engine as an ASGI application (use `create_app` to build one)."""
 
@@ -151,12 +170,18 @@ class ServingApp:
         self._inflight = 0
         self._ids = id_tools.IdGenerator()
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mlcycle-serve")
-        self._codecs: dict[int, Codec] = {}
-        self._batchers: dict[int, MicroBatcher] = {}
-        self._metric_keys: dict[int, tuple[str, str, str, str]] = {}
+        # Feedback talks to the store and may wait seconds for ids another worker has not
+        # written yet: its own threads, so that it never holds up /metrics or the lifecycle.
+        self._store_executor = ThreadPoolExecutor(
+            max_workers=4, thread_name_prefix="mlcycle-feedback"
+        )
+        self._served: dict[int, _Served] = {}
+        self._serials = itertools.count()
+        self._retired_batches = 0
+        self._retired_rows = 0
         self._background: set[asyncio.Future[None]] = set()
         self._rules: tuple[OutcomeRule, ...] = ()
-        self._rules_key: tuple[int, ...] | None = None
+        self._rules_for: tuple[ServedModel, ...] | None = None
         # Body reads in progress and their deadlines (a sweep cancels the late ones).
         self._reading: dict[asyncio.Task[Any], float] = {}
         self._expired: set[asyncio.Task[Any]] = set()
@@ -171,11 +196,6 @@ class ServingApp:
         primary = router.models[0]
         self.name = primary.name
         self._model_info = orjson.dumps(primary.describe())
-        # A selector router changes what serves (new generations, arms taken out):
-        # /v1/model describes it at request time, with the routing.
-        self._describe_routing: Callable[[], dict[str, Any]] | None = getattr(
-            router, "describe", None
-        )
         # Open without the token: the health probes, and the predictions if asked.
         opened = {*openapi.HEALTH_PATHS, *(openapi.PREDICT_PATHS if open_predict else ())}
         document = openapi.build(primary)
@@ -199,45 +219,49 @@ class ServingApp:
             route.public = route.name in opened
 
     def _bind_router(self, router: Router) -> None:
-        """Route requests through `router` (prepares its models, caches its optional hooks)."""
-        for model in router.models:
-            self._prepare(model)
-        # Optional router hooks (see mlcycle.serve.router): mirrors, failover, errors.
-        self._shadows_of: Callable[[ServedModel], Any] | None = getattr(router, "shadows", None)
-        self._fallback_for: Callable[[ServedModel, BaseException], ServedModel | None] | None = (
-            getattr(router, "fallback_for", None)
-        )
-        self._report_error: Callable[[ServedModel, BaseException], None] | None = getattr(
-            router, "report_error", None
-        )
+        """Route requests through `router` and prepare its models."""
         self.router = router
+        for model in router.models:
+            self._state(model)
 
-    def _prepare(self, model: ServedModel) -> None:
-        key = id(model)
-        if key in self._codecs:
-            return
-        self._codecs[key] = Codec(model)
-        self._batchers[key] = MicroBatcher(
-            model.predictor,
-            max_rows=self.options.max_batch_rows,
-            wait=self.options.batch_wait,
+    def _state(self, model: ServedModel) -> _Served:
+        """The engine's state for `model`, made on its first request."""
+        state = self._served.get(id(model))
+        if state is not None and state.model is model:
+            return state
+        # A new model (a live router swapped arms in): forget the models no longer
+        # routed to, keeping their batch counts, so memory does not grow with swaps.
+        routed = {id(m) for m in self.router.models}
+        for key, old in list(self._served.items()):
+            if key not in routed:
+                self._retired_batches += old.batcher.batches
+                self._retired_rows += old.batcher.batched_rows
+                del self._served[key]
+        state = self._served[id(model)] = _Served(
+            model=model,
+            codec=Codec(model),
+            batcher=MicroBatcher(
+                model.predictor,
+                max_rows=self.options.max_batch_rows,
+                wait=self.options.batch_wait,
+            ),
+            labels=(
+                model.name,
+                model.release or "",
+                "" if model.generation is None else str(model.generation),
+                model.predictor.backend,
+            ),
+            serial=next(self._serials),
         )
-        self._metric_keys[key] = (
-            model.name,
-            model.release or "",
-            "" if model.generation is None else str(model.generation),
-            model.predictor.backend,
-        )
+        return state
 
     def _refresh_metrics(self) -> None:
-        batchers = list(self._batchers.values())
-        self.metrics.batches = sum(b.batches for b in batchers)
-        self.metrics.batched_rows = sum(b.batched_rows for b in batchers)
+        served = list(self._served.values())
+        self.metrics.batches = self._retired_batches + sum(s.batcher.batches for s in served)
+        self.metrics.batched_rows = self._retired_rows + sum(s.batcher.batched_rows for s in served)
         if self.log is not None:
             self.metrics.log_dropped = self.log.dropped
-        arm_stats = getattr(self.router, "arm_stats", None)
-        if arm_stats is not None:
-            self.metrics.arms = arm_stats()
+        self.metrics.arms = self.router.arm_stats()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -253,12 +277,10 @@ class ServingApp:
                 retention=self.options.retention,
             )
             for model in self.router.models:
-                self._log_index(model)
+                self._log_index(self._state(model))
             await loop.run_in_executor(self._executor, self.log.start)
-        start_router = getattr(self.router, "start", None)
-        if start_router is not None:
-            # Loads the bandit state from the store and starts its refresher.
-            await loop.run_in_executor(self._executor, start_router, self.store_url)
+        # A bandit loads its state from the store and starts its refresher.
+        await loop.run_in_executor(self._executor, self.router.start, self.store_url)
         self.metrics.start(self.options.metrics_every)
         for model in self.router.models:
             _warm_up(model)
@@ -275,9 +297,7 @@ class ServingApp:
         loop = asyncio.get_running_loop()
         if self._background:  # shadow predictions still running: let them reach the log
             await asyncio.wait(list(self._background), timeout=5)
-        stop_router = getattr(self.router, "stop", None)
-        if stop_router is not None:
-            await loop.run_in_executor(self._executor, stop_router)
+        await loop.run_in_executor(self._executor, self.router.stop)
         if self.log is not None:
             await loop.run_in_executor(self._executor, self.log.close, self.options.drain_timeout)
             log.info(
@@ -287,6 +307,7 @@ class ServingApp:
             self.store.close()
         self.metrics.stop()
         self._executor.shutdown(wait=False)
+        self._store_executor.shutdown(wait=False)
 
     # --- ASGI ----------------------------------------------------------------------------
 
@@ -515,10 +536,7 @@ class ServingApp:
     def _select(self, scope: Scope, route: _Route, payload: Any) -> ServedModel:
         if not self.ready:
             raise RequestError(503, "the model is not ready yet", headers=[(b"retry-after", b"1")])
-        model = self.router.select(RequestInfo(route.name, scope["headers"], payload))
-        if id(model) not in self._codecs:
-            self._prepare(model)
-        return model
+        return self.router.select(RequestInfo(route.name, scope["headers"], payload))
 
     def _check_name(self, route: _Route) -> ServedModel:
         name = route.params["name"]
@@ -538,14 +556,14 @@ class ServingApp:
         self, model: ServedModel, rows: np.ndarray, keys: list[str] | None = None
     ) -> tuple[Any, Any, list[str]]:
         """Predict `rows` with `model` (micro-batched), issue ids, queue the log entry."""
-        key = id(model)
-        labels, probabilities = await self._batchers[key].submit(rows)
+        state = self._state(model)
+        labels, probabilities = await state.batcher.submit(rows)
         count = len(rows)
         issued = self._ids.take(count)
-        self.metrics.count_predictions(self._metric_keys[key], count)
+        self.metrics.count_predictions(state.labels, count)
         if self.log is not None:
             self.log.put(
-                self._log_index(model), issued, rows, labels, probabilities, time.time(), keys
+                self._log_index(state), issued, rows, labels, probabilities, time.time(), keys
             )
         return labels, probabilities, issued
 
@@ -563,31 +581,26 @@ class ServingApp:
         same request: then the fault is the model's, not the input's. The rows answered
         are mirrored to the router's shadows for `model`.
         """
-        rows = decode(self._codecs[id(model)])
+        rows = decode(self._state(model).codec)
         try:
             labels, probabilities, issued = await self._run(model, rows, keys)
         except Exception as error:
-            hook = self._fallback_for if failover else None
-            alternative = hook(model, error) if hook is not None else None
+            alternative = self.router.fallback_for(model, error) if failover else None
             if alternative is None:
                 raise
-            self._prepare(alternative)
             try:
-                alternative_rows = decode(self._codecs[id(alternative)])
+                alternative_rows = decode(self._state(alternative).codec)
             except RequestError:
                 raise error from None
             labels, probabilities, issued = await self._run(alternative, alternative_rows, keys)
-            if self._report_error is not None:
-                self._report_error(model, error)
+            self.router.report_error(model, error)
             model, rows = alternative, alternative_rows
-        if self._shadows_of is not None:
-            self._mirror(model, rows, issued)
+        self._mirror(model, rows, issued)
         return model, labels, probabilities, issued
 
     def _mirror(self, model: ServedModel, rows: np.ndarray, issued: list[str]) -> None:
         """Send `rows` to the shadows of `model` in the background (never on the answer)."""
-        assert self._shadows_of is not None
-        for k, shadow in enumerate(self._shadows_of(model), 1):
+        for k, shadow in enumerate(self.router.shadows(model), 1):
             if shadow.feature_names != model.feature_names:
                 continue  # rows in another feature order would be nonsense to it
             task = asyncio.ensure_future(self._shadow(shadow, rows, issued, k))
@@ -598,26 +611,25 @@ class ServingApp:
         self, model: ServedModel, rows: np.ndarray, issued: list[str], k: int
     ) -> None:
         """Predict mirrored rows with a shadow model and log them as `shadow_id(ID, k)`."""
-        self._prepare(model)
-        key = id(model)
+        state = self._state(model)
         dtype = model.predictor.input_dtype
         if rows.dtype != dtype and rows.dtype != object:
             rows = rows.astype(dtype)
         try:
-            labels, probabilities = await self._batchers[key].submit(rows)
+            labels, probabilities = await state.batcher.submit(rows)
         except Exception as error:
-            if self._report_error is not None:
-                self._report_error(model, error)
+            self.router.report_error(model, error)
             return
-        self.metrics.count_shadow_predictions(self._metric_keys[key], len(rows))
+        self.metrics.count_shadow_predictions(state.labels, len(rows))
         if self.log is not None:
             ids = [shadow_id(pid, k) for pid in issued]
-            self.log.put(self._log_index(model), ids, rows, labels, probabilities, time.time())
+            self.log.put(self._log_index(state), ids, rows, labels, probabilities, time.time())
 
-    def _log_index(self, model: ServedModel) -> int:
+    def _log_index(self, state: _Served) -> int:
         assert self.log is not None
+        model = state.model
         return self.log.register(
-            id(model),
+            state.serial,
             name=model.name,
             release=model.release,
             generation=model.generation,
@@ -692,11 +704,15 @@ class ServingApp:
 
     def _outcome_rules(self) -> tuple[OutcomeRule, ...]:
         """What outcomes the models serving now take (recomputed when they change)."""
-        models = self.router.models
-        key = tuple(id(m) for m in models)
-        if key != self._rules_key:
+        models = tuple(self.router.models)
+        known = self._rules_for
+        if (
+            known is None
+            or len(known) != len(models)
+            or any(a is not b for a, b in zip(known, models, strict=True))
+        ):
             self._rules = OutcomeRule.for_models(models)
-            self._rules_key = key
+            self._rules_for = models
         return self._rules
 
     async def _feedback(self, scope: Scope, body: bytes, send: Send, route: _Route) -> int:
@@ -710,23 +726,29 @@ class ServingApp:
             # Shadow predictions of this process still on their way to the log: an outcome
             # counted before its shadow rows exist would never reward the shadow.
             await asyncio.wait(list(self._background), timeout=5)
-        loop = asyncio.get_running_loop()
-        report = await loop.run_in_executor(self._executor, self._record_outcomes, items)
+        report = await self._record_outcomes(items)
         await _send_json(send, 200, report.as_dict())
         return 200
 
-    def _record_outcomes(self, items: list[tuple[str, Any]]) -> OutcomeReport:
+    async def _record_outcomes(self, items: list[tuple[str, Any]]) -> OutcomeReport:
         """Record outcomes; ids another worker issued a moment ago get more chances.
 
         Another worker may still hold those predictions in its log queue (it writes
         every `log_interval`, later when the machine is busy): ids issued within the
         last few seconds are retried after each of its writes until they turn up or
-        the window closes.
+        the window closes. The store is written on the feedback threads and the waits
+        between tries hold no thread at all.
         """
-        assert self.store is not None
-        if self.log is not None:
-            self.log.flush()
-        report = self.store.record_outcomes(items)
+        store, log_ = self.store, self.log
+        assert store is not None
+        loop = asyncio.get_running_loop()
+
+        def record(chosen: list[tuple[str, Any]], flush: bool = False) -> OutcomeReport:
+            if flush and log_ is not None:
+                log_.flush()
+            return store.record_outcomes(chosen)
+
+        report = await loop.run_in_executor(self._store_executor, record, items, True)
         window = 2 * self.options.log_interval + 3.0
         accepted, duplicate = report.accepted, report.duplicate
         pending = set(report.unknown)
@@ -739,8 +761,10 @@ class ServingApp:
             }
             if not recent:
                 break
-            time.sleep(self.options.log_interval + 0.05)
-            retry = self.store.record_outcomes([(p, o) for p, o in items if p in recent])
+            await asyncio.sleep(self.options.log_interval + 0.05)
+            retry = await loop.run_in_executor(
+                self._store_executor, record, [(p, o) for p, o in items if p in recent]
+            )
             accepted += retry.accepted
             duplicate += retry.duplicate
             pending -= set(retry.accepted) | set(retry.duplicate)
@@ -758,10 +782,13 @@ class ServingApp:
         )
 
     async def _model(self, scope: Scope, body: bytes, send: Send, route: _Route) -> int:
-        if self._describe_routing is None:
+        # A selector router changes what serves (new generations, arms taken out):
+        # /v1/model describes it at request time, with the routing.
+        routing = self.router.describe()
+        if routing is None:
             await _send_bytes(send, 200, self._model_info)
             return 200
-        info = {**self.router.models[0].describe(), "routing": self._describe_routing()}
+        info = {**self.router.models[0].describe(), "routing": routing}
         await _send_bytes(send, 200, orjson.dumps(info, option=_NUMPY))
         return 200
 

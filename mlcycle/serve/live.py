@@ -1,7 +1,7 @@
 """Dynamic serving: the engine follows the project's serving manifest while it runs.
 
 `LiveRouter` serves the arms the active manifest names (see
-`mlcycle.deploy.manifest`) through the manifest's selector. A watcher thread
+`mlcycle.registry.manifests`) through the manifest's selector. A watcher thread
 looks at the registry every `poll` seconds; when a new manifest is published or
 a new generation joins a followed release, it loads and verifies the new arms
 off the request path (artifact SHA-256, then the predictor's agreement check),
@@ -16,19 +16,16 @@ hash), and bandit state lives in the store, so a swap keeps what was learned.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import MlcycleError, ServingError, UsageError
-from mlcycle.registry.trust import DEFAULT_POLICY, TrustPolicy
-from mlcycle.serve.model import ProcessLocalState
+from mlcycle.serve.model import ProcessLocalState, Router
 
 if TYPE_CHECKING:
-    from mlcycle.registry import Entry, LocalRegistry
+    from mlcycle.registry import Entry, Registry
     from mlcycle.serve.model import RequestInfo, ServedModel
     from mlcycle.serve.router import SelectorRouter
 
@@ -74,23 +71,15 @@ def served_model_from_entry(name: str, registry: Any, entry: Entry) -> ServedMod
     )
 
 
-class LiveRouter(ProcessLocalState):
+class LiveRouter(ProcessLocalState, Router):
     """A Router that follows the active serving manifest of a project (module docstring)."""
 
-    def __init__(
-        self,
-        registry_root: Path,
-        project: str,
-        *,
-        poll: float = 2.0,
-        trust: TrustPolicy = DEFAULT_POLICY,
-    ) -> None:
-        self.registry_root = Path(registry_root)
-        self.project = project
+    def __init__(self, registry: Registry, *, poll: float = 2.0) -> None:
+        # The registry carries the project's trust policy (its own model code): with the
+        # library-only default, generations using project classes would never load.
+        self.registry = registry
+        self.project = registry.project
         self.poll = poll
-        # The project's trust policy (its own model code): the registry's default trusts
-        # library names only, so generations using project classes would never load.
-        self.trust = trust
         self.swaps = 0
         """How many times new arms were swapped in (in this process)."""
         self._cache: dict[tuple[str, str], ServedModel] = {}
@@ -105,17 +94,12 @@ class LiveRouter(ProcessLocalState):
     RUNTIME = ("_seen", "_store_url", "_thread", "_stopping")
 
     def _init_runtime(self) -> None:
-        self._seen: tuple[tuple[str, int], ...] = ()
+        self._seen: Hashable = None
         self._store_url: str | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
 
     # --- reading the registry -----------------------------------------------------------
-
-    def _registry(self) -> LocalRegistry:
-        from mlcycle.registry import LocalRegistry
-
-        return LocalRegistry(self.registry_root, self.project, trust=self.trust)
 
     def _read(self) -> tuple[Snapshot, list[Entry], int, Any]:
         """The active manifest's snapshot, its candidate entries (newest first), how many
@@ -124,10 +108,10 @@ class LiveRouter(ProcessLocalState):
         For a followed release every candidate is listed, so that a generation that
         fails to load can be skipped in favour of the next older one.
         """
-        from mlcycle.deploy.manifest import ManifestStore, selector_from_document
+        from mlcycle.registry.manifests import selector_from_document
 
-        registry = self._registry()
-        manifest = ManifestStore(registry.manifests_dir, self.project).active()
+        registry = self.registry
+        manifest = registry.manifests().active()
         if manifest is None:
             raise ServingError(
                 f"{self.project}: no serving manifest is published",
@@ -148,7 +132,7 @@ class LiveRouter(ProcessLocalState):
         """
         from mlcycle.serve.router import SelectorRouter
 
-        registry = self._registry()
+        registry = self.registry
         chosen: list[tuple[tuple[str, str], ServedModel]] = []
         problems = []
         for entry in entries:
@@ -179,29 +163,11 @@ class LiveRouter(ProcessLocalState):
 
     # --- the watcher ----------------------------------------------------------------------
 
-    def _signature(self) -> tuple[tuple[str, int], ...]:
-        """Modification times of the manifest and release directories.
-
-        Publishing a manifest or registering a generation renames a new entry into
-        one of them, which changes its mtime; while none changes, nothing needs reading.
-        """
-        registry = self._registry()
-        dirs = [registry.manifests_dir, registry.releases_dir]
-        with contextlib.suppress(OSError):
-            dirs += [p for p in registry.releases_dir.iterdir() if p.is_dir()]
-        found = []
-        for path in dirs:
-            try:
-                found.append((path.name, path.stat().st_mtime_ns))
-            except OSError:
-                found.append((path.name, -1))
-        return tuple(found)
-
     def check(self) -> bool:
         """Look for a new manifest or generation now; swap it in. True when it swapped."""
-        # The watcher runs in every worker, beside the request loop: a cheap stat first,
-        # the full read (every entry.json, the manifest's schema check) only on a change.
-        signature = self._signature()
+        # The watcher runs in every worker, beside the request loop: the registry's cheap
+        # change token first, the full read (every entry, the manifest) only on a change.
+        signature = self.registry.change_token()
         if signature == self._seen:
             return False
         self._seen = signature

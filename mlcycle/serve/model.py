@@ -15,9 +15,10 @@ bandit, fallback) over several models.
 from __future__ import annotations
 
 import functools
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlcycle.errors import ServingError
 
@@ -199,21 +200,53 @@ class RequestInfo:
         return None
 
 
-@runtime_checkable
-class Router(Protocol):
-    """Decides which model answers a request."""
+class Router(ABC):
+    """Decides which model answers a request.
+
+    A router implements `models` and `select`; everything else is an optional hook
+    with a no-op default here, which the engine calls on every router. A router
+    overrides the hooks for what it does (mirroring, failover, arms, a lifecycle).
+    """
 
     @property
+    @abstractmethod
     def models(self) -> Sequence[ServedModel]:
         """Every model that may answer; the first one is described by `GET /v1/model`."""
-        ...
 
+    @abstractmethod
     def select(self, request: RequestInfo) -> ServedModel:
         """The model that answers `request`."""
-        ...
+
+    def shadows(self, model: ServedModel) -> Sequence[ServedModel]:
+        """Models that get a mirrored copy of the requests `model` answered (none)."""
+        return ()
+
+    def fallback_for(self, model: ServedModel, error: BaseException) -> ServedModel | None:
+        """Another model to answer when `model` failed (None: the request fails)."""
+        return None
+
+    def report_error(self, model: ServedModel, error: BaseException) -> None:
+        """Learn that `model` failed where another one answered (nothing to learn)."""
+        return None
+
+    def arm_stats(self) -> list[dict[str, Any]]:
+        """Traffic and reward per arm, for /metrics (no arms)."""
+        return []
+
+    def describe(self) -> dict[str, Any] | None:
+        """How requests are routed, for `GET /v1/model` (None: one fixed model, no routing)."""
+        return None
+
+    def start(self, store_url: str | None = None) -> None:
+        """Start background work in this worker process (none), with the store at `store_url`."""
+        return None
+
+    def stop(self) -> None:
+        """Stop what `start` started."""
+        return None
 
 
-class SingleModelRouter:
+class SingleModelRouter(Router):
     """The default router: one model answers every request."""
 
     def __init__(self, model: ServedModel) -> None:

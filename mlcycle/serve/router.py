@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import ServingError
-from mlcycle.serve.model import ProcessLocalState
+from mlcycle.serve.model import ProcessLocalState, Router
 from mlcycle.serve.selectors import (
     Arm,
     Reward,
@@ -52,7 +52,7 @@ from mlcycle.spec.model import SelectorSpec
 
 if TYPE_CHECKING:
     from mlcycle.serve.model import RequestInfo, ServedModel
-    from mlcycle.serve.store import PredictionStore
+    from mlcycle.store.predictions import PredictionStore
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class RewardLedger:
         the round is skipped when the cursor moved less than `min_gap` seconds ago: with
         several workers, one of them counting per refresh interval is enough.
         """
-        from mlcycle.serve.store import ArmTotals
+        from mlcycle.store.predictions import ArmTotals
 
         tasks = tasks or {}
         counted = 0
@@ -138,7 +138,7 @@ def _guess_task(prediction: Any) -> str:
     return "classification"
 
 
-class SelectorRouter(ProcessLocalState):
+class SelectorRouter(ProcessLocalState, Router):
     """Routes each request to one of `arms` (newest first) through `selector`.
 
     `selector` is a `Selector` or the `SelectorSpec` to build one from. Rewards come
@@ -279,7 +279,7 @@ class SelectorRouter(ProcessLocalState):
 
     def start(self, store_url: str | None = None) -> None:
         """Load the reward totals and start refreshing them (the engine calls this)."""
-        from mlcycle.serve.store import PredictionStore
+        from mlcycle.store.predictions import PredictionStore
 
         if self._thread is not None:
             return

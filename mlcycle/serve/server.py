@@ -31,7 +31,7 @@ from typing import Any
 from mlcycle.errors import ServingError
 from mlcycle.serve.app import ServeOptions, ServingApp
 from mlcycle.serve.model import ModelSource, Router, resolve_source
-from mlcycle.spec.model import DEFAULT_STORE_URL
+from mlcycle.spec.model import DEFAULT_STORE_URL, SERVE_HOST, SERVE_PORT, SERVE_WORKERS
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,9 @@ _MAX_RESTARTS = 5
 def serve(
     source: ModelSource,
     *,
-    host: str = "127.0.0.1",
-    port: int = 8080,
-    workers: int = 1,
+    host: str = SERVE_HOST,
+    port: int = SERVE_PORT,
+    workers: int = SERVE_WORKERS,
     store_url: str | None = DEFAULT_STORE_URL,
     options: ServeOptions | None = None,
 ) -> None:
@@ -83,7 +83,7 @@ def serve(
             ", predictions" if options.public_predict else "",
         )
     if store_url:
-        from mlcycle.serve.store import PredictionStore
+        from mlcycle.store.predictions import PredictionStore
 
         # Create the tables once, before workers race to do it, and fail early.
         PredictionStore(store_url).close()

@@ -323,13 +323,19 @@ class ImageSpec:
     registry: str | None = None
 
 
+SERVE_HOST = "127.0.0.1"
+SERVE_PORT = 8080
+SERVE_WORKERS = 1
+"""Where and how `mlcycle serve` listens when neither the spec nor an option says."""
+
+
 @dataclass(frozen=True)
 class ServeSpec:
     """Defaults of `mlcycle serve`."""
 
-    host: str = "127.0.0.1"
-    port: int = 8080
-    workers: int = 1
+    host: str = SERVE_HOST
+    port: int = SERVE_PORT
+    workers: int = SERVE_WORKERS
     max_rows: int = DEFAULT_MAX_ROWS
     """Rows one prediction request may carry (more get 413)."""
 

@@ -12,10 +12,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from mlcycle.errors import GateFailure, GateRejectedError, TrainingError
+from mlcycle.errors import DataError, GateFailure, GateRejectedError, TrainingError, UsageError
+from mlcycle.progress import Progress
 from mlcycle.train.metrics import score
+
+if TYPE_CHECKING:
+    from mlcycle.spec.model import Spec
 
 # How many of the largest prediction differences a report lists.
 WORST_SHOWN = 5
@@ -172,3 +177,71 @@ def _predict(model: Any, X: Any) -> Any:
     if proba is not None and classes is not None and len(classes) == 2:
         return proba(X)[:, 1]
     return model.predict(X)
+
+
+def reproduce_research(spec: Spec, model: Any, progress: Progress) -> Reproduction | None:
+    """Compare `model` with research's specification (release.research); None without one."""
+    import pandas as pd
+
+    research = spec.release.research
+    if research is None:
+        return None
+    if research.data is None:
+        raise UsageError(
+            "release.research names no reference data (research.data)",
+            hint="add the reference cases research used: release.research.data: FILE.csv",
+        )
+    reference_path = spec.resolve(research.data)
+    progress.start("reproduce research's results")
+    try:
+        reference = _read_table(reference_path, pd)
+        names_in = getattr(model, "feature_names_in_", None)
+        features = [str(n) for n in names_in] if names_in is not None else []
+        if not features:
+            features = [c for c in reference.columns if c not in (spec.data.label, spec.data.key)]
+        missing = [c for c in features if c not in reference.columns]
+        if missing:
+            raise DataError(
+                f"{reference_path}: the reference data lacks the model's feature(s) "
+                f"{', '.join(missing[:5])}"
+            )
+        label = spec.data.label if spec.data.label in reference.columns else None
+        key = spec.data.key
+        predictions: dict[Any, float] | None = None
+        if research.predictions is not None:
+            if key is None or key not in reference.columns:
+                raise DataError(
+                    f"{reference_path}: comparing predictions needs the key column "
+                    f"{key!r} in the reference data",
+                    hint="declare data.key and keep it in the reference file",
+                )
+            pred_path = spec.resolve(research.predictions)
+            frame = _read_table(pred_path, pd)
+            value_column = "prediction" if "prediction" in frame.columns else frame.columns[-1]
+            if key not in frame.columns:
+                raise DataError(f"{pred_path}: no key column {key!r}")
+            predictions = dict(
+                zip(frame[key].tolist(), frame[value_column].astype(float), strict=True)
+            )
+        return reproduce(
+            model,
+            reference[features],
+            reference[label] if label else None,
+            keys=reference[key] if key in reference.columns else range(len(reference)),
+            predictions=predictions,
+            metrics=dict(research.metrics),
+            tolerance=research.tolerance,
+        )
+    finally:
+        progress.done()
+
+
+def _read_table(path: Path, pd: Any) -> Any:
+    try:
+        if path.suffix.lower() == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file (named in release.research)") from None
+    except Exception as e:
+        raise DataError(f"{path}: cannot read it ({type(e).__name__}: {e})") from None

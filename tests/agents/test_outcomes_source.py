@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mlcycle.serve.store import PredictionStore
+from mlcycle.store.predictions import PredictionStore
 from tests.deploy.test_deploy_cli import free_port, request, wait_ready
 from tests.learn.conftest import mlcycle
 

@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from mlcycle.serve.store import PredictionRecord, PredictionStore
+from mlcycle.store.predictions import PredictionRecord, PredictionStore
 from tests.spec.helpers import cli, spec_text, write_spec
 
 BODY = """\

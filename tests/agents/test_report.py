@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mlcycle.serve.store import PredictionRecord, PredictionStore
+from mlcycle.store.predictions import PredictionRecord, PredictionStore
 from tests.learn.conftest import mlcycle
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -118,7 +118,7 @@ def test_update_is_refused_for_release_forced_lifecycles(
 def test_production_evaluation_joins_predictions_with_outcomes(
     released: Callable[..., Path],
 ) -> None:
-    from mlcycle.serve.store import PredictionRecord, PredictionStore
+    from mlcycle.store.predictions import PredictionRecord, PredictionStore
 
     root = released()
     empty = mlcycle("evaluate", "--production", cwd=root)
@@ -179,7 +179,7 @@ def test_psi_is_zero_for_the_same_distribution_and_large_for_a_shift() -> None:
 
 def _served(root: Path, count: int, right_every: int, prefix: str = "c") -> None:
     """`count` served predictions of 0.1.0/1 with outcomes; one in `right_every` is right."""
-    from mlcycle.serve.store import PredictionRecord, PredictionStore
+    from mlcycle.store.predictions import PredictionRecord, PredictionStore
 
     store = PredictionStore(f"sqlite:///{root / '.mlcycle' / 'store.db'}")
     rng = np.random.default_rng(1)

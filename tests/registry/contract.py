@@ -18,7 +18,8 @@ import pytest
 
 from mlcycle.errors import ExitCode, IntegrityError, RegistryError, UsageError
 from mlcycle.registry import CURRENT, LATEST, Entry, ModelRef, Registry, Status
-from mlcycle.spec.model import Procurement
+from mlcycle.registry.manifests import FOLLOW, selector_document
+from mlcycle.spec.model import Procurement, SelectorSpec
 from tests.registry.conftest import (
     DATA,
     GATE_FAILED,
@@ -27,6 +28,8 @@ from tests.registry.conftest import (
     register,
     same_predictions,
 )
+
+LATEST_SELECTOR = selector_document(SelectorSpec())
 
 
 class RegistryContract:
@@ -307,3 +310,36 @@ class RegistryContract:
         assert isinstance(again.current(), Entry)
         loaded = again.load_model(again.get("0.1.0/1"))
         assert loaded[-1].C == 0.5
+
+    # --- what the registry answers beside its entries ------------------------------------
+
+    def test_manifests_are_kept_by_the_registry(
+        self, make_registry: Callable[[], Registry], logit: Any
+    ) -> None:
+        registry = make_registry()
+        assert registry.manifests().active() is None
+        assert registry.manifests().history() == []
+        register(registry, logit)
+        first = registry.manifests().publish(
+            release="0.1.0", selector=LATEST_SELECTOR, mode=FOLLOW, arms=1
+        )
+        again = make_registry().manifests()  # another process sees what was published
+        assert again.active() == first
+        assert [m.number for m in again.history()] == [1]
+
+    def test_the_change_token_moves_on_every_change_and_only_then(
+        self, make_registry: Callable[[], Registry], logit: Any
+    ) -> None:
+        registry = make_registry()
+        quiet = registry.change_token()
+        assert registry.change_token() == quiet  # nothing changed: nothing to read again
+        seen = [quiet]
+        register(registry, logit)
+        seen.append(make_registry().change_token())
+        register(registry, logit)  # a new generation of the same release
+        seen.append(make_registry().change_token())
+        registry.manifests().publish(release="0.1.0", selector=LATEST_SELECTOR, mode=FOLLOW, arms=1)
+        seen.append(make_registry().change_token())
+        registry.remove_entry("0.1.0/2")
+        seen.append(make_registry().change_token())
+        assert len(set(seen)) == len(seen), seen

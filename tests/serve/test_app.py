@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from mlcycle.serve.app import ServingApp, create_app
-from mlcycle.serve.model import RequestInfo, ServedModel
-from mlcycle.serve.store import PredictionStore
+from mlcycle.serve.model import RequestInfo, Router, ServedModel
+from mlcycle.store.predictions import PredictionStore
 from tests.serve.conftest import rows_of
 
 
@@ -46,7 +46,7 @@ async def _call(
     return sent[0]["status"], json.loads(raw) if raw else None
 
 
-class ArmRouter:
+class ArmRouter(Router):
     """Chooses a model by the `x-arm` header: the shape of a dynamic selector."""
 
     def __init__(self, models: Sequence[ServedModel]) -> None:

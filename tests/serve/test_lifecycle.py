@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mlcycle.serve.store import PredictionStore
+from mlcycle.store.predictions import PredictionStore
 from tests.serve.conftest import Server, free_port, launch, metric, rows_of, wait_for
 
 pytestmark = pytest.mark.slow
@@ -65,7 +65,12 @@ def test_overload_is_shed_with_503_and_retry_after(
         with ThreadPoolExecutor(2) as pool:
             feedback = [{"id": pid, "outcome": 1} for pid in fresh]
             busy = [pool.submit(server.post, "/v1/feedback", item) for item in feedback]
-            time.sleep(1.0)  # TODO(arch 12.3): wait on the inflight gauge instead
+            # /metrics answers while feedback waits (the retries are off its thread pool).
+            wait_for(
+                lambda: metric(server, "mlcycle_inflight_requests") == 2,
+                "both feedback requests to hold a slot",
+                server,
+            )
 
             shed = server.post("/v1/predict", {"instances": rows_of(cancer[0], 0, 1)})
             assert shed.status == 503

@@ -229,7 +229,9 @@ def test_generations_with_project_code_load_under_the_projects_trust_policy(
         extra={"training": {"task": "classification"}},
     )
 
-    trusted = LiveRouter(root, spec.name, trust=policy)
+    trusted = LiveRouter(registry)
     assert {(m.release, m.generation) for m in trusted.models} == {("0.1.0", 1), ("0.1.0", 2)}
-    default = LiveRouter(root, spec.name)  # library names only: generation 2 is skipped
+    default = LiveRouter(
+        LocalRegistry(root, spec.name)
+    )  # library names only: generation 2 is skipped
     assert {(m.release, m.generation) for m in default.models} == {("0.1.0", 1)}

@@ -15,7 +15,7 @@ import pytest
 
 from mlcycle.serve.app import ServeOptions, create_app
 from mlcycle.serve.model import ServedModel
-from mlcycle.serve.outcomes import OutcomeRule, check_outcome, scoring_problem
+from mlcycle.store.outcomes import OutcomeRule, check_outcome, scoring_problem
 from tests.serve.conftest import Server, rows_of
 from tests.serve.test_app import ArmRouter, _call
 

@@ -27,8 +27,8 @@ from mlcycle.errors import ServingError
 from mlcycle.serve.model import RequestInfo, Router, ServedModel
 from mlcycle.serve.router import RewardLedger, SelectorRouter
 from mlcycle.serve.selectors import Reward, arm_key
-from mlcycle.serve.store import PredictionRecord, PredictionStore, shadow_id
 from mlcycle.spec.model import SelectorKind, SelectorSpec
+from mlcycle.store.predictions import PredictionRecord, PredictionStore, shadow_id
 from tests.serve.conftest import Server, free_port, rows_of, save_pickle, wait_ready
 
 NAME = "cancer"

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlcycle.serve.ids import is_wellformed
-from mlcycle.serve.store import PredictionStore
+from mlcycle.store.predictions import PredictionStore
 from tests.serve.conftest import GENERATION, NAME, RELEASE, Server, rows_of
 
 pytestmark = pytest.mark.slow

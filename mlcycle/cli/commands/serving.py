@@ -81,15 +81,16 @@ def serve(
     from mlcycle.api.serving import serve_access, serve_target
     from mlcycle.cli import render
     from mlcycle.errors import UsageError
+    from mlcycle.spec.model import ServeSpec
 
     if bundle is not None and model is not None:
         raise UsageError("--bundle and --model exclude each other", hint="pass one of them")
     target = serve_target(project, ref=model, bundle=bundle, store_url=store, no_store=no_store)
     try:
-        defaults = target.defaults
-        bind_host = host or (defaults.host if defaults else "127.0.0.1")
-        bind_port = port if port is not None else (defaults.port if defaults else 8080)
-        count = workers or (defaults.workers if defaults else 1)
+        defaults = target.defaults or ServeSpec()
+        bind_host = host or defaults.host
+        bind_port = port if port is not None else defaults.port
+        count = workers or defaults.workers
         access = serve_access(
             bind_host, token_file=token_file, no_auth=no_auth, public_predict=public_predict
         )

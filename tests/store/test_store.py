@@ -11,7 +11,8 @@ import pytest
 
 from mlcycle.errors import ServingError
 from mlcycle.serve.ids import IdGenerator, is_wellformed, issued_at
-from mlcycle.serve.store import PredictionLog, PredictionRecord, PredictionStore
+from mlcycle.store.log import PredictionLog
+from mlcycle.store.predictions import PredictionRecord, PredictionStore
 
 
 def _record(pid: str, created_at: float = 100.0, **changes: object) -> PredictionRecord:

@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlcycle.serve.store import (
+from mlcycle.spec.model import Retention
+from mlcycle.store.log import PredictionLog
+from mlcycle.store.predictions import (
     ArmTotals,
-    PredictionLog,
     PredictionRecord,
     PredictionStore,
     shadow_id,
 )
-from mlcycle.spec.model import Retention
 
 NOW = 1_000_000.0
 DAY = 86_400

@@ -17,10 +17,23 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from mlcycle.serve.model import ServedModel
+
+class _Classes(Protocol):
+    @property
+    def classes(self) -> Sequence[Any] | None: ...
+
+
+class ScoredModel(Protocol):
+    """What a rule needs of a served model (the serving engine's `ServedModel` is one)."""
+
+    @property
+    def task(self) -> str: ...
+
+    @property
+    def predictor(self) -> _Classes: ...
+
 
 MAX_LABEL_LENGTH = 200
 """Longest string outcome taken for a model whose classes are unknown."""
@@ -80,7 +93,7 @@ class OutcomeRule:
     classes: tuple[Any, ...] | None = None
 
     @classmethod
-    def for_models(cls, models: Iterable[ServedModel]) -> tuple[OutcomeRule, ...]:
+    def for_models(cls, models: Iterable[ScoredModel]) -> tuple[OutcomeRule, ...]:
         """The rules of `models`, one per task: classifiers' classes are united.
 
         A dynamic deployment serves several generations of one project at once, and
