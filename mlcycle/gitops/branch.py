@@ -91,7 +91,7 @@ def ci_branch(environ: Mapping[str, str]) -> Branch | None:
                     continue  # refs/tags/..., refs/pull/...: not a branch
                 value = value.removeprefix(rule.strip)
             if value and check_ref_name(value) is None:
-                return Branch(value, f"{ci} ({rule.variable})")
+                return Branch(value, f"{ci}: {rule.variable}")
     return None
 
 

@@ -315,7 +315,7 @@ def test_generated_ci_jobs_pass_verbatim(
     # the next version, said where its branch and the tag came from, and pushed.
     release = logs["release"]
     assert f"fetched 1 release tag(s) from origin that this clone lacked: {LAPTOP_TAG}" in release
-    source = "GitHub Actions (GITHUB_REF)" if ci == "github" else "GitLab CI (CI_COMMIT_BRANCH)"
+    source = "GitHub Actions: GITHUB_REF" if ci == "github" else "GitLab CI: CI_COMMIT_BRANCH"
     assert f"branch main (from {source})" in release
     assert f"released {NAME}@v0.2.0 (after 0.1.0)" in release
     assert git(remote, "tag", "--list").split() == [LAPTOP_TAG, f"{NAME}@v0.2.0"]

@@ -15,7 +15,7 @@ from mlcycle.gitops import Branch, ci_branch, resolve_branch
         # GitHub Actions: a push to a branch, a pull request, a tag.
         (
             {"GITHUB_ACTIONS": "true", "GITHUB_REF": "refs/heads/main", "GITHUB_REF_NAME": "main"},
-            Branch("main", "GitHub Actions (GITHUB_REF)"),
+            Branch("main", "GitHub Actions: GITHUB_REF"),
         ),
         (
             {
@@ -24,7 +24,7 @@ from mlcycle.gitops import Branch, ci_branch, resolve_branch
                 "GITHUB_REF_NAME": "7/merge",
                 "GITHUB_HEAD_REF": "feature/x",
             },
-            Branch("feature/x", "GitHub Actions (GITHUB_HEAD_REF)"),
+            Branch("feature/x", "GitHub Actions: GITHUB_HEAD_REF"),
         ),
         (
             {"GITHUB_ACTIONS": "true", "GITHUB_REF": "refs/tags/v1", "GITHUB_REF_NAME": "v1"},
@@ -33,7 +33,7 @@ from mlcycle.gitops import Branch, ci_branch, resolve_branch
         # GitLab CI: a branch pipeline, a merge request pipeline, a tag pipeline.
         (
             {"GITLAB_CI": "true", "CI_COMMIT_BRANCH": "main", "CI_COMMIT_REF_NAME": "main"},
-            Branch("main", "GitLab CI (CI_COMMIT_BRANCH)"),
+            Branch("main", "GitLab CI: CI_COMMIT_BRANCH"),
         ),
         (
             {
@@ -41,26 +41,26 @@ from mlcycle.gitops import Branch, ci_branch, resolve_branch
                 "CI_MERGE_REQUEST_SOURCE_BRANCH_NAME": "fix",
                 "CI_COMMIT_REF_NAME": "fix",
             },
-            Branch("fix", "GitLab CI (CI_MERGE_REQUEST_SOURCE_BRANCH_NAME)"),
+            Branch("fix", "GitLab CI: CI_MERGE_REQUEST_SOURCE_BRANCH_NAME"),
         ),
         (
             {"GITLAB_CI": "true", "CI_COMMIT_REF_NAME": "dev"},
-            Branch("dev", "GitLab CI (CI_COMMIT_REF_NAME)"),
+            Branch("dev", "GitLab CI: CI_COMMIT_REF_NAME"),
         ),
         ({"GITLAB_CI": "true", "CI_COMMIT_REF_NAME": "v1", "CI_COMMIT_TAG": "v1"}, None),
         # Others, cheaply.
         (
             {"JENKINS_URL": "http://j", "BRANCH_NAME": "main"},
-            Branch("main", "Jenkins (BRANCH_NAME)"),
+            Branch("main", "Jenkins: BRANCH_NAME"),
         ),
         (
             {"BUILDKITE": "true", "BUILDKITE_BRANCH": "main"},
-            Branch("main", "Buildkite (BUILDKITE_BRANCH)"),
+            Branch("main", "Buildkite: BUILDKITE_BRANCH"),
         ),
         ({"BUILDKITE": "true", "BUILDKITE_BRANCH": "v1", "BUILDKITE_TAG": "v1"}, None),
         (
             {"TF_BUILD": "True", "BUILD_SOURCEBRANCH": "refs/heads/rel/2"},
-            Branch("rel/2", "Azure Pipelines (BUILD_SOURCEBRANCH)"),
+            Branch("rel/2", "Azure Pipelines: BUILD_SOURCEBRANCH"),
         ),
         # A variable without its CI's marker is not believed (a stray export).
         ({"CI_COMMIT_BRANCH": "main"}, None),
@@ -76,7 +76,7 @@ def test_resolve_branch_order() -> None:
     ci = {"GITLAB_CI": "true", "CI_COMMIT_BRANCH": "main"}
     assert resolve_branch("dev", explicit=None, environ=ci) == Branch("dev", "git")
     assert resolve_branch(None, explicit=None, environ=ci) == Branch(
-        "main", "GitLab CI (CI_COMMIT_BRANCH)"
+        "main", "GitLab CI: CI_COMMIT_BRANCH"
     )
     assert resolve_branch(None, explicit="rel", environ=ci) == Branch("rel", "--branch")
     assert resolve_branch("rel", explicit="rel", environ={}) == Branch("rel", "--branch")

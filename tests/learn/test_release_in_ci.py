@@ -54,7 +54,7 @@ def test_a_gitlab_clone_takes_the_branch_from_ci_variables(
     monkeypatch.setenv("GITLAB_CI", "true")
     monkeypatch.setenv("CI_COMMIT_BRANCH", "main")
     plan = api.release(clone, dry_run=True).plan
-    assert (plan.branch, plan.branch_source) == ("main", "GitLab CI (CI_COMMIT_BRANCH)")
+    assert (plan.branch, plan.branch_source) == ("main", "GitLab CI: CI_COMMIT_BRANCH")
 
 
 def test_a_github_tag_build_needs_branch(

@@ -65,7 +65,10 @@ def release(
         show_default=False,
     ),
     dry_run: bool = typer.Option(
-        False, "--dry-run", "-n", help="Show the version and stages; change nothing."
+        False,
+        "--dry-run",
+        "-n",
+        help="Show the version and stages; change nothing but fetch missing release tags.",
     ),
     as_json: bool = json_option("the result"),
 ) -> None:
@@ -128,7 +131,8 @@ def _render_release(result: ReleaseResult) -> None:
         )
         for number, stage in enumerate(plan.stages, 1):
             out.print(f"  {number}. {escape(stage)}")
-        out.print("dry run: nothing was changed")
+        # Fetched tags are the remote's own; the version could not be right without them.
+        out.print("dry run: nothing " + ("else " if plan.fetched_tags else "") + "was changed")
         return
     for warning in result.warnings:
         render.warning(warning)
