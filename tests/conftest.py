@@ -29,6 +29,11 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     )
     os.environ.pop("MLCYCLE_DEBUG", None)
     os.environ.pop("MLCYCLE_API_TOKEN", None)  # a developer's token would guard test servers
+    # Tests run in CI too: its variables would name a branch for a detached HEAD.
+    for marker in ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL", "BUILDKITE", "CIRCLECI"):
+        os.environ.pop(marker, None)
+    for marker in ("TF_BUILD", "BITBUCKET_BUILD_NUMBER", "TRAVIS"):
+        os.environ.pop(marker, None)
     (home / ".gitconfig").write_text(
         "[user]\n\tname = mlcycle tests\n\temail = tests@mlcycle.invalid\n"
         "[init]\n\tdefaultBranch = main\n"

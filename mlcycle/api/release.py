@@ -34,7 +34,7 @@ import logging
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,12 +68,14 @@ class ReleasePlan:
     previous: str | None
     commit: str
     branch: str | None
+    branch_source: str | None  # "git", "--branch", or the CI variable that named it
     procurement: str
     liaison: str
     push: bool
     remote: str
     orphan: bool  # a crashed release of this version left registry entries to remove first
     stages: tuple[str, ...]
+    fetched_tags: tuple[str, ...] = ()  # release tags the remote had and this clone lacked
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready description."""
@@ -84,12 +86,14 @@ class ReleasePlan:
             "previous": self.previous,
             "commit": self.commit,
             "branch": self.branch,
+            "branch_source": self.branch_source,
             "procurement": self.procurement,
             "liaison": self.liaison,
             "push": self.push,
             "remote": self.remote if self.push else None,
             "orphan": self.orphan,
             "stages": list(self.stages),
+            "fetched_tags": list(self.fetched_tags),
         }
 
 
@@ -131,7 +135,8 @@ def release(
     version: str | None = None,
     model: str | Path | None = None,
     push: bool = False,
-    remote: str = "origin",
+    remote: str | None = None,
+    branch: str | None = None,
     dry_run: bool = False,
     trust_pickle: bool = False,
     progress: Progress = NULL_PROGRESS,
@@ -142,7 +147,15 @@ def release(
     version. `model` is the hand-made model file of an interactive lifecycle
     (default: the spec's `release.model`); a pickle is read only with
     `trust_pickle`, since unpickling runs any code the file holds (the model
-    is stored as skops all the same). Raises UsageError for a state git or
+    is stored as skops all the same).
+
+    `remote` is where the release tags live and where `push` pushes (default:
+    the branch's upstream remote, else origin). Before anything else the tags it
+    has and this clone lacks are fetched (CI clones are often shallow and
+    tagless), so no existing version is re-issued; when they cannot be fetched,
+    UsageError names the command that fixes it. `branch` names the branch a
+    detached HEAD was built from (default: the CI's variables, see
+    `mlcycle.gitops.branch`). Raises UsageError for a state git or
     the arguments do not allow (exit 2), GateRejectedError when the gate or the
     reproduction of research's results refuses the model (exit 3), and a
     RuntimeFailure for the rest (exit 1); in every case nothing is left behind.
@@ -151,12 +164,21 @@ def release(
     from mlcycle.gitops import Repo
 
     project = open_project(path)
+    remote, fetched = _sync_tags(project, remote)
     # Planned once without the lock, so that what is wrong (a dirty tree, a taken
     # version) is said at once rather than after waiting for another release ...
     with Repo.find(project.root) as repo:  # ends GitPython's helpers however this ends
         plan = _plan(
-            project, repo, bump=bump, version=version, model=model, push=push, remote=remote
+            project,
+            repo,
+            bump=bump,
+            version=version,
+            model=model,
+            push=push,
+            remote=remote,
+            branch=branch,
         )
+        plan = replace(plan, fetched_tags=fetched)
         if dry_run:
             return ReleaseResult(plan=plan, dry_run=True)
     if project.spec.lifecycle.procurement is Procurement.INTERACTIVE:
@@ -164,8 +186,16 @@ def release(
     # ... and again under it: the version is the one free now.
     with _release_lock(project, progress), Repo.find(project.root) as repo:
         plan = _plan(
-            project, repo, bump=bump, version=version, model=model, push=push, remote=remote
+            project,
+            repo,
+            bump=bump,
+            version=version,
+            model=model,
+            push=push,
+            remote=remote,
+            branch=branch,
         )
+        plan = replace(plan, fetched_tags=fetched)
         return _carry_out(
             project,
             plan,
@@ -176,6 +206,19 @@ def release(
             trust_pickle=trust_pickle,
             progress=progress,
         )
+
+
+def _sync_tags(project: Project, remote: str | None) -> tuple[str, tuple[str, ...]]:
+    """The remote to use, and the release tags fetched from it (before any version is chosen)."""
+    from mlcycle.gitops import Repo, TagFormat
+
+    fmt = TagFormat(project.spec.release.tag_format).validate(project.spec.name)
+    with Repo.find(project.root) as repo:
+        chosen = remote if remote is not None else repo.default_remote()
+        fetched = repo.sync_release_tags(
+            chosen, lambda tag: fmt.parse(tag, project.spec.name) is not None
+        )
+    return chosen or "origin", tuple(fetched)
 
 
 @contextmanager
@@ -275,8 +318,11 @@ def _plan(
     model: str | Path | None,
     push: bool,
     remote: str,
+    branch: str | None,
 ) -> ReleasePlan:
-    from mlcycle.gitops import TagFormat, Version
+    import os
+
+    from mlcycle.gitops import TagFormat, Version, resolve_branch
 
     spec = project.spec
     if bump is not None and version is not None:
@@ -306,12 +352,16 @@ def _plan(
             hint="commit or stash them (git status shows them), or add generated files "
             "to .gitignore",
         )
-    detached = repo.is_detached()
-    if detached and version is None:
+    on = resolve_branch(repo.branch(), explicit=branch, environ=os.environ)
+    if on is None and version is None:
         raise UsageError(
-            f"{repo.root}: HEAD is detached, so the next version cannot be told from a branch",
-            hint="check out a branch, or name the version: mlcycle release --version X.Y.Z",
+            f"{repo.root}: HEAD is detached and no CI variable names its branch, so the "
+            "next version cannot be told from a branch",
+            hint="name the branch (mlcycle release --branch main), check one out, "
+            "or name the version: mlcycle release --version X.Y.Z",
         )
+    if on is not None and on.source != "git":
+        log.info("releasing from branch %s (from %s)", on.name, on.source)
     latest = repo.latest_version(fmt, spec.name)
     if version is not None:
         target: Version = Version.parse(version.removeprefix("v"))
@@ -339,7 +389,8 @@ def _plan(
         tag=tag,
         previous=None if latest is None else str(latest),
         commit=commit,
-        branch=None if detached else repo.branch(),
+        branch=None if on is None else on.name,
+        branch_source=None if on is None else on.source,
         procurement=spec.lifecycle.procurement.value,
         liaison=spec.lifecycle.liaison.value,
         push=push,

@@ -6,6 +6,7 @@ is opened (`Repo.find`).
 
 from __future__ import annotations
 
+from mlcycle.gitops.branch import Branch, ci_branch, resolve_branch
 from mlcycle.gitops.repo import FALLBACK_EMAIL, FALLBACK_NAME, Repo
 from mlcycle.gitops.tags import (
     METADATA_MARKER,
@@ -23,14 +24,17 @@ __all__ = [
     "FALLBACK_EMAIL",
     "FALLBACK_NAME",
     "METADATA_MARKER",
+    "Branch",
     "Bump",
     "ReleaseTag",
     "Repo",
     "TagFormat",
     "Version",
     "check_ref_name",
+    "ci_branch",
     "first_version",
     "is_gto_name",
     "parse_release_message",
     "release_message",
+    "resolve_branch",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -328,6 +328,87 @@ class Repo:
     def remotes(self) -> list[str]:
         """Names of the configured remotes."""
         return [remote.name for remote in self._repo.remotes]
+
+    def is_shallow(self) -> bool:
+        """Whether this is a shallow clone (`git clone --depth N`), missing older history."""
+        status, out, _ = self._run("rev-parse", "--is-shallow-repository")
+        return status == 0 and out.strip() == "true"
+
+    def default_remote(self) -> str | None:
+        """Where release tags live: the branch's upstream remote, else origin, else the only one."""
+        names = self.remotes()
+        branch = self.branch()
+        if branch is not None:
+            status, out, _ = self._run("config", "--get", f"branch.{branch}.remote")
+            if status == 0 and out.strip() in names:
+                return out.strip()
+        if "origin" in names:
+            return "origin"
+        return names[0] if len(names) == 1 else None
+
+    def remote_tags(self, remote: str) -> list[str]:
+        """Names of the tags `remote` has (`git ls-remote`: reads, never writes)."""
+        status, out, err = self._run("ls-remote", "--tags", "--refs", remote, env=_NO_PROMPT)
+        if status != 0:
+            raise GitError(f"{self.root}: could not list the tags of {remote}: {_gist(err)}")
+        return sorted(
+            line.split("\t", 1)[1].removeprefix("refs/tags/")
+            for line in out.splitlines()
+            if "\trefs/tags/" in line
+        )
+
+    def fetch_tags(self, remote: str, tags: Iterable[str]) -> None:
+        """Fetch `tags` from `remote`, with the commits they tag.
+
+        In a shallow clone only those commits come (depth 1), not their history:
+        a version is read from the tag, and a CI job should not pay for a full clone.
+        """
+        names = list(tags)
+        refspecs = [f"refs/tags/{t}:refs/tags/{t}" for t in names]
+        if not refspecs:
+            return
+        depth = ["--depth=1"] if self.is_shallow() else []
+        status, _, err = self._run(
+            "fetch", "--quiet", "--no-tags", *depth, remote, *refspecs, env=_NO_PROMPT
+        )
+        if status != 0:
+            raise GitError(f"{self.root}: could not fetch tags from {remote}: {_gist(err)}")
+        log.info("fetched %d tag(s) from %s: %s", len(names), remote, ", ".join(names))
+
+    def sync_release_tags(self, remote: str | None, wanted: Callable[[str], bool]) -> list[str]:
+        """Make sure every `wanted` tag of `remote` is here before a version is chosen.
+
+        The tags `remote` has and this clone lacks (a CI's shallow or `--no-tags`
+        clone) are fetched; their names are returned. When the remote cannot be
+        read and this clone cannot be trusted on its own (it is shallow, or has
+        no `wanted` tag), UsageError with the command that fixes it: choosing a
+        version blind would re-issue an existing one. A full clone that has tags
+        goes on without the remote (offline work), with a warning.
+        """
+        if remote is None:
+            return []  # a repository without remotes: its tags are all there is
+        names = self.remotes()
+        if remote not in names:
+            hint = f"add it: git remote add {remote} URL"
+            if names:
+                hint += "; remotes here: " + ", ".join(names)
+            raise UsageError(f"{self.root}: no git remote named {remote!r}", hint=hint)
+        local = {ref.name for ref in self._repo.tags}
+        try:
+            missing = [t for t in self.remote_tags(remote) if wanted(t) and t not in local]
+            self.fetch_tags(remote, missing)
+        except GitError as e:
+            shallow = self.is_shallow()
+            if not shallow and any(wanted(t) for t in local):
+                log.warning("%s; choosing the version from the local tags", e.message)
+                return []
+            why = "this clone is shallow" if shallow else "this clone has no release tags"
+            raise UsageError(
+                f"{e.message}\n{why}, so the next version cannot be told from it "
+                "(it could re-issue a version that exists)",
+                hint=f"fetch the tags, then release again: git fetch --tags {remote}",
+            ) from e
+        return missing
 
     def push_tag(self, tag: str, remote: str = "origin") -> None:
         """Push the tag to `remote`; GitError with the remote's words when it refuses."""

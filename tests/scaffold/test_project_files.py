@@ -27,11 +27,25 @@ def test_github_workflow_is_valid_yaml_running_validate(
     path = projects[pattern].directory / ".github" / "workflows" / "mlcycle.yml"
     workflow = yaml.safe_load(path.read_text(encoding="utf-8"))
     # PyYAML reads the key `on` as True (YAML 1.1); GitHub reads it as "on".
-    assert set(workflow) == {"name", True, "jobs"}
+    assert set(workflow) == {"name", True, "permissions", "jobs"}
     steps = [s.get("run", "") for job in workflow["jobs"].values() for s in job["steps"]]
     assert "mlcycle validate" in steps
     assert all("runs-on" in job for job in workflow["jobs"].values())
     assert any(step.startswith("mlcycle release") for step in steps)
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_github_workflow_asks_for_least_privilege(
+    projects: dict[str, InitResult], pattern: str
+) -> None:
+    path = projects[pattern].directory / ".github" / "workflows" / "mlcycle.yml"
+    workflow = yaml.safe_load(path.read_text(encoding="utf-8"))
+    # Without `permissions:` a job gets the repository's default token, often read-write.
+    assert workflow["permissions"] == {"contents": "read"}
+    for name, job in workflow["jobs"].items():
+        pushes = any("git push" in step.get("run", "") for step in job["steps"])
+        wanted = {"contents": "write"} if pushes else None
+        assert job.get("permissions") == wanted, name
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)

@@ -50,9 +50,25 @@ def release(
         "file you made yourself; skops files need no such trust.",
     ),
     push: bool = typer.Option(False, "--push", help="Push the tag to the remote."),
-    remote: str = typer.Option("origin", "--remote", help="The remote --push pushes to."),
+    remote: str | None = typer.Option(
+        None,
+        "--remote",
+        help="The remote whose release tags count (missing ones are fetched first) and that "
+        "--push pushes to. Default: the branch's upstream, else origin.",
+        show_default=False,
+    ),
+    branch: str | None = typer.Option(
+        None,
+        "--branch",
+        help="The branch a detached HEAD was built from (default: the CI's variables, "
+        "e.g. CI_COMMIT_BRANCH, GITHUB_REF_NAME).",
+        show_default=False,
+    ),
     dry_run: bool = typer.Option(
-        False, "--dry-run", "-n", help="Show the version and stages; change nothing."
+        False,
+        "--dry-run",
+        "-n",
+        help="Show the version and stages; change nothing but fetch missing release tags.",
     ),
     as_json: bool = json_option("the result"),
 ) -> None:
@@ -77,6 +93,7 @@ def release(
                 model=model,
                 push=push,
                 remote=remote,
+                branch=branch,
                 dry_run=dry_run,
                 trust_pickle=trust_pickle,
                 progress=progress,
@@ -101,13 +118,21 @@ def _render_release(result: ReleaseResult) -> None:
     out = render.stdout()
     plan = result.plan
     previous = f" (after {plan.previous})" if plan.previous else " (the first release)"
+    if plan.fetched_tags:
+        out.print(
+            f"fetched {len(plan.fetched_tags)} release tag(s) from {escape(plan.remote)} "
+            f"that this clone lacked: {escape(', '.join(plan.fetched_tags))}"
+        )
+    if plan.branch is not None and plan.branch_source != "git":
+        out.print(f"branch {escape(plan.branch)} (from {escape(plan.branch_source or '')})")
     if result.dry_run:
         out.print(
             f"would release [bold]{escape(plan.tag)}[/]{escape(previous)} at {plan.commit[:12]}:"
         )
         for number, stage in enumerate(plan.stages, 1):
             out.print(f"  {number}. {escape(stage)}")
-        out.print("dry run: nothing was changed")
+        # Fetched tags are the remote's own; the version could not be right without them.
+        out.print("dry run: nothing " + ("else " if plan.fetched_tags else "") + "was changed")
         return
     for warning in result.warnings:
         render.warning(warning)

@@ -1,0 +1,87 @@
+"""The stranger's mlcycle: this checkout's wheel on a local package index, in a fresh venv.
+
+Session-scoped, so the wheel is built and installed once for every test that
+needs mlcycle as a user gets it (test_from_wheel, test_generated_ci).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import mlcycle
+from mlcycle.package.dockerfile import build_wheel
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def package_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PEP 503 'simple' index on 127.0.0.1 serving this checkout's wheel."""
+    root = tmp_path_factory.mktemp("index")
+    wheel = build_wheel(root / "files", source=CHECKOUT)
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    project = root / "simple" / "mlcycle-cli"
+    project.mkdir(parents=True)
+    (project / "index.html").write_text(
+        f'<!DOCTYPE html><html><body><a href="../../files/{wheel.name}#sha256={digest}">'
+        f"{wheel.name}</a></body></html>\n"
+    )
+    (root / "simple" / "index.html").write_text('<a href="mlcycle-cli/">mlcycle-cli</a>\n')
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/simple"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def stranger(
+    package_index: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, str]]:
+    """A fresh venv outside the checkout with mlcycle-cli installed from the index."""
+    home = tmp_path_factory.mktemp("stranger")
+    venv = home / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env['PATH']}"
+    env["PIP_EXTRA_INDEX_URL"] = package_index
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    install = subprocess.run(
+        [venv / "bin" / "pip", "install", "--quiet", mlcycle.requirement()],
+        cwd=home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert install.returncode == 0, install.stderr[-3000:]
+    where = subprocess.run(
+        ["python", "-c", "import mlcycle; print(mlcycle.__file__)"],
+        cwd=home,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert where.startswith(str(venv)), where  # not this checkout
+    return home, env
