@@ -420,24 +420,120 @@ def _window_starts(start: float, end: float, window: int) -> list[float]:
 
 
 def measure_drift(ref: str, reference: Any, rows: Sequence[JoinedRow]) -> Drift:
-    """PSI of each numeric feature: the training frame `reference` vs the served inputs."""
-    import numpy as np
+    """PSI of each feature: the training frame `reference` vs the served inputs `rows`.
 
+    A numeric feature is binned at the deciles of its training values; a categorical
+    one (text, booleans, a pandas category) is bucketed by category, with one bucket
+    for categories training never saw. Either way a missing value (absent, null,
+    NaN) is a bucket of its own, so a feature that starts arriving empty drifts too.
+    """
     psi: dict[str, float] = {}
     for name in reference.columns:
-        expected = np.asarray(reference[name], dtype=float)
-        try:
-            actual = np.asarray([float(r.inputs[name]) for r in rows if name in r.inputs])
-        except (TypeError, ValueError):
-            continue  # a non-numeric feature: PSI over bins does not apply
-        if actual.size == 0 or expected.size == 0:
+        served = [r.inputs.get(name) for r in rows]
+        if not served or len(reference) == 0:
             continue
-        psi[str(name)] = population_stability_index(expected, actual)
+        column = reference[name]
+        if _is_numeric(column):
+            psi[str(name)] = _numeric_psi(column.to_numpy(dtype=float, na_value=math.nan), served)
+        else:
+            psi[str(name)] = _categorical_psi(column.tolist(), served)
     return Drift(model=ref, served_rows=len(rows), psi=psi)
 
 
+MISSING: Final = "(missing)"
+UNSEEN: Final = "(unseen)"
+
+
+def _is_numeric(column: Any) -> bool:
+    import pandas as pd
+
+    dtype = column.dtype
+    return bool(pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype))
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _numeric_psi(expected: Any, served: Sequence[Any], bins: int = PSI_BINS) -> float:
+    """PSI over the deciles of `expected`, plus a missing and an unseen (not a number) bucket."""
+    import numpy as np
+
+    present = expected[~np.isnan(expected)]
+    actual: list[float] = []
+    missing = unseen = 0
+    for value in served:
+        if _is_missing(value):
+            missing += 1
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            unseen += 1  # text where training had numbers
+            continue
+        if math.isnan(number):
+            missing += 1
+        else:
+            actual.append(number)
+    e_counts = [*_bin_counts(present, present, bins), int(expected.size - present.size), 0]
+    a_counts = [*_bin_counts(present, np.asarray(actual), bins), missing, unseen]
+    return _psi(e_counts, a_counts)
+
+
+def _bin_counts(reference: Any, values: Any, bins: int) -> list[int]:
+    import numpy as np
+
+    if reference.size == 0:
+        return [int(values.size)]  # training had no values: one bucket
+    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)))
+    if edges.size < 2:  # a constant in training: that value, and everything else
+        same = int(np.isclose(values, edges[0]).sum()) if values.size else 0
+        return [same, int(values.size) - same]
+    edges[0], edges[-1] = -np.inf, np.inf
+    return [int(c) for c in np.histogram(values, edges)[0]]
+
+
+def _categorical_psi(expected: Sequence[Any], served: Sequence[Any]) -> float:
+    """PSI over the categories of `expected`, plus an unseen and a missing bucket."""
+    from collections import Counter
+
+    def bucket(value: Any, known: Any = None) -> str:
+        if _is_missing(value) or _is_na(value):
+            return MISSING
+        label = str(value)
+        return label if known is None or label in known else UNSEEN
+
+    e = Counter(bucket(v) for v in expected)
+    a = Counter(bucket(v, e) for v in served)
+    names = [*(k for k in e if k != MISSING), UNSEEN, MISSING]
+    return _psi([e.get(k, 0) for k in names], [a.get(k, 0) for k in names])
+
+
+def _is_na(value: Any) -> bool:
+    import pandas as pd
+
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # a list or another container: a value, not NA
+        return False
+
+
+def _psi(expected: Sequence[int], actual: Sequence[int]) -> float:
+    """PSI = Σ (a − e) · ln(a / e) over bucket shares; empty buckets get a small floor."""
+    import numpy as np
+
+    e = np.asarray(expected, dtype=float)
+    a = np.asarray(actual, dtype=float)
+    if e.sum() == 0 or a.sum() == 0:
+        return 0.0
+    floor = 1e-4
+    e = np.clip(e / e.sum(), floor, None)
+    a = np.clip(a / a.sum(), floor, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
 def population_stability_index(expected: Any, actual: Any, bins: int = PSI_BINS) -> float:
-    """PSI = Σ (a − e) · ln(a / e) over quantile bins of `expected`.
+    """PSI = Σ (a − e) · ln(a / e) over quantile bins of `expected` (numbers, no missing).
 
     Rules of thumb: < 0.1 stable, 0.1–0.25 moderate shift, > 0.25 large shift.
     Empty bins get a small floor so the logarithm stays finite.
@@ -446,15 +542,7 @@ def population_stability_index(expected: Any, actual: Any, bins: int = PSI_BINS)
 
     expected = np.asarray(expected, dtype=float)
     actual = np.asarray(actual, dtype=float)
-    edges = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1)))
-    if edges.size < 2:
-        return 0.0 if np.allclose(actual, expected[0]) else math.inf
-    edges[0], edges[-1] = -np.inf, np.inf
-    e = np.histogram(expected, edges)[0] / expected.size
-    a = np.histogram(actual, edges)[0] / actual.size
-    floor = 1e-4
-    e, a = np.clip(e, floor, None), np.clip(a, floor, None)
-    return float(np.sum((a - e) * np.log(a / e)))
+    return _psi(_bin_counts(expected, expected, bins), _bin_counts(expected, actual, bins))
 
 
 def _record(store_url: str, report: ProductionReport) -> None:
