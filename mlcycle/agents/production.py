@@ -19,7 +19,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
 from mlcycle.errors import DataError, UsageError
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from mlcycle.serve.store import JoinedRow, PruneReport
-    from mlcycle.spec.model import Spec
+    from mlcycle.spec.model import RecentWindow, Spec
 
 # Fewer outcomes than this make a metric too noisy to act on (triggers ignore it).
 MIN_OUTCOMES: Final = 30
@@ -108,6 +108,8 @@ class WindowMetrics:
     unscorable: int = 0
     """Outcomes that arrived but cannot be scored (not a label or number of this model);
     left out of `outcomes` and of the metrics, and explained in `notes`."""
+    drift: Drift | None = None
+    """PSI of the inputs served in this window (a window of the series only)."""
 
     @property
     def reliable(self) -> bool:
@@ -126,6 +128,7 @@ class WindowMetrics:
             "metrics": dict(self.metrics),
             "reliable": self.reliable,
             "notes": list(self.notes),
+            **({"drift": self.drift.as_dict()} if self.drift is not None else {}),
         }
 
 
@@ -169,6 +172,8 @@ class ProductionReport:
     """Outcomes taken from the spec's outcomes source before scoring."""
     pruned: PruneReport | None = None
     """What the store's retention policy removed before scoring (None: no policy)."""
+    recent: RecentWindow | None = None
+    """The recent window `overall` and `drift` were limited to (None: every prediction)."""
 
     @property
     def unscorable(self) -> int:
@@ -190,7 +195,12 @@ class ProductionReport:
             "imported_outcomes": self.imported_outcomes,
             "unscorable": self.unscorable,
             "pruned": None if self.pruned is None else self.pruned.as_dict(),
+            "recent": None if self.recent is None else _recent_dict(self.recent),
         }
+
+
+def _recent_dict(recent: RecentWindow) -> dict[str, Any]:
+    return {"seconds": recent.seconds, "predictions": recent.predictions, "text": str(recent)}
 
 
 def import_outcomes(spec: Spec, store_url: str) -> int:
@@ -320,21 +330,30 @@ def evaluate_production(
     *,
     window: int | None = None,
     since: float | None = None,
+    recent: RecentWindow | None = None,
     training_data: Callable[[str], Any] | None = None,
     record: bool = True,
+    now: float | None = None,
 ) -> ProductionReport:
     """Score served predictions against their outcomes, per model and per `window` seconds.
 
+    `recent` limits each model's overall figures and drift to its recent predictions
+    (the last N, or those of the last duration before `now`): what the metric and drift
+    triggers act on, so that a recent shift is not diluted by everything served before.
     `training_data(ref)` returns the feature frame a model was trained on, for
-    drift (None: no drift figures). With `record`, the store's retention policy
-    (`store.retention`) is applied first and the overall figures are appended to
-    the store's `production_metrics` table; without it, nothing in the store changes.
+    drift (None: no drift figures); each window of the series gets its drift too. With
+    `record`, the store's retention policy (`store.retention`) is applied first and the
+    overall figures are appended to the store's `production_metrics` table; without it,
+    nothing in the store changes.
     """
     from mlcycle.serve.store import PredictionStore
 
     metrics = tuple(m for m in (spec.evaluation.metrics or _default(spec)) if m in METRICS)
     task = _task(spec, metrics)
     retention = spec.store.retention
+    now = time.time() if now is None else now
+    if recent is not None and recent.seconds is not None:
+        since = max(since or -math.inf, now - recent.seconds)
     pruned = None
     store = PredictionStore(store_url)
     try:
@@ -347,8 +366,11 @@ def evaluate_production(
     for row in served:
         ref = f"{row.release or 'unreleased'}/{row.generation or 1}"
         by_model.setdefault(ref, []).append(row)
+    if recent is not None and recent.predictions is not None:
+        by_model = {ref: rows[-recent.predictions :] for ref, rows in by_model.items()}
     overall, windows, drift = [], [], []
     for ref, rows in by_model.items():
+        reference = training_data(ref) if training_data is not None else None
         with_outcome = [r for r in rows if r.outcome is not None]
         start, end = rows[0].created_at, rows[-1].created_at
         overall.append(
@@ -365,21 +387,20 @@ def evaluate_production(
         if window:
             for lo in _window_starts(start, end, window):
                 in_window = [r for r in rows if lo <= r.created_at < lo + window]
-                windows.append(
-                    score_rows(
-                        [r for r in in_window if r.outcome is not None],
-                        metrics,
-                        model=ref,
-                        start=lo,
-                        end=lo + window,
-                        predictions=len(in_window),
-                        task=task,
-                    )
+                figures = score_rows(
+                    [r for r in in_window if r.outcome is not None],
+                    metrics,
+                    model=ref,
+                    start=lo,
+                    end=lo + window,
+                    predictions=len(in_window),
+                    task=task,
                 )
-        if training_data is not None:
-            reference = training_data(ref)
-            if reference is not None:
-                drift.append(measure_drift(ref, reference, rows))
+                if reference is not None and in_window:
+                    figures = replace(figures, drift=measure_drift(ref, reference, in_window))
+                windows.append(figures)
+        if reference is not None:
+            drift.append(measure_drift(ref, reference, rows))
     report = ProductionReport(
         project=spec.name,
         metrics=metrics,
@@ -387,6 +408,7 @@ def evaluate_production(
         windows=tuple(windows),
         drift=tuple(drift),
         pruned=pruned,
+        recent=recent,
     )
     if record and overall:
         _record(store_url, report)

@@ -162,6 +162,8 @@ def check_triggers(
     report = None
     if (triggers.metric is not None or triggers.drift is not None) and production is not None:
         report = production()
+    # What the production figures cover, for the details: " in the last 1d".
+    span = f" in {triggers.window}" if triggers.window is not None else ""
     if triggers.metric is not None:
         condition = triggers.metric
         figures = report.for_model(str(current.ref)) if report else None
@@ -169,7 +171,9 @@ def check_triggers(
         if figures is None or value is None:
             checks.append(
                 TriggerCheck(
-                    "metric", False, f"no production {condition.metric} for {current.ref} yet"
+                    "metric",
+                    False,
+                    f"no production {condition.metric} for {current.ref}{span} yet",
                 )
             )
         elif not figures.reliable:
@@ -177,7 +181,7 @@ def check_triggers(
                 TriggerCheck(
                     "metric",
                     False,
-                    f"{condition.metric} {value:.4f} on only {figures.outcomes} outcomes: "
+                    f"{condition.metric} {value:.4f} on only {figures.outcomes} outcomes{span}: "
                     "too few to act on",
                     value,
                 )
@@ -188,8 +192,8 @@ def check_triggers(
                 TriggerCheck(
                     "metric",
                     fired,
-                    f"production {condition.metric} {value:.4f} on {figures.outcomes} outcomes "
-                    f"({'meets' if fired else 'does not meet'} '{condition}')",
+                    f"production {condition.metric} {value:.4f} on {figures.outcomes} outcomes"
+                    f"{span} ({'meets' if fired else 'does not meet'} '{condition}')",
                     value,
                     str(condition),
                 )
@@ -199,15 +203,16 @@ def check_triggers(
             next((d for d in report.drift if d.model == str(current.ref)), None) if report else None
         )
         worst = drift.worst if drift else None
-        if worst is None:
-            checks.append(TriggerCheck("drift", False, "no served inputs to compare yet"))
+        if drift is None or worst is None:
+            checks.append(TriggerCheck("drift", False, f"no served inputs{span} to compare yet"))
         else:
             feature, psi = worst
             checks.append(
                 TriggerCheck(
                     "drift",
                     psi > triggers.drift,
-                    f"largest PSI {psi:.3f} on {feature} (limit {triggers.drift:g})",
+                    f"largest PSI {psi:.3f} on {feature} over {drift.served_rows} served "
+                    f"inputs{span} (limit {triggers.drift:g})",
                     psi,
                     triggers.drift,
                 )
