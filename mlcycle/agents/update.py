@@ -23,6 +23,7 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import DataError, RegistryError, UsageError
@@ -116,6 +117,121 @@ def require_autonomous(spec: Spec) -> None:
             hint="make a new release (mlcycle release), or set lifecycle.update: autonomous "
             "and declare update.triggers",
         )
+
+
+@dataclass(frozen=True)
+class ReleaseDeparture:
+    """How the working project differs from what its release was made from."""
+
+    release: str
+    commit: str
+    spec: tuple[str, ...]
+    """Keys of the training recipe (`model.pipeline`, `evaluation.gate`) that differ."""
+    code: tuple[str, ...]
+    """Project model code files that differ from the release's commit."""
+
+    def describe(self) -> str:
+        """One sentence naming what changed."""
+        parts = []
+        if self.spec:
+            parts.append(f"the spec changes {', '.join(self.spec)}")
+        if self.code:
+            parts.append(f"the model code changes {', '.join(self.code)}")
+        return " and ".join(parts)
+
+
+def model_code_paths(spec: Spec) -> list[Path]:
+    """Project files the model's code comes from.
+
+    The top-level module or package, under the spec's folder, of every name the
+    pipeline steps and the entry point import (`features.AddRatio` → `features.py`
+    or `features/`); names from installed libraries have none.
+    """
+    names = [step.class_path for step in spec.model.pipeline]
+    if spec.model.entrypoint:
+        names.append(spec.model.entrypoint.split(":", 1)[0])
+    paths: dict[Path, None] = {}
+    for name in names:
+        top = name.split(".", 1)[0]
+        for candidate in (spec.root / f"{top}.py", spec.root / top):
+            if candidate.exists():
+                paths[candidate] = None
+    return list(paths)
+
+
+def release_departure(spec: Spec, spec_file: Path, release: Entry) -> ReleaseDeparture | None:
+    """What of the training recipe and model code differs from `release`'s commit; None if nothing.
+
+    "Differs" is about the model, not the file: the `data` (less `data.outcomes`),
+    `model` and `evaluation` sections of the spec compared as data (comments, layout,
+    triggers, deployment and the other operational sections may change between
+    releases), and the project's model code (see `model_code_paths`) compared as
+    content with the release's commit, uncommitted edits included. UsageError when
+    the release's commit cannot be read, so that nothing unverified is published.
+    """
+    from mlcycle.errors import GitError
+    from mlcycle.gitops import Repo
+    from mlcycle.spec import parse_spec_text, recipe_differences, spec_hash
+
+    commit = release.git_commit
+    if commit is None:
+        return None  # a release made outside git: nothing to compare with
+    try:
+        with Repo.find(spec.root) as repo:
+            released = repo.file_at(commit, spec_file)
+            if released is None:
+                if release.spec_hash == spec_hash(spec_file):
+                    return None
+                raise UsageError(
+                    f"{spec.name}: cannot read the spec of release {release.release} at commit "
+                    f"{commit[:12]}, so this update cannot be checked against it",
+                    hint="fetch that commit (e.g. `git fetch --unshallow --tags`) and run again",
+                )
+            from mlcycle.spec import find_spec
+            from mlcycle.spec.loader import require_document
+
+            working = require_document(find_spec(spec_file)).data
+            changed_spec = recipe_differences(
+                parse_spec_text(released, file=f"{commit[:12]}:{spec_file.name}"), working
+            )
+            changed_code = repo.changed_since(commit, model_code_paths(spec))
+    except GitError as e:
+        raise UsageError(
+            f"{spec.name}: cannot compare the project with release {release.release} "
+            f"(commit {commit[:12]}): {e}",
+            hint="run `mlcycle update` in the release's git repository",
+        ) from e
+    if not changed_spec and not changed_code:
+        return None
+    return ReleaseDeparture(
+        release=release.release, commit=commit, spec=tuple(changed_spec), code=tuple(changed_code)
+    )
+
+
+def require_release_recipe(spec: Spec, spec_file: Path, registry: Registry) -> None:
+    """UsageError (exit 2) when the next generation would not be its release's model.
+
+    A generation is new data for the same code: the spec's training recipe and the
+    model code must be the release's. Another model needs a release of its own.
+    """
+    current = registry.current()
+    if current is None:
+        return
+    first = min(
+        (e for e in registry.entries() if e.release == current.release),
+        key=lambda e: e.generation,
+    )
+    departure = release_departure(spec, spec_file, first)
+    if departure is None:
+        return
+    raise UsageError(
+        f"{spec_file}: {departure.describe()} since release {departure.release} "
+        f"(commit {departure.commit[:12]}); a generation is trained by its release's spec "
+        "and code, so this change needs `mlcycle release`",
+        hint="commit it and run `mlcycle release` to make a new release, or undo it "
+        f"(`git checkout {departure.commit[:12]} -- FILE`) to keep updating "
+        f"{departure.release}",
+    )
 
 
 def check_triggers(

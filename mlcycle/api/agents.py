@@ -123,12 +123,14 @@ def update(
     path: str | Path | None = None, *, force: bool = False, progress: Progress = NULL_PROGRESS
 ) -> UpdateResult:
     """Run the training agent once: check the triggers, train a generation when one fired."""
-    from mlcycle.agents.update import require_autonomous
+    from mlcycle.agents.update import require_autonomous, require_release_recipe
     from mlcycle.agents.update import update as run
     from mlcycle.api.project import open_project
 
     project = open_project(path)
     require_autonomous(project.spec)
+    # Before any trigger or --force: a generation is its release's model on new data.
+    require_release_recipe(project.spec, project.file, project.registry)
 
     return run(
         project.spec,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -74,22 +75,31 @@ def test_update_waits_for_a_trigger_then_trains_on_the_increment(
     assert human.code == 0 and "waiting for new rows since rejection of 0.1.0/2" in human.out
     assert len(mlcycle("models", "--json", cwd=root).json()["entries"]) == len(models["entries"])
 
-    # A changed spec (here: the gate) is a reason to try the same rows again.
+    # A looser gate is another model policy: the release's, so update refuses it ...
     spec = root / "lifecycle.yaml"
     spec.write_text(spec.read_text().replace("baseline - 0.02", "baseline - 0.1"))
+    refused = mlcycle("update", cwd=root)
+    assert refused.code == 2, refused.out + refused.err
+    assert "the spec changes evaluation.gate since release 0.1.0" in refused.err
+    assert "this change needs `mlcycle release`" in refused.err
+    # ... and a release makes it: 0.2.0 learns from every row, the new ones included.
+    subprocess.run(["git", "commit", "-qam", "looser gate"], cwd=root, check=True)
+    made = mlcycle("release", "--bump", "minor", cwd=root)
+    assert made.code == 0, made.err
+    append_rows(root, 150)
     busy = mlcycle("update", "--json", cwd=root)
     assert busy.code == 0, busy.err
     data = busy.json()
     assert data["retrained"] is True
     assert data["reason"].startswith("new_rows: 150 new rows")
     result = data["result"]
-    assert result["ref"] == "0.1.0/3"
+    assert result["ref"] == "0.2.0/2"
     assert result["data"]["rows"] == 150  # exactly the increment
-    assert result["data"]["window"]["lower"] == 569
+    assert result["data"]["window"]["lower"] == 719
     assert result["data"]["window"]["lower_inclusive"] is False
     assert result["training"]["warm_started"] is True
     models = mlcycle("models", "--json", cwd=root).json()
-    assert models["current"] == "0.1.0/3"
+    assert models["current"] == "0.2.0/2"
 
     # The next run sees no new rows after the new watermark.
     again = mlcycle("update", "--json", cwd=root).json()
@@ -102,8 +112,9 @@ def test_update_waits_for_a_trigger_then_trains_on_the_increment(
     assert "nothing new to train on" in forced.err
     append_rows(root, 20)
     human = mlcycle("update", "--force", cwd=root)
-    assert human.code in (0, 3), human.err
-    assert "forced with --force" in human.out or "FAIL" in human.out
+    assert human.code == 0, human.err
+    assert "trained 0.2.0/3 (forced with --force) on 20 rows (increment)" in human.out
+    assert "published 0.2.0/3 as the current model" in human.out
 
 
 def test_update_is_refused_for_release_forced_lifecycles(
