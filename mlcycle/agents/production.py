@@ -451,7 +451,8 @@ def measure_drift(ref: str, reference: Any, rows: Sequence[JoinedRow]) -> Drift:
     """
     psi: dict[str, float] = {}
     for name in reference.columns:
-        served = [r.inputs.get(name) for r in rows]
+        # An input logged without this feature says nothing about it (null does).
+        served = [r.inputs[name] for r in rows if name in r.inputs]
         if not served or len(reference) == 0:
             continue
         column = reference[name]

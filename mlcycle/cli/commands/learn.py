@@ -82,7 +82,7 @@ def _render_procured(result: ProcureResult) -> None:
         out.print(f"warm start: {escape(training.warm_start_note)}")
     views.metrics_table(training.metrics, title=f"held-out metrics ({training.evaluation.split})")
     if result.gate.checks:
-        views.gate_table(result.gate.checks)
+        views.gate_table(result.gate.checks, comparison=result.comparison)
     if result.entry is not None and result.gate.passed:
         out.print(
             f"[green]registered[/] {escape(str(result.entry.ref))} as a candidate; "
