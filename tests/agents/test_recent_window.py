@@ -124,3 +124,46 @@ def test_the_series_shows_metrics_and_drift_per_window(adaptive: Callable[[], Pa
     shown = cli("evaluate", "--production", "--window", "1h", cwd=root)
     assert shown.code == 0, shown.output
     assert "largest PSI" in shown.stdout.split("per window")[1]
+
+
+def test_the_metric_trigger_judges_the_recent_outcomes(adaptive: Callable[[], Path]) -> None:
+    root = adaptive()
+    now = time.time()
+    store = PredictionStore(f"sqlite:///{root / '.mlcycle' / 'store.db'}")
+    records, outcomes = [], []
+    for i in range(660):
+        truth = i % 2
+        right = i < 600  # 600 right answers, then 60 wrong ones
+        p1 = 0.9 if (truth == 1) == right else 0.1
+        records.append(
+            PredictionRecord(
+                id=f"m{i}",
+                model="live",
+                release="0.1.0",
+                generation=1,
+                created_at=now - 660 + i,
+                inputs={"mean_radius": 14.0},
+                prediction=int(p1 > 0.5),
+                probabilities=[1 - p1, p1],
+            )
+        )
+        outcomes.append((f"m{i}", truth))
+    store.log_predictions(records)
+    store.record_outcomes(outcomes)
+    store.close()
+    append_rows(root, 50)
+
+    with_triggers(root, "    new_rows: 1000\n    metric: roc_auc < 0.9\n")
+    overall = api.update(root)
+    check = {c.name: c for c in overall.checks}["metric"]
+    assert check.fired is False and check.value == pytest.approx(600 / 660)
+    assert check.detail.startswith("production roc_auc 0.9091 on 660 outcomes (does not meet")
+
+    with_triggers(root, "    new_rows: 1000\n    metric: roc_auc < 0.9\n    window: 60\n")
+    recent = api.update(root)
+    check = {c.name: c for c in recent.checks}["metric"]
+    assert check.fired is True and check.value == 0.0
+    assert check.detail.startswith(
+        "production roc_auc 0.0000 on 60 outcomes in the last 60 predictions (meets"
+    )
+    assert recent.retrained
