@@ -120,6 +120,7 @@ def procure(
     dataset: Dataset | None = None,
     previous: Entry | None = None,
     spec_hash: str | None = None,
+    recipe_hash: str | None = None,
     git_commit: str | None = None,
     keep_rejected: bool = True,
     make_current: bool = False,
@@ -131,7 +132,8 @@ def procure(
 
     `dataset` skips the fetch (the caller already read the window). `previous`
     is the entry to warm-start from (when the spec asks for warm start and the
-    estimator supports it). The gate's relative conditions compare with the
+    estimator supports it). `recipe_hash` (of the spec's data, model and evaluation
+    sections) is recorded with the entry. The gate's relative conditions compare with the
     registry's current entry. A passing model is registered as a candidate of
     `release` (current too with `make_current`). A rejected one is registered
     as rejected when `keep_rejected`, then `ProcurementRejected` (exit code 3) is
@@ -183,7 +185,12 @@ def procure(
                 git_commit=git_commit,
                 procurement=spec.lifecycle.procurement,
                 status=Status.CANDIDATE if gate.passed else Status.REJECTED,
-                extra={**_training_record(training, previous), **(extra or {})},
+                extra={
+                    **_training_record(training, previous),
+                    # What an update compares with where git cannot tell (no repository).
+                    **({"recipe_hash": recipe_hash} if recipe_hash else {}),
+                    **(extra or {}),
+                },
                 make_current=make_current and gate.passed,
             )
         finally:

@@ -20,6 +20,7 @@ that release picks it up by itself.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 from mlcycle.errors import DataError, RegistryError, UsageError
 from mlcycle.progress import NULL_PROGRESS, Progress
 from mlcycle.spec.model import Update
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from mlcycle.agents.integration import ProcureResult
@@ -171,40 +174,71 @@ def release_departure(spec: Spec, spec_file: Path, release: Entry) -> ReleaseDep
     """
     from mlcycle.errors import GitError
     from mlcycle.gitops import Repo
-    from mlcycle.spec import parse_spec_text, recipe_differences, spec_hash
+    from mlcycle.spec import (
+        find_spec,
+        parse_spec_text,
+        recipe_differences,
+        recipe_hash,
+        spec_hash,
+    )
+    from mlcycle.spec.loader import require_document
 
     commit = release.git_commit
     if commit is None:
         return None  # a release made outside git: nothing to compare with
+    working = require_document(find_spec(spec_file)).data
     try:
-        with Repo.find(spec.root) as repo:
-            released = repo.file_at(commit, spec_file)
-            if released is None:
-                if release.spec_hash == spec_hash(spec_file):
-                    return None
-                raise UsageError(
-                    f"{spec.name}: cannot read the spec of release {release.release} at commit "
-                    f"{commit[:12]}, so this update cannot be checked against it",
-                    hint="fetch that commit (e.g. `git fetch --unshallow --tags`) and run again",
-                )
-            from mlcycle.spec import find_spec
-            from mlcycle.spec.loader import require_document
-
-            working = require_document(find_spec(spec_file)).data
-            changed_spec = recipe_differences(
-                parse_spec_text(released, file=f"{commit[:12]}:{spec_file.name}"), working
-            )
-            changed_code = repo.changed_since(commit, model_code_paths(spec))
+        repo = Repo.find(spec.root)
     except GitError as e:
-        raise UsageError(
-            f"{spec.name}: cannot compare the project with release {release.release} "
-            f"(commit {commit[:12]}): {e}",
-            hint="run `mlcycle update` in the release's git repository",
-        ) from e
+        # No repository here, or no git program (the engine image's agent CronJob):
+        # the recipe recorded with the release stands in for its commit; model code
+        # cannot be compared without git.
+        return _departure_without_git(spec, release, commit, recipe_hash(working), e)
+    with repo:
+        released = repo.file_at(commit, spec_file)
+        if released is None:
+            recorded = release.extra.get("recipe_hash")
+            if recorded == recipe_hash(working) or release.spec_hash == spec_hash(spec_file):
+                return None
+            raise UsageError(
+                f"{spec.name}: cannot read the spec of release {release.release} at commit "
+                f"{commit[:12]}, so this update cannot be checked against it",
+                hint="fetch that commit (e.g. `git fetch --unshallow --tags`) and run again",
+            )
+        changed_spec = recipe_differences(
+            parse_spec_text(released, file=f"{commit[:12]}:{spec_file.name}"), working
+        )
+        try:
+            changed_code = repo.changed_since(commit, model_code_paths(spec))
+        except GitError as e:
+            raise UsageError(
+                f"{spec.name}: cannot compare the model code with release {release.release}: {e}",
+                hint="fetch the release's commit (`git fetch --tags`) and run again",
+            ) from e
     if not changed_spec and not changed_code:
         return None
     return ReleaseDeparture(
         release=release.release, commit=commit, spec=tuple(changed_spec), code=tuple(changed_code)
+    )
+
+
+def _departure_without_git(
+    spec: Spec, release: Entry, commit: str, working: str, why: Exception
+) -> ReleaseDeparture | None:
+    recorded = release.extra.get("recipe_hash")
+    if recorded is None:
+        log.warning(
+            "%s: cannot compare the spec with release %s (%s) and the release recorded no "
+            "recipe hash; updating without the check",
+            spec.name,
+            release.release,
+            why,
+        )
+        return None
+    if recorded == working:
+        return None
+    return ReleaseDeparture(
+        release=release.release, commit=commit, spec=("data, model or evaluation",), code=()
     )
 
 
@@ -343,6 +377,7 @@ def update(
     production: Callable[[], ProductionReport] | None = None,
     force: bool = False,
     spec_hash: str | None = None,
+    recipe_hash: str | None = None,
     git_commit: str | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> UpdateResult:
@@ -409,6 +444,7 @@ def update(
         dataset=dataset,
         previous=previous if spec.update.warm_start else None,
         spec_hash=spec_hash,
+        recipe_hash=recipe_hash,
         git_commit=git_commit,
         keep_rejected=True,
         make_current=True,

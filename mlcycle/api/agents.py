@@ -141,6 +141,7 @@ def update(
         ),
         force=force,
         spec_hash=project.spec_hash,
+        recipe_hash=project.recipe_hash,
         git_commit=project.git_commit(),
         progress=progress,
     )

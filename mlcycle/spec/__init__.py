@@ -202,6 +202,12 @@ def training_recipe(data: Any) -> dict[str, Any]:
     return recipe
 
 
+def recipe_hash(data: Any) -> str:
+    """SHA-256 (hex) of a spec document's training recipe (see `training_recipe`)."""
+    canonical = json.dumps(training_recipe(data), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 def recipe_differences(old: Any, new: Any) -> list[str]:
     """Dotted keys (`model.pipeline`) where two spec documents' training recipes differ."""
     a, b = training_recipe(old), training_recipe(new)
@@ -260,6 +266,7 @@ __all__ = [
     "load_spec",
     "parse_spec_text",
     "recipe_differences",
+    "recipe_hash",
     "spec_hash",
     "training_recipe",
     "validate_file",

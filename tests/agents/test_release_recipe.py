@@ -114,3 +114,24 @@ def test_model_code_that_differs_from_the_release_is_refused(
     git(root, "checkout", "-q", "--", "model.py")
     assert cli("update", "--force", cwd=root).code == 0
     assert refs(root) == ["0.1.0/1", "0.2.0/1", "0.2.0/2"]
+
+
+def test_without_git_the_recipe_recorded_with_the_release_decides(
+    adaptive: Callable[[], Path],
+) -> None:
+    """The engine image's agent CronJob has no git: the release's recorded recipe stands in."""
+    import shutil
+
+    root = adaptive()
+    shutil.rmtree(root / ".git")
+    append_rows(root, 50)
+    edit(root, SGD, FOREST)
+    refused = cli("update", "--force", cwd=root)
+    assert refused.code == 2, refused.output
+    assert "the spec changes data, model or evaluation since release 0.1.0" in refused.stderr
+    assert refs(root) == ["0.1.0/1"]
+
+    edit(root, FOREST, SGD)
+    edit(root, "new_rows: 100 # at least", "new_rows: 40 # now at least")
+    assert api.update(root).retrained
+    assert refs(root) == ["0.1.0/1", "0.1.0/2"]
