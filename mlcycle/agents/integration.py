@@ -30,13 +30,43 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """The current model beside the challenger: what the gate's relative conditions used.
+
+    `same_rows`: the current model was scored on the challenger's held-out rows
+    (`rows` of them), so both figures answer the same question; otherwise `metrics`
+    are its registered figures (from another test split) and `note` says why.
+    """
+
+    ref: str
+    metrics: Mapping[str, float]
+    registered: Mapping[str, float]
+    same_rows: bool
+    rows: int = 0
+    note: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready description."""
+        from mlcycle.train._util import plain
+
+        return {
+            "ref": self.ref,
+            "same_rows": self.same_rows,
+            "rows": self.rows,
+            "metrics": plain(dict(self.metrics)),
+            "registered": plain(dict(self.registered)),
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
 class ProcureResult:
     """What one unattended procurement produced.
 
     `entry` is the registered model (a candidate, or a rejected one kept for
     inspection); None only when the gate rejected it and it was not kept.
     `baseline` is the entry that was current when the gate ran (relative
-    conditions were measured against it).
+    conditions were measured against it); `comparison` its figures the gate used.
     """
 
     entry: Entry | None
@@ -44,6 +74,7 @@ class ProcureResult:
     gate: GateResult
     data: SourceInfo
     baseline: Entry | None
+    comparison: Comparison | None = None
 
     @property
     def passed(self) -> bool:
@@ -59,6 +90,7 @@ class ProcureResult:
             "metrics": self.training.as_dict()["metrics"],
             "gate": self.gate.as_dict(),
             "baseline": str(self.baseline.ref) if self.baseline else None,
+            "comparison": self.comparison.as_dict() if self.comparison else None,
             "data": self.data.as_dict(),
             "training": {k: v for k, v in self.training.as_dict().items() if k not in ("metrics",)},
         }
@@ -88,6 +120,7 @@ def procure(
     dataset: Dataset | None = None,
     previous: Entry | None = None,
     spec_hash: str | None = None,
+    recipe_hash: str | None = None,
     git_commit: str | None = None,
     keep_rejected: bool = True,
     make_current: bool = False,
@@ -99,7 +132,8 @@ def procure(
 
     `dataset` skips the fetch (the caller already read the window). `previous`
     is the entry to warm-start from (when the spec asks for warm start and the
-    estimator supports it). The gate's relative conditions compare with the
+    estimator supports it). `recipe_hash` (of the spec's data, model and evaluation
+    sections) is recorded with the entry. The gate's relative conditions compare with the
     registry's current entry. A passing model is registered as a candidate of
     `release` (current too with `make_current`). A rejected one is registered
     as rejected when `keep_rejected`, then `ProcurementRejected` (exit code 3) is
@@ -129,8 +163,11 @@ def procure(
         progress=progress,
     )
     baseline = registry.current()
+    comparison = None
+    if baseline is not None:
+        comparison = compare_with_current(registry, baseline, training, dataset, progress)
     gate = check_gate(
-        spec.evaluation.gate, training.metrics, dict(baseline.metrics) if baseline else None
+        spec.evaluation.gate, training.metrics, dict(comparison.metrics) if comparison else None
     )
     if gate.passed and verify is not None:
         verify(training)
@@ -148,17 +185,124 @@ def procure(
                 git_commit=git_commit,
                 procurement=spec.lifecycle.procurement,
                 status=Status.CANDIDATE if gate.passed else Status.REJECTED,
-                extra={**_training_record(training, previous), **(extra or {})},
+                extra={
+                    **_training_record(training, previous),
+                    # What an update compares with where git cannot tell (no repository).
+                    **({"recipe_hash": recipe_hash} if recipe_hash else {}),
+                    **(extra or {}),
+                },
                 make_current=make_current and gate.passed,
             )
         finally:
             progress.done()
     result = ProcureResult(
-        entry=entry, training=training, gate=gate, data=dataset.info, baseline=baseline
+        entry=entry,
+        training=training,
+        gate=gate,
+        data=dataset.info,
+        baseline=baseline,
+        comparison=comparison,
     )
     if not gate.passed:
         raise ProcurementRejected(result, kept=entry is not None)
     return result
+
+
+def compare_with_current(
+    registry: Registry,
+    current: Entry,
+    training: TrainResult,
+    dataset: Dataset,
+    progress: Progress = NULL_PROGRESS,
+) -> Comparison:
+    """Score the current model on the challenger's held-out rows, for a fair gate.
+
+    The challenger's metrics come from its own test split; the current model's
+    registered ones from another. Where it can, the current model is scored on the
+    very rows the challenger was held out on. It falls back to the registered figures,
+    saying why, when there is no single held-out set (cross-validation), when the
+    current model was trained on some of those rows (its score would be flattered),
+    when that cannot be told, or when it cannot be loaded or scored on them (another
+    feature set, say).
+    """
+    from mlcycle.errors import MlcycleError
+    from mlcycle.train import score
+    from mlcycle.train._util import take
+
+    ref = str(current.ref)
+    registered = dict(current.metrics)
+    index = list(training.evaluation.test_index)
+
+    def fallback(why: str) -> Comparison:
+        return Comparison(
+            ref=ref,
+            metrics=registered,
+            registered=registered,
+            same_rows=False,
+            note=f"{why}; the gate compares with {ref}'s registered figures, "
+            "measured on other rows",
+        )
+
+    if not index:
+        return fallback(f"{training.evaluation.split} has no single held-out set")
+    seen = _rows_seen(current, dataset, index)
+    if seen is None:
+        return fallback(f"whether {ref} was trained on the held-out rows cannot be told")
+    if seen:
+        return fallback(
+            f"{ref} was trained on {seen} of the {len(index)} held-out rows (its score on "
+            "them would be flattered)"
+        )
+    metrics = tuple(training.metrics)
+    progress.start(f"score {ref} on the same {len(index)} held-out rows")
+    try:
+        model = registry.load_model(current)
+        scores = score(model, take(dataset.X, index), take(dataset.y, index), metrics)
+    except (MlcycleError, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+        return fallback(f"{ref} cannot be scored on these rows ({_first_line(e)})")
+    finally:
+        progress.done()
+    return Comparison(
+        ref=ref, metrics=scores, registered=registered, same_rows=True, rows=len(index)
+    )
+
+
+def _rows_seen(current: Entry, dataset: Dataset, index: list[int]) -> int | None:
+    """How many of the rows at `index` lie in the window `current` was trained on.
+
+    None when it cannot be told: no ordinal column, or no watermark recorded.
+    """
+    if dataset.ordinal is None or current.data.get("ordinal") is None:
+        return None
+    watermark = current.data.get("watermark")
+    if watermark is None:
+        return None
+    lower = (current.data.get("window") or {}).get("lower")
+    ordinal = dataset.ordinal.iloc[index]
+    try:
+        inside = ordinal <= _like(watermark, ordinal)
+        if lower is not None:
+            inside &= ordinal >= _like(lower, ordinal)
+        return int(inside.sum())
+    except (TypeError, ValueError):
+        return None
+
+
+def _like(bound: Any, ordinal: Any) -> Any:
+    """A recorded window bound (JSON) in the type of the ordinal column."""
+    import pandas as pd
+
+    if pd.api.types.is_datetime64_any_dtype(ordinal.dtype):
+        value = pd.Timestamp(bound)
+        tz = getattr(ordinal.dtype, "tz", None)
+        if tz is not None and value.tzinfo is None:
+            value = value.tz_localize(tz)
+        return value
+    return bound
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def data_record(spec: Spec, dataset: Dataset) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
 from mlcycle.errors import UsageError
@@ -27,7 +27,7 @@ from mlcycle.errors import UsageError
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from mlcycle.spec.model import Spec
+    from mlcycle.spec.model import RecentWindow, Spec
     from mlcycle.store.predictions import JoinedRow, PruneReport
 
 # Fewer outcomes than this make a metric too noisy to act on (triggers ignore it).
@@ -107,6 +107,8 @@ class WindowMetrics:
     unscorable: int = 0
     """Outcomes that arrived but cannot be scored (not a label or number of this model);
     left out of `outcomes` and of the metrics, and explained in `notes`."""
+    drift: Drift | None = None
+    """PSI of the inputs served in this window (a window of the series only)."""
 
     @property
     def reliable(self) -> bool:
@@ -125,6 +127,7 @@ class WindowMetrics:
             "metrics": dict(self.metrics),
             "reliable": self.reliable,
             "notes": list(self.notes),
+            **({"drift": self.drift.as_dict()} if self.drift is not None else {}),
         }
 
 
@@ -168,6 +171,8 @@ class ProductionReport:
     """Outcomes taken from the spec's outcomes source before scoring."""
     pruned: PruneReport | None = None
     """What the store's retention policy removed before scoring (None: no policy)."""
+    recent: RecentWindow | None = None
+    """The recent window `overall` and `drift` were limited to (None: every prediction)."""
 
     @property
     def unscorable(self) -> int:
@@ -189,7 +194,12 @@ class ProductionReport:
             "imported_outcomes": self.imported_outcomes,
             "unscorable": self.unscorable,
             "pruned": None if self.pruned is None else self.pruned.as_dict(),
+            "recent": None if self.recent is None else _recent_dict(self.recent),
         }
+
+
+def _recent_dict(recent: RecentWindow) -> dict[str, Any]:
+    return {"seconds": recent.seconds, "predictions": recent.predictions, "text": str(recent)}
 
 
 def import_outcomes(spec: Spec, store_url: str) -> int:
@@ -319,21 +329,30 @@ def evaluate_production(
     *,
     window: int | None = None,
     since: float | None = None,
+    recent: RecentWindow | None = None,
     training_data: Callable[[str], Any] | None = None,
     record: bool = True,
+    now: float | None = None,
 ) -> ProductionReport:
     """Score served predictions against their outcomes, per model and per `window` seconds.
 
+    `recent` limits each model's overall figures and drift to its recent predictions
+    (the last N, or those of the last duration before `now`): what the metric and drift
+    triggers act on, so that a recent shift is not diluted by everything served before.
     `training_data(ref)` returns the feature frame a model was trained on, for
-    drift (None: no drift figures). With `record`, the store's retention policy
-    (`store.retention`) is applied first and the overall figures are appended to
-    the store's `production_metrics` table; without it, nothing in the store changes.
+    drift (None: no drift figures); each window of the series gets its drift too. With
+    `record`, the store's retention policy (`store.retention`) is applied first and the
+    overall figures are appended to the store's `production_metrics` table; without it,
+    nothing in the store changes.
     """
     from mlcycle.store.predictions import PredictionStore
 
     metrics = tuple(m for m in (spec.evaluation.metrics or _default(spec)) if m in METRICS)
     task = _task(spec, metrics)
     retention = spec.store.retention
+    now = time.time() if now is None else now
+    if recent is not None and recent.seconds is not None:
+        since = max(since or -math.inf, now - recent.seconds)
     pruned = None
     store = PredictionStore(store_url)
     try:
@@ -346,8 +365,11 @@ def evaluate_production(
     for row in served:
         ref = f"{row.release or 'unreleased'}/{row.generation or 1}"
         by_model.setdefault(ref, []).append(row)
+    if recent is not None and recent.predictions is not None:
+        by_model = {ref: rows[-recent.predictions :] for ref, rows in by_model.items()}
     overall, windows, drift = [], [], []
     for ref, rows in by_model.items():
+        reference = training_data(ref) if training_data is not None else None
         with_outcome = [r for r in rows if r.outcome is not None]
         start, end = rows[0].created_at, rows[-1].created_at
         overall.append(
@@ -364,21 +386,20 @@ def evaluate_production(
         if window:
             for lo in _window_starts(start, end, window):
                 in_window = [r for r in rows if lo <= r.created_at < lo + window]
-                windows.append(
-                    score_rows(
-                        [r for r in in_window if r.outcome is not None],
-                        metrics,
-                        model=ref,
-                        start=lo,
-                        end=lo + window,
-                        predictions=len(in_window),
-                        task=task,
-                    )
+                figures = score_rows(
+                    [r for r in in_window if r.outcome is not None],
+                    metrics,
+                    model=ref,
+                    start=lo,
+                    end=lo + window,
+                    predictions=len(in_window),
+                    task=task,
                 )
-        if training_data is not None:
-            reference = training_data(ref)
-            if reference is not None:
-                drift.append(measure_drift(ref, reference, rows))
+                if reference is not None and in_window:
+                    figures = replace(figures, drift=measure_drift(ref, reference, in_window))
+                windows.append(figures)
+        if reference is not None:
+            drift.append(measure_drift(ref, reference, rows))
     report = ProductionReport(
         project=spec.name,
         metrics=metrics,
@@ -386,6 +407,7 @@ def evaluate_production(
         windows=tuple(windows),
         drift=tuple(drift),
         pruned=pruned,
+        recent=recent,
     )
     if record and overall:
         _record(store_url, report)
@@ -419,24 +441,121 @@ def _window_starts(start: float, end: float, window: int) -> list[float]:
 
 
 def measure_drift(ref: str, reference: Any, rows: Sequence[JoinedRow]) -> Drift:
-    """PSI of each numeric feature: the training frame `reference` vs the served inputs."""
-    import numpy as np
+    """PSI of each feature: the training frame `reference` vs the served inputs `rows`.
 
+    A numeric feature is binned at the deciles of its training values; a categorical
+    one (text, booleans, a pandas category) is bucketed by category, with one bucket
+    for categories training never saw. Either way a missing value (absent, null,
+    NaN) is a bucket of its own, so a feature that starts arriving empty drifts too.
+    """
     psi: dict[str, float] = {}
     for name in reference.columns:
-        expected = np.asarray(reference[name], dtype=float)
-        try:
-            actual = np.asarray([float(r.inputs[name]) for r in rows if name in r.inputs])
-        except (TypeError, ValueError):
-            continue  # a non-numeric feature: PSI over bins does not apply
-        if actual.size == 0 or expected.size == 0:
+        # An input logged without this feature says nothing about it (null does).
+        served = [r.inputs[name] for r in rows if name in r.inputs]
+        if not served or len(reference) == 0:
             continue
-        psi[str(name)] = population_stability_index(expected, actual)
+        column = reference[name]
+        if _is_numeric(column):
+            psi[str(name)] = _numeric_psi(column.to_numpy(dtype=float, na_value=math.nan), served)
+        else:
+            psi[str(name)] = _categorical_psi(column.tolist(), served)
     return Drift(model=ref, served_rows=len(rows), psi=psi)
 
 
+MISSING: Final = "(missing)"
+UNSEEN: Final = "(unseen)"
+
+
+def _is_numeric(column: Any) -> bool:
+    import pandas as pd
+
+    dtype = column.dtype
+    return bool(pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype))
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _numeric_psi(expected: Any, served: Sequence[Any], bins: int = PSI_BINS) -> float:
+    """PSI over the deciles of `expected`, plus a missing and an unseen (not a number) bucket."""
+    import numpy as np
+
+    present = expected[~np.isnan(expected)]
+    actual: list[float] = []
+    missing = unseen = 0
+    for value in served:
+        if _is_missing(value):
+            missing += 1
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            unseen += 1  # text where training had numbers
+            continue
+        if math.isnan(number):
+            missing += 1
+        else:
+            actual.append(number)
+    e_counts = [*_bin_counts(present, present, bins), int(expected.size - present.size), 0]
+    a_counts = [*_bin_counts(present, np.asarray(actual), bins), missing, unseen]
+    return _psi(e_counts, a_counts)
+
+
+def _bin_counts(reference: Any, values: Any, bins: int) -> list[int]:
+    import numpy as np
+
+    if reference.size == 0:
+        return [int(values.size)]  # training had no values: one bucket
+    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)))
+    if edges.size < 2:  # a constant in training: that value, and everything else
+        same = int(np.isclose(values, edges[0]).sum()) if values.size else 0
+        return [same, int(values.size) - same]
+    edges[0], edges[-1] = -np.inf, np.inf
+    return [int(c) for c in np.histogram(values, edges)[0]]
+
+
+def _categorical_psi(expected: Sequence[Any], served: Sequence[Any]) -> float:
+    """PSI over the categories of `expected`, plus an unseen and a missing bucket."""
+    from collections import Counter
+
+    def bucket(value: Any, known: Any = None) -> str:
+        if _is_missing(value) or _is_na(value):
+            return MISSING
+        label = str(value)
+        return label if known is None or label in known else UNSEEN
+
+    e = Counter(bucket(v) for v in expected)
+    a = Counter(bucket(v, e) for v in served)
+    names = [*(k for k in e if k != MISSING), UNSEEN, MISSING]
+    return _psi([e.get(k, 0) for k in names], [a.get(k, 0) for k in names])
+
+
+def _is_na(value: Any) -> bool:
+    import pandas as pd
+
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # a list or another container: a value, not NA
+        return False
+
+
+def _psi(expected: Sequence[int], actual: Sequence[int]) -> float:
+    """PSI = Σ (a − e) · ln(a / e) over bucket shares; empty buckets get a small floor."""
+    import numpy as np
+
+    e = np.asarray(expected, dtype=float)
+    a = np.asarray(actual, dtype=float)
+    if e.sum() == 0 or a.sum() == 0:
+        return 0.0
+    floor = 1e-4
+    e = np.clip(e / e.sum(), floor, None)
+    a = np.clip(a / a.sum(), floor, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
 def population_stability_index(expected: Any, actual: Any, bins: int = PSI_BINS) -> float:
-    """PSI = Σ (a − e) · ln(a / e) over quantile bins of `expected`.
+    """PSI = Σ (a − e) · ln(a / e) over quantile bins of `expected` (numbers, no missing).
 
     Rules of thumb: < 0.1 stable, 0.1–0.25 moderate shift, > 0.25 large shift.
     Empty bins get a small floor so the logarithm stays finite.
@@ -445,15 +564,7 @@ def population_stability_index(expected: Any, actual: Any, bins: int = PSI_BINS)
 
     expected = np.asarray(expected, dtype=float)
     actual = np.asarray(actual, dtype=float)
-    edges = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1)))
-    if edges.size < 2:
-        return 0.0 if np.allclose(actual, expected[0]) else math.inf
-    edges[0], edges[-1] = -np.inf, np.inf
-    e = np.histogram(expected, edges)[0] / expected.size
-    a = np.histogram(actual, edges)[0] / actual.size
-    floor = 1e-4
-    e, a = np.clip(e, floor, None), np.clip(a, floor, None)
-    return float(np.sum((a - e) * np.log(a / e)))
+    return _psi(_bin_counts(expected, expected, bins), _bin_counts(expected, actual, bins))
 
 
 def _record(store_url: str, report: ProductionReport) -> None:

@@ -20,14 +20,18 @@ that release picks it up by itself.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import DataError, RegistryError, UsageError
 from mlcycle.progress import NULL_PROGRESS, Progress
 from mlcycle.spec.model import Update
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from mlcycle.agents.integration import ProcureResult
@@ -118,6 +122,152 @@ def require_autonomous(spec: Spec) -> None:
         )
 
 
+@dataclass(frozen=True)
+class ReleaseDeparture:
+    """How the working project differs from what its release was made from."""
+
+    release: str
+    commit: str
+    spec: tuple[str, ...]
+    """Keys of the training recipe (`model.pipeline`, `evaluation.gate`) that differ."""
+    code: tuple[str, ...]
+    """Project model code files that differ from the release's commit."""
+
+    def describe(self) -> str:
+        """One sentence naming what changed."""
+        parts = []
+        if self.spec:
+            parts.append(f"the spec changes {', '.join(self.spec)}")
+        if self.code:
+            parts.append(f"the model code changes {', '.join(self.code)}")
+        return " and ".join(parts)
+
+
+def model_code_paths(spec: Spec) -> list[Path]:
+    """Project files the model's code comes from.
+
+    The top-level module or package, under the spec's folder, of every name the
+    pipeline steps and the entry point import (`features.AddRatio` → `features.py`
+    or `features/`); names from installed libraries have none.
+    """
+    names = [step.class_path for step in spec.model.pipeline]
+    if spec.model.entrypoint:
+        names.append(spec.model.entrypoint.split(":", 1)[0])
+    paths: dict[Path, None] = {}
+    for name in names:
+        top = name.split(".", 1)[0]
+        for candidate in (spec.root / f"{top}.py", spec.root / top):
+            if candidate.exists():
+                paths[candidate] = None
+    return list(paths)
+
+
+def release_departure(spec: Spec, spec_file: Path, release: Entry) -> ReleaseDeparture | None:
+    """What of the training recipe and model code differs from `release`'s commit; None if nothing.
+
+    "Differs" is about the model, not the file: the `data` (less `data.outcomes`),
+    `model` and `evaluation` sections of the spec compared as data (comments, layout,
+    triggers, deployment and the other operational sections may change between
+    releases), and the project's model code (see `model_code_paths`) compared as
+    content with the release's commit, uncommitted edits included. UsageError when
+    the release's commit cannot be read, so that nothing unverified is published.
+    """
+    from mlcycle.errors import GitError
+    from mlcycle.gitops import Repo
+    from mlcycle.spec import (
+        find_spec,
+        parse_spec_text,
+        recipe_differences,
+        recipe_hash,
+        spec_hash,
+    )
+    from mlcycle.spec.loader import require_document
+
+    commit = release.git_commit
+    if commit is None:
+        return None  # a release made outside git: nothing to compare with
+    working = require_document(find_spec(spec_file)).data
+    try:
+        repo = Repo.find(spec.root)
+    except GitError as e:
+        # No repository here, or no git program (the engine image's agent CronJob):
+        # the recipe recorded with the release stands in for its commit; model code
+        # cannot be compared without git.
+        return _departure_without_git(spec, release, commit, recipe_hash(working), e)
+    with repo:
+        released = repo.file_at(commit, spec_file)
+        if released is None:
+            recorded = release.extra.get("recipe_hash")
+            if recorded == recipe_hash(working) or release.spec_hash == spec_hash(spec_file):
+                return None
+            raise UsageError(
+                f"{spec.name}: cannot read the spec of release {release.release} at commit "
+                f"{commit[:12]}, so this update cannot be checked against it",
+                hint="fetch that commit (e.g. `git fetch --unshallow --tags`) and run again",
+            )
+        changed_spec = recipe_differences(
+            parse_spec_text(released, file=f"{commit[:12]}:{spec_file.name}"), working
+        )
+        try:
+            changed_code = repo.changed_since(commit, model_code_paths(spec))
+        except GitError as e:
+            raise UsageError(
+                f"{spec.name}: cannot compare the model code with release {release.release}: {e}",
+                hint="fetch the release's commit (`git fetch --tags`) and run again",
+            ) from e
+    if not changed_spec and not changed_code:
+        return None
+    return ReleaseDeparture(
+        release=release.release, commit=commit, spec=tuple(changed_spec), code=tuple(changed_code)
+    )
+
+
+def _departure_without_git(
+    spec: Spec, release: Entry, commit: str, working: str, why: Exception
+) -> ReleaseDeparture | None:
+    recorded = release.extra.get("recipe_hash")
+    if recorded is None:
+        log.warning(
+            "%s: cannot compare the spec with release %s (%s) and the release recorded no "
+            "recipe hash; updating without the check",
+            spec.name,
+            release.release,
+            why,
+        )
+        return None
+    if recorded == working:
+        return None
+    return ReleaseDeparture(
+        release=release.release, commit=commit, spec=("data, model or evaluation",), code=()
+    )
+
+
+def require_release_recipe(spec: Spec, spec_file: Path, registry: Registry) -> None:
+    """UsageError (exit 2) when the next generation would not be its release's model.
+
+    A generation is new data for the same code: the spec's training recipe and the
+    model code must be the release's. Another model needs a release of its own.
+    """
+    current = registry.current()
+    if current is None:
+        return
+    first = min(
+        (e for e in registry.entries() if e.release == current.release),
+        key=lambda e: e.generation,
+    )
+    departure = release_departure(spec, spec_file, first)
+    if departure is None:
+        return
+    raise UsageError(
+        f"{spec_file}: {departure.describe()} since release {departure.release} "
+        f"(commit {departure.commit[:12]}); a generation is trained by its release's spec "
+        "and code, so this change needs `mlcycle release`",
+        hint="commit it and run `mlcycle release` to make a new release, or undo it "
+        f"(`git checkout {departure.commit[:12]} -- FILE`) to keep updating "
+        f"{departure.release}",
+    )
+
+
 def check_triggers(
     spec: Spec,
     current: Entry,
@@ -162,6 +312,8 @@ def check_triggers(
     report = None
     if (triggers.metric is not None or triggers.drift is not None) and production is not None:
         report = production()
+    # What the production figures cover, for the details: " in the last 1d".
+    span = f" in {triggers.window}" if triggers.window is not None else ""
     if triggers.metric is not None:
         condition = triggers.metric
         figures = report.for_model(str(current.ref)) if report else None
@@ -169,7 +321,9 @@ def check_triggers(
         if figures is None or value is None:
             checks.append(
                 TriggerCheck(
-                    "metric", False, f"no production {condition.metric} for {current.ref} yet"
+                    "metric",
+                    False,
+                    f"no production {condition.metric} for {current.ref}{span} yet",
                 )
             )
         elif not figures.reliable:
@@ -177,7 +331,7 @@ def check_triggers(
                 TriggerCheck(
                     "metric",
                     False,
-                    f"{condition.metric} {value:.4f} on only {figures.outcomes} outcomes: "
+                    f"{condition.metric} {value:.4f} on only {figures.outcomes} outcomes{span}: "
                     "too few to act on",
                     value,
                 )
@@ -188,8 +342,8 @@ def check_triggers(
                 TriggerCheck(
                     "metric",
                     fired,
-                    f"production {condition.metric} {value:.4f} on {figures.outcomes} outcomes "
-                    f"({'meets' if fired else 'does not meet'} '{condition}')",
+                    f"production {condition.metric} {value:.4f} on {figures.outcomes} outcomes"
+                    f"{span} ({'meets' if fired else 'does not meet'} '{condition}')",
                     value,
                     str(condition),
                 )
@@ -199,15 +353,16 @@ def check_triggers(
             next((d for d in report.drift if d.model == str(current.ref)), None) if report else None
         )
         worst = drift.worst if drift else None
-        if worst is None:
-            checks.append(TriggerCheck("drift", False, "no served inputs to compare yet"))
+        if drift is None or worst is None:
+            checks.append(TriggerCheck("drift", False, f"no served inputs{span} to compare yet"))
         else:
             feature, psi = worst
             checks.append(
                 TriggerCheck(
                     "drift",
                     psi > triggers.drift,
-                    f"largest PSI {psi:.3f} on {feature} (limit {triggers.drift:g})",
+                    f"largest PSI {psi:.3f} on {feature} over {drift.served_rows} served "
+                    f"inputs{span} (limit {triggers.drift:g})",
                     psi,
                     triggers.drift,
                 )
@@ -222,6 +377,7 @@ def update(
     production: Callable[[], ProductionReport] | None = None,
     force: bool = False,
     spec_hash: str | None = None,
+    recipe_hash: str | None = None,
     git_commit: str | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> UpdateResult:
@@ -288,6 +444,7 @@ def update(
         dataset=dataset,
         previous=previous if spec.update.warm_start else None,
         spec_hash=spec_hash,
+        recipe_hash=recipe_hash,
         git_commit=git_commit,
         keep_rejected=True,
         make_current=True,

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from mlcycle.agents.production import ProductionReport
     from mlcycle.agents.update import UpdateResult
     from mlcycle.api.project import Project
+    from mlcycle.spec.model import RecentWindow
     from mlcycle.train.gate import GateResult
 
 
@@ -62,12 +63,14 @@ def production_report(
     *,
     window: int | None = None,
     since: float | None = None,
+    recent: RecentWindow | None = None,
     drift: bool = True,
     record: bool = True,
 ) -> ProductionReport:
     """Take outcomes from the spec's outcomes source, then score the served predictions.
 
-    `window` is the width of each window in seconds, `since` an epoch time.
+    `window` is the width of each window in seconds, `since` an epoch time, `recent`
+    the recent predictions the overall figures and drift are limited to.
     """
     import dataclasses
 
@@ -82,6 +85,7 @@ def production_report(
         url,
         window=window,
         since=since,
+        recent=recent,
         training_data=_training_frame(project) if drift else None,
         record=record,
     )
@@ -119,19 +123,25 @@ def update(
     path: str | Path | None = None, *, force: bool = False, progress: Progress = NULL_PROGRESS
 ) -> UpdateResult:
     """Run the training agent once: check the triggers, train a generation when one fired."""
-    from mlcycle.agents.update import require_autonomous
+    from mlcycle.agents.update import require_autonomous, require_release_recipe
     from mlcycle.agents.update import update as run
     from mlcycle.api.project import open_project
 
     project = open_project(path)
     require_autonomous(project.spec)
+    # Before any trigger or --force: a generation is its release's model on new data.
+    require_release_recipe(project.spec, project.file, project.registry)
 
     return run(
         project.spec,
         project.registry,
-        production=lambda: production_report(project, record=False),
+        # The triggers act on recent predictions only (update.triggers.window).
+        production=lambda: production_report(
+            project, recent=project.spec.update.triggers.window, record=False
+        ),
         force=force,
         spec_hash=project.spec_hash,
+        recipe_hash=project.recipe_hash,
         git_commit=project.git_commit(),
         progress=progress,
     )

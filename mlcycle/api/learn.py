@@ -48,6 +48,7 @@ def train(
         release=DEV_RELEASE,
         window=window,
         spec_hash=project.spec_hash,
+        recipe_hash=project.recipe_hash,
         git_commit=project.git_commit(),
         keep_rejected=keep_rejected,
         progress=progress,

@@ -43,6 +43,14 @@ class Project:
         """SHA-256 of the spec's canonical content."""
         return spec_hash(self.file)
 
+    @cached_property
+    def recipe_hash(self) -> str:
+        """SHA-256 of the spec's training recipe: its data, model and evaluation sections."""
+        from mlcycle.spec import recipe_hash
+        from mlcycle.spec.loader import require_document
+
+        return recipe_hash(require_document(self.file).data)
+
     def git_commit(self) -> str | None:
         """HEAD's commit when the project is in a git repository with commits, else None."""
         from mlcycle.gitops import Repo

@@ -464,6 +464,7 @@ def _procure_unattended(project: Project, plan: ReleasePlan, progress: Progress)
         project.registry,
         release=plan.version,
         spec_hash=project.spec_hash,
+        recipe_hash=project.recipe_hash,
         git_commit=plan.commit,
         keep_rejected=False,
         make_current=True,

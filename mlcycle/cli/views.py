@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from mlcycle.agents.integration import Comparison
     from mlcycle.errors import GateFailure, GateRejectedError
     from mlcycle.registry import Entry, ModelRef
     from mlcycle.train import GateCheck
@@ -19,8 +20,17 @@ def number(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}f}"
 
 
-def gate_table(checks: Sequence[GateCheck], *, title: str = "validation gate") -> None:
-    """One row per gate condition: value, threshold (and baseline), pass or by how much."""
+def gate_table(
+    checks: Sequence[GateCheck],
+    *,
+    title: str = "validation gate",
+    comparison: Comparison | None = None,
+) -> None:
+    """One row per gate condition: value, threshold (and baseline), pass or by how much.
+
+    With `comparison`, a column shows the current model's figure beside the new one's:
+    on the same held-out rows, or (with a warning saying why) its registered figure.
+    """
     from mlcycle.cli import render
 
     rows = []
@@ -33,8 +43,19 @@ def gate_table(checks: Sequence[GateCheck], *, title: str = "validation gate") -
                 else (" (no current model: holds)")
             )
         verdict = "[green]pass[/]" if c.passed else f"[red]FAIL[/] by {number(c.shortfall)}"
-        rows.append((c.condition, number(c.value), threshold, verdict))
-    render.table(title, ("condition", "value", "threshold", "result"), rows, markup=True)
+        current = () if comparison is None else (number(comparison.metrics.get(c.metric)),)
+        rows.append((c.condition, number(c.value), *current, threshold, verdict))
+    columns: tuple[str, ...] = ("condition", "value", "threshold", "result")
+    if comparison is not None:
+        columns = ("condition", "new", comparison.ref, "threshold", "result")
+        title += (
+            f" (both on the same {comparison.rows} held-out rows)"
+            if comparison.same_rows
+            else f" ({comparison.ref}: its registered figures)"
+        )
+    render.table(title, columns, rows, markup=True)
+    if comparison is not None and comparison.note:
+        render.warning(comparison.note)
 
 
 def show_rejection(error: GateRejectedError) -> None:
@@ -45,7 +66,7 @@ def show_rejection(error: GateRejectedError) -> None:
     """
     result = getattr(error, "result", None)
     if result is not None:
-        gate_table(result.gate.checks)
+        gate_table(result.gate.checks, comparison=result.comparison)
         error.shown = True
 
 

@@ -165,6 +165,37 @@ class Repo:
         """Whether `dirty_paths` is non-empty."""
         return bool(self.dirty_paths())
 
+    def file_at(self, commit: str, path: Path) -> str | None:
+        """The text of `path` (in the working tree) as committed in `commit`.
+
+        None when the commit is not in this clone or did not hold the file.
+        """
+        relative = Path(path).resolve().relative_to(self.root.resolve()).as_posix()
+        status, out, _ = self._run("show", f"{commit}:{relative}")
+        return out if status == 0 else None
+
+    def changed_since(self, commit: str, paths: list[Path]) -> list[str]:
+        """Those of `paths` (files or folders) whose working-tree content differs from `commit`.
+
+        Uncommitted edits, new untracked files and deletions count; what git ignores
+        does not. Relative to the root, sorted. GitError when `commit` is unknown.
+        """
+        if not paths:
+            return []
+        root = self.root.resolve()
+        relative = [Path(p).resolve().relative_to(root).as_posix() for p in paths]
+        status, out, err = self._run("diff", "--name-only", "-z", commit, "--", *relative)
+        if status != 0:
+            raise GitError(f"{self.root}: cannot compare with commit {commit[:12]}: {_gist(err)}")
+        changed = {p for p in out.split("\0") if p}
+        status, out, err = self._run(
+            "ls-files", "-z", "--others", "--exclude-standard", "--", *relative
+        )
+        if status != 0:
+            raise GitError(f"{self.root}: git ls-files failed: {_gist(err)}")
+        changed |= {p for p in out.split("\0") if p}
+        return sorted(changed)
+
     # --- release tags ------------------------------------------------------------------
 
     def tag_exists(self, tag: str) -> bool:

@@ -183,6 +183,56 @@ def spec_hash(path: str | Path | None = None) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+# What decides which model a generation is: the data it learns from (not where the
+# outcomes of its predictions arrive), the model, and how it is evaluated and gated.
+# The rest (lifecycle triggers, deployment, serving, store, registry, descriptions,
+# comments) says when and where models are made and served, not what they are.
+TRAINING_SECTIONS = ("data", "model", "evaluation")
+_NOT_TRAINING = {"data": ("outcomes",)}
+
+
+def training_recipe(data: Any) -> dict[str, Any]:
+    """The parts of a spec document (parsed YAML) that decide what a generation is."""
+    recipe: dict[str, Any] = {}
+    for section in TRAINING_SECTIONS:
+        value = data.get(section) if isinstance(data, Mapping) else None
+        if isinstance(value, Mapping):
+            value = {k: v for k, v in value.items() if k not in _NOT_TRAINING.get(section, ())}
+        recipe[section] = value
+    return recipe
+
+
+def recipe_hash(data: Any) -> str:
+    """SHA-256 (hex) of a spec document's training recipe (see `training_recipe`)."""
+    canonical = json.dumps(training_recipe(data), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def recipe_differences(old: Any, new: Any) -> list[str]:
+    """Dotted keys (`model.pipeline`) where two spec documents' training recipes differ."""
+    a, b = training_recipe(old), training_recipe(new)
+    differences = []
+    for section in TRAINING_SECTIONS:
+        x, y = a[section], b[section]
+        if isinstance(x, Mapping) and isinstance(y, Mapping):
+            differences += [
+                f"{section}.{key}" for key in sorted({*x, *y}) if x.get(key) != y.get(key)
+            ]
+        elif x != y:
+            differences.append(section)
+    return differences
+
+
+def parse_spec_text(text: str, *, file: str) -> Any:
+    """The plain data of a spec given as text (another commit's lifecycle.yaml)."""
+    from mlcycle.spec.loader import parse_text
+
+    doc = parse_text(text, file=file)
+    if not doc.ok:
+        raise SpecError(diagnostics=doc.diagnostics)
+    return doc.data
+
+
 def _classification(data: Any) -> Classification | None:
     lc = data.get("lifecycle") if isinstance(data, Mapping) else None
     if not isinstance(lc, Mapping):
@@ -214,6 +264,10 @@ __all__ = [
     "derive_pattern",
     "find_spec",
     "load_spec",
+    "parse_spec_text",
+    "recipe_differences",
+    "recipe_hash",
     "spec_hash",
+    "training_recipe",
     "validate_file",
 ]

@@ -280,13 +280,46 @@ class ReleaseSpec:
 
 
 @dataclass(frozen=True)
+class RecentWindow:
+    """The recent served predictions the metric and drift triggers look at.
+
+    Either the last `seconds` of predictions (`window: 1d`) or the last
+    `predictions` of them (`window: 500`); exactly one is set.
+    """
+
+    seconds: int | None = None
+    predictions: int | None = None
+
+    @classmethod
+    def parse(cls, raw: str | int) -> RecentWindow:
+        """`1d` (a duration) or `500` (a number of predictions)."""
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return cls(predictions=raw)
+        return cls(seconds=parse_duration(str(raw)))
+
+    def __str__(self) -> str:
+        if self.predictions is not None:
+            return f"the last {self.predictions} predictions"
+        seconds = self.seconds or 0
+        for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+            if seconds % size == 0:
+                return f"the last {seconds // size}{unit}"
+        return f"the last {seconds}s"
+
+
+@dataclass(frozen=True)
 class TriggersSpec:
-    """Conditions that start a new generation; any one suffices."""
+    """Conditions that start a new generation; any one suffices.
+
+    `window` narrows what the metric and drift triggers see to recent predictions
+    (None: every prediction of the current model).
+    """
 
     every: int | None = None  # seconds
     new_rows: int | None = None
     metric: Condition | None = None
     drift: float | None = None
+    window: RecentWindow | None = None
 
 
 @dataclass(frozen=True)
@@ -514,6 +547,7 @@ def _update(raw: Mapping[str, Any]) -> UpdateSpec:
         new_rows=t.get("new_rows"),
         metric=Condition.parse(t["metric"]) if t.get("metric") else None,
         drift=t.get("drift"),
+        window=RecentWindow.parse(t["window"]) if t.get("window") is not None else None,
     )
     return UpdateSpec(
         triggers=triggers,

@@ -204,6 +204,22 @@ def _window_unused(ctx: RuleContext) -> Iterator[Finding]:
         )
 
 
+@rule(
+    "trigger-window-unused",
+    "warning",
+    "`update.triggers.window` narrows only the metric and drift triggers",
+)
+def _trigger_window_unused(ctx: RuleContext) -> Iterator[Finding]:
+    t = ctx.spec.update.triggers
+    if t.window is not None and t.metric is None and t.drift is None:
+        yield Finding(
+            "update.triggers.window is ignored: it narrows what the metric and drift "
+            "triggers look at, and neither is declared",
+            (("update", "triggers", "window"),),
+            hint="add `metric: ...` or `drift: ...` to update.triggers, or remove `window`",
+        )
+
+
 @rule("increment-needs-ordinal", "error", "incremental updates need an ordinal column")
 def _increment_ordinal(ctx: RuleContext) -> Iterator[Finding]:
     spec = ctx.spec

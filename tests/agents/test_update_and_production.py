@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from collections.abc import Callable
@@ -22,8 +23,11 @@ def released(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
-def append_rows(root: Path, count: int) -> None:
-    """New events: copies of the first rows with fresh ids and ordinals."""
+def append_rows(root: Path, count: int, *, flip: bool = False) -> None:
+    """New events: copies of the first rows with fresh ids and ordinals.
+
+    `flip`: with the opposite label, a batch no model can learn from.
+    """
     with sqlite3.connect(root / "data" / "events.db") as db:
         columns = [r[1] for r in db.execute("PRAGMA table_info(events)")]
         top_seq, top_id = db.execute("SELECT MAX(seq), MAX(id) FROM events").fetchone()
@@ -31,6 +35,8 @@ def append_rows(root: Path, count: int) -> None:
         for i, row in enumerate(rows, 1):
             values = dict(zip(columns, row, strict=True))
             values["seq"], values["id"] = top_seq + i, top_id + i
+            if flip:
+                values["malignant"] = 1 - values["malignant"]
             marks = ", ".join("?" for _ in columns)
             db.execute(
                 f"INSERT INTO events ({', '.join(columns)}) VALUES ({marks})",
@@ -53,43 +59,21 @@ def test_update_waits_for_a_trigger_then_trains_on_the_increment(
     assert data["reason"] == "no trigger fired"
 
     append_rows(root, 150)
-    # 30 held-out rows of the increment measure the continued model a little worse than
-    # the release: the relative gate keeps it out, and the release keeps serving.
-    rejected = mlcycle("update", cwd=root)
-    assert rejected.code == 3, rejected.err
-    assert "FAIL" in rejected.out, (rejected.out, rejected.err)
-    models = mlcycle("models", "--json", cwd=root).json()
-    assert models["current"] == "0.1.0/1"
-    assert [(e["ref"], e["status"]) for e in models["entries"]][-1] == ("0.1.0/2", "rejected")
-
-    # The trigger still fires, but the same rows would give the same rejected model:
-    # the agent waits for new rows instead of adding 0.1.0/3, 0.1.0/4, ... under cron.
-    waiting = mlcycle("update", "--json", cwd=root)
-    assert waiting.code == 0, waiting.err
-    data = waiting.json()
-    assert data["retrained"] is False
-    assert data["waiting_since_rejection"] == "0.1.0/2"
-    assert data["reason"].startswith("waiting for new rows since rejection of 0.1.0/2")
-    human = mlcycle("update", cwd=root)
-    assert human.code == 0 and "waiting for new rows since rejection of 0.1.0/2" in human.out
-    assert len(mlcycle("models", "--json", cwd=root).json()["entries"]) == len(models["entries"])
-
-    # A changed spec (here: the gate) is a reason to try the same rows again.
-    spec = root / "lifecycle.yaml"
-    spec.write_text(spec.read_text().replace("baseline - 0.02", "baseline - 0.1"))
     busy = mlcycle("update", "--json", cwd=root)
     assert busy.code == 0, busy.err
     data = busy.json()
     assert data["retrained"] is True
     assert data["reason"].startswith("new_rows: 150 new rows")
     result = data["result"]
-    assert result["ref"] == "0.1.0/3"
+    assert result["ref"] == "0.1.0/2"
     assert result["data"]["rows"] == 150  # exactly the increment
     assert result["data"]["window"]["lower"] == 569
     assert result["data"]["window"]["lower_inclusive"] is False
     assert result["training"]["warm_started"] is True
+    # Judged against 0.1.0/1 on the same 30 held-out rows of the increment.
+    assert result["comparison"]["same_rows"] is True and result["comparison"]["rows"] == 30
     models = mlcycle("models", "--json", cwd=root).json()
-    assert models["current"] == "0.1.0/3"
+    assert models["current"] == "0.1.0/2"
 
     # The next run sees no new rows after the new watermark.
     again = mlcycle("update", "--json", cwd=root).json()
@@ -100,10 +84,43 @@ def test_update_waits_for_a_trigger_then_trains_on_the_increment(
     forced = mlcycle("update", "--force", cwd=root)
     assert forced.code == 1
     assert "nothing new to train on" in forced.err
-    append_rows(root, 20)
+
+    # A batch with every label wrong: the gate keeps its model out, 0.1.0/2 keeps serving.
+    append_rows(root, 150, flip=True)
+    rejected = mlcycle("update", cwd=root)
+    assert rejected.code == 3, rejected.err
+    assert "roc_auc >= 0.9 " in rejected.out and "FAIL by" in rejected.out
+    models = mlcycle("models", "--json", cwd=root).json()
+    assert models["current"] == "0.1.0/2"
+    assert [(e["ref"], e["status"]) for e in models["entries"]][-1] == ("0.1.0/3", "rejected")
+
+    # The trigger still fires, but the same rows would give the same rejected model:
+    # the agent waits for new rows instead of adding 0.1.0/4, 0.1.0/5, ... under cron.
+    waiting = mlcycle("update", "--json", cwd=root)
+    assert waiting.code == 0, waiting.err
+    data = waiting.json()
+    assert data["retrained"] is False
+    assert data["waiting_since_rejection"] == "0.1.0/3"
+    assert data["reason"].startswith("waiting for new rows since rejection of 0.1.0/3")
+    human = mlcycle("update", cwd=root)
+    assert human.code == 0 and "waiting for new rows since rejection of 0.1.0/3" in human.out
+    assert len(mlcycle("models", "--json", cwd=root).json()["entries"]) == len(models["entries"])
+
+    # A looser gate is another model policy, the release's: update refuses it.
+    spec = root / "lifecycle.yaml"
+    spec.write_text(spec.read_text().replace("roc_auc >= 0.9\n", "roc_auc >= 0.01\n"))
+    refused = mlcycle("update", "--force", cwd=root)
+    assert refused.code == 2, refused.out + refused.err
+    assert "the spec changes evaluation.gate since release 0.1.0" in refused.err
+    assert "this change needs `mlcycle release`" in refused.err
+    assert len(mlcycle("models", "--json", cwd=root).json()["entries"]) == len(models["entries"])
+
+    # --force trains on the same rows again, and says what became of it.
+    spec.write_text(spec.read_text().replace("roc_auc >= 0.01\n", "roc_auc >= 0.9\n"))
     human = mlcycle("update", "--force", cwd=root)
-    assert human.code in (0, 3), human.err
-    assert "forced with --force" in human.out or "FAIL" in human.out
+    assert human.code == 3, human.err
+    assert "kept as rejected 0.1.0/4 for inspection" in human.err
+    assert mlcycle("models", "--json", cwd=root).json()["current"] == "0.1.0/2"
 
 
 def test_update_is_refused_for_release_forced_lifecycles(
@@ -127,7 +144,8 @@ def test_production_evaluation_joins_predictions_with_outcomes(
 
     store = PredictionStore(f"sqlite:///{root / '.mlcycle' / 'store.db'}")
     rng = np.random.default_rng(0)
-    now = time.time()
+    # Two whole hours back: predictions every 30 s fill the first hour and 2/3 of the next.
+    base = math.floor(time.time() / 3600) * 3600 - 3 * 3600
     records, outcomes = [], []
     for i in range(200):
         truth = int(rng.integers(0, 2))
@@ -140,7 +158,7 @@ def test_production_evaluation_joins_predictions_with_outcomes(
                 model="live",
                 release="0.1.0",
                 generation=1,
-                created_at=now - 7200 + i * 30,
+                created_at=base + i * 30,
                 inputs={"mean_radius": 10.0 + i % 7},
                 prediction=prediction,
                 probabilities=[1 - p1, p1],
@@ -158,16 +176,27 @@ def test_production_evaluation_joins_predictions_with_outcomes(
     assert overall["model"] == "0.1.0/1"
     assert overall["predictions"] == 200 and overall["outcomes"] == 150
     assert overall["metrics"]["accuracy"] == pytest.approx(0.9, abs=0.01)
-    assert len(report["windows"]) >= 2
-    assert sum(w["predictions"] for w in report["windows"]) == 200
+    windows = [(w["start"], w["predictions"], w["outcomes"]) for w in report["windows"]]
+    assert windows == [(base, 120, 120), (base + 3600, 80, 30)]
     drift = report["drift"][0]
-    assert "mean_radius" in drift["psi"]
+    assert drift["served_rows"] == 200
+    # PSI by hand: the deciles of the training mean_radius, served shares against them.
+    with sqlite3.connect(root / "data" / "events.db") as db:
+        trained = np.array([r[0] for r in db.execute("SELECT mean_radius FROM events")])
+    edges = np.unique(np.quantile(trained, np.linspace(0, 1, 11)))
+    edges[0], edges[-1] = -np.inf, np.inf
+    served = np.array([10.0 + i % 7 for i in range(200)])
+    e = np.clip(np.histogram(trained, edges)[0] / trained.size, 1e-4, None)
+    a = np.clip(np.histogram(served, edges)[0] / served.size, 1e-4, None)
+    assert drift["psi"]["mean_radius"] == pytest.approx(float(np.sum((a - e) * np.log(a / e))))
+    assert set(drift["psi"]) == {"mean_radius"}  # the only feature the requests carried
+    assert drift["worst"]["feature"] == "mean_radius"
 
     with sqlite3.connect(root / ".mlcycle" / "store.db") as db:
         stored = db.execute(
             "SELECT COUNT(*) FROM production_metrics WHERE model = '0.1.0/1'"
         ).fetchone()[0]
-    assert stored >= 2
+    assert stored == 3 * 2  # overall and two windows, roc_auc and accuracy each
 
 
 def test_psi_is_zero_for_the_same_distribution_and_large_for_a_shift() -> None:

@@ -80,6 +80,13 @@ CASES = [
         ADAPTIVE,
     ),
     Case(
+        "trigger-window-unused",
+        "data:\n  source: {path: d.csv, ordinal: ts}\n  label: y\n"
+        + DATA_LABEL_MODEL
+        + "update:\n  triggers:\n    new_rows: 10\n    window: 1d  #!\n",
+        ADAPTIVE,
+    ),
+    Case(
         "increment-needs-ordinal",
         "data:\n  source: {path: d.csv}  #!\n  label: y\n" + DATA_LABEL_MODEL,
         ADAPTIVE,

@@ -12,7 +12,7 @@ from mlcycle.cli.options import json_option, project_option
 
 if TYPE_CHECKING:
     from mlcycle.agents import ProcureResult
-    from mlcycle.agents.production import ProductionReport
+    from mlcycle.agents.production import Drift, ProductionReport
     from mlcycle.api.agents import ProductionCheck
     from mlcycle.api.learn import EvaluationReport, ModelListing
 
@@ -82,7 +82,7 @@ def _render_procured(result: ProcureResult) -> None:
         out.print(f"warm start: {escape(training.warm_start_note)}")
     views.metrics_table(training.metrics, title=f"held-out metrics ({training.evaluation.split})")
     if result.gate.checks:
-        views.gate_table(result.gate.checks)
+        views.gate_table(result.gate.checks, comparison=result.comparison)
     if result.entry is not None and result.gate.passed:
         out.print(
             f"[green]registered[/] {escape(str(result.entry.ref))} as a candidate; "
@@ -253,11 +253,17 @@ def _render_production(report: ProductionReport) -> None:
     if report.windows:
         import datetime as dt
 
+        # The series: each window's metrics and the drift of the inputs served in it.
+        drifted = any(w.drift is not None for w in report.windows)
         render.table(
             "per window",
-            ("start", *columns),
+            ("start", *columns, *(("largest PSI", "feature") if drifted else ())),
             [
-                (dt.datetime.fromtimestamp(w.start, dt.UTC).strftime("%Y-%m-%d %H:%M"), *row)
+                (
+                    dt.datetime.fromtimestamp(w.start, dt.UTC).strftime("%Y-%m-%d %H:%M"),
+                    *row,
+                    *((_worst_drift(w.drift)) if drifted else ()),
+                )
                 for w, row in zip(report.windows, rows(report.windows), strict=True)
             ],
         )
@@ -265,19 +271,18 @@ def _render_production(report: ProductionReport) -> None:
         render.table(
             "data drift (population stability index, training vs served)",
             ("model", "served rows", "largest PSI", "feature"),
-            [
-                (
-                    d.model,
-                    d.served_rows,
-                    views.number(d.worst[1], 3) if d.worst else "n/a",
-                    d.worst[0] if d.worst else "",
-                )
-                for d in report.drift
-            ],
+            [(d.model, d.served_rows, *_worst_drift(d)) for d in report.drift],
         )
     for w in report.overall:
         for note in w.notes:
             render.warning(f"{w.model}: {note}")
+
+
+def _worst_drift(drift: Drift | None) -> tuple[str, str]:
+    from mlcycle.cli import views
+
+    worst = drift.worst if drift is not None else None
+    return (views.number(worst[1], 3), worst[0]) if worst else ("n/a", "")
 
 
 @app.command()

@@ -93,5 +93,5 @@ def _render(result: UpdateResult) -> None:
         out.print(f"warm start: {escape(training.warm_start_note)}")
     views.metrics_table(training.metrics, title="held-out metrics")
     if procured.gate.checks:
-        views.gate_table(procured.gate.checks)
+        views.gate_table(procured.gate.checks, comparison=procured.comparison)
     out.print(f"[green]published[/] {escape(str(procured.entry.ref))} as the current model")
