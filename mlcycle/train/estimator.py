@@ -165,6 +165,10 @@ def validation_problem(estimator: Any) -> str | None:
     if callable(get_params):
         parts += [v for v in get_params(deep=True).values() if hasattr(v, "get_params")]
     for part in parts:
+        # Only classes that declare constraints: BaseEstimator has `_validate_params`
+        # for every subclass, and a project's own transformer declares none.
+        if not isinstance(getattr(type(part), "_parameter_constraints", None), dict):
+            continue
         validate = getattr(part, "_validate_params", None)
         if not callable(validate):
             continue
