@@ -109,8 +109,11 @@ def procure(
     """
     from mlcycle.data import Window, load_dataset
     from mlcycle.registry import Status
+    from mlcycle.registry.code import project_code
     from mlcycle.train import check_gate, train
 
+    # The model code as it is when training starts: what is stored is what was imported.
+    code = project_code(spec)
     if dataset is None:
         dataset = load_dataset(spec, window or Window(), progress=progress)
     previous_model = None
@@ -150,6 +153,7 @@ def procure(
                 status=Status.CANDIDATE if gate.passed else Status.REJECTED,
                 extra={**_training_record(training, previous), **(extra or {})},
                 make_current=make_current and gate.passed,
+                code=code,
             )
         finally:
             progress.done()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlcycle.redact import has_password, mask_url
+from mlcycle.spec.code import scan as scan_code
 from mlcycle.spec.diagnostics import Diagnostic, Severity
 from mlcycle.spec.loader import LoadedDocument, Loc
 from mlcycle.spec.model import (
@@ -76,26 +77,34 @@ class Rule:
     severity: Severity
     summary: str
     check: Check
+    # "spec": reads the file only; "files": the project's files too; "imports": module specs
+    scope: str = "spec"
 
 
 RULES: list[Rule] = []
 
 
-def rule(rule_id: str, severity: Severity, summary: str) -> Callable[[Check], Check]:
-    """Register a check under `rule_id`."""
+def rule(
+    rule_id: str, severity: Severity, summary: str, *, scope: str = "spec"
+) -> Callable[[Check], Check]:
+    """Register a check under `rule_id` (`scope`: see `Rule`)."""
 
     def register(check: Check) -> Check:
-        RULES.append(Rule(rule_id, severity, summary, check))
+        RULES.append(Rule(rule_id, severity, summary, check, scope))
         return check
 
     return register
 
 
-def check_rules(spec: Spec, doc: LoadedDocument) -> list[Diagnostic]:
-    """Run every rule on a schema-valid spec; diagnostics sorted by position."""
+def check_rules(
+    spec: Spec, doc: LoadedDocument, *, scopes: frozenset[str] = frozenset({"spec"})
+) -> list[Diagnostic]:
+    """Run every rule of `scopes` on a schema-valid spec; diagnostics sorted by position."""
     context = RuleContext(spec, doc)
     diagnostics = []
     for r in RULES:
+        if r.scope not in scopes:
+            continue
         for finding in r.check(context):
             diagnostics.append(_place(doc, r, finding))
     return sorted(diagnostics, key=lambda d: (d.line, d.col, d.message))
@@ -372,6 +381,19 @@ def _pipeline_xor_entrypoint(ctx: RuleContext) -> Iterator[Finding]:
             (("model", "entrypoint"),),
             hint="`pipeline` lists scikit-learn steps; `entrypoint: module:function` builds "
             "the estimator in code",
+        )
+
+
+@rule(
+    "model-code-paths", "error", "model.code names Python files inside the project", scope="files"
+)
+def _model_code(ctx: RuleContext) -> Iterator[Finding]:
+    if not ctx.spec.model.code:
+        return
+    _, problems = scan_code(ctx.spec.root, ctx.spec.model.code)
+    for problem in problems:
+        yield Finding(
+            problem.message, (("model", "code", problem.index), ("model", "code")), problem.hint
         )
 
 

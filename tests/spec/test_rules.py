@@ -139,6 +139,12 @@ CASES = [
         "  pipeline: [sklearn.linear_model.LogisticRegression]\n  entrypoint: a.b:c  #!\n",
     ),
     Case(
+        "model-code-paths",
+        "data:\n  source: {path: d.csv}\n  label: y\nmodel:\n"
+        "  pipeline: [sklearn.linear_model.LogisticRegression]\n"
+        "  code:\n    - ../outside.py  #!\n",
+    ),
+    Case(
         "unattended-needs-model",
         "data:\n  source: {path: d.csv}\n  label: y\n",
         {"procurement": "unattended  #!"},

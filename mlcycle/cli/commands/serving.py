@@ -86,6 +86,8 @@ def serve(
         raise UsageError("--bundle and --model exclude each other", hint="pass one of them")
     target = serve_target(project, ref=model, bundle=bundle, store_url=store, no_store=no_store)
     try:
+        for message in target.warnings:
+            render.warning(message)
         defaults = target.defaults
         bind_host = host or (defaults.host if defaults else "127.0.0.1")
         bind_port = port if port is not None else (defaults.port if defaults else 8080)
