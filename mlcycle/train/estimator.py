@@ -22,6 +22,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import MlcycleError, TrainingError
+from mlcycle.spec.classpath import ALLOWED_PREFIXES
 from mlcycle.spec.code import project_names
 from mlcycle.train._util import describe, did_you_mean, listing
 
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
 
     from mlcycle.spec.model import ModelSpec, StepSpec
 
-ALLOWED_PREFIXES: tuple[str, ...] = ("sklearn", "xgboost", "lightgbm", "catboost", "imblearn")
-"""Top-level packages whose classes may appear as pipeline steps."""
 
 TASKS = ("classification", "regression")
 
