@@ -143,8 +143,11 @@ def procure(
     """
     from mlcycle.data import Window, load_dataset
     from mlcycle.registry import Status
+    from mlcycle.registry.code import project_code
     from mlcycle.train import check_gate, train
 
+    # The model code as it is when training starts: what is stored is what was imported.
+    code = project_code(spec)
     if dataset is None:
         dataset = load_dataset(spec, window or Window(), progress=progress)
     previous_model = None
@@ -192,6 +195,7 @@ def procure(
                     **(extra or {}),
                 },
                 make_current=make_current and gate.passed,
+                code=code,
             )
         finally:
             progress.done()

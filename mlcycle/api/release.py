@@ -493,7 +493,8 @@ def _procure_by_hand(
     """An interactive release: the file a person trained, evaluated when there is data."""
     from mlcycle.agents.integration import data_record
     from mlcycle.data import load_dataset
-    from mlcycle.registry import Status
+    from mlcycle.registry import Status, TrustPolicy
+    from mlcycle.registry.code import project_code
     from mlcycle.train import check_gate, default_metrics, infer_task, score
     from mlcycle.train.reproduce import reproduce_research
 
@@ -501,7 +502,8 @@ def _procure_by_hand(
     path = _model_file(project, model_path)
     progress.start(f"read {path.name}")
     try:
-        model = read_model_file(path, trust=project.registry.trust, trust_pickle=trust_pickle)
+        trust = TrustPolicy.for_project(project.spec.root, project.spec.model.code)
+        model = read_model_file(path, trust=trust, trust_pickle=trust_pickle)
     finally:
         progress.done()
     warnings = (
@@ -559,6 +561,7 @@ def _procure_by_hand(
             status=Status.CANDIDATE,
             extra={"tag": plan.tag, "model_file": str(path)},
             make_current=True,
+            code=project_code(project.spec),
         )
     finally:
         progress.done()

@@ -38,6 +38,7 @@ class ServeTarget:
     max_rows: int = DEFAULT_MAX_ROWS  # deployment.serve.max_rows (a bundle: its own spec's)
     retention: Retention | None = None  # store.retention (a bundle: its own spec's)
     scratch: Path | None = None  # where a bundle archive was unpacked; removed by `close`
+    warnings: tuple[str, ...] = ()  # shown before serving (e.g. the project's code drifted)
 
     def close(self) -> None:
         """Remove what resolving the target unpacked (idempotent)."""
@@ -97,7 +98,30 @@ def serve_target(
         store_url=url,
         loader=lambda: served_model_from_entry(name, registry, entry),
         defaults=project.spec.deployment.serve,
+        warnings=code_drift_warnings(project.spec, entry),
         **_limits(project.spec),
+    )
+
+
+def code_drift_warnings(spec: Spec, entry: Any) -> tuple[str, ...]:
+    """A warning when the project's model code is not the code `entry` was trained with.
+
+    Serving never follows the working copy: the entry loads its own stored code.
+    """
+    from mlcycle.registry.code import code_drift
+
+    if not entry.code and not spec.model.code:
+        return ()
+    try:
+        drift = code_drift(spec, entry.code)
+    except UsageError as e:
+        return (f"model.code cannot be read ({e}); serving the code stored with {entry.ref}",)
+    if not drift:
+        return ()
+    return (
+        f"the project's model code differs from the code {entry.ref} was trained with "
+        f"({drift.describe()}); serving {entry.ref} with its stored code — release the "
+        "change (mlcycle release) to serve it",
     )
 
 

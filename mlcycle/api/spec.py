@@ -8,13 +8,17 @@ from mlcycle.spec import ValidationReport, load_spec, validate_file
 from mlcycle.spec.plan import Plan, build_plan
 
 
-def validate(path: str | Path | None = None, *, strict: bool = False) -> ValidationReport:
+def validate(
+    path: str | Path | None = None, *, strict: bool = False, no_import: bool = False
+) -> ValidationReport:
     """Validate the spec at `path` (a file, or a directory holding lifecycle.yaml).
 
     Every problem in the file is a diagnostic of the report; raises
-    SpecNotFoundError only when there is no spec to read.
+    SpecNotFoundError only when there is no spec to read. Besides the file, the
+    project is checked: data files and model code exist, class paths resolve
+    (unless `no_import`, for machines without the model libraries).
     """
-    return validate_file(path, strict=strict)
+    return validate_file(path, strict=strict, files=True, imports=not no_import)
 
 
 def plan(path: str | Path | None = None) -> Plan:

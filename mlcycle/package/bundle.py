@@ -6,12 +6,16 @@ A bundle is a directory (and, for shipping, a `.tar.gz` of that directory):
                       every file, library versions, serving metadata
     model.skops       the artifact, byte for byte the registry's
     lifecycle.yaml    the spec the release was made with
+    code/             the model's project code (`model.code`), when it has any:
+                      the generation's stored copy, imported from here on load
 
 `load_bundle` checks every file against bundle.json before anything is used.
 Those hashes sit inside the same unsigned archive, so they catch damage, not an
 attacker: a bundle therefore never holds a format that runs code on load (a
 pickle is refused when building and when loading), and its model is loaded
-with the library-only trust policy (registry/trust.py).
+with the library-only trust policy (registry/trust.py) plus, exactly, the
+classes and functions its own `code/` files define. A bundle with model code
+runs that code when the model loads, as the project did: ship it like code.
 Extracting an archive never writes outside its target: members must be plain
 files or directories with relative paths and no `..`, links of any kind are
 refused, and the archive is unpacked into a fresh directory that is renamed
@@ -36,8 +40,9 @@ from typing import TYPE_CHECKING, Any, Final
 from mlcycle.errors import IntegrityError, PackagingError, RegistryError, UsageError
 from mlcycle.redact import mask_urls_in_bytes
 from mlcycle.registry.artifacts import SKOPS, ArtifactInfo, load_model, sha256_bytes, sha256_file
+from mlcycle.registry.code import CODE_DIR, check_code_path, read_code_checked, write_code
 from mlcycle.registry.refs import ModelRef, check_release
-from mlcycle.registry.trust import DEFAULT_POLICY
+from mlcycle.registry.trust import DEFAULT_POLICY, TrustPolicy
 
 if TYPE_CHECKING:
     from mlcycle.registry import Entry, Registry
@@ -119,6 +124,18 @@ class Bundle:
     output: Mapping[str, Any]
     created_at: str
     metrics: Mapping[str, float | None] = field(default_factory=dict)
+    code: Mapping[str, str] = field(default_factory=dict)  # relative path → SHA-256
+
+    @property
+    def code_path(self) -> Path:
+        """The directory of the model code inside the bundle (absent without code)."""
+        return self.path / CODE_DIR
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """Every file the bundle holds, bundle.json first."""
+        code = tuple(self.code_path / p for p in sorted(self.code))
+        return (self.path / BUNDLE_FILE, self.artifact_path, self.spec_path, *code)
 
     @property
     def ref(self) -> str:
@@ -150,14 +167,24 @@ class Bundle:
     def load_model(self) -> Any:
         """The bundled estimator, after checking its SHA-256 again (IntegrityError if changed).
 
-        Only library names are trusted: the bundle carries no project code, and
-        nothing it says about itself can widen that (RegistryError naming the rest).
+        Library names are trusted, and the classes and functions the bundle's own
+        `code/` files define (checked against bundle.json), imported from there;
+        anything else is refused (RegistryError naming it).
         """
         return load_model(
             self.artifact_path,
             sha256=self.artifact.sha256,
             format=self.artifact.format,
-            trust=DEFAULT_POLICY,
+            trust=self.trust(),
+        )
+
+    def trust(self) -> TrustPolicy:
+        """The policy the bundled model loads under (see `load_model`)."""
+        if not self.code:
+            return DEFAULT_POLICY
+        files = read_code_checked(self.code_path, self.code, where=f"bundle {self.path}")
+        return TrustPolicy.for_code(
+            self.code_path, files, origin=f"model.code in the bundle {self.path}"
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -178,6 +205,7 @@ class Bundle:
                 "output": dict(self.output),
             },
             "metrics": dict(self.metrics),
+            "code": dict(self.code),
             "created_at": self.created_at,
         }
 
@@ -239,7 +267,14 @@ def build_bundle(
             f"the file has {actual}",
             hint="the artifact changed after registration; restore it or register the model again",
         )
-    _require_servable(data, entry)
+    code = (
+        read_code_checked(
+            registry.code_dir(entry), entry.code, where=f"{entry.project} {entry.ref}"
+        )
+        if entry.code
+        else {}
+    )
+    _require_servable(data, entry, code)
 
     model: Any = None
     recorded = _recorded_features(entry, features)
@@ -274,6 +309,7 @@ def build_bundle(
         output=output,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         metrics={k: (v if v == v else None) for k, v in entry.metrics.items()},  # NaN → null
+        code=dict(entry.code),
     )
     bundle.requirements()  # refuse odd versions now rather than at image build time
     _reject_nonempty(dest)
@@ -283,6 +319,8 @@ def build_bundle(
         staging.mkdir()
         (staging / entry.artifact.file).write_bytes(data)
         (staging / SPEC_FILE).write_bytes(spec_bytes)
+        if code:
+            write_code(staging / CODE_DIR, code)
         (staging / BUNDLE_FILE).write_text(
             json.dumps(bundle.as_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
@@ -317,11 +355,16 @@ def write_archive(bundle: Bundle, target: Path) -> Path:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tarfile.open(tmp, "w:gz") as tar:
-            for name in sorted(p.name for p in bundle.path.iterdir()):
-                path = bundle.path / name
+            # Only the files bundle.json names (and their directories), in a fixed order.
+            for path in sorted(bundle.files, key=lambda p: p.relative_to(bundle.path).as_posix()):
                 if path.is_symlink() or not path.is_file():
                     raise PackagingError(f"{path}: a bundle holds only plain files")
-                tar.add(path, arcname=name, recursive=False, filter=clean)
+                tar.add(
+                    path,
+                    arcname=path.relative_to(bundle.path).as_posix(),
+                    recursive=False,
+                    filter=clean,
+                )
         tmp.replace(target)
     except OSError as e:
         raise PackagingError(f"{target}: cannot write the archive: {e.strerror or e}") from e
@@ -363,6 +406,8 @@ def load_bundle(path: Path, *, extract_to: Path | None = None) -> Bundle:
     bundle = _from_dict(raw, path=path)
     _verify(bundle.artifact_path, bundle.artifact.sha256, size=bundle.artifact.size)
     _verify(bundle.spec_path, bundle.spec_sha256)
+    for file, sha256 in bundle.code.items():
+        _verify(bundle.code_path / file, sha256)
     return bundle
 
 
@@ -521,6 +566,10 @@ def _from_dict(raw: Any, *, path: Path) -> Bundle:
             output=dict(serving.get("output") or {}),
             created_at=str(raw.get("created_at", "")),
             metrics=dict(raw.get("metrics") or {}),
+            code={
+                check_code_path(str(k), where=where): str(v)
+                for k, v in (raw.get("code") or {}).items()
+            },
         )
     except (KeyError, TypeError, ValueError, AttributeError, UsageError, RegistryError) as e:
         raise PackagingError(f"{where}: damaged bundle description ({e})") from e
@@ -544,25 +593,29 @@ def _feature(raw: Any) -> BundleFeature:
     return feature
 
 
-def _require_servable(data: bytes, entry: Entry) -> None:
+def _require_servable(data: bytes, entry: Entry, code: Mapping[str, bytes]) -> None:
     """PackagingError unless a bundle could load this artifact where it is served.
 
-    A bundle carries no project code, so it loads under the library-only policy: a
-    model naming the project's own classes would build an image that cannot start.
+    A bundle carries the entry's stored model code and nothing else of the project:
+    a model naming any other project name would build an image that cannot start.
     """
     import skops.io as sio
 
+    policy = (
+        DEFAULT_POLICY.with_code(code, root=None, origin=f"model.code of {entry.ref}")
+        if code
+        else DEFAULT_POLICY
+    )
     try:
-        refused = DEFAULT_POLICY.refused(sio.get_untrusted_types(data=data))
+        refused = policy.refused(sio.get_untrusted_types(data=data))
     except Exception as e:  # skops raises many types for a damaged file
         raise PackagingError(f"{entry.ref}: not a readable skops file ({e})") from e
     if refused:
         raise PackagingError(
-            f"{entry.project} {entry.ref} uses the project's own code "
-            f"({', '.join(refused)}), which a bundle does not carry, so its image could not "
-            "load it",
-            hint="serve it from the project (mlcycle serve, or a dynamic deployment), or "
-            "build the model from scikit-learn steps only",
+            f"{entry.project} {entry.ref} uses code that is not in its stored model code "
+            f"({', '.join(refused)}), so a bundle (and its image) could not load it",
+            hint="list the files defining them in `model.code` in lifecycle.yaml and train "
+            "again (mlcycle release), or build the model from scikit-learn steps only",
         )
 
 

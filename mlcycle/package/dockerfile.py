@@ -3,7 +3,7 @@
 Layout of a context directory:
 
     Dockerfile               rendered from templates/docker/Dockerfile.tmpl
-    bundle/                  the bundle (bundle.json, the artifact, lifecycle.yaml)
+    bundle/                  the bundle (bundle.json, the artifact, lifecycle.yaml, code/)
     build/requirements.txt   the pins from the bundle, then what mlcycle's wheel requires
     wheel/                   mlcycle's own wheel (the image serves with it): built from
                              the source checkout mlcycle runs from, or (installed from a
@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from mlcycle.errors import PackagingError, UsageError
-from mlcycle.package.bundle import BUNDLE_FILE, Bundle, load_bundle, pinned_requirements
+from mlcycle.package.bundle import Bundle, load_bundle, pinned_requirements
 from mlcycle.redact import mask_url, mask_urls_in
 from mlcycle.resources import data_path
 
@@ -191,6 +191,7 @@ class _Contents:
     spec_hash: str | None
     git_commit: str | None
     labels: Mapping[str, str]
+    files_root: Path | None = None  # `files` keep their paths relative to it
 
 
 def _bundle_contents(bundle: Bundle) -> _Contents:
@@ -199,7 +200,8 @@ def _bundle_contents(bundle: Bundle) -> _Contents:
         title=f"Serving image of {bundle.project} {bundle.release} "
         f"(generation {int(bundle.generation)})",
         pins=tuple(bundle.requirements()),
-        files=(bundle.path / BUNDLE_FILE, bundle.artifact_path, bundle.spec_path),
+        files=bundle.files,  # model code included, under code/
+        files_root=bundle.path,
         payload=f"COPY {BUNDLE_DIR}/ /app/{BUNDLE_DIR}/",
         workdir="/app/data",
         command=("mlcycle", "serve", "--bundle", f"/app/{BUNDLE_DIR}", *_LISTEN),
@@ -404,7 +406,10 @@ def _fill(
         if contents.files:
             (dest / BUNDLE_DIR).mkdir()
             for item in contents.files:
-                shutil.copyfile(item, dest / BUNDLE_DIR / item.name)
+                rel = item.relative_to(contents.files_root) if contents.files_root else item.name
+                target = dest / BUNDLE_DIR / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(item, target)
         text = _render(contents, base=base, labels=labels, mlcycle_version=mlcycle.__version__)
         (dest / "Dockerfile").write_text(text, encoding="utf-8")
         (dest / ".dockerignore").write_text("*.tmp\n", encoding="utf-8")

@@ -34,8 +34,8 @@ def open_registry(spec: Spec) -> Registry:
         )
     if backend != "local":
         raise RegistryError(f"{spec.name}: unknown registry backend {backend!r}")
-    trust = TrustPolicy.for_project(spec.root, spec.model.entrypoint)
-    return LocalRegistry(spec.resolve(spec.registry.path), spec.name, trust=trust)
+    # Library names only: a generation's project names come from its own stored code.
+    return LocalRegistry(spec.resolve(spec.registry.path), spec.name)
 
 
 __all__ = [

@@ -264,31 +264,55 @@ def _load_skops(data: bytes, path: Path, trust: TrustPolicy) -> Any:
 
 @contextlib.contextmanager
 def _project_importable(trust: TrustPolicy, names: list[str]) -> Iterator[None]:
-    """Make the project's modules importable from its directory while skops builds the model.
+    """Make the model code importable from `trust.root` (and only there) while skops builds.
 
-    A module of the same name already imported from elsewhere is refused: the
-    trusted name is the project's file, not whatever answers to its name.
+    A module of the same name imported from another directory (the project's
+    working copy, another generation's code) is forgotten first, so the names
+    resolve to this copy; models already built keep the module they were built
+    with. A standard-library or installed module of that name is never
+    replaced: the load is refused instead.
     """
     needed = {n.rsplit(".", 1)[0] for n in names if n in trust.project_code}
     if not needed or trust.root is None:
         yield
         return
     root = trust.root.resolve()
-    for module in sorted(needed):
-        loaded = sys.modules.get(module)
-        origin = getattr(loaded, "__file__", None)
-        foreign = origin is None or not Path(origin).resolve().is_relative_to(root)
-        if loaded is not None and foreign:
+    tops = sorted({module.split(".")[0] for module in needed})
+    for top in tops:
+        loaded = sys.modules.get(top)
+        if loaded is None:
+            continue
+        origin = _origin(loaded)
+        if origin is not None and origin.is_relative_to(root):
+            continue
+        if origin is None or top in sys.stdlib_module_names or _installed(origin):
             raise RegistryError(
-                f"the model needs the project's module {module} from {root}, but a module of "
-                f"that name is already loaded from {origin or 'elsewhere'}",
+                f"the model needs its module {top} from {root}, but a module of that name "
+                f"is already loaded from {origin or 'elsewhere'}",
                 hint="rename the project's module so that it does not shadow another one",
             )
+        for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+            del sys.modules[name]
     sys.path.insert(0, str(root))
     importlib.invalidate_caches()
     try:
         yield
     finally:
-        # Only for the duration of the load: the project's path must not leak.
+        # Only for the duration of the load: the code's path must not leak.
         with contextlib.suppress(ValueError):
             sys.path.remove(str(root))
+
+
+def _origin(module: Any) -> Path | None:
+    file = getattr(module, "__file__", None)
+    if file:
+        return Path(file).resolve()
+    paths = list(getattr(module, "__path__", None) or [])
+    return Path(paths[0]).resolve() if paths else None
+
+
+def _installed(path: Path) -> bool:
+    import sysconfig
+
+    keys = ("stdlib", "platstdlib", "purelib", "platlib")
+    return any(path.is_relative_to(Path(sysconfig.get_paths()[k]).resolve()) for k in keys)

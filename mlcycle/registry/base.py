@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import RegistryError
 from mlcycle.registry.artifacts import load_model as load_artifact
+from mlcycle.registry.code import read_code_checked
 from mlcycle.registry.entry import Entry, Status
 from mlcycle.registry.refs import ModelRef, as_ref, check_release, release_key
 from mlcycle.registry.trust import TrustPolicy
@@ -50,8 +51,13 @@ class Registry(ABC):
         extra: Mapping[str, Any] | None = None,
         make_current: bool = False,
         generation: int | None = None,
+        code: Mapping[str, bytes] | None = None,
     ) -> Entry:
         """Store `model` as a new generation of `release` and return its entry.
+
+        `code` is the project's model code (relative path → bytes, as
+        `registry.code.project_code` reads it): stored with the entry, its hashes
+        recorded, its names the only project names the model may hold.
 
         `generation=None` takes the next free number of the release. With
         `make_current`, a candidate becomes current in the same step; a rejected
@@ -74,6 +80,10 @@ class Registry(ABC):
     @abstractmethod
     def artifact_path(self, entry: Entry) -> Path:
         """Local path of the entry's artifact file."""
+
+    @abstractmethod
+    def code_dir(self, entry: Entry) -> Path:
+        """Local directory of the entry's stored model code (`code/` beside the artifact)."""
 
     @abstractmethod
     def remove_release(self, release: str) -> list[Entry]:
@@ -204,14 +214,28 @@ class Registry(ABC):
     def load_model(self, entry: Entry) -> Any:
         """The entry's estimator, after checking the artifact's SHA-256 (IntegrityError if not).
 
-        Only names `self.trust` trusts are built; a pickle artifact (older mlcycle) is
-        refused with the way to re-save it (RegistryError).
+        Only names `trust_for(entry)` trusts are built; a pickle artifact (older mlcycle)
+        is refused with the way to re-save it (RegistryError).
         """
         return load_artifact(
             self.artifact_path(entry),
             sha256=entry.artifact.sha256,
             format=entry.artifact.format,
-            trust=self.trust,
+            trust=self.trust_for(entry),
+        )
+
+    def trust_for(self, entry: Entry) -> TrustPolicy:
+        """The policy the entry loads under: its own stored code's names, imported from there.
+
+        The stored files are checked against their recorded hashes first
+        (IntegrityError). An entry without model code loads under `self.trust`.
+        """
+        if not entry.code:
+            return self.trust
+        directory = self.code_dir(entry)
+        files = read_code_checked(directory, entry.code, where=f"{self.project} {entry.ref}")
+        return self.trust.with_code(
+            files, root=directory.resolve(), origin=f"model.code of {self.project} {entry.ref}"
         )
 
     def _known_hint(self) -> str:

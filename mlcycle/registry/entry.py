@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from mlcycle.errors import RegistryError, UsageError
 from mlcycle.registry.artifacts import ArtifactInfo
+from mlcycle.registry.code import check_code_path
 from mlcycle.registry.refs import ModelRef, check_release
 from mlcycle.spec.model import Procurement
 
@@ -50,6 +51,8 @@ class Entry:
     created_by: str
     artifact: ArtifactInfo
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # The project's model code stored with the entry: relative path → SHA-256 (registry/code.py).
+    code: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def ref(self) -> ModelRef:
@@ -81,6 +84,7 @@ class Entry:
             "created_by": self.created_by,
             "artifact": self.artifact.as_dict(),
             "extra": plain(self.extra),
+            "code": dict(self.code),
         }
 
     @classmethod
@@ -115,6 +119,10 @@ class Entry:
                 created_by=str(raw["created_by"]),
                 artifact=ArtifactInfo.from_dict(raw["artifact"], where=where),
                 extra=dict(raw.get("extra") or {}),
+                code={
+                    check_code_path(str(k), where=where): str(v)
+                    for k, v in (raw.get("code") or {}).items()
+                },
             )
         except (KeyError, TypeError, ValueError, UsageError, AttributeError) as e:
             raise RegistryError(f"{where}: damaged entry ({type(e).__name__}: {e})") from e

@@ -5,6 +5,7 @@ Layout under `root` (the spec's `registry.path`, default `.mlcycle/registry`):
     <project>/
       releases/<release>/<generation>/entry.json     what the Entry holds
       releases/<release>/<generation>/model.skops    the artifact (see artifacts.py)
+      releases/<release>/<generation>/code/          its model code, if any (see code.py)
       current.json     the pointer to the entry production serves, with its history
       manifests/       reserved for serving manifests (a later issue)
       .lock            flock'ed by every writer; holds the holder's pid
@@ -46,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Final
 from mlcycle.errors import RegistryError, UsageError
 from mlcycle.registry.artifacts import ArtifactInfo, fsync_dir, library_versions, save_model
 from mlcycle.registry.base import Registry
+from mlcycle.registry.code import CODE_DIR, write_code
 from mlcycle.registry.entry import Entry, Status, plain
 from mlcycle.registry.refs import (
     GENERATION_RE,
@@ -56,6 +58,7 @@ from mlcycle.registry.refs import (
     release_key,
 )
 from mlcycle.registry.trust import DEFAULT_POLICY, TrustPolicy
+from mlcycle.spec.code import code_hashes
 from mlcycle.spec.model import Procurement
 
 if TYPE_CHECKING:
@@ -179,6 +182,12 @@ class LocalRegistry(Registry):
             raise UsageError(f"{ref} does not name one entry; write RELEASE/GENERATION")
         return self.releases_dir / ref.release / str(ref.generation)
 
+    def code_dir(self, entry: Entry) -> Path:
+        """Directory of the entry's stored model code."""
+        if entry.project != self.project:
+            raise RegistryError(f"{entry.ref} belongs to {entry.project}, not {self.project}")
+        return self.entry_dir(entry.ref) / CODE_DIR
+
     def artifact_path(self, entry: Entry) -> Path:
         """Path of the entry's artifact file."""
         if entry.project != self.project:
@@ -202,6 +211,7 @@ class LocalRegistry(Registry):
         extra: Mapping[str, Any] | None = None,
         make_current: bool = False,
         generation: int | None = None,
+        code: Mapping[str, bytes] | None = None,
     ) -> Entry:
         """Store `model` as a new generation of `release` (see Registry.register)."""
         release = check_release(release)
@@ -227,6 +237,7 @@ class LocalRegistry(Registry):
             self._ensure_layout()
             staging = self._open_staging()
         try:
+            code_record = self._stage_code(code or {}, staging.path)
             artifact = self._stage_artifact(model, staging.path)
             with self._locked(f"registering a model of release {release}"):
                 self._clean()
@@ -247,6 +258,7 @@ class LocalRegistry(Registry):
                     created_by=created_by,
                     artifact=artifact,
                     extra=record["extra"],
+                    code=code_record,
                 )
                 _write_json(staging.path / ENTRY_FILE, entry.as_dict(), atomic=False)
                 fsync_dir(staging.path)
@@ -396,8 +408,26 @@ class LocalRegistry(Registry):
     # --- hooks a test may wrap to stop a writer at a chosen point --------------------
 
     def _stage_artifact(self, model: Any, staging: Path) -> ArtifactInfo:
-        """Write the artifact into the staging directory."""
-        return save_model(model, staging / ARTIFACT_STEM, trust=self.trust)
+        """Write the artifact into the staging directory (after the code, see `_stage_code`).
+
+        The model may name what the staged code defines, and nothing else of the project.
+        """
+        trust = self.trust
+        staged = staging / CODE_DIR
+        if staged.is_dir():
+            files = {
+                p.relative_to(staged).as_posix(): p.read_bytes()
+                for p in sorted(staged.rglob("*.py"))
+            }
+            trust = trust.with_code(files, root=None, origin="the model.code stored with it")
+        return save_model(model, staging / ARTIFACT_STEM, trust=trust)
+
+    def _stage_code(self, code: Mapping[str, bytes], staging: Path) -> dict[str, str]:
+        """Write the model code under `code/` of the staging directory; its hashes."""
+        if not code:
+            return {}
+        write_code(staging / CODE_DIR, code)
+        return code_hashes(code)
 
     def _publish(self, staging: Path, target: Path) -> None:
         """Move a complete staged entry into place: the one step that makes it visible."""

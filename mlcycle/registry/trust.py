@@ -19,9 +19,9 @@ without_output` runs one):
   those the templates and tests use (`tests/registry/test_trust.py` re-checks);
 - `FUNCTIONS`: a short list of plain numeric functions a `FunctionTransformer`
   may hold;
-- the project's own code: the classes and functions defined in the module of
-  `model.entrypoint`, when that module is a file inside the project directory
-  (names read with `ast`, nothing imported).
+- the project's own code: the classes and functions defined at the top level
+  of the files `model.code` lists (names read with `ast`, nothing imported),
+  as stored with the generation (or the bundle) being loaded.
 
 Pickle is no part of this: unpickling runs whatever the file says, and a hash
 only proves the file is the one recorded, not that it is harmless.
@@ -29,12 +29,13 @@ only proves the file is the one recorded, not that it is harmless.
 
 from __future__ import annotations
 
-import ast
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Final
+
+from mlcycle.spec.code import code_names, project_names
 
 # Internal types of fitted scikit-learn models (and the Python/NumPy/SciPy data they
 # hold) that skops does not trust by default, each seen in a fitted model (survey:
@@ -119,9 +120,10 @@ class TrustPolicy:
     """The names (beyond skops's own reviewed set) a model file may make mlcycle build.
 
     `project_code` holds exact `module.name`s of the project's own classes and
-    functions, `root` the directory their modules are imported from while a
-    model is loaded, `origin` where they were declared (for messages). The
-    default policy trusts library names only.
+    functions (those its `model.code` files define), `root` the directory their
+    modules are imported from while a model is loaded (a generation's stored copy
+    of the code, or a bundle's), `origin` where they were declared (for messages).
+    The default policy trusts library names only.
     """
 
     project_code: frozenset[str] = field(default_factory=frozenset)
@@ -146,57 +148,45 @@ class TrustPolicy:
         declared = (
             f"the project's own code is trusted by exact name ({self.origin})"
             if self.origin
-            else "a project's own classes are trusted when its model.entrypoint module "
-            "(a file inside the project) defines them"
+            else "a project's own classes and functions are trusted when the files "
+            "defining them are listed in `model.code`"
         )
         return (
             "a model may hold scikit-learn estimators, NumPy/SciPy data and a few numeric "
             f"functions; {declared}. Refused names are never loaded: rebuild the model "
-            "from trusted parts"
+            "from trusted parts, or list the file that defines them in model.code"
+        )
+
+    def with_code(
+        self, files: Mapping[str, bytes], *, root: Path | None, origin: str
+    ) -> TrustPolicy:
+        """This policy plus the names the model-code `files` define (read with `ast`)."""
+        return TrustPolicy(
+            project_code=self.project_code | code_names(files),
+            root=root,
+            origin=origin,
         )
 
     @classmethod
-    def for_project(cls, root: Path, entrypoint: str | None) -> TrustPolicy:
-        """The default policy plus what the module of `entrypoint` defines, if inside `root`."""
-        if not entrypoint:
+    def for_code(cls, root: Path, files: Mapping[str, bytes], *, origin: str) -> TrustPolicy:
+        """Trust what the model-code `files` define, imported from `root` when loading."""
+        return cls().with_code(files, root=Path(root).resolve(), origin=origin)
+
+    @classmethod
+    def for_project(cls, root: Path, code: Sequence[str]) -> TrustPolicy:
+        """The default policy plus what the project's `model.code` (under `root`) defines now.
+
+        For models made in the project (`release --model FILE`); a registered
+        generation loads under the policy of its own stored code instead.
+        """
+        if not code:
             return cls()
-        module = entrypoint.partition(":")[0]
-        path = project_module_file(root, module)
-        if path is None:
-            return cls()
-        names = defined_names(path)
+        names = project_names(root, code)
         return cls(
-            project_code=frozenset(f"{module}.{n}" for n in names),
+            project_code=names,
             root=Path(root).resolve(),
-            origin=f"model.entrypoint module {module}, {path}",
+            origin=f"model.code of {Path(root).resolve()}: {', '.join(code)}",
         )
-
-
-def project_module_file(root: Path, module: str) -> Path | None:
-    """The file of the dotted `module` inside `root`, None when it is not there.
-
-    Symbolic links that lead outside `root` do not count: trust is for the
-    project's own files, never for the standard library or installed packages.
-    """
-    parts = module.split(".")
-    if not all(p.isidentifier() for p in parts):
-        return None
-    base = Path(root).resolve()
-    candidates = (base.joinpath(*parts).with_suffix(".py"), base.joinpath(*parts, "__init__.py"))
-    for candidate in candidates:
-        if candidate.is_file() and candidate.resolve().is_relative_to(base):
-            return candidate
-    return None
-
-
-def defined_names(path: Path) -> tuple[str, ...]:
-    """Classes and functions defined at the top level of the Python file `path`."""
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
-        return ()
-    kinds = (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
-    return tuple(node.name for node in tree.body if isinstance(node, kinds))
 
 
 DEFAULT_POLICY: Final = TrustPolicy()

@@ -112,8 +112,15 @@ def validate_file(
     *,
     strict: bool = False,
     environ: Mapping[str, str] | None = None,
+    files: bool = True,
+    imports: bool = True,
 ) -> ValidationReport:
     """Check a spec: YAML, schema, taxonomy rules; derive its pattern.
+
+    With `files`, also what the spec says of the project's files (data files and
+    model code exist, inside the project); with `imports`, also that class paths
+    resolve (`importlib.util.find_spec`, nothing executed but package `__init__`s).
+    `load_spec` does neither: a bundle's spec travels without its project.
 
     Never raises for what the file contains (every problem is a diagnostic);
     raises SpecNotFoundError when there is no spec at `path`. With `strict`,
@@ -138,7 +145,10 @@ def validate_file(
                 data, unset = resolve_references(doc, environ)
                 diagnostics.extend(unset)
             spec = Spec.from_document(data, root=file.absolute().parent)
-            diagnostics.extend(check_rules(spec, doc))
+            scopes = (
+                {"spec"} | ({"files"} if files else set()) | ({"imports"} if imports else set())
+            )
+            diagnostics.extend(check_rules(spec, doc, scopes=frozenset(scopes)))
     if strict:
         diagnostics = [
             dataclasses.replace(d, severity="error", message=f"{d.message} (--strict)")
@@ -167,7 +177,13 @@ def load_spec(
     `${env:NAME}` references are resolved from the environment unless
     `resolve_env` is false (for commands that only show the spec).
     """
-    report = validate_file(path, strict=strict, environ=os.environ if resolve_env else None)
+    report = validate_file(
+        path,
+        strict=strict,
+        environ=os.environ if resolve_env else None,
+        files=False,
+        imports=False,
+    )
     if report.spec is None:
         raise SpecError(diagnostics=report.diagnostics)
     return report.spec

@@ -244,6 +244,7 @@ class ModelSpec:
 
     pipeline: tuple[StepSpec, ...] = ()
     entrypoint: str | None = None
+    code: tuple[str, ...] = ()  # the project's model code, relative paths (spec/code.py)
     task: str | None = None
     seed: int = 0
     tuning: TuningSpec | None = None
@@ -507,6 +508,7 @@ def _model(raw: Mapping[str, Any]) -> ModelSpec:
     return ModelSpec(
         pipeline=tuple(steps),
         entrypoint=raw.get("entrypoint"),
+        code=tuple(raw.get("code") or ()),
         task=raw.get("task"),
         seed=raw.get("seed", 0),
         tuning=tuning,

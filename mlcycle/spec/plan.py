@@ -138,7 +138,8 @@ def _rnd(spec: Spec) -> list[Stage]:
                 "data-source",
                 "Data source descriptor",
                 f"formulate how data is fetched on demand: {_source(spec.data.source)}; "
-                "`mlcycle validate` checks it",
+                "`mlcycle validate` checks its form and that its local files exist, "
+                "`mlcycle train` runs it",
                 Actor.HAND,
             )
         )

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlcycle.redact import has_password, mask_url
+from mlcycle.spec.classpath import ALL_METRICS, ALLOWED_PREFIXES, METRICS_BY_TASK, check_class_path
+from mlcycle.spec.code import project_names
+from mlcycle.spec.code import scan as scan_code
 from mlcycle.spec.diagnostics import Diagnostic, Severity
 from mlcycle.spec.loader import LoadedDocument, Loc
 from mlcycle.spec.model import (
@@ -76,26 +79,34 @@ class Rule:
     severity: Severity
     summary: str
     check: Check
+    # "spec": reads the file only; "files": the project's files too; "imports": module specs
+    scope: str = "spec"
 
 
 RULES: list[Rule] = []
 
 
-def rule(rule_id: str, severity: Severity, summary: str) -> Callable[[Check], Check]:
-    """Register a check under `rule_id`."""
+def rule(
+    rule_id: str, severity: Severity, summary: str, *, scope: str = "spec"
+) -> Callable[[Check], Check]:
+    """Register a check under `rule_id` (`scope`: see `Rule`)."""
 
     def register(check: Check) -> Check:
-        RULES.append(Rule(rule_id, severity, summary, check))
+        RULES.append(Rule(rule_id, severity, summary, check, scope))
         return check
 
     return register
 
 
-def check_rules(spec: Spec, doc: LoadedDocument) -> list[Diagnostic]:
-    """Run every rule on a schema-valid spec; diagnostics sorted by position."""
+def check_rules(
+    spec: Spec, doc: LoadedDocument, *, scopes: frozenset[str] = frozenset({"spec"})
+) -> list[Diagnostic]:
+    """Run every rule of `scopes` on a schema-valid spec; diagnostics sorted by position."""
     context = RuleContext(spec, doc)
     diagnostics = []
     for r in RULES:
+        if r.scope not in scopes:
+            continue
         for finding in r.check(context):
             diagnostics.append(_place(doc, r, finding))
     return sorted(diagnostics, key=lambda d: (d.line, d.col, d.message))
@@ -389,6 +400,207 @@ def _pipeline_xor_entrypoint(ctx: RuleContext) -> Iterator[Finding]:
             hint="`pipeline` lists scikit-learn steps; `entrypoint: module:function` builds "
             "the estimator in code",
         )
+
+
+@rule(
+    "model-code-paths", "error", "model.code names Python files inside the project", scope="files"
+)
+def _model_code(ctx: RuleContext) -> Iterator[Finding]:
+    if not ctx.spec.model.code:
+        return
+    _, problems = scan_code(ctx.spec.root, ctx.spec.model.code)
+    for problem in problems:
+        yield Finding(
+            problem.message, (("model", "code", problem.index), ("model", "code")), problem.hint
+        )
+
+
+def _steps(ctx: RuleContext) -> Iterator[tuple[int, str, Loc]]:
+    """Each pipeline step's number (from 0), class path and where it is written."""
+    for i, step in enumerate(ctx.spec.model.pipeline):
+        raw = ctx.raw("model", "pipeline", i)
+        at: Loc = ("model", "pipeline", i)
+        if isinstance(raw, Mapping):
+            at = ("model", "pipeline", i, step.class_path)
+        yield i, step.class_path, at
+
+
+@rule("pipeline-step-allowed", "error", "pipeline steps are model-library classes", scope="files")
+def _step_allowed(ctx: RuleContext) -> Iterator[Finding]:
+    project = project_names(ctx.spec.root, ctx.spec.model.code) if ctx.spec.model.code else ()
+    for i, path, at in _steps(ctx):
+        if path in project or path.split(".")[0] in ALLOWED_PREFIXES:
+            continue
+        yield Finding(
+            f"model.pipeline step {i + 1}: '{path}' is not allowed: steps are classes from "
+            f"{', '.join(ALLOWED_PREFIXES)}, or classes the project's model.code defines",
+            (at,),
+            hint="list your own module in `model.code` (e.g. `code: [features.py]`) and name "
+            "its class, or build the estimator in `model.entrypoint`",
+        )
+
+
+@rule("pipeline-step-resolves", "error", "pipeline steps name classes that exist", scope="imports")
+def _step_resolves(ctx: RuleContext) -> Iterator[Finding]:
+    for i, path, at in _steps(ctx):
+        if path.split(".")[0] not in ALLOWED_PREFIXES:
+            continue  # refused by pipeline-step-allowed, or the project's own (checked there)
+        problem = check_class_path(path)
+        if problem is None:
+            continue
+        hint = (
+            f"did you mean '{problem.suggestion}'?"
+            if problem.suggestion
+            else "check the spelling against the library's documentation; `--no-import` "
+            "skips this check on machines without the model libraries"
+        )
+        yield Finding(f"model.pipeline step {i + 1}: '{path}': {problem.message}", (at,), hint)
+
+
+@rule(
+    "entrypoint-module-exists", "error", "the entry point's module is in the project", scope="files"
+)
+def _entrypoint_module(ctx: RuleContext) -> Iterator[Finding]:
+    entrypoint = ctx.spec.model.entrypoint
+    if not entrypoint:
+        return
+    module = entrypoint.partition(":")[0]
+    parts = module.split(".")
+    base = ctx.spec.root
+    if base.joinpath(*parts).with_suffix(".py").is_file():
+        return
+    if base.joinpath(*parts, "__init__.py").is_file():
+        return
+    yield Finding(
+        f"model.entrypoint: there is no module '{module}' beside lifecycle.yaml "
+        f"({base.joinpath(*parts)}.py)",
+        (("model", "entrypoint"),),
+        hint="the entry point's module is a file of the project; create it or fix the name",
+    )
+
+
+def _declared_task(spec: Spec) -> str | None:
+    """The task `model.task` declares, else what the last step's class name says, if it does."""
+    if spec.model.task:
+        return spec.model.task
+    if not spec.model.pipeline:
+        return None
+    name = spec.model.pipeline[-1].class_path.rpartition(".")[2]
+    if name.endswith("Classifier") or name in ("LogisticRegression", "SVC", "LinearSVC"):
+        return "classification"
+    if name.endswith(("Regressor", "Regression")) or name in (
+        "SVR",
+        "LinearSVR",
+        "Ridge",
+        "Lasso",
+        "ElasticNet",
+    ):
+        return "regression"
+    return None
+
+
+def _metric_problem(name: str, task: str | None) -> tuple[str, str] | None:
+    """(message, hint) when `name` is no scorer, or one that does not fit `task`."""
+    if name not in ALL_METRICS:
+        close = difflib.get_close_matches(
+            name, sorted(METRICS_BY_TASK.get(task or "", ALL_METRICS)), n=1
+        )
+        hint = f"did you mean '{close[0]}'?" if close else "metrics are scikit-learn scorer names"
+        return f"unknown metric '{name}'", hint
+    if task is not None and name not in METRICS_BY_TASK[task]:
+        examples = ", ".join(sorted(METRICS_BY_TASK[task])[:4])
+        return (
+            f"metric '{name}' does not fit a {task} model",
+            f"{task} metrics include {examples}, ...",
+        )
+    return None
+
+
+@rule("metric-fits-task", "error", "metrics are scorer names that fit the task")
+def _metric_names(ctx: RuleContext) -> Iterator[Finding]:
+    spec = ctx.spec
+    task = _declared_task(spec)
+    places: list[tuple[str, Loc]] = [
+        (m, ("evaluation", "metrics", i)) for i, m in enumerate(spec.evaluation.metrics)
+    ]
+    if not spec.evaluation.metrics:  # otherwise metric-not-evaluated covers the conditions
+        places += [
+            (c.metric, ("evaluation", "gate", i)) for i, c in enumerate(spec.evaluation.gate)
+        ]
+    if spec.model.tuning is not None and spec.model.tuning.scoring:
+        places.append((spec.model.tuning.scoring, ("model", "tuning", "scoring")))
+    for name, at in places:
+        problem = _metric_problem(name, task)
+        if problem is not None:
+            yield Finding(f"{_name(at)}: {problem[0]}", (at,), problem[1])
+
+
+@rule("tuning-names-steps", "error", "tuning parameters name pipeline steps")
+def _tuning_steps(ctx: RuleContext) -> Iterator[Finding]:
+    spec = ctx.spec
+    if spec.model.tuning is None or not spec.model.pipeline or spec.model.entrypoint:
+        return
+    # make_pipeline's names: the class name in lowercase, numbered when repeated.
+    lowered = [s.class_path.rpartition(".")[2].lower() for s in spec.model.pipeline]
+    names = {
+        f"{n}-{lowered[: i + 1].count(n)}" if lowered.count(n) > 1 else n
+        for i, n in enumerate(lowered)
+    }
+    for param in spec.model.tuning.params:
+        step, sep, _ = param.partition("__")
+        if not sep or step in names:
+            continue
+        close = difflib.get_close_matches(step, sorted(names), n=1)
+        yield Finding(
+            f"model.tuning.params: '{param}' names the step '{step}', which the pipeline does "
+            f"not have (its steps: {', '.join(sorted(names))})",
+            (("model", "tuning", "params", param), ("model", "tuning", "params")),
+            hint=f"did you mean '{close[0]}__{param.partition('__')[2]}'?"
+            if close
+            else "name parameters STEP__PARAM, STEP the class name in lowercase",
+        )
+
+
+def _local_files(ctx: RuleContext) -> Iterator[tuple[str, Loc]]:
+    """Files the spec names that must exist before anything runs, and where."""
+    data = ctx.spec.data
+    if data.source is not None:
+        yield from _source_files(data.source, ("data", "source"))
+    if data.dump:
+        yield data.dump, ("data", "dump")
+    if data.outcomes is not None:
+        yield from _source_files(data.outcomes.source, ("data", "outcomes"))
+    research = ctx.spec.release.research
+    if research is not None:
+        if research.data:
+            yield research.data, ("release", "research", "data")
+        if research.predictions:
+            yield research.predictions, ("release", "research", "predictions")
+
+
+def _source_files(source: Any, at: Loc) -> Iterator[tuple[str, Loc]]:
+    if source.path:
+        yield source.path, (*at, "path")
+    elif source.url and source.url.startswith("sqlite:///") and "${" not in source.url:
+        path = source.url.removeprefix("sqlite:///").split("?")[0]
+        if path and path != ":memory:":
+            yield path, (*at, "url")
+
+
+# A warning, not an error: data files are often kept out of git (a CI checkout validates
+# without them) or written by an export before training; `train` refuses them if absent.
+@rule("file-exists", "warning", "data and reference files exist", scope="files")
+def _files_exist(ctx: RuleContext) -> Iterator[Finding]:
+    for relative, at in _local_files(ctx):
+        if "${" in relative or any(ch in relative for ch in "*?["):
+            continue  # resolved at run time, or a pattern of files
+        if not ctx.spec.resolve(relative).exists():
+            yield Finding(
+                f"{_name(at)}: {relative} does not exist (looked in {ctx.spec.root})",
+                (at,),
+                hint="paths are relative to lifecycle.yaml; create the file or fix the path "
+                "before `mlcycle train`",
+            )
 
 
 @rule("unattended-needs-model", "error", "unattended procurement needs a pipeline")

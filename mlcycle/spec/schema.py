@@ -42,6 +42,8 @@ _EXPECTED_FORMS: dict[str, str] = {
     "as '{name}@v{version}'",
     "/properties/deployment/properties/image/properties/name": "a lowercase image name such "
     "as 'churn' or 'team/churn'",
+    "/properties/deployment/properties/image/properties/base": "an image reference without "
+    "spaces or newlines, such as 'python:3.11-slim'",
     "/properties/deployment/properties/image/properties/registry": "a registry host such as "
     "'registry.example.com:5000'",
     "/$defs/selector/properties/model": "a model version 'X.Y.Z' or 'X.Y.Z/GENERATION' such "

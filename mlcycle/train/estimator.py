@@ -3,7 +3,8 @@
 Class paths name code that will run, so they are resolved against an allowlist of
 module prefixes *before* anything is imported: a lifecycle.yaml cannot make mlcycle
 import `os` or `subprocess`. The project's own code enters only through
-`model.entrypoint`, whose module must live under the spec's directory.
+`model.entrypoint`, whose module must live under the spec's directory, and as
+pipeline steps naming exactly a class its `model.code` files define.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import MlcycleError, TrainingError
+from mlcycle.spec.classpath import ALLOWED_PREFIXES
+from mlcycle.spec.code import project_names
 from mlcycle.train._util import describe, did_you_mean, listing
 
 if TYPE_CHECKING:
@@ -28,8 +31,6 @@ if TYPE_CHECKING:
 
     from mlcycle.spec.model import ModelSpec, StepSpec
 
-ALLOWED_PREFIXES: tuple[str, ...] = ("sklearn", "xgboost", "lightgbm", "catboost", "imblearn")
-"""Top-level packages whose classes may appear as pipeline steps."""
 
 TASKS = ("classification", "regression")
 
@@ -52,7 +53,8 @@ def build_estimator(model: ModelSpec, *, root: Path) -> BaseEstimator:
     if model.entrypoint:
         estimator = load_entrypoint(model.entrypoint, root=root)
     elif model.pipeline:
-        estimator = build_pipeline(model.pipeline)
+        project = project_names(root, model.code) if model.code else frozenset()
+        estimator = build_pipeline(model.pipeline, project=project, root=root)
     else:
         raise TrainingError(
             "model: no `pipeline` and no `entrypoint`; there is nothing to train",
@@ -62,12 +64,21 @@ def build_estimator(model: ModelSpec, *, root: Path) -> BaseEstimator:
     return estimator
 
 
-def build_pipeline(steps: tuple[StepSpec, ...]) -> BaseEstimator:
-    """A `Pipeline` of the declared steps (imbalanced-learn's when a step resamples)."""
+def build_pipeline(
+    steps: tuple[StepSpec, ...], *, project: frozenset[str] = frozenset(), root: Path = Path()
+) -> BaseEstimator:
+    """A `Pipeline` of the declared steps (imbalanced-learn's when a step resamples).
+
+    A step may name a class of the project's `model.code` (`features.AddBmiSquared`,
+    listed in `project`): it is imported from `root`.
+    """
     built = []
     for number, step in enumerate(steps, start=1):
         where = f"model.pipeline step {number} ({step.class_path})"
-        cls = resolve_class(step.class_path, where=f"model.pipeline step {number}")
+        if step.class_path in project:
+            cls = resolve_project_class(step.class_path, root=root, where=where)
+        else:
+            cls = resolve_class(step.class_path, where=f"model.pipeline step {number}")
         built.append(construct(cls, step.params, where=where))
     for number, (step, obj) in enumerate(zip(steps, built, strict=True), start=1):
         last = number == len(built)
@@ -103,8 +114,8 @@ def resolve_class(class_path: str, *, where: str) -> type:
         raise TrainingError(
             f"{where}: '{class_path}' is not allowed: pipeline steps must be classes from "
             f"{', '.join(ALLOWED_PREFIXES)}",
-            hint="put your own code in a module beside lifecycle.yaml and name it in "
-            "`model.entrypoint` (module:function returning an estimator)",
+            hint="list your own module in `model.code` (e.g. `code: [features.py]`) and "
+            "name its class as the step, or build the estimator in `model.entrypoint`",
         )
     module = _import_allowed(module_name, class_path=class_path, where=where)
     obj = getattr(module, attr, None)
@@ -165,6 +176,10 @@ def validation_problem(estimator: Any) -> str | None:
     if callable(get_params):
         parts += [v for v in get_params(deep=True).values() if hasattr(v, "get_params")]
     for part in parts:
+        # Only classes that declare constraints: BaseEstimator has `_validate_params`
+        # for every subclass, and a project's own transformer declares none.
+        if not isinstance(getattr(type(part), "_parameter_constraints", None), dict):
+            continue
         validate = getattr(part, "_validate_params", None)
         if not callable(validate):
             continue
@@ -175,30 +190,48 @@ def validation_problem(estimator: Any) -> str | None:
     return None
 
 
-def load_entrypoint(entrypoint: str, *, root: Path) -> Any:
-    """Call the project's `module:function` (imported with `root` on sys.path)."""
-    module_name, _, func_name = entrypoint.partition(":")
-    where = f"model.entrypoint '{entrypoint}'"
-    if not module_name or not func_name:
-        raise TrainingError(f"{where}: write it as module:function, e.g. model:build")
+def import_project_module(module_name: str, *, root: Path, where: str) -> ModuleType:
+    """Import the project's `module_name` from `root` (on sys.path for the import only)."""
     root = root.resolve()
     top = module_name.split(".")[0]
     if importlib.machinery.PathFinder.find_spec(top, [str(root)]) is None:
         raise TrainingError(
             f"{where}: there is no module '{top}' in {root}",
-            hint=f"the entry point's module lives beside lifecycle.yaml: {root / top}.py",
+            hint=f"the project's modules live beside lifecycle.yaml: {root / top}.py",
         )
     _forget_foreign_module(top, root, where=where)
     importlib.invalidate_caches()
     sys.path.insert(0, str(root))
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except Exception as e:  # the project's code may raise anything while importing
         raise TrainingError(f"{where}: importing {module_name} failed: {_exc(e)}") from e
     finally:
         # Only for the duration of the import: the project's path must not leak.
         with contextlib.suppress(ValueError):
             sys.path.remove(str(root))
+
+
+def resolve_project_class(class_path: str, *, root: Path, where: str) -> type:
+    """A class of the project's model code, imported from `root`."""
+    module_name, _, attr = class_path.rpartition(".")
+    module = import_project_module(module_name, root=root, where=where)
+    obj = getattr(module, attr, None)
+    if not inspect.isclass(obj) or not callable(getattr(obj, "fit", None)):
+        raise TrainingError(
+            f"{where}: '{class_path}' is not an estimator class (a class with `fit`)",
+            hint="name a transformer or estimator class your model.code defines",
+        )
+    return obj
+
+
+def load_entrypoint(entrypoint: str, *, root: Path) -> Any:
+    """Call the project's `module:function` (imported with `root` on sys.path)."""
+    module_name, _, func_name = entrypoint.partition(":")
+    where = f"model.entrypoint '{entrypoint}'"
+    if not module_name or not func_name:
+        raise TrainingError(f"{where}: write it as module:function, e.g. model:build")
+    module = import_project_module(module_name, root=root, where=where)
     func = getattr(module, func_name, None)
     if func is None or not callable(func):
         functions = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
@@ -358,7 +391,11 @@ def _forget_foreign_module(top: str, root: Path, *, where: str) -> None:
     if cached is None:
         return
     origin = _module_location(cached)
-    if origin is not None and origin.is_relative_to(root):
+    found = importlib.machinery.PathFinder.find_spec(top, [str(root)])
+    expected = _spec_location(found)
+    # The project's own file, not merely a file under the project: a generation's stored
+    # copy of the code (under .mlcycle/registry) answers to the same name.
+    if origin is not None and expected is not None and origin == expected:
         return
     if origin is None or top in sys.stdlib_module_names or _is_installed(origin):
         raise TrainingError(
@@ -376,6 +413,15 @@ def _module_location(module: ModuleType) -> Path | None:
         return Path(file).resolve()
     paths = list(getattr(module, "__path__", []) or [])
     return Path(paths[0]).resolve() if paths else None
+
+
+def _spec_location(spec: Any) -> Path | None:
+    if spec is None:
+        return None
+    if spec.origin and spec.origin not in ("namespace", "built-in", "frozen"):
+        return Path(spec.origin).resolve()
+    locations = list(spec.submodule_search_locations or [])
+    return Path(locations[0]).resolve() if locations else None
 
 
 def _is_installed(path: Path) -> bool:

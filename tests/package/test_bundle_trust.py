@@ -145,9 +145,12 @@ def test_a_refused_start_leaves_no_temporary_directory(project: Project, tmp_pat
     assert list((tmp_path / "tmpdir").iterdir()) == []
 
 
-def test_a_model_using_project_code_is_not_bundled(project: Project, tmp_path: Path) -> None:
-    # The bundle carries no project code and loads under the library-only policy: an
-    # image of this model could never start, so the bundle is refused when built.
+def test_a_model_using_code_outside_its_stored_model_code_is_not_bundled(
+    project: Project, tmp_path: Path
+) -> None:
+    # The bundle carries only the entry's stored model code (none here) and loads under
+    # the names it defines: an image of this model could never start, so the bundle is
+    # refused when built.
     from sklearn.pipeline import make_pipeline
 
     from mlcycle.errors import PackagingError

@@ -56,7 +56,7 @@ def test_custom_class_not_declared_is_refused_when_saving(
         "cannot store the model: it holds code mlcycle does not trust: "
         "tests.registry.custom.Doubler"
     )
-    assert "model.entrypoint" in (info.value.hint or "")
+    assert "model.code" in (info.value.hint or "")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mlcycle.errors import RegistryError, ServingError
+from mlcycle.errors import IntegrityError, RegistryError, ServingError
 from mlcycle.registry import DEFAULT_POLICY, LocalRegistry, TrustPolicy, load_model, save_model
 from mlcycle.registry.artifacts import sha256_file
 from tests.conftest import build_file_tree
@@ -258,23 +258,25 @@ def build():
 """
 
 
-def test_the_entrypoint_modules_own_classes_are_trusted_by_exact_name(tmp_path: Path) -> None:
+def test_the_model_codes_own_classes_and_functions_are_trusted_by_exact_name(
+    tmp_path: Path,
+) -> None:
     root = build_file_tree(tmp_path / "project", {"ep_trust_model.py": DOUBLER})
-    policy = TrustPolicy.for_project(root, "ep_trust_model:build")
+    policy = TrustPolicy.for_project(root, ["ep_trust_model.py"])
     assert policy.project_code == {"ep_trust_model.Doubler", "ep_trust_model.build"}
     assert policy.is_trusted("ep_trust_model.Doubler")
     assert not policy.is_trusted("ep_trust_model.LogisticRegression")  # imported, not defined
     assert not policy.is_trusted("ep_trust_model_x.Doubler")
     assert not policy.is_trusted("numpy.full_like")
     assert "ep_trust_model" in (policy.origin or "")
+    # The entry point's module alone is not model code: only model.code is.
+    assert TrustPolicy.for_project(root, []) == TrustPolicy()
 
 
-@pytest.mark.parametrize(
-    "entrypoint",
-    ["os.path:join", "sklearn.utils._testing:assert_run_python_script_without_output", "json:x"],
-)
-def test_modules_outside_the_project_are_never_trusted(tmp_path: Path, entrypoint: str) -> None:
-    assert TrustPolicy.for_project(tmp_path, entrypoint) == TrustPolicy()
+@pytest.mark.parametrize("code", [["/etc/passwd"], ["../x.py"], ["missing.py"], ["os.py"]])
+def test_paths_outside_the_project_are_never_trusted(tmp_path: Path, code: list[str]) -> None:
+    build_file_tree(tmp_path, {"os.py": "def system():\n    pass\n"})
+    assert TrustPolicy.for_project(tmp_path, code).project_code == frozenset()
 
 
 def test_a_symlink_out_of_the_project_is_not_project_code(tmp_path: Path) -> None:
@@ -282,10 +284,12 @@ def test_a_symlink_out_of_the_project_is_not_project_code(tmp_path: Path) -> Non
     root = tmp_path / "project"
     root.mkdir()
     (root / "ep_far.py").symlink_to(outside / "ep_far.py")
-    assert TrustPolicy.for_project(root, "ep_far:build").project_code == frozenset()
+    assert TrustPolicy.for_project(root, ["ep_far.py"]).project_code == frozenset()
 
 
-def test_a_custom_class_is_stored_as_skops_and_loads_from_the_project(tmp_path: Path) -> None:
+def test_a_custom_class_is_stored_as_skops_with_its_code_and_loads_from_that_copy(
+    tmp_path: Path,
+) -> None:
     import sys
 
     root = build_file_tree(tmp_path / "project", {"ep_trust_store.py": DOUBLER})
@@ -296,27 +300,36 @@ def test_a_custom_class_is_stored_as_skops_and_loads_from_the_project(tmp_path: 
         model = ep_trust_store.build().fit(*iris())
     finally:
         sys.path.remove(str(root))
-    policy = TrustPolicy.for_project(root, "ep_trust_store:build")
-    registry = LocalRegistry(tmp_path / "registry", "churn", trust=policy)
-    entry = registry.register(
-        model,
-        release="dev",
-        metrics={},
-        gate=None,
-        data=None,
-        spec_hash=None,
-        git_commit=None,
-        procurement="unattended",
-        status="candidate",
-    )
+    registry = LocalRegistry(tmp_path / "registry", "churn")
+    record = {
+        "release": "dev",
+        "metrics": {},
+        "gate": None,
+        "data": None,
+        "spec_hash": None,
+        "git_commit": None,
+        "procurement": "unattended",
+        "status": "candidate",
+    }
+    # Without the code that defines it, the class is refused when storing.
+    with pytest.raises(RegistryError, match=r"does not trust: ep_trust_store\.Doubler"):
+        registry.register(model, **record)
+    code = {"ep_trust_store.py": (root / "ep_trust_store.py").read_bytes()}
+    entry = registry.register(model, code=code, **record)
     assert entry.artifact.format == "skops"
-    del sys.modules["ep_trust_store"]  # a fresh process: the module is imported from root
+    assert set(entry.code) == {"ep_trust_store.py"}
+    stored = registry.code_dir(entry) / "ep_trust_store.py"
+    (root / "ep_trust_store.py").write_text("raise SystemExit('the working copy ran')\n")
+    del sys.modules["ep_trust_store"]  # a fresh process
     try:
         loaded = registry.load_model(entry)
         assert same_predictions(loaded, model)
-        assert str(root) not in sys.path
+        assert Path(sys.modules["ep_trust_store"].__file__ or "").resolve() == stored.resolve()
+        assert str(root) not in sys.path and str(stored.parent) not in sys.path
     finally:
         sys.modules.pop("ep_trust_store", None)
-    # Without the project's policy the same file is refused, naming the class.
-    with pytest.raises(RegistryError, match=r"untrusted types: ep_trust_store\.Doubler$"):
-        LocalRegistry(tmp_path / "registry", "churn").load_model(entry)
+    # The stored copy is checked by hash before anything is imported from it.
+    stored.write_text(DOUBLER + "\nimport os\n")
+    with pytest.raises(IntegrityError, match="SHA-256 mismatch"):
+        registry.load_model(entry)
+    assert "ep_trust_store" not in sys.modules

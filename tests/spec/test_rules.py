@@ -146,6 +146,41 @@ CASES = [
         "  pipeline: [sklearn.linear_model.LogisticRegression]\n  entrypoint: a.b:c  #!\n",
     ),
     Case(
+        "model-code-paths",
+        "data:\n  source: {path: d.csv}\n  label: y\nmodel:\n"
+        "  pipeline: [sklearn.linear_model.LogisticRegression]\n"
+        "  code:\n    - ../outside.py  #!\n",
+    ),
+    Case(
+        "pipeline-step-allowed",
+        "data:\n  source: {path: d.csv}\n  label: y\nmodel:\n  pipeline:\n"
+        "    - torch.nn.Linear  #!\n",
+    ),
+    Case(
+        "pipeline-step-resolves",
+        "data:\n  source: {path: d.csv}\n  label: y\nmodel:\n  pipeline:\n"
+        "    - sklearn.linear_model.LogisticRegresion  #!\n",
+    ),
+    Case(
+        "entrypoint-module-exists",
+        "data:\n  source: {path: d.csv}\n  label: y\nmodel:\n  entrypoint: nosuch:build  #!\n",
+    ),
+    Case(
+        "metric-fits-task",
+        "data:\n  source: {path: d.csv}\n  label: y\n"
+        + DATA_LABEL_MODEL.replace("evaluation:\n", "evaluation:\n  metrics: [acuracy]  #!\n"),
+    ),
+    Case(
+        "tuning-names-steps",
+        "data:\n  source: {path: d.csv}\n  label: y\nmodel:\n"
+        "  pipeline: [sklearn.linear_model.LogisticRegression]\n"
+        "  tuning:\n    params:\n      logistic__C: [1.0]  #!\n",
+    ),
+    Case(
+        "file-exists",
+        "data:\n  source: {path: nothere.csv}  #!\n  label: y\n" + DATA_LABEL_MODEL,
+    ),
+    Case(
         "unattended-needs-model",
         "data:\n  source: {path: d.csv}\n  label: y\n",
         {"procurement": "unattended  #!"},
@@ -338,6 +373,8 @@ def test_rule_errors_exit_2_through_the_cli(case: Case, tmp_path: Path) -> None:
 
 
 def test_the_base_spec_has_no_findings(tmp_path: Path) -> None:
+    for name in ("d.csv", "o.csv"):  # the files it names exist (rule file-exists)
+        (tmp_path / name).touch()
     report = validate_file(write_spec(tmp_path, spec_text()))
     assert report.diagnostics == ()
     assert report.ok

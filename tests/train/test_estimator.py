@@ -283,3 +283,38 @@ def test_task_that_cannot_be_told_asks_for_model_task() -> None:
 
 def _scaled(final: str) -> tuple[str, str]:
     return ("sklearn.preprocessing.StandardScaler", final)
+
+
+PROJECT_TRANSFORMER = """
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+
+
+class AddSquares(BaseEstimator, TransformerMixin):
+    def __init__(self, scale=1.0):
+        self.scale = scale
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        import numpy as np
+
+        X = np.asarray(X, dtype=float)
+        return np.hstack([X, self.scale * X**2])
+
+
+def build():
+    return make_pipeline(AddSquares(scale=0.5), LogisticRegression(max_iter=500))
+"""
+
+
+def test_a_project_transformer_without_parameter_constraints_trains(
+    tmp_path: Path, iris: Any
+) -> None:
+    """A plain BaseEstimator + TransformerMixin class declares no `_parameter_constraints`."""
+    build_file_tree(tmp_path, {"ep_features_sq.py": PROJECT_TRANSFORMER})
+    pipeline = build_estimator(ModelSpec(entrypoint="ep_features_sq:build"), root=tmp_path)
+    X, y = iris
+    assert pipeline.fit(X, y).score(X, y) > 0.8

@@ -87,6 +87,8 @@ def serve(
         raise UsageError("--bundle and --model exclude each other", hint="pass one of them")
     target = serve_target(project, ref=model, bundle=bundle, store_url=store, no_store=no_store)
     try:
+        for message in target.warnings:
+            render.warning(message)
         defaults = target.defaults or ServeSpec()
         bind_host = host or defaults.host
         bind_port = port if port is not None else defaults.port

@@ -40,15 +40,23 @@ def validate(
         False, "--json", help="Print the report as JSON on stdout (also when invalid)."
     ),
     strict: bool = typer.Option(False, "--strict", help="Treat warnings as errors."),
+    no_import: bool = typer.Option(
+        False,
+        "--no-import",
+        help="Do not look up pipeline class paths in the installed libraries (for machines "
+        "without them).",
+    ),
     project: Path | None = project_option(),
 ) -> None:
-    """Check lifecycle.yaml: YAML, schema and the taxonomy's rules; name its pattern.
+    """Check lifecycle.yaml: YAML, schema, the taxonomy's rules, and the project's files.
 
-    Exit status 0 when valid (warnings allowed), 2 when invalid.
+    Also checked without running anything: data files and model code exist, class
+    paths resolve, metrics fit the task, tuning names pipeline steps. Exit status 0
+    when valid (warnings allowed), 2 when invalid.
     """
     from mlcycle import api
 
-    report = api.validate(_one_path(path, project), strict=strict)
+    report = api.validate(_one_path(path, project), strict=strict, no_import=no_import)
     if as_json:
         from mlcycle.cli import render
 
