@@ -208,13 +208,18 @@ def release_departure(spec: Spec, spec_file: Path, release: Entry) -> ReleaseDep
         changed_spec = recipe_differences(
             parse_spec_text(released, file=f"{commit[:12]}:{spec_file.name}"), working
         )
-        try:
-            changed_code = repo.changed_since(commit, model_code_paths(spec))
-        except GitError as e:
-            raise UsageError(
-                f"{spec.name}: cannot compare the model code with release {release.release}: {e}",
-                hint="fetch the release's commit (`git fetch --tags`) and run again",
-            ) from e
+        recorded = _recorded_code_departure(spec, release)
+        if recorded is not None:
+            changed_code = list(recorded)
+        else:
+            try:
+                changed_code = repo.changed_since(commit, model_code_paths(spec))
+            except GitError as e:
+                raise UsageError(
+                    f"{spec.name}: cannot compare the model code with release "
+                    f"{release.release}: {e}",
+                    hint="fetch the release's commit (`git fetch --tags`) and run again",
+                ) from e
     if not changed_spec and not changed_code:
         return None
     return ReleaseDeparture(
@@ -222,23 +227,42 @@ def release_departure(spec: Spec, spec_file: Path, release: Entry) -> ReleaseDep
     )
 
 
+def _recorded_code_departure(spec: Spec, release: Entry) -> tuple[str, ...] | None:
+    """The `model.code` files that differ from the copy `release` stored; None when neither
+    declares any (then only git can tell, from the names the pipeline imports).
+
+    The stored hashes are the stronger witness: they need no git (the engine image's
+    agent CronJob has none) and they see uncommitted edits as well as committed ones.
+    """
+    from mlcycle.registry.code import code_drift
+
+    if not release.code and not spec.model.code:
+        return None
+    drift = code_drift(spec, release.code)
+    return tuple(sorted({*drift.changed, *drift.added, *drift.removed}))
+
+
 def _departure_without_git(
     spec: Spec, release: Entry, commit: str, working: str, why: Exception
 ) -> ReleaseDeparture | None:
+    code = _recorded_code_departure(spec, release) or ()
     recorded = release.extra.get("recipe_hash")
     if recorded is None:
         log.warning(
             "%s: cannot compare the spec with release %s (%s) and the release recorded no "
-            "recipe hash; updating without the check",
+            "recipe hash; updating without checking the spec",
             spec.name,
             release.release,
             why,
         )
-        return None
-    if recorded == working:
+    spec_changed = recorded is not None and recorded != working
+    if not spec_changed and not code:
         return None
     return ReleaseDeparture(
-        release=release.release, commit=commit, spec=("data, model or evaluation",), code=()
+        release=release.release,
+        commit=commit,
+        spec=("data, model or evaluation",) if spec_changed else (),
+        code=code,
     )
 
 

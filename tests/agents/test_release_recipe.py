@@ -135,3 +135,38 @@ def test_without_git_the_recipe_recorded_with_the_release_decides(
     edit(root, "new_rows: 100 # at least", "new_rows: 40 # now at least")
     assert api.update(root).retrained
     assert refs(root) == ["0.1.0/1", "0.1.0/2"]
+
+
+def test_declared_model_code_is_checked_against_the_stored_copy_without_git(
+    adaptive: Callable[[], Path],
+) -> None:
+    """With `model.code`, the hashes the release stored decide, git or not."""
+    import shutil
+
+    root = adaptive()
+    (root / "model.py").write_text(
+        "from sklearn.linear_model import SGDClassifier\n"
+        "from sklearn.pipeline import make_pipeline\n"
+        "from sklearn.preprocessing import StandardScaler\n\n\n"
+        "def build():\n"
+        "    return make_pipeline(StandardScaler(), SGDClassifier(loss='log_loss', alpha=0.001))\n"
+    )
+    pipeline = "  pipeline:\n    - sklearn.preprocessing.StandardScaler\n" + SGD
+    edit(root, pipeline, "  entrypoint: model:build\n  code: [model.py]\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "the model in declared code")
+    assert cli("release", "--bump", "minor", cwd=root).code == 0
+    shutil.rmtree(root / ".git")  # the engine image's agent CronJob has no git
+    append_rows(root, 50)
+
+    code = root / "model.py"
+    original = code.read_text()
+    code.write_text(original.replace("alpha=0.001", "alpha=0.1"))
+    refused = cli("update", "--force", cwd=root)
+    assert refused.code == 2, refused.output
+    assert "the model code changes model.py since release 0.2.0" in refused.stderr
+    assert refs(root) == ["0.1.0/1", "0.2.0/1"]
+
+    code.write_text(original)
+    assert cli("update", "--force", cwd=root).code == 0
+    assert refs(root) == ["0.1.0/1", "0.2.0/1", "0.2.0/2"]
