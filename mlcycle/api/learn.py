@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -163,26 +163,44 @@ def _is_number(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class ModelListing:
-    """The registry of one project: every entry, and which one is current."""
+    """The registry of one project: every entry, which one is current, and the stages."""
 
     project: str
     entries: tuple[Entry, ...]
     current: ModelRef | None
     metrics: tuple[str, ...]
+    stages: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """`RELEASE/GENERATION` → the stages that entry holds (entries in none are absent)."""
+
+    def stages_of(self, entry: Entry) -> tuple[str, ...]:
+        """The stages `entry` holds."""
+        return self.stages.get(str(entry.ref), ())
 
     def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready description: the entries as the registry records them."""
+        """A JSON-ready description: the entries as the registry records them, with their
+        status in the vocabulary `history` shares (`State`), stages and current marker."""
         return {
             "project": self.project,
             "current": None if self.current is None else str(self.current),
             "metrics": list(self.metrics),
-            "entries": [{**e.as_dict(), "current": e.ref == self.current} for e in self.entries],
+            "entries": [
+                {
+                    **e.as_dict(),
+                    "status": e.state.value,
+                    "retired": None if e.retired is None else dict(e.retired),
+                    "stages": list(self.stages_of(e)),
+                    "current": e.ref == self.current,
+                }
+                for e in self.entries
+            ],
         }
 
 
 def models(path: str | Path | None = None) -> ModelListing:
-    """Every entry in the project's registry, oldest release first, and the current one."""
+    """Every entry in the project's registry, oldest release first, the current one and
+    the stages each holds."""
     from mlcycle.api.project import open_project
+    from mlcycle.api.stages import project_stages
 
     project = open_project(path)
     registry = project.registry
@@ -191,9 +209,20 @@ def models(path: str | Path | None = None) -> ModelListing:
     names: dict[str, None] = dict.fromkeys(project.spec.evaluation.metrics)
     for entry in entries:
         names.update(dict.fromkeys(entry.metrics))
+    stages = project_stages(project)
+    newest: dict[str, Entry] = {}
+    for entry in entries:
+        if entry.is_candidate:
+            newest[entry.release] = entry
+    held = {}
+    for entry in entries:
+        entry_stages = stages.of_entry(entry, newest.get(entry.release))
+        if entry_stages:
+            held[str(entry.ref)] = entry_stages
     return ModelListing(
         project=project.spec.name,
         entries=entries,
         current=None if current is None else current.ref,
         metrics=tuple(names),
+        stages=held,
     )

@@ -49,7 +49,7 @@ def served_model_from_entry(name: str, registry: Any, entry: Entry) -> ServedMod
 
     if not entry.is_candidate:
         raise UsageError(
-            f"{name} {entry.ref} was rejected by its validation gate and cannot be served",
+            f"{name} {entry.ref} {entry.unservable} and cannot be served",
             hint="serve a candidate: `mlcycle models` lists them",
         )
     estimator = registry.load_model(entry)
@@ -183,10 +183,11 @@ class LiveRouter(ProcessLocalState):
         """Modification times of the manifest and release directories.
 
         Publishing a manifest or registering a generation renames a new entry into
-        one of them, which changes its mtime; while none changes, nothing needs reading.
+        one of them, which changes its mtime; retiring a model replaces retired.json.
+        While none changes, nothing needs reading.
         """
         registry = self._registry()
-        dirs = [registry.manifests_dir, registry.releases_dir]
+        dirs = [registry.manifests_dir, registry.releases_dir, registry.retired_path]
         with contextlib.suppress(OSError):
             dirs += [p for p in registry.releases_dir.iterdir() if p.is_dir()]
         found = []
