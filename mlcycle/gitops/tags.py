@@ -295,9 +295,12 @@ def _plain(value: Any, where: str) -> Any:
 
 # --- registry operations: GTO's stage and deregistration tags ---------------------------
 
-# What GTO accepts as a stage name (gto/constants.py `name`).
+# What GTO reads as a stage name (gto/constants.py `name` since GTO 1.x); older GTO
+# releases read only lowercase letters, digits, '-' and '/', so mlcycle writes only
+# those (`check_stage`) and reads them all.
 _STAGE_BODY: Final = r"[a-zA-Z0-9](?:[a-zA-Z0-9/_-]*[a-zA-Z0-9])?"
-STAGE_RE: Final = re.compile(f"^{_STAGE_BODY}$")
+_READ_STAGE_RE: Final = re.compile(f"^{_STAGE_BODY}$")
+STAGE_RE: Final = re.compile(r"^[a-z0-9](?:[a-z0-9/-]*[a-z0-9])?$")
 
 
 class Action(enum.StrEnum):
@@ -331,8 +334,8 @@ def check_stage(stage: str) -> str:
     if not isinstance(stage, str) or STAGE_RE.match(stage) is None:
         raise UsageError(
             f"{stage!r} is not a stage name",
-            hint="use letters, digits, '-', '_' and '/', starting and ending with a letter "
-            "or digit (e.g. prod, staging)",
+            hint="use lowercase letters, digits, '-' and '/', starting and ending with a "
+            "letter or digit (e.g. prod, staging), as every GTO version reads them",
         )
     return stage
 
@@ -355,8 +358,8 @@ class EventTag:
         staged = self.action in (Action.ASSIGN, Action.UNASSIGN)
         if staged != (self.stage is not None) or staged == (self.version is not None):
             raise UsageError(f"{self.action} tags name a stage or a version, not both")
-        if self.stage is not None:
-            check_stage(self.stage)
+        if self.stage is not None and _READ_STAGE_RE.match(self.stage) is None:
+            raise UsageError(f"{self.stage!r} is not a stage name GTO can read")
         if not is_gto_name(self.name):
             raise UsageError(
                 f"{self.name!r} cannot name GTO tags (lowercase letters, digits, '-', '/')",
