@@ -133,6 +133,7 @@ def entries_table(
     *,
     title: str | None = None,
     stages: Mapping[str, Sequence[str]] | None = None,
+    states: Mapping[str, str] | None = None,
 ) -> None:
     """The registry as a table: one row per entry, newest last, current marked (`*`)."""
     from rich.markup import escape
@@ -149,7 +150,7 @@ def entries_table(
             (
                 marker,
                 str(e.ref),
-                state(e.state.value),
+                state((states or {}).get(str(e.ref), e.state.value)),
                 escape(",".join(stages.get(str(e.ref), ()))),
                 *values,
                 e.data.get("rows", ""),

@@ -201,7 +201,11 @@ def test_a_release_gto_deprecated_is_retired_by_running_retire(project: Path) ->
         "0.2.0",
         "retired",
     )
+    listing = api.models(project)  # told the same way as history, with what to do
+    assert [listing.state_of(e).value for e in listing.entries] == ["released", "retired"]
+    assert listing.warnings and "mlcycle retire 0.2.0" in listing.warnings[0]
     result = api.retire(project, ref="0.2.0")
+    assert api.models(project).warnings == ()
     assert result.tag == "churn@v0.2.0!"  # GTO's own tag (without a counter), no second one
     assert registry(project).current().ref.release == "0.1.0"
 

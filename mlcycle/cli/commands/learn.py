@@ -311,6 +311,9 @@ def _render_models(listing: ModelListing) -> None:
         listing.metrics,
         title=f"{listing.project} models",
         stages=listing.stages,
+        states={str(e.ref): listing.state_of(e).value for e in listing.entries},
     )
+    for warning in listing.warnings:
+        render.warning(warning)
     if listing.current is None:
         render.stdout().print("no model is current yet (a release makes one current)")
