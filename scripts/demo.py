@@ -27,6 +27,7 @@ import argparse
 import http.client
 import json
 import shlex
+import shutil
 import signal
 import socket
 import sqlite3
@@ -285,6 +286,16 @@ def main(argv: list[str] | None = None) -> int:
             )
             if not (new > old and share > 0.5):
                 raise Failed("the new generation did not take over")
+
+            print("\n== 7. the team promotes the release to prod; GTO reads it back")
+            mlcycle("promote", "0.1.0", "--stage", "prod", cwd=root)
+            mlcycle("history", cwd=root)
+            gto = shutil.which("gto", path=str(Path(sys.executable).parent)) or shutil.which("gto")
+            if gto is None:
+                print("   (install gto, `pip install gto`, to see `gto show` read the stage)")
+            else:
+                print("$ gto show", flush=True)
+                subprocess.run([gto, "show"], cwd=root, check=True)
         except Failed as e:
             print(f"\nmlcycle demo: FAILED: {e}", file=sys.stderr)
             return 1

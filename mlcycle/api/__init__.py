@@ -12,6 +12,7 @@ from mlcycle.api.learn import evaluate, models, train
 from mlcycle.api.release import history, release
 from mlcycle.api.report import report
 from mlcycle.api.spec import plan, validate
+from mlcycle.api.stages import promote, retire
 
 __all__ = [
     "deploy",
@@ -23,8 +24,10 @@ __all__ = [
     "models",
     "plan",
     "production_check",
+    "promote",
     "release",
     "report",
+    "retire",
     "train",
     "update",
     "validate",

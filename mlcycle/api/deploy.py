@@ -80,7 +80,8 @@ def deploy(
     image: bool = False,
     progress: Progress = NULL_PROGRESS,
 ) -> DeployResult:
-    """Deploy the project's release `ref` (default: current) as its spec declares.
+    """Deploy the project's release `ref` (default: the model in `deployment.stage` when
+    the spec names one, else the current one) as its spec declares.
 
     `image` (dynamic only; a wrapped deploy always builds its image) also builds
     the generic serving engine image; `context_only` and `push` imply it.
@@ -156,6 +157,10 @@ def _entry(project: Project, ref: str | None) -> Entry:
     registry = project.registry
     if ref is not None:
         return registry.get(ModelRef.parse(ref))
+    if project.spec.deployment.stage is not None:
+        from mlcycle.api.stages import stage_entry
+
+        return stage_entry(project, project.spec.deployment.stage)
     current = registry.current()
     if current is None:
         raise RegistryError(
@@ -280,12 +285,17 @@ def _deploy_dynamic(
     else:
         if selector.kind is SelectorKind.PINNED:
             pinned_ref = ref or selector.model
-            if pinned_ref is None:
+            if pinned_ref is None and spec.deployment.stage is None:
                 raise UsageError(
                     "deployment.selector is pinned but names no model",
-                    hint="set deployment.selector.model: VERSION/GENERATION, or pass REF",
+                    hint="set deployment.selector.model: VERSION/GENERATION or "
+                    "deployment.stage, or pass REF",
                 )
-            entry = registry_.get(ModelRef.parse(pinned_ref))
+            entry = (
+                _entry(project, None)
+                if pinned_ref is None
+                else registry_.get(ModelRef.parse(pinned_ref))
+            )
         else:
             entry = _entry(project, ref)
         if build:
@@ -313,6 +323,9 @@ def _deploy_dynamic(
             return DeployResult(
                 project=spec.name, deployment="dynamic", entry=entry, k8s=k8s_files, **made
             )
+        # A manifest made for a stage says so; `deploy --history` shows it.
+        stage = spec.deployment.stage if ref is None and selector.model is None else None
+        staged = None if stage is None else f"stage {stage}"
         if selector.kind is SelectorKind.PINNED:
             manifest = store.publish(
                 release=entry.release,
@@ -320,6 +333,7 @@ def _deploy_dynamic(
                 mode=PINNED,
                 arms=1,
                 pinned=[str(entry.ref)],
+                note=staged,
             )
         else:
             arms = 1 if selector.kind is SelectorKind.LATEST else selector.arms
@@ -328,6 +342,7 @@ def _deploy_dynamic(
                 selector=selector_document(selector),
                 mode=FOLLOW,
                 arms=arms,
+                note=staged,
             )
     in_play = manifest.resolve(registry_)
     k8s_files = None

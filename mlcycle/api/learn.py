@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +13,7 @@ from mlcycle.progress import NULL_PROGRESS, Progress
 if TYPE_CHECKING:
     from mlcycle.agents import ProcureResult
     from mlcycle.data import SourceInfo, Window
-    from mlcycle.registry import Entry, ModelRef
+    from mlcycle.registry import Entry, ModelRef, State
     from mlcycle.spec.model import Spec
     from mlcycle.train import GateResult
 
@@ -164,26 +164,65 @@ def _is_number(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class ModelListing:
-    """The registry of one project: every entry, and which one is current."""
+    """The registry of one project: every entry, which one is current, and the stages."""
 
     project: str
     entries: tuple[Entry, ...]
     current: ModelRef | None
     metrics: tuple[str, ...]
+    stages: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """`RELEASE/GENERATION` → the stages that entry holds (entries in none are absent)."""
+    deregistered: frozenset[str] = frozenset()
+    """Releases a GTO deregistration tag retired that the registry does not know retired
+    (`gto deprecate` ran, `mlcycle retire` did not): listed as retired, like `history`."""
+
+    def stages_of(self, entry: Entry) -> tuple[str, ...]:
+        """The stages `entry` holds."""
+        return self.stages.get(str(entry.ref), ())
+
+    def state_of(self, entry: Entry) -> State:
+        """The entry's status as `history` tells it (git's retirements included)."""
+        from mlcycle.registry import State
+
+        if entry.release in self.deregistered and entry.state is State.RELEASED:
+            return State.RETIRED
+        return entry.state
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What the user should fix: retirements git knows and serving does not."""
+        return tuple(
+            f"release {v} is retired in git but not in the registry, which still serves it: "
+            f"run `mlcycle retire {v}`"
+            for v in sorted(self.deregistered)
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready description: the entries as the registry records them."""
+        """A JSON-ready description: the entries as the registry records them, with their
+        status in the vocabulary `history` shares (`State`), stages and current marker."""
         return {
             "project": self.project,
             "current": None if self.current is None else str(self.current),
             "metrics": list(self.metrics),
-            "entries": [{**e.as_dict(), "current": e.ref == self.current} for e in self.entries],
+            "warnings": list(self.warnings),
+            "entries": [
+                {
+                    **e.as_dict(),
+                    "status": self.state_of(e).value,
+                    "retired": None if e.retired is None else dict(e.retired),
+                    "stages": list(self.stages_of(e)),
+                    "current": e.ref == self.current,
+                }
+                for e in self.entries
+            ],
         }
 
 
 def models(path: str | Path | None = None) -> ModelListing:
-    """Every entry in the project's registry, oldest release first, and the current one."""
+    """Every entry in the project's registry, oldest release first, the current one and
+    the stages each holds."""
     from mlcycle.api.project import open_project
+    from mlcycle.api.stages import project_stages
 
     project = open_project(path)
     registry = project.registry
@@ -192,9 +231,24 @@ def models(path: str | Path | None = None) -> ModelListing:
     names: dict[str, None] = dict.fromkeys(project.spec.evaluation.metrics)
     for entry in entries:
         names.update(dict.fromkeys(entry.metrics))
+    stages = project_stages(project)
+    newest: dict[str, Entry] = {}
+    for entry in entries:
+        if entry.is_candidate:
+            newest[entry.release] = entry
+    held = {}
+    for entry in entries:
+        entry_stages = stages.of_entry(entry, newest.get(entry.release))
+        if entry_stages:
+            held[str(entry.ref)] = entry_stages
+    unsynced = frozenset(
+        v for v in stages.deregistered if any(e.release == v and e.is_candidate for e in entries)
+    )
     return ModelListing(
         project=project.spec.name,
         entries=entries,
         current=None if current is None else current.ref,
         metrics=tuple(names),
+        stages=held,
+        deregistered=unsynced,
     )

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from mlcycle.api.project import Project
     from mlcycle.data import SourceInfo
     from mlcycle.gitops import ReleaseTag, Repo, Version
-    from mlcycle.registry import Entry, TrustPolicy
+    from mlcycle.registry import Entry, State, TrustPolicy
     from mlcycle.train import GateResult, TrainResult
     from mlcycle.train.reproduce import Reproduction
 
@@ -662,19 +662,26 @@ def _num(value: float) -> float | None:
 
 @dataclass(frozen=True)
 class HistoryItem:
-    """One release: its tag (None for an orphan) and its registry entries."""
+    """One release: its tag (None for an orphan), its registry entries and its stages."""
 
     version: str
     tag: ReleaseTag | None
     entries: tuple[Entry, ...]
     current: bool
+    stages: tuple[str, ...] = ()
+    deregistered: bool = False
+    """Whether a GTO deregistration tag (`mlcycle retire`, `gto deprecate`) retired it."""
 
     @property
-    def status(self) -> str:
-        """`released`, `no model` (a tag whose registry release is gone) or `incomplete`."""
+    def status(self) -> State:
+        """`released` or `retired`; `incomplete` (no tag) or `missing` (no registry entry)."""
+        from mlcycle.registry import State
+
         if self.tag is None:
-            return "incomplete (no tag)"
-        return "released" if self.entries else "no model in the registry"
+            return State.INCOMPLETE
+        if self.deregistered or (self.entries and all(e.retired for e in self.entries)):
+            return State.RETIRED
+        return State.RELEASED if self.entries else State.MISSING
 
     @property
     def first(self) -> Entry | None:
@@ -686,7 +693,7 @@ class HistoryItem:
         first = self.first
         return {
             "version": self.version,
-            "status": self.status,
+            "status": self.status.value,
             "tag": self.tag.name if self.tag else None,
             "date": self.tag.date if self.tag else (first.created_at if first else None),
             "commit": self.tag.commit if self.tag else (first.git_commit if first else None),
@@ -694,6 +701,7 @@ class HistoryItem:
             "metrics": {k: _num(v) for k, v in first.metrics.items()} if first else {},
             "generations": [e.generation for e in self.entries],
             "current": self.current,
+            "stages": list(self.stages),
         }
 
 
@@ -710,22 +718,25 @@ class History:
 
 
 def history(path: str | Path | None = None) -> History:
-    """Releases from the git tags joined with their registry entries (and orphans marked)."""
+    """Releases from the git tags joined with their registry entries and stages (and
+    orphans marked)."""
     from mlcycle.api.project import open_project
+    from mlcycle.api.stages import Stages, read_stages
     from mlcycle.gitops import Repo, TagFormat
     from mlcycle.registry.refs import DEV, release_key
 
     project = open_project(path)
     spec = project.spec
+    registry = project.registry
     fmt = TagFormat(spec.release.tag_format).validate(spec.name)
     try:
         with Repo.find(project.root) as repo:
             tags = {str(t.version): t for t in repo.release_tags(fmt, spec.name)}
+            stages = read_stages(repo, spec.name, registry, spec.release.tag_format)
     except GitError as e:
         if "not a git repository" not in e.message:
             raise
-        tags = {}
-    registry = project.registry
+        tags, stages = {}, Stages()
     by_release: dict[str, list[Entry]] = {}
     for entry in registry.entries():
         if entry.release != DEV:
@@ -738,6 +749,8 @@ def history(path: str | Path | None = None) -> History:
             tag=tags.get(v),
             entries=tuple(by_release.get(v, ())),
             current=current is not None and current.release == v,
+            stages=stages.of_version(v),
+            deregistered=v in stages.deregistered,
         )
         for v in versions
     )

@@ -188,10 +188,11 @@ def _entries_table(entries: list[Entry], current: str | None) -> str:
     for entry in entries:
         ref = str(entry.ref)
         cls = "current" if ref == current else ("rejected" if not entry.is_candidate else "")
+        status = entry.state.value  # the vocabulary `models` and `history` use
         cells = "".join(f"<td>{_num(entry.metrics.get(n))}</td>" for n in names)
         marker = " (current)" if ref == current else ""
         rows.append(
-            f"<tr class='{cls}'><td>{e(ref)}{marker}</td><td>{e(entry.status.value)}</td>"
+            f"<tr class='{cls}'><td>{e(ref)}{marker}</td><td>{e(status)}</td>"
             f"{cells}<td>{e(str(entry.data.get('rows', '')))}</td>"
             f"<td>{e(entry.created_at)}</td></tr>"
         )

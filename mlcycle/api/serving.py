@@ -87,8 +87,7 @@ def serve_target(
         entry = current
     if not entry.is_candidate:
         raise UsageError(
-            f"{project.spec.name} {entry.ref} was rejected by its validation gate "
-            "and cannot be served",
+            f"{project.spec.name} {entry.ref} {entry.unservable} and cannot be served",
             hint="serve a candidate: `mlcycle models` lists them",
         )
     return ServeTarget(

@@ -47,9 +47,24 @@ def warning(message: str) -> None:
     stderr().print(f"[bold yellow]warning:[/] {escape(message)}")
 
 
-def print_json(payload: Any) -> None:
-    """Machine-readable output on stdout, nothing else on it."""
-    sys.stdout.write(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+JSON_FORMAT_VERSION = 1
+"""Raised when a `--json` document changes incompatibly (a field removed or retyped);
+adding fields keeps it."""
+
+
+def json_format(kind: str) -> str:
+    """The `format` of a `--json` document of `kind`: `mlcycle/KIND@VERSION`."""
+    return f"mlcycle/{kind}@{JSON_FORMAT_VERSION}"
+
+
+def print_json(payload: dict[str, Any], *, kind: str) -> None:
+    """Machine-readable output on stdout, nothing else on it.
+
+    The document starts with `"format": "mlcycle/KIND@1"`, so that a program reading
+    it knows what it holds and which layout (see README, "Machine-readable output").
+    """
+    document = {"format": json_format(kind), **payload}
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
     sys.stdout.flush()
 
 

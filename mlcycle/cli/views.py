@@ -132,27 +132,47 @@ def describe_window(data: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
+STATE_COLOURS = {
+    "candidate": "cyan",
+    "released": "green",
+    "rejected": "red",
+    "retired": "dim",
+    "incomplete": "red",
+    "missing": "red",
+}
+
+
+def state(value: str) -> str:
+    """A status of `State` (models and history share them), coloured."""
+    return f"[{STATE_COLOURS.get(value, 'default')}]{value}[/]"
+
+
 def entries_table(
     entries: Sequence[Entry],
     current: ModelRef | None,
     metrics: Sequence[str],
     *,
     title: str | None = None,
+    stages: Mapping[str, Sequence[str]] | None = None,
+    states: Mapping[str, str] | None = None,
 ) -> None:
-    """The registry as a table: one row per entry, newest last, current marked."""
+    """The registry as a table: one row per entry, newest last, current marked (`*`)."""
+    from rich.markup import escape
+
     from mlcycle.cli import render
 
-    columns = ("", "model", "status", *metrics, "rows", "procured", "created")
+    stages = stages or {}
+    columns = ("", "model", "status", "stages", *metrics, "rows", "procured", "created")
     rows = []
     for e in entries:
         marker = "[bold green]*[/]" if e.ref == current else ""
-        status = "[green]candidate[/]" if e.is_candidate else "[red]rejected[/]"
         values = [number(e.metrics.get(m)) for m in metrics]
         rows.append(
             (
                 marker,
                 str(e.ref),
-                status,
+                state((states or {}).get(str(e.ref), e.state.value)),
+                escape(",".join(stages.get(str(e.ref), ()))),
                 *values,
                 e.data.get("rows", ""),
                 e.procurement.value,

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from mlcycle.errors import GitError, UsageError
-from mlcycle.gitops.tags import ReleaseTag, TagFormat, check_ref_name, parse_release_message
+from mlcycle.gitops.tags import (
+    EventTag,
+    ReleaseTag,
+    TagEvent,
+    TagFormat,
+    check_ref_name,
+    parse_release_message,
+    tag_counter,
+)
 from mlcycle.gitops.version import Version, first_version
 from mlcycle.registry.refs import SEMVER_RE
 
@@ -274,6 +282,53 @@ class Repo:
             metadata=metadata,
             annotated=True,
         )
+
+    def event_tags(self, name: str) -> list[TagEvent]:
+        """Project `name`'s stage and deregistration tags (GTO's grammar), oldest first.
+
+        Lightweight tags are skipped, as GTO skips them. Order: by tagging time, then
+        counter (GTO numbers an artifact's tags in the order it wrote them).
+        """
+        import git
+
+        found: list[TagEvent] = []
+        for ref in self._repo.tags:
+            parsed = EventTag.parse(ref.name, name)
+            if parsed is None:
+                continue
+            obj = ref.tag
+            if obj is None:
+                continue
+            try:
+                commit = ref.commit.hexsha
+            except ValueError:
+                continue
+            assert isinstance(obj, git.TagObject)
+            zone = dt.timezone(dt.timedelta(seconds=-obj.tagger_tz_offset))
+            date = dt.datetime.fromtimestamp(obj.tagged_date, zone)
+            message = obj.message if isinstance(obj.message, str) else obj.message.decode()
+            try:
+                metadata = parse_release_message(message)
+            except GitError as e:
+                log.warning("tag %s: %s", ref.name, e)
+                metadata = {}
+            found.append(
+                TagEvent(
+                    tag=parsed,
+                    commit=commit,
+                    date=date.isoformat(),
+                    tagger=f"{obj.tagger.name} <{obj.tagger.email}>",
+                    message=message,
+                    metadata=metadata,
+                )
+            )
+        found.sort(key=lambda e: (dt.datetime.fromisoformat(e.date), e.tag.counter or 0))
+        return found
+
+    def next_counter(self, name: str) -> int:
+        """The `#N` of project `name`'s next GTO event tag: one more than any so far."""
+        counters = [tag_counter(ref.name, name) for ref in self._repo.tags]
+        return max((c for c in counters if c is not None), default=0) + 1
 
     def latest_version(self, fmt: TagFormat, name: str) -> Version | None:
         """The greatest released version of project `name` (pre-releases count); None if none."""

@@ -6,6 +6,10 @@ makes GTO's tags (`churn@v1.2.0`). `TagFormat.parse(TagFormat.format(n, v)) == v
 for every valid name and version; tags of other projects and tags that do not
 fit the template parse to None.
 
+Registry operations are tags too, in GTO's grammar (iterative/gto, `gto/tag.py`),
+so that `gto show` and `gto history` read what `mlcycle promote` and `retire`
+wrote, and mlcycle reads the stages GTO assigned: `EventTag` (see there).
+
 The message of an annotated release tag is a human first line, a blank line,
 and the metadata as JSON after a marker line, so that `git show` stays readable
 and `parse_release_message` reads back exactly what `release_message` wrote.
@@ -211,12 +215,16 @@ class ReleaseTag:
 
 
 def release_message(summary: str, metadata: Mapping[str, Any]) -> str:
-    """The message of an annotated release tag: `summary`, a blank line, then the metadata.
+    """Registry operations are tags too, in GTO's grammar (iterative/gto, `gto/tag.py`),
+    so that `gto show` and `gto history` read what `mlcycle promote` and `retire`
+    wrote, and mlcycle reads the stages GTO assigned: `EventTag` (see there).
 
-    The metadata is written as JSON (sorted keys) after `METADATA_MARKER`.
-    Dates become ISO text, paths text, enums their value, sets sorted lists,
-    dataclasses dicts, numpy scalars numbers, and non-finite floats null
-    (JSON has no NaN); anything else is a UsageError.
+    The message of an annotated release tag: `summary`, a blank line, then the metadata.
+
+        The metadata is written as JSON (sorted keys) after `METADATA_MARKER`.
+        Dates become ISO text, paths text, enums their value, sets sorted lists,
+        dataclasses dicts, numpy scalars numbers, and non-finite floats null
+        (JSON has no NaN); anything else is a UsageError.
     """
     line = " ".join(str(summary).split())
     if not line:
@@ -283,3 +291,135 @@ def _plain(value: Any, where: str) -> Any:
     raise UsageError(
         f"release metadata: {where} is a {type(value).__name__}, which cannot be written as JSON"
     )
+
+
+# --- registry operations: GTO's stage and deregistration tags ---------------------------
+
+# What GTO reads as a stage name (gto/constants.py `name` since GTO 1.x); older GTO
+# releases read only lowercase letters, digits, '-' and '/', so mlcycle writes only
+# those (`check_stage`) and reads them all.
+_STAGE_BODY: Final = r"[a-zA-Z0-9](?:[a-zA-Z0-9/_-]*[a-zA-Z0-9])?"
+_READ_STAGE_RE: Final = re.compile(f"^{_STAGE_BODY}$")
+STAGE_RE: Final = re.compile(r"^[a-z0-9](?:[a-z0-9/-]*[a-z0-9])?$")
+
+
+class Action(enum.StrEnum):
+    """What an event tag records (GTO's `Action`, less the ones mlcycle never writes)."""
+
+    ASSIGN = "assign"  # NAME#STAGE#N: the version at this commit enters STAGE
+    UNASSIGN = "unassign"  # NAME#STAGE!#N: it leaves STAGE
+    DEREGISTER = "deregister"  # NAME@vX.Y.Z!#N: the version is retired (GTO's deprecate)
+
+
+# The grammar as data: one template per action and one regex that reads them all
+# (GTO's `TagTemplates` and `tag_re`). `{counter}` is `#N`, or empty for GTO's
+# "simple" tags without a counter.
+EVENT_TEMPLATES: Final = {
+    Action.ASSIGN: "{name}#{stage}{counter}",
+    Action.UNASSIGN: "{name}#{stage}!{counter}",
+    Action.DEREGISTER: "{name}@v{version}!{counter}",
+}
+EVENT_RE: Final = re.compile(
+    r"^(?P<name>[a-z0-9](?:[a-z0-9/-]*[a-z0-9])?)"
+    rf"(?:#(?P<stage>{_STAGE_BODY})|@v(?P<version>{_SEMVER_BODY}))"
+    r"(?P<cancel>!?)(?:#(?P<counter>[0-9]+))?$"
+)
+# GTO numbers every event tag of an artifact, whatever its action: N is one more
+# than the largest counter among that artifact's tags.
+COUNTER_RE: Final = re.compile(r"#(?P<counter>[0-9]+)$")
+
+
+def check_stage(stage: str) -> str:
+    """`stage` if GTO can read it as a stage name; UsageError otherwise."""
+    if not isinstance(stage, str) or STAGE_RE.match(stage) is None:
+        raise UsageError(
+            f"{stage!r} is not a stage name",
+            hint="use lowercase letters, digits, '-' and '/', starting and ending with a "
+            "letter or digit (e.g. prod, staging), as every GTO version reads them",
+        )
+    return stage
+
+
+@dataclass(frozen=True)
+class EventTag:
+    """The name of a registry-operation tag: `churn#prod#3`, `churn@v0.1.0!#4`.
+
+    `EventTag.parse(t.format()) == t` for every valid tag; a release tag, another
+    project's tag or any other name parses to None.
+    """
+
+    name: str
+    action: Action
+    stage: str | None = None
+    version: Version | None = None
+    counter: int | None = None
+
+    def __post_init__(self) -> None:
+        staged = self.action in (Action.ASSIGN, Action.UNASSIGN)
+        if staged != (self.stage is not None) or staged == (self.version is not None):
+            raise UsageError(f"{self.action} tags name a stage or a version, not both")
+        if self.stage is not None and _READ_STAGE_RE.match(self.stage) is None:
+            raise UsageError(f"{self.stage!r} is not a stage name GTO can read")
+        if not is_gto_name(self.name):
+            raise UsageError(
+                f"{self.name!r} cannot name GTO tags (lowercase letters, digits, '-', '/')",
+                hint="rename the project so that GTO can read its stage tags",
+            )
+
+    def format(self) -> str:
+        """The tag's name."""
+        return EVENT_TEMPLATES[self.action].format(
+            name=self.name,
+            stage=self.stage,
+            version=self.version,
+            counter="" if self.counter is None else f"#{self.counter}",
+        )
+
+    @classmethod
+    def parse(cls, tag: str, name: str | None = None) -> EventTag | None:
+        """The event `tag` records (for project `name` when given), or None."""
+        match = EVENT_RE.match(tag)
+        if match is None or (name is not None and match["name"] != name):
+            return None
+        cancel = match["cancel"] == "!"
+        if match["stage"] is not None:
+            action = Action.UNASSIGN if cancel else Action.ASSIGN
+        elif cancel:
+            action = Action.DEREGISTER
+        else:
+            return None  # a registration: TagFormat reads those
+        counter = match["counter"]
+        return cls(
+            name=match["name"],
+            action=action,
+            stage=match["stage"],
+            version=None if match["version"] is None else Version.parse(match["version"]),
+            counter=None if counter is None else int(counter),
+        )
+
+
+def tag_counter(tag: str, name: str) -> int | None:
+    """The `#N` counter of one of project `name`'s GTO tags; None for other tags."""
+    if not (tag.startswith(f"{name}#") or tag.startswith(f"{name}@")):
+        return None
+    match = COUNTER_RE.search(tag)
+    return None if match is None else int(match["counter"])
+
+
+@dataclass(frozen=True)
+class TagEvent:
+    """A registry-operation tag as git holds it (annotated ones only, as GTO reads them)."""
+
+    tag: EventTag
+    commit: str
+    date: str
+    """ISO 8601 with offset: when it was tagged."""
+    tagger: str | None
+    message: str
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False)
+    """What mlcycle wrote after `METADATA_MARKER`; {} for a tag GTO made."""
+
+    @property
+    def name(self) -> str:
+        """The tag's name."""
+        return self.tag.format()

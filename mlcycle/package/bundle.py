@@ -236,8 +236,7 @@ def build_bundle(
     """
     if not entry.is_candidate:
         raise UsageError(
-            f"{entry.project} {entry.ref} was rejected by its validation gate "
-            "and cannot be packaged",
+            f"{entry.project} {entry.ref} {entry.unservable} and cannot be packaged",
             hint="package a candidate: `mlcycle models` lists them",
         )
     if entry.artifact.format != SKOPS:

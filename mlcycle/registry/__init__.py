@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from mlcycle.errors import RegistryError
 from mlcycle.registry.artifacts import ArtifactInfo, library_versions, load_model, save_model
 from mlcycle.registry.base import Registry
-from mlcycle.registry.entry import Entry, Status
+from mlcycle.registry.entry import Entry, State, Status
 from mlcycle.registry.local import LocalRegistry
 from mlcycle.registry.refs import CURRENT, DEV, LATEST, ModelRef
 from mlcycle.registry.trust import DEFAULT_POLICY, TrustPolicy
@@ -48,6 +48,7 @@ __all__ = [
     "LocalRegistry",
     "ModelRef",
     "Registry",
+    "State",
     "Status",
     "TrustPolicy",
     "library_versions",

@@ -126,6 +126,17 @@ class Registry(ABC):
         tokens mean nothing changed; a new token may also come without a change.
         """
 
+    @abstractmethod
+    def retire(self, ref: ModelRef | str, *, note: Mapping[str, Any] | None = None) -> list[Entry]:
+        """Retire the entries `ref` names: `RELEASE/GENERATION` one, `RELEASE` all of them.
+
+        A retired entry stays for lineage but is never served, selected or made
+        current again (`Entry.is_candidate` is false). When `current` named one, it
+        moves to the newest entry of a release that may still serve (else it is
+        cleared). `note` (who, why, the git tag) is kept with each. Returns the
+        entries now retired; RegistryError when `ref` names none.
+        """
+
     # --- queries, written once on top of the storage methods -------------------------
 
     def releases(self) -> list[str]:
@@ -145,7 +156,7 @@ class Registry(ABC):
         found = [
             e
             for e in self.entries()
-            if (release is None or e.release == release) and (wanted is None or e.status is wanted)
+            if (release is None or e.release == release) and _has(e, wanted)
         ]
         return found[-1] if found else None
 
@@ -168,7 +179,7 @@ class Registry(ABC):
         for entry in self.entries():
             if release is not None and entry.release != release:
                 continue
-            if wanted is not None and entry.status is not wanted:
+            if not _has(entry, wanted):
                 continue
             value = entry.metrics.get(metric)
             if value is None or math.isnan(value):
@@ -244,3 +255,12 @@ class Registry(ABC):
             return "the registry is empty; train or release a model first"
         shown = ", ".join(sorted(releases, key=release_key)[-5:])
         return f"releases in the registry: {shown}"
+
+
+def _has(entry: Entry, wanted: Status | None) -> bool:
+    """Whether `entry` has status `wanted` (None: any); a retired entry is no candidate."""
+    if wanted is None:
+        return True
+    if wanted is Status.CANDIDATE:
+        return entry.is_candidate
+    return entry.status is wanted

@@ -13,7 +13,7 @@ from typing import Any, Final
 from mlcycle.errors import RegistryError, UsageError
 from mlcycle.registry.artifacts import ArtifactInfo
 from mlcycle.registry.code import check_code_path
-from mlcycle.registry.refs import ModelRef, check_release
+from mlcycle.registry.refs import DEV, ModelRef, check_release
 from mlcycle.spec.model import Procurement
 
 # Version of the entry.json layout; a reader refuses entries newer than it knows.
@@ -21,10 +21,30 @@ ENTRY_SCHEMA: Final = 1
 
 
 class Status(enum.StrEnum):
-    """Whether an entry may be served."""
+    """What the validation gate said of an entry (recorded once, in entry.json)."""
 
     CANDIDATE = "candidate"  # registered and the gate passed: may become current
     REJECTED = "rejected"  # kept for inspection, never current
+
+
+class State(enum.StrEnum):
+    """The one status vocabulary users see, in `models`, `history` and their JSON.
+
+    An entry is `candidate` (passed its gate, trained outside a release),
+    `released` (passed its gate, a generation of a release), `rejected` (failed its
+    gate) or `retired` (`mlcycle retire`: never served or selected again, kept for
+    lineage). A release in `history` is `released` or `retired`, or, when git and
+    the registry disagree, `incomplete` (registry entries without a tag: an
+    interrupted release) or `missing` (a tag whose registry entries are gone).
+    Which model is current is a separate marker, not a status.
+    """
+
+    CANDIDATE = "candidate"
+    RELEASED = "released"
+    REJECTED = "rejected"
+    RETIRED = "retired"
+    INCOMPLETE = "incomplete"
+    MISSING = "missing"
 
 
 @dataclass(frozen=True)
@@ -53,6 +73,9 @@ class Entry:
     extra: Mapping[str, Any] = field(default_factory=dict)
     # The project's model code stored with the entry: relative path → SHA-256 (registry/code.py).
     code: Mapping[str, str] = field(default_factory=dict)
+    retired: Mapping[str, Any] | None = None
+    """When, by whom and why the entry was retired (`Registry.retire`); None while it is not.
+    Kept beside the entry, not in entry.json, which never changes once written."""
 
     @property
     def ref(self) -> ModelRef:
@@ -61,8 +84,25 @@ class Entry:
 
     @property
     def is_candidate(self) -> bool:
-        """Whether the entry passed its gate (and so may become current)."""
-        return self.status is Status.CANDIDATE
+        """Whether the entry may be served, selected or made current: it passed its gate
+        and was not retired."""
+        return self.status is Status.CANDIDATE and not self.retired
+
+    @property
+    def unservable(self) -> str:
+        """Why the entry may not be served ('' when it may), to finish a sentence."""
+        if self.status is Status.REJECTED:
+            return "was rejected by its validation gate"
+        return "is retired (`mlcycle retire`)" if self.retired else ""
+
+    @property
+    def state(self) -> State:
+        """The entry's status in the users' vocabulary (see `State`)."""
+        if self.status is Status.REJECTED:
+            return State.REJECTED
+        if self.retired:
+            return State.RETIRED
+        return State.CANDIDATE if self.release == DEV else State.RELEASED
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (NaN metrics become null); what entry.json holds."""

@@ -7,6 +7,7 @@ Layout under `root` (the spec's `registry.path`, default `.mlcycle/registry`):
       releases/<release>/<generation>/model.skops    the artifact (see artifacts.py)
       releases/<release>/<generation>/code/          its model code, if any (see code.py)
       current.json     the pointer to the entry production serves, with its history
+      retired.json     the retired entries (`retire`), each with who, when and why
       manifests/       reserved for serving manifests (a later issue)
       .lock            flock'ed by every writer; holds the holder's pid
       .release.lock    flock'ed by a release from choosing its version to its tag
@@ -25,6 +26,7 @@ those. Removing a release renames it into `.trash/` first, then deletes it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import errno
 import fcntl
@@ -50,6 +52,7 @@ from mlcycle.registry.base import Registry
 from mlcycle.registry.code import CODE_DIR, write_code
 from mlcycle.registry.entry import Entry, Status, plain
 from mlcycle.registry.refs import (
+    DEV,
     GENERATION_RE,
     ModelRef,
     as_ref,
@@ -69,6 +72,7 @@ log = logging.getLogger(__name__)
 ENTRY_FILE: Final = "entry.json"
 RELEASE_LOCK_FILE: Final = ".release.lock"
 CURRENT_FILE: Final = "current.json"
+RETIRED_FILE: Final = "retired.json"
 ARTIFACT_STEM: Final = "model"
 DEFAULT_LOCK_TIMEOUT: Final = 30.0
 HISTORY_LIMIT: Final = 20
@@ -138,9 +142,10 @@ class LocalRegistry(Registry):
         """Modification times of the manifest and release directories.
 
         Publishing a manifest or registering a generation renames a new entry into
-        one of them, which changes its mtime; while none changes, nothing needs reading.
+        one of them, which changes its mtime; retiring a model replaces retired.json.
+        While none changes, nothing needs reading.
         """
-        dirs = [self.manifests_dir, self.releases_dir]
+        dirs = [self.manifests_dir, self.releases_dir, self.retired_path]
         with contextlib.suppress(OSError):
             dirs += [p for p in self.releases_dir.iterdir() if p.is_dir()]
         found = []
@@ -155,6 +160,11 @@ class LocalRegistry(Registry):
     def current_path(self) -> Path:
         """The `current` pointer file."""
         return self.base / CURRENT_FILE
+
+    @property
+    def retired_path(self) -> Path:
+        """The record of retired entries."""
+        return self.base / RETIRED_FILE
 
     @property
     def lock_path(self) -> Path:
@@ -289,6 +299,11 @@ class LocalRegistry(Registry):
         doing = f"setting the current model to {ref}"
         with self._writing(doing), self._locked(doing):
             entry = self.get(ref)
+            if entry.retired:
+                raise UsageError(
+                    f"{self.project} {entry.ref} is retired; a retired model is never current",
+                    hint="set a model that is not retired current: `mlcycle models` lists them",
+                )
             if not entry.is_candidate:
                 raise UsageError(
                     f"{self.project} {entry.ref} was rejected by its validation gate; "
@@ -297,6 +312,51 @@ class LocalRegistry(Registry):
                 )
             self._write_current(entry.ref)
         return entry
+
+    def retire(self, ref: ModelRef | str, *, note: Mapping[str, Any] | None = None) -> list[Entry]:
+        """Retire what `ref` names (see Registry.retire); one atomic write of retired.json."""
+        ref = as_ref(ref)
+        if ref.release is None:
+            raise UsageError(
+                f"{ref} moves as models are added; retire a release or RELEASE/GENERATION",
+                hint="e.g. mlcycle retire 0.1.0, or mlcycle retire 0.1.0/2",
+            )
+        doing = f"retiring {ref}"
+        with self._writing(doing), self._locked(doing):
+            if ref.generation is not None:
+                targets = [self.get(ref)]
+            else:
+                targets = [e for e in self.entries() if e.release == ref.release]
+                if not targets:
+                    raise RegistryError(
+                        f"{self.project}: no release {ref.release} in the registry",
+                        hint=self._known_hint(),
+                    )
+            record = {
+                **plain(dict(note or {})),
+                "retired_at": utc_now(),
+                "retired_by": whoami(),
+            }
+            retired = self._read_retired()
+            done = []
+            for entry in targets:
+                if entry.retired:
+                    done.append(entry)
+                    continue
+                kept = {**record, "sha256": entry.artifact.sha256}
+                retired[str(entry.ref)] = kept
+                done.append(dataclasses.replace(entry, retired=kept))
+            _write_json(self.retired_path, {"schema": 1, "retired": retired}, atomic=True)
+            current = self.current()
+            if current is not None and current.retired:
+                fallback = [e for e in self.entries() if e.is_candidate and e.release != DEV]
+                if fallback:
+                    self._write_current(fallback[-1].ref, note=f"{current.ref} was retired")
+                else:
+                    self.current_path.unlink(missing_ok=True)
+                    fsync_dir(self.base)
+        log.info("retired %s", ", ".join(str(e.ref) for e in done))
+        return done
 
     def remove_release(self, release: str) -> list[Entry]:
         """Remove every entry of `release` at once; returns the removed entries."""
@@ -309,7 +369,7 @@ class LocalRegistry(Registry):
             source = self.releases_dir / release
             if not source.is_dir():
                 return []
-            removed = self._entries_of(source)
+            removed = self._entries_of(source, self._read_retired())
             # The pointer moves first: should we die before the rename, current still
             # names an entry that exists.
             self._forget_in_pointer(lambda r: r.release == release, f"release {release}")
@@ -365,9 +425,10 @@ class LocalRegistry(Registry):
     def entries(self) -> list[Entry]:
         """Every complete entry, ordered by release (`dev` first, then semver) and generation."""
         found: list[Entry] = []
+        retired = self._read_retired()
         for release_dir in _children(self.releases_dir):
             if is_release(release_dir.name) and release_dir.is_dir():
-                found.extend(self._entries_of(release_dir))
+                found.extend(self._entries_of(release_dir, retired))
         found.sort(key=lambda e: (release_key(e.release), e.generation))
         return found
 
@@ -575,18 +636,23 @@ class LocalRegistry(Registry):
             )
         return generation
 
-    def _entries_of(self, release_dir: Path) -> list[Entry]:
+    def _entries_of(self, release_dir: Path, retired: Mapping[str, Any]) -> list[Entry]:
         found = []
         for gen_dir in _children(release_dir):
             if GENERATION_RE.match(gen_dir.name):
-                entry = self._read_entry(gen_dir)
+                entry = self._read_entry(gen_dir, retired)
                 if entry is not None:
                     found.append(entry)
         found.sort(key=lambda e: e.generation)
         return found
 
-    def _read_entry(self, entry_dir: Path) -> Entry | None:
-        """The entry in `entry_dir`, None if there is none (or it was just removed)."""
+    def _read_entry(
+        self, entry_dir: Path, retired: Mapping[str, Any] | None = None
+    ) -> Entry | None:
+        """The entry in `entry_dir`, None if there is none (or it was just removed).
+
+        Its retirement comes from retired.json (`retired`, read when not given).
+        """
         path = entry_dir / ENTRY_FILE
         try:
             text = path.read_text(encoding="utf-8")
@@ -606,7 +672,30 @@ class LocalRegistry(Registry):
                 f"{entry_dir.relative_to(self.root)}",
                 hint="entries must not be moved by hand; move it back or remove it",
             )
+        if retired is None:
+            retired = self._read_retired()
+        record = retired.get(str(entry.ref))
+        # The artifact's digest ties a record to this very entry: a release removed and
+        # made again under the same version is not retired by the old record.
+        if isinstance(record, Mapping) and record.get("sha256") == entry.artifact.sha256:
+            entry = dataclasses.replace(entry, retired=dict(record))
         return entry
+
+    def _read_retired(self) -> dict[str, Any]:
+        """retired.json's records by `RELEASE/GENERATION`; {} when nothing was retired."""
+        try:
+            raw = json.loads(self.retired_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            raise RegistryError(
+                f"{self.retired_path}: unreadable ({e})",
+                hint="restore it from a backup; deleting it brings the retired models back",
+            ) from e
+        records = raw.get("retired") if isinstance(raw, dict) else None
+        if not isinstance(records, dict):
+            raise RegistryError(f"{self.retired_path}: damaged (no `retired` object)")
+        return dict(records)
 
     def _read_pointer(self) -> dict[str, Any] | None:
         try:

@@ -92,7 +92,9 @@ class Manifest:
             refused = [str(e.ref) for e in entries if not e.is_candidate]
             if refused:
                 raise RegistryError(
-                    f"manifest {self.number} pins rejected model(s) {', '.join(refused)}"
+                    f"manifest {self.number} pins model(s) that may not serve (rejected or "
+                    f"retired): {', '.join(refused)}",
+                    hint="deploy another model: mlcycle deploy REF",
                 )
             return entries
         candidates = [e for e in registry.entries() if e.release == self.release and e.is_candidate]

@@ -46,7 +46,7 @@ def served_model_from_entry(name: str, registry: Any, entry: Entry) -> ServedMod
 
     if not entry.is_candidate:
         raise UsageError(
-            f"{name} {entry.ref} was rejected by its validation gate and cannot be served",
+            f"{name} {entry.ref} {entry.unservable} and cannot be served",
             hint="serve a candidate: `mlcycle models` lists them",
         )
     estimator = registry.load_model(entry)

@@ -381,6 +381,7 @@ class DeploymentSpec:
     selector: SelectorSpec
     image: ImageSpec
     serve: ServeSpec = field(default_factory=ServeSpec)
+    stage: str | None = None  # deploy the model in this stage (GTO stage tag), not current
 
 
 @dataclass(frozen=True)
@@ -582,7 +583,7 @@ def _deployment(raw: Mapping[str, Any], *, name: str) -> DeploymentSpec:
         registry=img.get("registry"),
     )
     serve = ServeSpec(**(raw.get("serve") or {}))
-    return DeploymentSpec(selector=selector, image=image, serve=serve)
+    return DeploymentSpec(selector=selector, image=image, serve=serve, stage=raw.get("stage"))
 
 
 def _store(raw: Mapping[str, Any]) -> StoreSpec:

@@ -149,7 +149,8 @@ def test_dynamic_deploy_publishes_versioned_manifests(
     assert rolled.json()["manifest"]["number"] == 3
     assert rolled.json()["manifest"]["note"] == "rollback to manifest 1"
     history = mlcycle("deploy", "--history", "--json", cwd=root).json()
-    assert [m["number"] for m in history] == [1, 2, 3]
+    assert history["format"] == "mlcycle/manifests@1"
+    assert [m["number"] for m in history["manifests"]] == [1, 2, 3]
     manifests = root / ".mlcycle" / "registry" / "live" / "manifests"
     assert sorted(p.name for p in manifests.iterdir()) == [
         "000001.json",

@@ -17,9 +17,12 @@ from hypothesis import strategies as st
 from mlcycle.errors import ExitCode, GitError, UsageError
 from mlcycle.gitops import (
     METADATA_MARKER,
+    Action,
+    EventTag,
     TagFormat,
     Version,
     check_ref_name,
+    check_stage,
     is_gto_name,
     parse_release_message,
     release_message,
@@ -80,6 +83,81 @@ def test_is_gto_name_agrees_with_gto(name: str) -> None:
 def test_project_names_gto_cannot_read() -> None:
     assert is_gto_name("churn") and is_gto_name("churn-v2")
     assert not is_gto_name("churn_model") and not is_gto_name("churn.v2")
+
+
+# --- EventTag: stage assignments and retirements in GTO's grammar --------------------
+
+# Stage names mlcycle writes: those every GTO version reads (see gitops/tags.py).
+stages = st.from_regex(r"[a-z0-9](?:[a-z0-9/-]{0,10}[a-z0-9])?", fullmatch=True).filter(
+    lambda s: check_ref_name(f"churn#{s}#1") is None
+)
+counters = st.one_of(st.none(), st.integers(1, 10**6))
+event_tags = st.one_of(
+    st.builds(
+        EventTag,
+        name=gto_names,
+        action=st.sampled_from([Action.ASSIGN, Action.UNASSIGN]),
+        stage=stages,
+        counter=counters,
+    ),
+    st.builds(
+        EventTag,
+        name=gto_names,
+        action=st.just(Action.DEREGISTER),
+        version=versions,
+        counter=counters,
+    ),
+)
+
+
+@given(event_tags)
+def test_event_tags_roundtrip_and_gto_reads_them(event: EventTag) -> None:
+    tag = event.format()
+    assert EventTag.parse(tag) == event
+    assert EventTag.parse(tag, event.name) == event
+    assert check_ref_name(tag) is None
+    # GTO's own regex reads the same action, stage, version and counter.
+    match = GTO_TAG_RE.match(tag)
+    assert match is not None, tag
+    assert match["name"] == event.name
+    assert match["stage"] == event.stage
+    assert match["version"] == (None if event.version is None else f"v{event.version}")
+    assert (match["cancel"] == "!") == (event.action is not Action.ASSIGN)
+    assert match["counter"] == (None if event.counter is None else str(event.counter))
+
+
+@pytest.mark.parametrize(
+    ("tag", "expected"),
+    [
+        ("churn#prod#3", EventTag("churn", Action.ASSIGN, stage="prod", counter=3)),
+        ("churn#prod!#4", EventTag("churn", Action.UNASSIGN, stage="prod", counter=4)),
+        ("churn#prod", EventTag("churn", Action.ASSIGN, stage="prod")),  # GTO --simple
+        (
+            "churn@v0.1.0!#5",
+            EventTag("churn", Action.DEREGISTER, version=Version(0, 1, 0), counter=5),
+        ),
+        ("churn@v0.1.0", None),  # a release: TagFormat reads it
+        ("churn@deprecated#2", None),  # a whole artifact deprecated: not a model's event
+        ("churner#prod#1", None),
+        ("churn#-prod#1", None),
+    ],
+)
+def test_event_tags_gto_writes(tag: str, expected: EventTag | None) -> None:
+    assert EventTag.parse(tag, "churn") == expected
+
+
+def test_event_tags_refuse_what_gto_cannot_read() -> None:
+    with pytest.raises(UsageError, match="not a stage name"):
+        EventTag("churn", Action.ASSIGN, stage="pro d")
+    with pytest.raises(UsageError, match="not a stage name"):
+        check_stage("Prod")  # newer GTO reads it (and mlcycle does), older GTO does not
+    assert EventTag.parse("churn#Prod_1#2", "churn") == EventTag(
+        "churn", Action.ASSIGN, stage="Prod_1", counter=2
+    )
+    with pytest.raises(UsageError, match="cannot name GTO tags"):
+        EventTag("my.model", Action.ASSIGN, stage="prod")
+    with pytest.raises(UsageError, match="not both"):
+        EventTag("churn", Action.DEREGISTER, stage="prod")
 
 
 # --- TagFormat ---------------------------------------------------------------------

@@ -117,7 +117,7 @@ def test_version_must_increase_and_tag_must_be_free(project: Callable[..., Path]
     git(root, "tag", "-a", "-m", "by hand", "churn@v1.1.0")
     taken = mlcycle("release", "--version", "1.1.0", cwd=root)
     assert taken.code == 2
-    assert registry_state(root) == [("1.0.0/1", "candidate")]
+    assert registry_state(root) == [("1.0.0/1", "released")]
 
 
 def test_detached_head_needs_an_explicit_version(project: Callable[..., Path]) -> None:
@@ -170,18 +170,18 @@ def test_a_release_killed_at_each_step_leaves_a_consistent_state(
     if point == "release:tagged":
         # The tag was the last step: the release is complete.
         assert tags(root) == ["churn@v0.1.0"]
-        assert registry_state(root) == [("0.1.0/1", "candidate")]
+        assert registry_state(root) == [("0.1.0/1", "released")]
     else:
         # Registered, not tagged: an orphan, marked by history ...
         assert tags(root) == []
         history = mlcycle("history", "--json", cwd=root).json()["releases"]
-        assert [(h["version"], h["status"]) for h in history] == [("0.1.0", "incomplete (no tag)")]
+        assert [(h["version"], h["status"]) for h in history] == [("0.1.0", "incomplete")]
         # ... and removed by the next release of that version, which completes.
         again = mlcycle("release", "--json", cwd=root)
         assert again.code == 0, again.err
         assert again.json()["orphan"] is True
         assert tags(root) == ["churn@v0.1.0"]
-        assert registry_state(root) == [("0.1.0/1", "candidate")]
+        assert registry_state(root) == [("0.1.0/1", "released")]
 
 
 def test_push_to_a_bare_remote_and_a_rejected_push(
@@ -207,7 +207,7 @@ def test_push_to_a_bare_remote_and_a_rejected_push(
     assert "releases are frozen this week" in refused.err
     assert "rolled back" in refused.err
     assert tags(root) == ["churn@v0.1.0"]
-    assert registry_state(root) == [("0.1.0/1", "candidate")]
+    assert registry_state(root) == [("0.1.0/1", "released")]
     assert mlcycle("models", "--json", cwd=root).json()["current"] == "0.1.0/1"
 
 
@@ -262,4 +262,4 @@ def test_dual_release_reproduces_research(project: Callable[..., Path]) -> None:
     assert "prediction" in refused.err
     assert tags(root) == ["twin@v0.1.0"]
     assert [e for e in json.loads(mlcycle("models", "--json", cwd=root).out)["entries"]] != []
-    assert registry_state(root) == [("0.1.0/1", "candidate")]
+    assert registry_state(root) == [("0.1.0/1", "released")]

@@ -78,7 +78,15 @@ def test_json_shape_when_valid() -> None:
     assert result.code == 0
     assert result.stderr == ""
     payload = json.loads(result.stdout)
-    assert set(payload) == {"file", "valid", "pattern", "classification", "errors", "warnings"}
+    assert set(payload) == {
+        "format",
+        "file",
+        "valid",
+        "pattern",
+        "classification",
+        "errors",
+        "warnings",
+    }
     assert payload["valid"] is True
     assert payload["file"].endswith("interactive/lifecycle.yaml")
     assert payload["pattern"]["name"] == "interactive"

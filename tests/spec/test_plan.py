@@ -97,7 +97,7 @@ def test_plan_json() -> None:
     result = cli("plan", "--json", str(FIXTURES / "adaptive"))
     assert result.code == 0
     payload = json.loads(result.stdout)
-    assert set(payload) == {"name", "classification", "pattern", "lanes"}
+    assert set(payload) == {"format", "name", "classification", "pattern", "lanes"}
     assert payload["pattern"]["name"] == "adaptive"
     assert [lane["key"] for lane in payload["lanes"]] == ["rnd", "production", "agents"]
     stage = payload["lanes"][0]["stages"][0]

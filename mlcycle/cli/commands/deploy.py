@@ -71,7 +71,7 @@ def deploy(
     if history:
         manifests = api.manifest_history(project)
         if as_json:
-            render.print_json([m.as_dict() for m in manifests])
+            render.print_json({"manifests": [m.as_dict() for m in manifests]}, kind="manifests")
             return
         render.table(
             "serving manifests",
@@ -102,7 +102,7 @@ def deploy(
             progress=progress,
         )
     if as_json:
-        render.print_json(result.as_dict())
+        render.print_json(result.as_dict(), kind="deploy")
     else:
         _render(result)
 

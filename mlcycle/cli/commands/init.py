@@ -69,7 +69,7 @@ def init(
             progress=progress,
         )
     if json_output:
-        render.print_json(result.as_dict())
+        render.print_json(result.as_dict(), kind="init")
         return
     _print_result(result)
 

@@ -52,13 +52,13 @@ def train(
     except ProcurementRejected as rejected:
         # The gate table is the point of a rejection: show it, then let the funnel exit 3.
         if as_json:
-            render.print_json(rejected.result.as_dict())
+            render.print_json(rejected.result.as_dict(), kind="train")
         else:
             _render_procured(rejected.result)
         rejected.shown = True
         raise
     if as_json:
-        render.print_json(result.as_dict())
+        render.print_json(result.as_dict(), kind="train")
     else:
         _render_procured(result)
 
@@ -148,7 +148,7 @@ def evaluate(
             document = production_report.as_dict()
             if verdict is not None:
                 document["gate"] = verdict.as_dict()
-            render.print_json(document)
+            render.print_json(document, kind="production")
         else:
             _render_production(production_report)
             if verdict is not None:
@@ -161,7 +161,7 @@ def evaluate(
     with RichProgress(enabled=not as_json) as progress:
         report = api.evaluate(ref, project, lower=lower, upper=upper, progress=progress)
     if as_json:
-        render.print_json(report.as_dict())
+        render.print_json(report.as_dict(), kind="evaluation")
     else:
         _render_evaluation(report)
     if check and not report.gate.passed:
@@ -290,13 +290,13 @@ def models(
     project: Path | None = project_option(),
     as_json: bool = json_option("the registry"),
 ) -> None:
-    """List the registry: releases, generations, metrics, gate status; * marks current."""
+    """List the registry: releases, generations, status, stages, metrics; * marks current."""
     from mlcycle import api
     from mlcycle.cli import render
 
     listing = api.models(project)
     if as_json:
-        render.print_json(listing.as_dict())
+        render.print_json(listing.as_dict(), kind="models")
     else:
         _render_models(listing)
 
@@ -311,7 +311,14 @@ def _render_models(listing: ModelListing) -> None:
         )
         return
     views.entries_table(
-        listing.entries, listing.current, listing.metrics, title=f"{listing.project} models"
+        listing.entries,
+        listing.current,
+        listing.metrics,
+        title=f"{listing.project} models",
+        stages=listing.stages,
+        states={str(e.ref): listing.state_of(e).value for e in listing.entries},
     )
+    for warning in listing.warnings:
+        render.warning(warning)
     if listing.current is None:
         render.stdout().print("no model is current yet (a release makes one current)")

@@ -105,7 +105,7 @@ def release(
             views.show_rejection(rejected)
         raise
     if as_json:
-        render.print_json(result.as_dict())
+        render.print_json(result.as_dict(), kind="release")
         return
     _render_release(result)
 
@@ -161,13 +161,13 @@ def history(
     project: Path | None = project_option(),
     as_json: bool = json_option("the history"),
 ) -> None:
-    """List the releases: version, date, commit, author, metrics, generations."""
+    """List the releases: version, status, stages, date, commit, author, metrics, generations."""
     from mlcycle import api
     from mlcycle.cli import render
 
     result = api.history(project)
     if as_json:
-        render.print_json(result.as_dict())
+        render.print_json(result.as_dict(), kind="history")
     else:
         _render_history(result)
 
@@ -187,13 +187,12 @@ def _render_history(result: History) -> None:
     rows = []
     for item in result.items:
         row = item.as_dict()
-        status = row["status"]
-        colour = "green" if status == "released" else "red"
         rows.append(
             (
                 "[bold green]*[/]" if item.current else "",
                 item.version,
-                f"[{colour}]{status}[/]",
+                views.state(row["status"]),
+                _escape(",".join(item.stages)),
                 (row["date"] or "")[:19].replace("T", " "),
                 (row["commit"] or "")[:10],
                 _escape(row["author"] or ""),
@@ -203,7 +202,7 @@ def _render_history(result: History) -> None:
         )
     render.table(
         f"{result.project} releases",
-        ("", "version", "status", "date", "commit", "author", *metrics, "generations"),
+        ("", "version", "status", "stages", "date", "commit", "author", *metrics, "generations"),
         rows,
         markup=True,
     )

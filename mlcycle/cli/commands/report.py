@@ -29,7 +29,7 @@ def report(
 
     result = api.report(project, output=output, window=window)
     if as_json:
-        render.print_json(result.as_dict())
+        render.print_json(result.as_dict(), kind="report")
         return
     render.stdout().print(
         f"wrote {result.path}: {result.models} served model(s), {result.windows} window(s); "

@@ -60,7 +60,7 @@ def validate(
     if as_json:
         from mlcycle.cli import render
 
-        render.print_json(report.as_dict())
+        render.print_json(report.as_dict(), kind="validation")
     else:
         _render_report(report)
     if not report.ok:
@@ -114,7 +114,7 @@ def plan(
     if as_json:
         from mlcycle.cli import render
 
-        render.print_json(result.as_dict())
+        render.print_json(result.as_dict(), kind="plan")
     else:
         _render_plan(result)
 

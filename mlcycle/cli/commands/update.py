@@ -54,7 +54,7 @@ def update(
             render.warning("the new generation was rejected; the current one keeps serving")
         else:
             if as_json:
-                render.print_json(result.as_dict())
+                render.print_json(result.as_dict(), kind="update")
             else:
                 _render(result)
         if once:

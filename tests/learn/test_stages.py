@@ -1,0 +1,330 @@
+"""`promote`, `retire` and stages in `models`/`history`, on real git repositories, read
+back by the real `gto` (iterative/gto, a dev dependency)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlcycle import api
+from mlcycle.api.init import init
+from mlcycle.api.serving import serve_target
+from mlcycle.errors import ExitCode, GitError, UsageError
+from mlcycle.gitops import parse_release_message
+from mlcycle.registry import ModelRef, open_registry
+from mlcycle.spec import load_spec
+from tests.learn.conftest import mlcycle
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def gto_program() -> str:
+    """The `gto` of this environment (`pip install -e .[dev]` installs it), or the one
+    MLCYCLE_TEST_GTO names. Missing, the test fails: it exists to run the real GTO."""
+    named = os.environ.get("MLCYCLE_TEST_GTO")
+    found = named or shutil.which("gto", path=str(Path(sys.executable).parent))
+    found = found or shutil.which("gto")
+    assert found, "gto is not installed: pip install -e '.[dev]' (or set MLCYCLE_TEST_GTO)"
+    return found
+
+
+def gto(repo: Path, *args: str) -> Any:
+    """Run the real GTO in `repo`; its JSON output."""
+    proc = subprocess.run(
+        [gto_program(), *args], cwd=repo, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    return json.loads(proc.stdout) if "--json" in args else proc.stdout
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An open project with two releases, 0.1.0 and 0.2.0 (current), made once."""
+    root = tmp_path_factory.mktemp("stages") / "churn"
+    init("churn", pattern="open", directory=root)
+    api.release(root, bump="minor")
+    git(root, "commit", "--allow-empty", "-q", "-m", "second")
+    api.release(root, bump="minor")
+    return root
+
+
+@pytest.fixture
+def project(released: Path, tmp_path: Path) -> Path:
+    """A fresh copy of `released` (git repository and registry) for one test."""
+    root = tmp_path / "churn"
+    shutil.copytree(released, root, symlinks=True)
+    return root
+
+
+def registry(root: Path) -> Any:
+    return open_registry(load_spec(root / "lifecycle.yaml"))
+
+
+# --- promote ----------------------------------------------------------------------------
+
+
+def test_promote_writes_gto_stage_tags_that_gto_reads(project: Path) -> None:
+    first = api.promote(project, ref="0.1.0", stage="prod")
+    assert (first.tag, first.ref, first.previous) == ("churn#prod#1", "0.1.0/1", None)
+    second = api.promote(project, ref="0.2.0/1", stage="prod")
+    assert (second.tag, second.previous) == ("churn#prod#2", "0.1.0/1")
+    api.promote(project, ref="0.1.0", stage="staging")
+
+    # Annotated, on the release's commit, naming the registry entry.
+    assert git(project, "cat-file", "-t", "churn#prod#2") == "tag"
+    assert git(project, "rev-list", "-n1", "churn#prod#2") == git(
+        project, "rev-list", "-n1", "churn@v0.2.0"
+    )
+    message = git(project, "tag", "-l", "--format=%(contents)", "churn#prod#2")
+    assert parse_release_message(message)["registry"]["ref"] == "0.2.0/1"
+
+    shown = gto(project, "show", "--json")["churn"]
+    assert shown["stage"] == {"prod": "v0.2.0", "staging": "v0.1.0"}
+    events = gto(project, "history", "churn", "--json")
+    assigned = [(e["stage"], e["version"]) for e in events if e["event"] == "assignment"]
+    assert sorted(assigned) == [("prod", "v0.1.0"), ("prod", "v0.2.0"), ("staging", "v0.1.0")]
+
+    listing = api.models(project)
+    assert listing.stages == {"0.1.0/1": ("staging",), "0.2.0/1": ("prod",)}
+    history = {i.version: i.stages for i in api.history(project).items}
+    assert history == {"0.1.0": ("staging",), "0.2.0": ("prod",)}
+
+
+def test_stages_gto_assigned_are_read(project: Path) -> None:
+    gto(project, "assign", "churn", "--version", "v0.1.0", "--stage", "qa")
+    assert "churn#qa#1" in git(project, "tag").split()
+    assert api.models(project).stages == {"0.1.0/1": ("qa",)}
+    assert [(i.version, i.stages) for i in api.history(project).items] == [
+        ("0.1.0", ("qa",)),
+        ("0.2.0", ()),
+    ]
+    # Our counter continues GTO's.
+    assert api.promote(project, ref="0.2.0", stage="qa").tag == "churn#qa#2"
+    gto(project, "deprecate", "churn", "v0.2.0", "qa")  # GTO's unassign: churn#qa!#3
+    assert api.models(project).stages == {"0.1.0/1": ("qa",)}
+
+
+def test_promote_refuses_what_it_cannot_promote(project: Path) -> None:
+    with pytest.raises(UsageError, match="names no model"):
+        api.promote(project, ref="9.9.9", stage="prod")
+    with pytest.raises(UsageError, match="not a stage name"):
+        api.promote(project, ref="0.1.0", stage="-prod")
+    reg = registry(project)
+    model = reg.load_model(reg.get("0.2.0/1"))
+    reg.register(
+        model,
+        release="dev",
+        metrics={},
+        gate=None,
+        data=None,
+        spec_hash=None,
+        git_commit=None,
+        procurement="unattended",
+        status="candidate",
+    )
+    with pytest.raises(UsageError, match="no release tag"):
+        api.promote(project, ref="dev/1", stage="prod")
+    assert "#" not in git(project, "tag")
+
+
+def test_promote_pushes_and_a_refused_push_leaves_no_tag(project: Path, tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(project, "remote", "add", "origin", str(remote))
+    result = api.promote(project, ref="0.2.0", stage="prod", push=True)
+    assert result.pushed
+    assert "churn#prod#1" in git(remote, "tag").split()
+    with pytest.raises(GitError) as failed:
+        api.promote(project, ref="0.1.0", stage="prod", push=True, remote="nowhere")
+    assert failed.value.exit_code == ExitCode.RUNTIME
+    assert "churn#prod#2" not in git(project, "tag").split()
+
+
+# --- retire -----------------------------------------------------------------------------
+
+
+def test_retire_takes_a_release_out_of_service_for_good(project: Path) -> None:
+    api.promote(project, ref="0.1.0", stage="prod")
+    api.promote(project, ref="0.2.0", stage="prod")
+    result = api.retire(project, ref="0.2.0", reason="worse on new customers")
+    assert (result.refs, result.tag, result.current) == (("0.2.0/1",), "churn@v0.2.0!#3", "0.1.0/1")
+    assert git(project, "cat-file", "-t", "churn@v0.2.0!#3") == "tag"
+
+    # GTO reads the deregistration: prod falls back to the version promoted before.
+    shown = gto(project, "show", "--json")["churn"]
+    assert shown["version"] == "v0.1.0" and shown["stage"] == {"prod": "v0.1.0"}
+
+    # Kept for lineage, never selected or served again.
+    reg = registry(project)
+    entry = reg.get("0.2.0/1")
+    assert entry.retired and entry.retired["reason"] == "worse on new customers"
+    assert reg.get("latest").ref == ModelRef("0.1.0", 1)
+    assert reg.current().ref.release == "0.1.0"
+    with pytest.raises(UsageError, match="retired"):
+        reg.set_current("0.2.0/1")
+    with pytest.raises(UsageError, match="retired"):
+        api.promote(project, ref="0.2.0", stage="prod")
+    target = serve_target(project, no_store=True)
+    assert target.ref == "0.1.0/1"
+    with pytest.raises(UsageError, match="is retired"):
+        serve_target(project, ref="0.2.0/1", no_store=True)
+
+    listing = api.models(project)
+    assert [(str(e.ref), e.state.value) for e in listing.entries] == [
+        ("0.1.0/1", "released"),
+        ("0.2.0/1", "retired"),
+    ]
+    assert listing.stages == {"0.1.0/1": ("prod",)}
+    assert [(i.version, i.status.value, i.current) for i in api.history(project).items] == [
+        ("0.1.0", "released", True),
+        ("0.2.0", "retired", False),
+    ]
+    # Again: nothing new is tagged.
+    assert api.retire(project, ref="0.2.0").tag == "churn@v0.2.0!#3"
+    assert git(project, "tag").split().count("churn@v0.2.0!#3") == 1
+
+
+def test_a_release_gto_deprecated_is_retired_by_running_retire(project: Path) -> None:
+    gto(project, "deprecate", "churn", "v0.2.0")
+    assert [(i.version, i.status.value) for i in api.history(project).items][-1] == (
+        "0.2.0",
+        "retired",
+    )
+    listing = api.models(project)  # told the same way as history, with what to do
+    assert [listing.state_of(e).value for e in listing.entries] == ["released", "retired"]
+    assert listing.warnings and "mlcycle retire 0.2.0" in listing.warnings[0]
+    result = api.retire(project, ref="0.2.0")
+    assert api.models(project).warnings == ()
+    assert result.tag == "churn@v0.2.0!"  # GTO's own tag (without a counter), no second one
+    assert registry(project).current().ref.release == "0.1.0"
+
+
+def test_retire_one_generation_in_the_registry(project: Path) -> None:
+    result = api.retire(project, ref="0.1.0/1")
+    assert (result.refs, result.tag, result.current) == (("0.1.0/1",), None, "0.2.0/1")
+    assert "!" not in git(project, "tag")
+    assert registry(project).get("0.1.0/1").state.value == "retired"
+
+
+def test_retiring_every_release_leaves_nothing_current(project: Path) -> None:
+    api.retire(project, ref="0.2.0")
+    assert api.retire(project, ref="0.1.0").current is None
+    with pytest.raises(Exception, match="no model is current"):
+        serve_target(project, no_store=True)
+
+
+def test_a_dynamic_manifest_never_serves_a_retired_generation(project: Path) -> None:
+    from mlcycle.registry.manifests import FOLLOW
+
+    reg = registry(project)
+    model = reg.load_model(reg.get("0.2.0/1"))
+    for _ in range(2):
+        reg.register(
+            model,
+            release="0.2.0",
+            metrics={},
+            gate=None,
+            data=None,
+            spec_hash=None,
+            git_commit=None,
+            procurement="unattended",
+            status="candidate",
+        )
+    manifest = reg.manifests().publish(release="0.2.0", selector={"kind": "latest"}, mode=FOLLOW, arms=2)
+    assert [str(e.ref) for e in manifest.resolve(reg)] == ["0.2.0/3", "0.2.0/2"]
+    api.retire(project, ref="0.2.0/3")
+    assert [str(e.ref) for e in manifest.resolve(reg)] == ["0.2.0/2", "0.2.0/1"]
+
+
+# --- deploy by stage --------------------------------------------------------------------
+
+
+def _with_stage(root: Path, stage: str) -> None:
+    spec = root / "lifecycle.yaml"
+    text = spec.read_text()
+    assert "\ndeployment:\n" in text
+    spec.write_text(text.replace("\ndeployment:\n", f"\ndeployment:\n  stage: {stage}\n", 1))
+
+
+def test_a_wrapped_deploy_builds_the_model_in_the_spec_stage(project: Path, tmp_path: Path) -> None:
+    _with_stage(project, "prod")
+    assert api.validate(project / "lifecycle.yaml").ok
+    with pytest.raises(UsageError, match="no model is in stage 'prod'"):
+        api.deploy(project, context_only=tmp_path / "none")
+    api.promote(project, ref="0.1.0", stage="prod")
+    result = api.deploy(project, context_only=tmp_path / "ctx")
+    assert result.entry is not None and str(result.entry.ref) == "0.1.0/1"
+    assert str(api.deploy(project, ref="0.2.0", context_only=tmp_path / "c2").entry.ref) == (
+        "0.2.0/1"
+    )
+
+
+def test_a_stage_that_is_not_a_name_is_a_spec_error(project: Path) -> None:
+    _with_stage(project, '"pro d"')
+    report = api.validate(project / "lifecycle.yaml")
+    assert not report.ok
+    assert [d.line for d in report.errors] == [70]
+
+
+# --- the CLI: exit codes, one status vocabulary, versioned JSON ---------------------------
+
+
+def test_cli_promote_retire_and_listings(project: Path) -> None:
+    promoted = mlcycle("promote", "0.2.0", "--stage", "prod", "--json", cwd=project)
+    assert promoted.code == 0, promoted.err
+    assert promoted.json()["format"] == "mlcycle/promote@1"
+    assert promoted.json()["tag"] == "churn#prod#1"
+
+    unknown = mlcycle("promote", "7.0.0", "--stage", "prod", cwd=project)
+    assert unknown.code == ExitCode.USAGE and "names no model" in unknown.err
+    assert "Traceback" not in unknown.err
+    assert mlcycle("retire", "7.0.0", cwd=project).code == ExitCode.USAGE
+    nowhere = mlcycle("promote", "0.1.0", "-s", "qa", "--push", "--remote", "x", cwd=project)
+    assert nowhere.code == ExitCode.RUNTIME, nowhere.err
+
+    models = mlcycle("models", "--json", cwd=project).json()
+    assert models["format"] == "mlcycle/models@1"
+    rows = {e["ref"]: (e["status"], e["stages"], e["current"]) for e in models["entries"]}
+    # The released, current model is `released` in both listings (it was `candidate`).
+    assert rows == {"0.1.0/1": ("released", [], False), "0.2.0/1": ("released", ["prod"], True)}
+    history = mlcycle("history", "--json", cwd=project).json()
+    assert history["format"] == "mlcycle/history@1"
+    assert [(r["version"], r["status"], r["stages"]) for r in history["releases"]] == [
+        ("0.1.0", "released", []),
+        ("0.2.0", "released", ["prod"]),
+    ]
+
+    retired = mlcycle("retire", "0.2.0", "--reason", "drift", cwd=project)
+    assert retired.code == 0, retired.err
+    assert "churn@v0.2.0!#2" in retired.out and "current model: 0.1.0/1" in retired.out
+    table = mlcycle("models", cwd=project).out
+    assert "retired" in table and "released" in table and "candidate" not in table
+    assert "retired" in mlcycle("history", cwd=project).out
+
+
+@pytest.mark.parametrize(
+    ("args", "kind"),
+    [
+        (("validate", "--json"), "validation"),
+        (("plan", "--json"), "plan"),
+        (("models", "--json"), "models"),
+        (("history", "--json"), "history"),
+    ],
+)
+def test_every_json_document_names_its_format(
+    project: Path, args: tuple[str, ...], kind: str
+) -> None:
+    result = mlcycle(*args, cwd=project)
+    document = json.loads(result.out)
+    assert document["format"] == f"mlcycle/{kind}@1", result.err
