@@ -6,7 +6,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,7 +93,7 @@ def serve_target(
     return ServeTarget(
         name=name,
         ref=str(entry.ref),
-        source=f"registry {registry}",
+        source=f"registry {registry.describe()}",
         store_url=url,
         loader=lambda: served_model_from_entry(name, registry, entry),
         defaults=project.spec.deployment.serve,
@@ -122,7 +122,7 @@ def _live_target(project: Project, url: str | None) -> ServeTarget:
     return ServeTarget(
         name=name,
         ref=f"{arms} ({manifest.selector.get('kind')}, manifest {manifest.number})",
-        source=f"registry {registry.root}",
+        source=f"registry {registry.describe()}",
         store_url=url,
         loader=lambda: LiveRouter(root, name, trust=trust),
         defaults=project.spec.deployment.serve,
@@ -261,8 +261,12 @@ def serve(
     port: int,
     workers: int,
     access: ServeAccess | None = None,
+    on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Run the engine on `target` until SIGTERM/SIGINT (blocks).
+
+    `on_ready` is called with the engine's URL (the port it really has, also for
+    port 0) once the port accepts connections, from another thread.
 
     Without `access`, the rules come from the environment (`serve_access`), so that no
     caller can serve beyond the loopback interface without a token by forgetting them.
@@ -285,6 +289,7 @@ def serve(
             workers=workers,
             store_url=target.store_url,
             options=options,
+            on_ready=on_ready,
         )
     finally:
         target.close()  # when the engine stops before loading (a taken port, a bad store)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mlcycle.errors import RegistryError
+from mlcycle.registry.artifacts import OnnxForm, read_onnx
 from mlcycle.registry.artifacts import load_model as load_artifact
 from mlcycle.registry.entry import Entry, Status
 from mlcycle.registry.refs import ModelRef, as_ref, check_release, release_key
@@ -47,9 +48,12 @@ class Registry(ABC):
         extra: Mapping[str, Any] | None = None,
         make_current: bool = False,
         generation: int | None = None,
+        onnx: OnnxForm | None = None,
     ) -> Entry:
         """Store `model` as a new generation of `release` and return its entry.
 
+        `onnx` is the model's ONNX form (`mlcycle.serve.predictor.onnx_form`), stored
+        next to it with its SHA-256 so that serving need not convert it again.
         `generation=None` takes the next free number of the release. With
         `make_current`, a candidate becomes current in the same step; a rejected
         entry never does (the flag is then ignored). Raises UsageError for bad
@@ -197,6 +201,18 @@ class Registry(ABC):
             format=entry.artifact.format,
             trust=self.trust,
         )
+
+    def describe(self) -> str:
+        """Where the registry is, for people (a path or an address, never a repr)."""
+        return self.project
+
+    def load_onnx(self, entry: Entry) -> bytes | None:
+        """The bytes of the entry's ONNX form after checking their SHA-256 (IntegrityError
+        if changed), or None when the entry has none."""
+        if entry.onnx is None:
+            return None
+        path = self.artifact_path(entry).with_name(entry.onnx.file)
+        return read_onnx(path, sha256=entry.onnx.sha256)
 
     def _known_hint(self) -> str:
         releases = self.releases()

@@ -11,7 +11,7 @@ from pathlib import PurePath
 from typing import Any, Final
 
 from mlcycle.errors import RegistryError, UsageError
-from mlcycle.registry.artifacts import ArtifactInfo
+from mlcycle.registry.artifacts import ArtifactInfo, OnnxArtifact
 from mlcycle.registry.refs import ModelRef, check_release
 from mlcycle.spec.model import Procurement
 
@@ -50,6 +50,9 @@ class Entry:
     created_by: str
     artifact: ArtifactInfo
     extra: Mapping[str, Any] = field(default_factory=dict)
+    onnx: OnnxArtifact | None = None
+    """The model's ONNX form, made and verified at registration; None when it does not
+    convert (served by scikit-learn) or was registered by an older mlcycle."""
 
     @property
     def ref(self) -> ModelRef:
@@ -81,6 +84,7 @@ class Entry:
             "created_by": self.created_by,
             "artifact": self.artifact.as_dict(),
             "extra": plain(self.extra),
+            **({"onnx": self.onnx.as_dict()} if self.onnx is not None else {}),
         }
 
     @classmethod
@@ -115,6 +119,11 @@ class Entry:
                 created_by=str(raw["created_by"]),
                 artifact=ArtifactInfo.from_dict(raw["artifact"], where=where),
                 extra=dict(raw.get("extra") or {}),
+                onnx=(
+                    OnnxArtifact.from_dict(raw["onnx"], where=where)
+                    if raw.get("onnx") is not None
+                    else None
+                ),
             )
         except (KeyError, TypeError, ValueError, UsageError, AttributeError) as e:
             raise RegistryError(f"{where}: damaged entry ({type(e).__name__}: {e})") from e

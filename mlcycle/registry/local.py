@@ -44,7 +44,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from mlcycle.errors import RegistryError, UsageError
-from mlcycle.registry.artifacts import ArtifactInfo, fsync_dir, library_versions, save_model
+from mlcycle.registry.artifacts import (
+    ArtifactInfo,
+    OnnxForm,
+    fsync_dir,
+    library_versions,
+    save_model,
+    save_onnx,
+)
 from mlcycle.registry.base import Registry
 from mlcycle.registry.entry import Entry, Status, plain
 from mlcycle.registry.refs import (
@@ -105,6 +112,10 @@ class LocalRegistry(Registry):
 
     def __repr__(self) -> str:
         return f"LocalRegistry({str(self.root)!r}, {self.project!r})"
+
+    def describe(self) -> str:
+        """The registry's directory."""
+        return str(self.root)
 
     # --- paths -----------------------------------------------------------------------
 
@@ -172,6 +183,7 @@ class LocalRegistry(Registry):
         extra: Mapping[str, Any] | None = None,
         make_current: bool = False,
         generation: int | None = None,
+        onnx: OnnxForm | None = None,
     ) -> Entry:
         """Store `model` as a new generation of `release` (see Registry.register)."""
         release = check_release(release)
@@ -190,7 +202,7 @@ class LocalRegistry(Registry):
                 "register: the gate record says the model failed, but status is 'candidate'",
                 hint="register a model that failed its gate with status='rejected'",
             )
-        versions = library_versions()
+        versions = library_versions(onnx=onnx is not None)
         created_at, created_by = utc_now(), whoami()
 
         with self._writing(f"registering a model of release {release}"):
@@ -198,6 +210,7 @@ class LocalRegistry(Registry):
             staging = self._open_staging()
         try:
             artifact = self._stage_artifact(model, staging.path)
+            onnx_artifact = save_onnx(onnx, staging.path) if onnx is not None else None
             with self._locked(f"registering a model of release {release}"):
                 self._clean()
                 number = self._allocate(release, generation)
@@ -217,6 +230,7 @@ class LocalRegistry(Registry):
                     created_by=created_by,
                     artifact=artifact,
                     extra=record["extra"],
+                    onnx=onnx_artifact,
                 )
                 _write_json(staging.path / ENTRY_FILE, entry.as_dict(), atomic=False)
                 fsync_dir(staging.path)
