@@ -280,12 +280,18 @@ def compile_onnx(
         if features
         else None
     )
-    resolved = resolve_features(estimator, declared)
     if sample is not None:
         sample = sample[:1000] if not hasattr(sample, "iloc") else sample.iloc[:1000]
-    form, reason = onnx_form(estimator, resolved, task or infer_task(estimator), sample=sample)
+    try:
+        resolved = resolve_features(estimator, declared)
+        form, reason = onnx_form(estimator, resolved, task or infer_task(estimator), sample=sample)
+    except Exception as e:  # the form is an optimisation: never the reason a release fails
+        form, reason = None, f"{type(e).__name__}: {e}"
     if form is None:
-        log.warning("no ONNX form: the model will be served by sklearn: %s", reason)
+        log.warning(
+            "no ONNX form stored with the model (%s): serving converts it again or runs sklearn",
+            reason,
+        )
     return form
 
 

@@ -93,10 +93,11 @@ def serve(
         access = serve_access(
             bind_host, token_file=token_file, no_auth=no_auth, public_predict=public_predict
         )
+        console = render.stderr()  # made now: the banner must not wait for an import
 
         def announce(url: str) -> None:
             # Only once the port accepts connections: whoever reads this may connect now.
-            render.stderr().print(
+            console.print(
                 f"serving {target.name} {target.ref} from {target.source} on "
                 f"{url} ({count} worker{'s' if count != 1 else ''}, "
                 f"{access.describe()}); Ctrl-C stops",
