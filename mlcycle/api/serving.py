@@ -167,6 +167,23 @@ def served_model_from_bundle(bundle: Bundle) -> ServedModel:
     """The bundled model ready for the engine (what `mlcycle serve --bundle` serves)."""
     from mlcycle.serve import Feature, ServedModel
 
+    metadata = {"sha256": bundle.artifact.sha256, "created_at": bundle.created_at}
+    onnx = bundle.load_onnx()  # checked by SHA-256 against bundle.json
+    if onnx is not None and bundle.onnx is not None:
+        from mlcycle.serve.predictor import Predictor
+
+        # The form made at release: no conversion, no scikit-learn in the image.
+        return ServedModel(
+            name=bundle.project,
+            features=tuple(Feature(f.name, f.type, f.nullable) for f in bundle.features),
+            task=bundle.onnx.task,
+            predictor=Predictor.from_onnx(
+                onnx, task=bundle.onnx.task, classes=bundle.onnx.classes, note=bundle.onnx.note
+            ),
+            release=bundle.release,
+            generation=bundle.generation,
+            metadata=metadata,
+        )
     return ServedModel.from_estimator(
         bundle.load_model(),
         name=bundle.project,
@@ -174,7 +191,7 @@ def served_model_from_bundle(bundle: Bundle) -> ServedModel:
         task=bundle.task,
         release=bundle.release,
         generation=bundle.generation,
-        metadata={"sha256": bundle.artifact.sha256, "created_at": bundle.created_at},
+        metadata=metadata,
     )
 
 

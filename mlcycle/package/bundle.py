@@ -35,7 +35,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 from mlcycle.errors import IntegrityError, PackagingError, RegistryError, UsageError
 from mlcycle.redact import mask_urls_in_bytes
-from mlcycle.registry.artifacts import SKOPS, ArtifactInfo, load_model, sha256_bytes, sha256_file
+from mlcycle.registry.artifacts import (
+    SKOPS,
+    ArtifactInfo,
+    OnnxArtifact,
+    load_model,
+    read_onnx,
+    sha256_bytes,
+    sha256_file,
+)
 from mlcycle.registry.refs import ModelRef, check_release
 from mlcycle.registry.trust import DEFAULT_POLICY
 
@@ -54,6 +62,7 @@ DISTRIBUTIONS: Final = {
     "numpy": "numpy",
     "pandas": "pandas",
     "skops": "skops",
+    "onnxruntime": "onnxruntime",
 }
 # PEP 440 public and local versions: digits, letters, '.', '+', '!', '-', '_' only. A
 # version lands in requirements.txt, so anything else (spaces, newlines, options) is refused.
@@ -119,6 +128,9 @@ class Bundle:
     output: Mapping[str, Any]
     created_at: str
     metrics: Mapping[str, float | None] = field(default_factory=dict)
+    onnx: OnnxArtifact | None = None
+    """The model's ONNX form (from the registry entry): what the bundle is served with,
+    so that its image needs ONNX Runtime and not scikit-learn, SciPy or pandas."""
 
     @property
     def ref(self) -> str:
@@ -146,6 +158,12 @@ class Bundle:
             where=str(self.path / BUNDLE_FILE),
             hint="rebuild the bundle from an intact registry entry",
         )
+
+    def load_onnx(self) -> bytes | None:
+        """The ONNX form's bytes after checking their SHA-256 again (None: it has none)."""
+        if self.onnx is None:
+            return None
+        return read_onnx(self.path / self.onnx.file, sha256=self.onnx.sha256)
 
     def load_model(self) -> Any:
         """The bundled estimator, after checking its SHA-256 again (IntegrityError if changed).
@@ -179,6 +197,7 @@ class Bundle:
             },
             "metrics": dict(self.metrics),
             "created_at": self.created_at,
+            **({"onnx": self.onnx.as_dict()} if self.onnx is not None else {}),
         }
 
 
@@ -240,6 +259,7 @@ def build_bundle(
             hint="the artifact changed after registration; restore it or register the model again",
         )
     _require_servable(data, entry)
+    onnx_data = registry.load_onnx(entry)  # checked against the entry's SHA-256
 
     model: Any = None
     recorded = _recorded_features(entry, features)
@@ -258,6 +278,8 @@ def build_bundle(
     classes = getattr(model, "classes_", None) if model is not None else None
     if classes is not None:
         output["classes"] = _plain_list(classes)
+    elif entry.onnx is not None and entry.onnx.classes is not None:
+        output["classes"] = list(entry.onnx.classes)
 
     bundle = Bundle(
         path=dest,
@@ -274,6 +296,7 @@ def build_bundle(
         output=output,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         metrics={k: (v if v == v else None) for k, v in entry.metrics.items()},  # NaN → null
+        onnx=entry.onnx,
     )
     bundle.requirements()  # refuse odd versions now rather than at image build time
     _reject_nonempty(dest)
@@ -282,6 +305,8 @@ def build_bundle(
         dest.parent.mkdir(parents=True, exist_ok=True)
         staging.mkdir()
         (staging / entry.artifact.file).write_bytes(data)
+        if entry.onnx is not None and onnx_data is not None:
+            (staging / entry.onnx.file).write_bytes(onnx_data)
         (staging / SPEC_FILE).write_bytes(spec_bytes)
         (staging / BUNDLE_FILE).write_text(
             json.dumps(bundle.as_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
@@ -363,6 +388,8 @@ def load_bundle(path: Path, *, extract_to: Path | None = None) -> Bundle:
     bundle = _from_dict(raw, path=path)
     _verify(bundle.artifact_path, bundle.artifact.sha256, size=bundle.artifact.size)
     _verify(bundle.spec_path, bundle.spec_sha256)
+    if bundle.onnx is not None:
+        _verify(path / bundle.onnx.file, bundle.onnx.sha256, size=bundle.onnx.size)
     return bundle
 
 
@@ -521,6 +548,11 @@ def _from_dict(raw: Any, *, path: Path) -> Bundle:
             output=dict(serving.get("output") or {}),
             created_at=str(raw.get("created_at", "")),
             metrics=dict(raw.get("metrics") or {}),
+            onnx=(
+                OnnxArtifact.from_dict(raw["onnx"], where=where)
+                if raw.get("onnx") is not None
+                else None
+            ),
         )
     except (KeyError, TypeError, ValueError, AttributeError, UsageError, RegistryError) as e:
         raise PackagingError(f"{where}: damaged bundle description ({e})") from e

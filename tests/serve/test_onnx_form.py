@@ -101,3 +101,40 @@ def test_the_banner_comes_once_the_port_accepts_and_names_no_repr(project: Path)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
+
+
+def test_a_bundle_carries_the_form_checked_and_its_image_needs_no_sklearn(
+    project: Path, tmp_path: Path
+) -> None:
+    from tests.learn.conftest import mlcycle
+
+    context = tmp_path / "ctx"
+    result = mlcycle("deploy", "--context-only", context, cwd=project)
+    assert result.code == 0, result.err
+    bundle = json.loads((context / "bundle" / "bundle.json").read_text())
+    assert (
+        bundle["onnx"]["sha256"]
+        == json.loads((project / ENTRY / "entry.json").read_text())["onnx"]["sha256"]
+    )
+    # What the image installs: every line one exact version, nothing of training.
+    lines = (context / "build" / "requirements.txt").read_text().splitlines()
+    pins = {line.split("==")[0]: line.split("==")[1] for line in lines if "==" in line}
+    assert len(pins) == len([line for line in lines if line and not line.startswith("#")])
+    assert "onnxruntime" in pins and "numpy" in pins and "uvicorn" in pins
+    assert not set(pins) & {"scikit-learn", "scipy", "pandas", "pyarrow", "skl2onnx", "skops"}
+    assert "pip check" not in (context / "Dockerfile").read_text()
+    # The container's command, run here: serves the form, imports no sklearn.
+    script = (
+        "import sys\n"
+        "from mlcycle.api.serving import serve_target\n"
+        f"model = serve_target(bundle={str(context / 'bundle')!r}, no_store=True).loader()\n"
+        "print(model.predictor.backend, 'sklearn' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["onnx", "False"]
+    # A changed form in the bundle is refused when the bundle is opened.
+    onnx = context / "bundle" / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:-1])
+    with pytest.raises(IntegrityError, match=r"model\.onnx: SHA-256 mismatch"):
+        serve_target(bundle=context / "bundle")
