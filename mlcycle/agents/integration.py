@@ -24,7 +24,7 @@ from mlcycle.progress import NULL_PROGRESS, Progress
 
 if TYPE_CHECKING:
     from mlcycle.data import Dataset, SourceInfo, Window
-    from mlcycle.registry import Entry, Registry
+    from mlcycle.registry import Entry, OnnxForm, Registry
     from mlcycle.spec.model import Spec
     from mlcycle.train import GateResult, TrainResult
 
@@ -178,12 +178,13 @@ def procure(
     if gate.passed or keep_rejected:
         progress.start(f"register the model in {release}")
         try:
+            data = data_record(spec, dataset)
             entry = registry.register(
                 training.model,
                 release=release,
                 metrics=training.metrics,
                 gate=gate.as_dict(),
-                data=data_record(spec, dataset),
+                data=data,
                 spec_hash=spec_hash,
                 git_commit=git_commit,
                 procurement=spec.lifecycle.procurement,
@@ -196,6 +197,11 @@ def procure(
                 },
                 make_current=make_current and gate.passed,
                 code=code,
+                # Converted once here, so that serving never converts (nor imports
+                # sklearn); only a model that may be served is worth converting.
+                onnx=_onnx_form(training.model, data, training.task, dataset.X)
+                if gate.passed
+                else None,
             )
         finally:
             progress.done()
@@ -334,6 +340,13 @@ def feature_schema(frame: Any) -> list[dict[str, Any]]:
     return [
         {"name": f.name, "type": f.type, "nullable": f.nullable} for f in features_from_frame(frame)
     ]
+
+
+def _onnx_form(model: Any, data: Mapping[str, Any], task: str, sample: Any) -> OnnxForm | None:
+    """The model's ONNX form verified on the training rows (None when it does not convert)."""
+    from mlcycle.serve.model import compile_onnx
+
+    return compile_onnx(model, features=data.get("features"), task=task, sample=sample)
 
 
 def _training_record(training: TrainResult, previous: Entry | None) -> dict[str, Any]:

@@ -495,6 +495,7 @@ def _procure_by_hand(
     from mlcycle.data import load_dataset
     from mlcycle.registry import Status, TrustPolicy
     from mlcycle.registry.code import project_code
+    from mlcycle.serve.model import compile_onnx
     from mlcycle.train import check_gate, default_metrics, infer_task, score
     from mlcycle.train.reproduce import reproduce_research
 
@@ -523,8 +524,10 @@ def _procure_by_hand(
     gate = None
     data_info = None
     data: dict[str, Any] = {"location": str(path), "kind": "model file", "reproducible": False}
+    sample = None
     if spec.data.source is not None or spec.data.dump is not None:
         dataset = load_dataset(spec, progress=progress)
+        sample = dataset.X
         names = spec.evaluation.metrics or default_metrics(infer_task(model, spec.model), dataset.y)
         progress.start(f"evaluate {path.name} on {dataset.n_rows} rows")
         try:
@@ -562,6 +565,12 @@ def _procure_by_hand(
             extra={"tag": plan.tag, "model_file": str(path)},
             make_current=True,
             code=project_code(project.spec),
+            onnx=compile_onnx(
+                model,
+                features=data.get("features"),
+                task=infer_task(model, spec.model),
+                sample=sample,
+            ),
         )
     finally:
         progress.done()

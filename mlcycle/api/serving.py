@@ -6,7 +6,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,7 +93,7 @@ def serve_target(
     return ServeTarget(
         name=name,
         ref=str(entry.ref),
-        source=f"registry {registry}",
+        source=f"registry {registry.describe()}",
         store_url=url,
         loader=lambda: served_model_from_entry(name, registry, entry),
         defaults=project.spec.deployment.serve,
@@ -141,7 +141,7 @@ def _live_target(project: Project, url: str | None) -> ServeTarget:
     return ServeTarget(
         name=name,
         ref=f"{arms} ({manifest.selector.get('kind')}, manifest {manifest.number})",
-        source=f"registry {registry}",
+        source=f"registry {registry.describe()}",
         store_url=url,
         loader=lambda: LiveRouter(registry),
         defaults=project.spec.deployment.serve,
@@ -186,6 +186,23 @@ def served_model_from_bundle(bundle: Bundle) -> ServedModel:
     """The bundled model ready for the engine (what `mlcycle serve --bundle` serves)."""
     from mlcycle.serve import Feature, ServedModel
 
+    metadata = {"sha256": bundle.artifact.sha256, "created_at": bundle.created_at}
+    onnx = bundle.load_onnx()  # checked by SHA-256 against bundle.json
+    if onnx is not None and bundle.onnx is not None:
+        from mlcycle.serve.predictor import Predictor
+
+        # The form made at release: no conversion, no scikit-learn in the image.
+        return ServedModel(
+            name=bundle.project,
+            features=tuple(Feature(f.name, f.type, f.nullable) for f in bundle.features),
+            task=bundle.onnx.task,
+            predictor=Predictor.from_onnx(
+                onnx, task=bundle.onnx.task, classes=bundle.onnx.classes, note=bundle.onnx.note
+            ),
+            release=bundle.release,
+            generation=bundle.generation,
+            metadata=metadata,
+        )
     return ServedModel.from_estimator(
         bundle.load_model(),
         name=bundle.project,
@@ -193,7 +210,7 @@ def served_model_from_bundle(bundle: Bundle) -> ServedModel:
         task=bundle.task,
         release=bundle.release,
         generation=bundle.generation,
-        metadata={"sha256": bundle.artifact.sha256, "created_at": bundle.created_at},
+        metadata=metadata,
     )
 
 
@@ -280,8 +297,12 @@ def serve(
     port: int,
     workers: int,
     access: ServeAccess | None = None,
+    on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Run the engine on `target` until SIGTERM/SIGINT (blocks).
+
+    `on_ready` is called with the engine's URL (the port it really has, also for
+    port 0) once the port accepts connections, from another thread.
 
     Without `access`, the rules come from the environment (`serve_access`), so that no
     caller can serve beyond the loopback interface without a token by forgetting them.
@@ -304,6 +325,7 @@ def serve(
             workers=workers,
             store_url=target.store_url,
             options=options,
+            on_ready=on_ready,
         )
     finally:
         target.close()  # when the engine stops before loading (a taken port, a bad store)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlcycle import extras
 from mlcycle.data.source import OrdinalType, Source, convert_bound, ordinal_type_of_series
 from mlcycle.data.window import Window
 from mlcycle.errors import DataError
@@ -60,6 +61,8 @@ class FileSource(Source):
         if path.is_dir():
             raise DataError(f"{written}: is a directory, not a data file")
         self.format = file_format(path, format)
+        if self.format == "parquet":
+            extras.require(extras.PARQUET, what=f"{written}: reading Parquet")
         self._columns: list[str] | None = None
         self._schema: pa.Schema | None = None
 

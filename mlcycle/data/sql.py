@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlcycle import redact
+from mlcycle import extras, redact
 from mlcycle.data.source import (
     OrdinalType,
     Source,
@@ -334,6 +334,9 @@ def _engine(url: str, *, root: Path, masked: str) -> Engine:
         ) from e
     except ImportError as e:
         module = getattr(e, "name", None) or str(e)
+        extra = extras.for_module(module)
+        if extra is not None:
+            raise extras.MissingExtraError(extra, what=masked) from e
         package = DRIVER_PACKAGES.get(module, module)
         raise DataError(
             f"{masked}: the database driver '{module}' is not installed",

@@ -39,7 +39,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 from mlcycle.errors import IntegrityError, PackagingError, RegistryError, UsageError
 from mlcycle.redact import mask_urls_in_bytes
-from mlcycle.registry.artifacts import SKOPS, ArtifactInfo, load_model, sha256_bytes, sha256_file
+from mlcycle.registry.artifacts import (
+    SKOPS,
+    ArtifactInfo,
+    OnnxArtifact,
+    load_model,
+    read_onnx,
+    sha256_bytes,
+    sha256_file,
+)
 from mlcycle.registry.code import CODE_DIR, check_code_path, read_code_checked, write_code
 from mlcycle.registry.refs import ModelRef, check_release
 from mlcycle.registry.trust import DEFAULT_POLICY, TrustPolicy
@@ -59,6 +67,7 @@ DISTRIBUTIONS: Final = {
     "numpy": "numpy",
     "pandas": "pandas",
     "skops": "skops",
+    "onnxruntime": "onnxruntime",
 }
 # PEP 440 public and local versions: digits, letters, '.', '+', '!', '-', '_' only. A
 # version lands in requirements.txt, so anything else (spaces, newlines, options) is refused.
@@ -124,6 +133,9 @@ class Bundle:
     output: Mapping[str, Any]
     created_at: str
     metrics: Mapping[str, float | None] = field(default_factory=dict)
+    onnx: OnnxArtifact | None = None
+    """The model's ONNX form (from the registry entry): what the bundle is served with,
+    so that its image needs ONNX Runtime and not scikit-learn, SciPy or pandas."""
     code: Mapping[str, str] = field(default_factory=dict)  # relative path → SHA-256
 
     @property
@@ -135,7 +147,8 @@ class Bundle:
     def files(self) -> tuple[Path, ...]:
         """Every file the bundle holds, bundle.json first."""
         code = tuple(self.code_path / p for p in sorted(self.code))
-        return (self.path / BUNDLE_FILE, self.artifact_path, self.spec_path, *code)
+        onnx = (self.path / self.onnx.file,) if self.onnx is not None else ()
+        return (self.path / BUNDLE_FILE, self.artifact_path, self.spec_path, *onnx, *code)
 
     @property
     def ref(self) -> str:
@@ -163,6 +176,12 @@ class Bundle:
             where=str(self.path / BUNDLE_FILE),
             hint="rebuild the bundle from an intact registry entry",
         )
+
+    def load_onnx(self) -> bytes | None:
+        """The ONNX form's bytes after checking their SHA-256 again (None: it has none)."""
+        if self.onnx is None:
+            return None
+        return read_onnx(self.path / self.onnx.file, sha256=self.onnx.sha256)
 
     def load_model(self) -> Any:
         """The bundled estimator, after checking its SHA-256 again (IntegrityError if changed).
@@ -207,6 +226,7 @@ class Bundle:
             "metrics": dict(self.metrics),
             "code": dict(self.code),
             "created_at": self.created_at,
+            **({"onnx": self.onnx.as_dict()} if self.onnx is not None else {}),
         }
 
 
@@ -274,6 +294,7 @@ def build_bundle(
         else {}
     )
     _require_servable(data, entry, code)
+    onnx_data = registry.load_onnx(entry)  # checked against the entry's SHA-256
 
     model: Any = None
     recorded = _recorded_features(entry, features)
@@ -292,6 +313,8 @@ def build_bundle(
     classes = getattr(model, "classes_", None) if model is not None else None
     if classes is not None:
         output["classes"] = _plain_list(classes)
+    elif entry.onnx is not None and entry.onnx.classes is not None:
+        output["classes"] = list(entry.onnx.classes)
 
     bundle = Bundle(
         path=dest,
@@ -309,6 +332,7 @@ def build_bundle(
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         metrics={k: (v if v == v else None) for k, v in entry.metrics.items()},  # NaN → null
         code=dict(entry.code),
+        onnx=entry.onnx,
     )
     bundle.requirements()  # refuse odd versions now rather than at image build time
     _reject_nonempty(dest)
@@ -317,6 +341,8 @@ def build_bundle(
         dest.parent.mkdir(parents=True, exist_ok=True)
         staging.mkdir()
         (staging / entry.artifact.file).write_bytes(data)
+        if entry.onnx is not None and onnx_data is not None:
+            (staging / entry.onnx.file).write_bytes(onnx_data)
         (staging / SPEC_FILE).write_bytes(spec_bytes)
         if code:
             write_code(staging / CODE_DIR, code)
@@ -407,6 +433,8 @@ def load_bundle(path: Path, *, extract_to: Path | None = None) -> Bundle:
     _verify(bundle.spec_path, bundle.spec_sha256)
     for file, sha256 in bundle.code.items():
         _verify(bundle.code_path / file, sha256)
+    if bundle.onnx is not None:
+        _verify(path / bundle.onnx.file, bundle.onnx.sha256, size=bundle.onnx.size)
     return bundle
 
 
@@ -569,6 +597,11 @@ def _from_dict(raw: Any, *, path: Path) -> Bundle:
                 check_code_path(str(k), where=where): str(v)
                 for k, v in (raw.get("code") or {}).items()
             },
+            onnx=(
+                OnnxArtifact.from_dict(raw["onnx"], where=where)
+                if raw.get("onnx") is not None
+                else None
+            ),
         )
     except (KeyError, TypeError, ValueError, AttributeError, UsageError, RegistryError) as e:
         raise PackagingError(f"{where}: damaged bundle description ({e})") from e

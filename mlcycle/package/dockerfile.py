@@ -192,15 +192,41 @@ class _Contents:
     git_commit: str | None
     labels: Mapping[str, str]
     files_root: Path | None = None  # `files` keep their paths relative to it
+    onnx: bool = False
+    """Served from the bundle's ONNX form: the image installs only what serving it needs
+    (`serving_requirements`), not scikit-learn, SciPy, pandas, pyarrow or skl2onnx."""
+
+
+# What `mlcycle serve --bundle` imports when the model is served from its ONNX form: the
+# CLI, the spec loader, the engine, the prediction log and ONNX Runtime. Everything else
+# mlcycle requires (training, git, Docker, conversion) stays out of an ONNX image.
+SERVING_DISTRIBUTIONS: Final = (
+    "typer",
+    "rich",
+    "pyyaml",
+    "jsonschema",
+    "sqlalchemy",
+    "uvicorn",
+    "httptools",
+    "uvloop",
+    "orjson",
+    "numpy",
+    "onnxruntime",
+)
 
 
 def _bundle_contents(bundle: Bundle) -> _Contents:
+    pins = bundle.requirements()
+    if bundle.onnx is not None:
+        # The release's own versions of what runs the form (ONNX Runtime, NumPy).
+        pins = [p for p in pins if p.split("==")[0] in ("numpy", "onnxruntime")]
     return _Contents(
+        onnx=bundle.onnx is not None,
         # project: the registry's name pattern [a-z0-9._-]; release: a version or `dev`.
         title=f"Serving image of {bundle.project} {bundle.release} "
         f"(generation {int(bundle.generation)})",
-        pins=tuple(bundle.requirements()),
-        files=bundle.files,  # model code included, under code/
+        pins=tuple(pins),
+        files=bundle.files,  # model code (under code/) and the ONNX form included
         files_root=bundle.path,
         payload=f"COPY {BUNDLE_DIR}/ /app/{BUNDLE_DIR}/",
         workdir="/app/data",
@@ -386,6 +412,9 @@ def _fill(
                 raise PackagingError(f"{wheel_path}: no such wheel")
             shutil.copy2(wheel_path, wheels / wheel_path.name)
         dependencies = wheel_requirements(wheels / wheel_path.name)
+        if contents.onnx:
+            serving = serving_requirements(dependencies, contents.pins)
+            dependencies = [r for r in serving if r not in contents.pins]
         settings = pip_settings()
         ca = settings.pop("cert", None)
         if ca:
@@ -399,7 +428,8 @@ def _fill(
             # were trained with the same versions share the (slow) dependency layer.
             "# The library versions the models were trained with.\n"
             + "".join(f"{r}\n" for r in contents.pins)
-            + f"# What mlcycle {wheel_path.name.split('-')[1]} itself needs.\n"
+            + f"# What mlcycle {wheel_path.name.split('-')[1]} itself needs"
+            + (" to serve an ONNX model (every version pinned).\n" if contents.onnx else ".\n")
             + "".join(f"{r}\n" for r in dependencies),
             encoding="utf-8",
         )
@@ -458,6 +488,13 @@ def _render(
         labels=label_lines,
         port=str(SERVE_PORT),
         uid=str(IMAGE_UID),
+        # An ONNX image leaves out what only training needs, so `pip check` would
+        # report it missing; it proves instead that the engine and the runtime import.
+        check=(
+            "/opt/mlcycle/bin/python -c 'import mlcycle.serve.server, onnxruntime'"
+            if contents.onnx
+            else "/opt/mlcycle/bin/pip check"
+        ),
     )
 
 
@@ -589,6 +626,60 @@ def wheel_requirements(wheel: Path) -> list[str]:
             raise PackagingError(f"{wheel}: odd requirement {requirement!r} in its metadata")
         found.append(requirement)
     return found
+
+
+def serving_requirements(dependencies: list[str], pins: tuple[str, ...]) -> list[str]:
+    """`NAME==VERSION` for what serving an ONNX model needs, dependencies included.
+
+    The names are those of `dependencies` (mlcycle's wheel) in SERVING_DISTRIBUTIONS,
+    with everything they require in turn; each is pinned to the version installed
+    here (the mlcycle building the image runs on them), except what `pins` fixes
+    (the release's NumPy and ONNX Runtime). Raises PackagingError when one of them
+    is not installed here.
+    """
+    from importlib import metadata
+
+    from packaging.markers import default_environment
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    fixed = {canonicalize_name(p.split("==")[0]): p.split("==")[1] for p in pins}
+    wanted = {canonicalize_name(n) for n in SERVING_DISTRIBUTIONS}
+    environment: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
+    environment["extra"] = ""
+    todo: list[Requirement] = []
+    for line in dependencies:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement as e:
+            raise PackagingError(f"odd requirement {line!r} of mlcycle's wheel ({e})") from e
+        if canonicalize_name(requirement.name) in wanted:
+            todo.append(requirement)
+    found: dict[str, str] = {}
+    while todo:
+        requirement = todo.pop()
+        name = canonicalize_name(requirement.name)
+        if name in found or (
+            requirement.marker is not None and not requirement.marker.evaluate(environment)
+        ):
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError as e:
+            raise PackagingError(
+                f"{requirement.name} is needed to serve the model but is not installed here, "
+                "so its version cannot be pinned",
+                hint=f'install mlcycle with its dependencies: pip install "{requirement}"',
+            ) from e
+        found[name] = fixed.get(name, dist.version)
+        for line in dist.requires or ():
+            try:
+                todo.append(Requirement(line))
+            except InvalidRequirement:  # another project's metadata: skip what pip skips
+                continue
+    for name, version in fixed.items():
+        found.setdefault(name, version)
+    return [f"{name}=={version}" for name, version in sorted(found.items())]
 
 
 def _default_wheel(dest: Path) -> Path:

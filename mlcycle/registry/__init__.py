@@ -13,7 +13,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mlcycle.errors import RegistryError
-from mlcycle.registry.artifacts import ArtifactInfo, library_versions, load_model, save_model
+from mlcycle.registry.artifacts import (
+    ArtifactInfo,
+    OnnxArtifact,
+    OnnxForm,
+    library_versions,
+    load_model,
+    save_model,
+)
 from mlcycle.registry.base import Registry
 from mlcycle.registry.entry import Entry, State, Status
 from mlcycle.registry.local import LocalRegistry
@@ -47,6 +54,8 @@ __all__ = [
     "Entry",
     "LocalRegistry",
     "ModelRef",
+    "OnnxArtifact",
+    "OnnxForm",
     "Registry",
     "State",
     "Status",

@@ -86,6 +86,95 @@ class ArtifactInfo:
         return info
 
 
+ONNX_FILE: Final = "model.onnx"
+ONNX_TASKS: Final = ("classification", "regression")
+
+
+@dataclass(frozen=True)
+class OnnxForm:
+    """The model converted to ONNX for serving, verified against the model itself.
+
+    Made once at registration (`mlcycle.serve.predictor.onnx_form`), so that serving
+    runs ONNX Runtime on these bytes and never imports skl2onnx or scikit-learn.
+    `classes` are the classifier's labels in the order of its probability columns.
+    """
+
+    model: bytes = field(repr=False)
+    task: str
+    classes: tuple[Any, ...] | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class OnnxArtifact:
+    """A stored ONNX form: its file, SHA-256, size, and what the engine needs to run it.
+
+    The file is data (a graph of operators, no Python code), and like the model
+    file it is read only after its SHA-256 matches this record.
+    """
+
+    file: str
+    sha256: str
+    size: int
+    task: str
+    classes: tuple[Any, ...] | None = None
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready description."""
+        return {
+            "file": self.file,
+            "sha256": self.sha256,
+            "size": self.size,
+            "task": self.task,
+            "classes": None if self.classes is None else list(self.classes),
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Any, *, where: str) -> OnnxArtifact:
+        """Rebuild from `as_dict`'s output; RegistryError naming `where` if it is damaged."""
+        try:
+            classes = raw.get("classes")
+            info = cls(
+                file=str(raw["file"]),
+                sha256=str(raw["sha256"]),
+                size=int(raw["size"]),
+                task=str(raw["task"]),
+                classes=None if classes is None else tuple(classes),
+                note=str(raw.get("note") or ""),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise RegistryError(f"{where}: damaged ONNX record ({e})") from e
+        if info.file != ONNX_FILE:
+            raise RegistryError(f"{where}: ONNX file {info.file!r} is not {ONNX_FILE}")
+        if info.task not in ONNX_TASKS:
+            raise RegistryError(f"{where}: unknown task {info.task!r} in the ONNX record")
+        if info.classes is not None and not all(
+            isinstance(c, str | int | float | bool) for c in info.classes
+        ):
+            raise RegistryError(f"{where}: the ONNX record's classes are not plain values")
+        return info
+
+
+def save_onnx(form: OnnxForm, directory: Path) -> OnnxArtifact:
+    """Write `form` as `model.onnx` into `directory` (atomically); returns its record."""
+    write_atomic(Path(directory) / ONNX_FILE, form.model)
+    return OnnxArtifact(
+        file=ONNX_FILE,
+        sha256=sha256_bytes(form.model),
+        size=len(form.model),
+        task=form.task,
+        classes=form.classes,
+        note=form.note,
+    )
+
+
+def read_onnx(path: Path, *, sha256: str) -> bytes:
+    """The bytes of a stored ONNX form, after checking their SHA-256 (IntegrityError if not)."""
+    return _read_checked(Path(path), sha256)
+
+
 def sha256_bytes(data: bytes) -> str:
     """SHA-256 (hex) of `data`."""
     return hashlib.sha256(data).hexdigest()
@@ -154,17 +243,24 @@ def load_untrusted_pickle(path: Path) -> Any:
         raise RegistryError(f"{path}: cannot load the model ({type(e).__name__}: {e})") from e
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of Python and the libraries a stored model depends on."""
+def library_versions(*, onnx: bool = False) -> dict[str, str]:
+    """Versions of Python and the libraries a stored model depends on.
+
+    With `onnx` (the entry has an ONNX form), also the ONNX Runtime that verified it:
+    an image serving that form pins exactly this version.
+    """
     import mlcycle
 
     versions = {"python": platform.python_version()}
-    for key, dist in (
+    libraries = [
         ("sklearn", "scikit-learn"),
         ("numpy", "numpy"),
         ("pandas", "pandas"),
         ("skops", "skops"),
-    ):
+    ]
+    if onnx:
+        libraries.append(("onnxruntime", "onnxruntime"))
+    for key, dist in libraries:
         try:
             versions[key] = metadata.version(dist)
         except metadata.PackageNotFoundError:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import RegistryError
+from mlcycle.registry.artifacts import OnnxForm, read_onnx
 from mlcycle.registry.artifacts import load_model as load_artifact
 from mlcycle.registry.code import read_code_checked
 from mlcycle.registry.entry import Entry, Status
@@ -52,12 +53,15 @@ class Registry(ABC):
         make_current: bool = False,
         generation: int | None = None,
         code: Mapping[str, bytes] | None = None,
+        onnx: OnnxForm | None = None,
     ) -> Entry:
         """Store `model` as a new generation of `release` and return its entry.
 
         `code` is the project's model code (relative path → bytes, as
         `registry.code.project_code` reads it): stored with the entry, its hashes
-        recorded, its names the only project names the model may hold.
+        recorded, its names the only project names the model may hold. `onnx` is the
+        model's ONNX form (`mlcycle.serve.model.compile_onnx`), stored next to it with
+        its SHA-256 so that serving need not convert it again.
 
         `generation=None` takes the next free number of the release. With
         `make_current`, a candidate becomes current in the same step; a rejected
@@ -248,6 +252,18 @@ class Registry(ABC):
         return self.trust.with_code(
             files, root=directory.resolve(), origin=f"model.code of {self.project} {entry.ref}"
         )
+
+    def describe(self) -> str:
+        """Where the registry is, for people (a path or an address, never a repr)."""
+        return self.project
+
+    def load_onnx(self, entry: Entry) -> bytes | None:
+        """The bytes of the entry's ONNX form after checking their SHA-256 (IntegrityError
+        if changed), or None when the entry has none."""
+        if entry.onnx is None:
+            return None
+        path = self.artifact_path(entry).with_name(entry.onnx.file)
+        return read_onnx(path, sha256=entry.onnx.sha256)
 
     def _known_hint(self) -> str:
         releases = self.releases()

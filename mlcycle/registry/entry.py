@@ -11,7 +11,7 @@ from pathlib import PurePath
 from typing import Any, Final
 
 from mlcycle.errors import RegistryError, UsageError
-from mlcycle.registry.artifacts import ArtifactInfo
+from mlcycle.registry.artifacts import ArtifactInfo, OnnxArtifact
 from mlcycle.registry.code import check_code_path
 from mlcycle.registry.refs import DEV, ModelRef, check_release
 from mlcycle.spec.model import Procurement
@@ -76,6 +76,9 @@ class Entry:
     retired: Mapping[str, Any] | None = None
     """When, by whom and why the entry was retired (`Registry.retire`); None while it is not.
     Kept beside the entry, not in entry.json, which never changes once written."""
+    onnx: OnnxArtifact | None = None
+    """The model's ONNX form, made and verified at registration; None when it does not
+    convert (served by scikit-learn) or was registered by an older mlcycle."""
 
     @property
     def ref(self) -> ModelRef:
@@ -125,6 +128,7 @@ class Entry:
             "artifact": self.artifact.as_dict(),
             "extra": plain(self.extra),
             "code": dict(self.code),
+            **({"onnx": self.onnx.as_dict()} if self.onnx is not None else {}),
         }
 
     @classmethod
@@ -163,6 +167,11 @@ class Entry:
                     check_code_path(str(k), where=where): str(v)
                     for k, v in (raw.get("code") or {}).items()
                 },
+                onnx=(
+                    OnnxArtifact.from_dict(raw["onnx"], where=where)
+                    if raw.get("onnx") is not None
+                    else None
+                ),
             )
         except (KeyError, TypeError, ValueError, UsageError, AttributeError) as e:
             raise RegistryError(f"{where}: damaged entry ({type(e).__name__}: {e})") from e

@@ -47,7 +47,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from mlcycle.errors import RegistryError, UsageError
-from mlcycle.registry.artifacts import ArtifactInfo, fsync_dir, library_versions, save_model
+from mlcycle.registry.artifacts import (
+    ArtifactInfo,
+    OnnxForm,
+    fsync_dir,
+    library_versions,
+    save_model,
+    save_onnx,
+)
 from mlcycle.registry.base import Registry
 from mlcycle.registry.code import CODE_DIR, write_code
 from mlcycle.registry.entry import Entry, Status, plain
@@ -118,6 +125,10 @@ class LocalRegistry(Registry):
 
     def __str__(self) -> str:
         return str(self.root)  # where it is, as messages name it ("from registry PATH")
+
+    def describe(self) -> str:
+        """The registry's directory."""
+        return str(self.root)
 
     # --- paths -----------------------------------------------------------------------
 
@@ -222,6 +233,7 @@ class LocalRegistry(Registry):
         make_current: bool = False,
         generation: int | None = None,
         code: Mapping[str, bytes] | None = None,
+        onnx: OnnxForm | None = None,
     ) -> Entry:
         """Store `model` as a new generation of `release` (see Registry.register)."""
         release = check_release(release)
@@ -240,7 +252,7 @@ class LocalRegistry(Registry):
                 "register: the gate record says the model failed, but status is 'candidate'",
                 hint="register a model that failed its gate with status='rejected'",
             )
-        versions = library_versions()
+        versions = library_versions(onnx=onnx is not None)
         created_at, created_by = utc_now(), whoami()
 
         with self._writing(f"registering a model of release {release}"):
@@ -249,6 +261,7 @@ class LocalRegistry(Registry):
         try:
             code_record = self._stage_code(code or {}, staging.path)
             artifact = self._stage_artifact(model, staging.path)
+            onnx_artifact = save_onnx(onnx, staging.path) if onnx is not None else None
             with self._locked(f"registering a model of release {release}"):
                 self._clean()
                 number = self._allocate(release, generation)
@@ -269,6 +282,7 @@ class LocalRegistry(Registry):
                     artifact=artifact,
                     extra=record["extra"],
                     code=code_record,
+                    onnx=onnx_artifact,
                 )
                 _write_json(staging.path / ENTRY_FILE, entry.as_dict(), atomic=False)
                 fsync_dir(staging.path)

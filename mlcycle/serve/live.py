@@ -49,8 +49,10 @@ def served_model_from_entry(name: str, registry: Any, entry: Entry) -> ServedMod
             f"{name} {entry.ref} {entry.unservable} and cannot be served",
             hint="serve a candidate: `mlcycle models` lists them",
         )
-    estimator = registry.load_model(entry)
     recorded = entry.data.get("features") or None
+    if entry.onnx is not None and recorded:
+        return _from_onnx(name, registry, entry, recorded)
+    estimator = registry.load_model(entry)
     features = (
         [
             Feature(str(f["name"]), str(f.get("type", "number")), bool(f.get("nullable", False)))
@@ -65,6 +67,30 @@ def served_model_from_entry(name: str, registry: Any, entry: Entry) -> ServedMod
         name=name,
         features=features,
         task=training.get("task"),
+        release=entry.release,
+        generation=entry.generation,
+        metadata={"sha256": entry.artifact.sha256, "created_at": entry.created_at},
+    )
+
+
+def _from_onnx(name: str, registry: Any, entry: Entry, recorded: Any) -> ServedModel:
+    """The entry served from the ONNX form stored with it (checked by SHA-256): neither
+    skl2onnx nor scikit-learn is imported, which is most of an engine's start."""
+    from mlcycle.serve.model import Feature, ServedModel
+    from mlcycle.serve.predictor import Predictor
+
+    assert entry.onnx is not None
+    model = registry.load_onnx(entry)
+    return ServedModel(
+        name=name,
+        features=tuple(
+            Feature(str(f["name"]), str(f.get("type", "number")), bool(f.get("nullable", False)))
+            for f in recorded
+        ),
+        task=entry.onnx.task,
+        predictor=Predictor.from_onnx(
+            model, task=entry.onnx.task, classes=entry.onnx.classes, note=entry.onnx.note
+        ),
         release=entry.release,
         generation=entry.generation,
         metadata={"sha256": entry.artifact.sha256, "created_at": entry.created_at},

@@ -15,6 +15,7 @@ bandit, fallback) over several models.
 from __future__ import annotations
 
 import functools
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,10 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from mlcycle.registry.artifacts import OnnxForm
     from mlcycle.serve.predictor import Predictor
+
+log = logging.getLogger(__name__)
 
 
 class ProcessLocalState:
@@ -282,6 +286,46 @@ def resolve_source(source: ModelSource) -> Router:
             f"the model loader returned {type(loaded).__name__}, not a ServedModel or a Router"
         )
     raise ServingError(f"cannot serve {type(source).__name__}: expected a ServedModel or a Router")
+
+
+def compile_onnx(
+    estimator: Any,
+    *,
+    features: Sequence[Mapping[str, Any]] | None,
+    task: str | None,
+    sample: np.ndarray | pd.DataFrame | None = None,
+) -> OnnxForm | None:
+    """The ONNX form to register with `estimator`, or None when it does not convert.
+
+    `features` is the schema recorded at training (`data.features`, dicts of name,
+    type and nullable), else the estimator's own; `task` the one recorded, else what
+    the estimator is. `sample` (training rows) verifies the form on real inputs; at
+    most 1,000 of its rows are used. A model that does not convert is served by
+    scikit-learn, and the reason is logged here, once, at registration.
+    """
+    from mlcycle.serve.predictor import onnx_form
+
+    declared = (
+        [
+            Feature(str(f["name"]), str(f.get("type", "number")), bool(f.get("nullable")))
+            for f in features
+        ]
+        if features
+        else None
+    )
+    if sample is not None:
+        sample = sample[:1000] if not hasattr(sample, "iloc") else sample.iloc[:1000]
+    try:
+        resolved = resolve_features(estimator, declared)
+        form, reason = onnx_form(estimator, resolved, task or infer_task(estimator), sample=sample)
+    except Exception as e:  # the form is an optimisation: never the reason a release fails
+        form, reason = None, f"{type(e).__name__}: {e}"
+    if form is None:
+        log.warning(
+            "no ONNX form stored with the model (%s): serving converts it again or runs sklearn",
+            reason,
+        )
+    return form
 
 
 def infer_task(estimator: Any) -> str:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from mlcycle.registry.artifacts import OnnxForm
     from mlcycle.serve.model import Feature
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,33 @@ class Predictor(ABC):
     ) -> OnnxPredictor:
         """A predictor from ONNX bytes converted earlier (e.g. stored in a bundle)."""
         return OnnxPredictor(model, task=task, classes=classes, note=note)
+
+
+def onnx_form(
+    estimator: Any,
+    features: Sequence[Feature],
+    task: str,
+    *,
+    sample: np.ndarray | pd.DataFrame | None = None,
+    tolerance: float = TOLERANCE,
+) -> tuple[OnnxForm | None, str]:
+    """The ONNX form of `estimator` to store with it, and why (or why there is none).
+
+    The same conversion and verification as `Predictor.from_estimator` (on `sample`,
+    else synthetic rows), done once when the model is registered: the engine then
+    loads the stored bytes and never imports skl2onnx or scikit-learn.
+    """
+    from mlcycle.registry.artifacts import OnnxForm
+
+    if not all(f.numeric for f in features):
+        return None, "features of type string are served by sklearn (no ONNX conversion)"
+    reference = SklearnPredictor(estimator, features, task)
+    rows = _verification_rows(sample, features, estimator)
+    onnx, reason = _try_onnx(estimator, reference, features, task, rows, tolerance)
+    if onnx is None:
+        return None, reason
+    form = OnnxForm(model=onnx.onnx_bytes, task=task, classes=onnx.classes, note=reason)
+    return form, reason
 
 
 class SklearnPredictor(Predictor):

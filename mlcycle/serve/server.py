@@ -24,6 +24,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -47,8 +48,12 @@ def serve(
     workers: int = SERVE_WORKERS,
     store_url: str | None = DEFAULT_STORE_URL,
     options: ServeOptions | None = None,
+    on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve `source` over HTTP until SIGTERM or SIGINT; blocks.
+
+    `on_ready(url)` is called (from a thread of its own) once the port accepts
+    connections: what announces "serving on http://..." must not come earlier.
 
     On SIGTERM/SIGINT the server stops accepting, answers the requests in flight,
     flushes the prediction log, and then (like uvicorn) re-raises the signal: the
@@ -91,9 +96,38 @@ def serve(
         sock = _bind(host, port, reuse_port=False)
         log.info("serving on http://%s:%d (1 worker)", host, sock.getsockname()[1])
         app = ServingApp(router, store_url=store_url, options=options)
-        _run_uvicorn(app, sock, options)
+        stop = _announce(host, sock.getsockname()[1], on_ready)
+        try:
+            _run_uvicorn(app, sock, options)
+        finally:
+            stop.set()
         return
-    _supervise(router, host, port, workers, store_url, options)
+    _supervise(router, host, port, workers, store_url, options, on_ready)
+
+
+def _announce(host: str, port: int, on_ready: Callable[[str], None] | None) -> threading.Event:
+    """Call `on_ready(url)` once a TCP connection to the port succeeds; set the returned
+    event to give up (the engine stopped before it listened)."""
+    stop = threading.Event()
+    if on_ready is None:
+        return stop
+    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    # A wildcard address is reached through the loopback interface.
+    target = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+
+    def wait() -> None:
+        while not stop.is_set():
+            try:
+                with socket.create_connection((target, port), timeout=1.0):
+                    break
+            except OSError:
+                stop.wait(0.02)
+        else:
+            return
+        on_ready(url)
+
+    threading.Thread(target=wait, name="mlcycle-announce", daemon=True).start()
+    return stop
 
 
 def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
@@ -160,6 +194,7 @@ def _supervise(
     workers: int,
     store_url: str | None,
     options: ServeOptions,
+    on_ready: Callable[[str], None] | None = None,
 ) -> None:
     try:
         payload = pickle.dumps(router, protocol=pickle.HIGHEST_PROTOCOL)
@@ -206,6 +241,7 @@ def _supervise(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     processes = {i: start(i) for i in range(workers)}
     log.info("serving on http://%s:%d (%d workers)", host, port, workers)
+    announcing = _announce(host, port, on_ready)
     restarts: list[float] = []
     failure: str | None = None
     try:
@@ -232,6 +268,7 @@ def _supervise(
                 )
                 processes[index] = start(index)
     finally:
+        announcing.set()
         for process in processes.values():
             if process.is_alive() and process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mlcycle import extras
 from mlcycle.redact import has_password, mask_url
 from mlcycle.spec.classpath import ALL_METRICS, ALLOWED_PREFIXES, METRICS_BY_TASK, check_class_path
 from mlcycle.spec.code import project_names
@@ -922,3 +923,38 @@ def rule_ids() -> list[str]:
 
 
 __all__ = ["RULES", "Finding", "Rule", "RuleContext", "check_rules", "rule", "rule_ids"]
+
+
+# --- optional extras ---------------------------------------------------------------------
+
+
+def _parquet_path(value: Any, declared: Any = None) -> bool:
+    if declared is not None:
+        return str(declared).lower() == "parquet"
+    return isinstance(value, str) and value.lower().endswith((".parquet", ".pq", ".parq"))
+
+
+@rule("extra-not-installed", "error", "the spec needs an extra mlcycle was installed without")
+def _extra_not_installed(ctx: RuleContext) -> Iterator[Finding]:
+    # Checked here so that `validate` (and every command, which loads the spec first)
+    # names the extra to install before anything runs, not a ModuleNotFoundError later.
+    needs: list[tuple[Loc, str, extras.Extra]] = []
+    for path, raw in _sources(ctx):
+        if "url" in raw:
+            extra = extras.for_url(str(raw["url"]))
+            if extra is not None:
+                needs.append(((*path, "url"), f"{_name(path)}.url", extra))
+        elif _parquet_path(raw.get("path"), raw.get("format")):
+            needs.append(((*path, "path"), f"{_name(path)} (Parquet)", extras.PARQUET))
+    if _parquet_path(ctx.raw("data", "dump")):
+        needs.append((("data", "dump"), "data.dump (Parquet)", extras.PARQUET))
+    store = ctx.raw("store", "url")
+    if isinstance(store, str) and extras.for_url(store) is not None:
+        needs.append((("store", "url"), "store.url", extras.POSTGRES))
+    for at, what, extra in needs:
+        if not extra.installed():
+            yield Finding(
+                f"{what} needs the [{extra.name}] extra ({extra.module} is not installed)",
+                (at,),
+                hint=f"install it: {extra.command}",
+            )

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlcycle import extras
+from mlcycle.redact import mask_url
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
@@ -108,7 +111,13 @@ def create_engine(url: str) -> Engine:
 
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(url, pool_pre_ping=True)
+        try:
+            return sa.create_engine(url, pool_pre_ping=True)
+        except ImportError as e:  # the URL's driver: name the extra that provides it
+            extra = extras.for_module(e.name)
+            if extra is None:
+                raise
+            raise extras.MissingExtraError(extra, what=f"the store {mask_url(url)}") from e
     database = parsed.database
     if not database or database == ":memory:":
         # One shared connection, or every thread would see its own empty database.

@@ -10,6 +10,7 @@ one's generic engine image (`mlcycle deploy --image`) serves a mounted project.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 import urllib.error
@@ -83,8 +84,36 @@ def test_deploy_builds_an_image_that_serves_and_pushes_it(
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             assert json.loads(response.read())["accepted"] == answer["ids"]
+        # Served from the ONNX form made at release: nothing of training is installed.
+        code, out = container.exec_run(["python", "-c", CHECK_HEAVY])
+        assert code == 0, out.decode()
+        assert json.loads(out.decode()) == {"missing": HEAVY, "backend": "onnx"}
     finally:
         container.remove(force=True)
+    # ... and every library is pinned to one exact version (the release's own for
+    # ONNX Runtime and NumPy).
+    context = mlcycle("deploy", "--context-only", str(released.parent / "ctx"), cwd=released)
+    assert context.code == 0, context.err
+    lines = (released.parent / "ctx" / "build" / "requirements.txt").read_text().splitlines()
+    pins = [line for line in lines if line and not line.startswith("#")]
+    assert all(re.fullmatch(r"[a-z0-9._-]+==[0-9][0-9A-Za-z.!+_-]*", p) for p in pins), pins
+    entry = json.loads((released / ENTRY / "entry.json").read_text())
+    assert f"onnxruntime=={entry['versions']['onnxruntime']}" in pins
+    assert f"numpy=={entry['versions']['numpy']}" in pins
+    assert not {p.split("==")[0] for p in pins} & {*HEAVY, "scikit-learn", "skl2onnx"}
+
+
+ENTRY = Path(".mlcycle/registry/demo/releases/0.1.0/1")
+HEAVY = ["onnx", "pandas", "pyarrow", "scipy", "skl2onnx", "sklearn", "skops"]
+CHECK_HEAVY = f"""
+import importlib.util, json, urllib.request
+missing = [m for m in {HEAVY!r} if importlib.util.find_spec(m) is None]
+request = urllib.request.Request(
+    "http://127.0.0.1:8080/v1/model", headers={{"Authorization": "Bearer {TOKEN}"}}
+)
+backend = json.loads(urllib.request.urlopen(request, timeout=10).read())["backend"]
+print(json.dumps({{"missing": missing, "backend": backend}}))
+"""
 
 
 def wait_ready(container: Any) -> str:

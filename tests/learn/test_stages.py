@@ -241,7 +241,9 @@ def test_a_dynamic_manifest_never_serves_a_retired_generation(project: Path) -> 
             procurement="unattended",
             status="candidate",
         )
-    manifest = reg.manifests().publish(release="0.2.0", selector={"kind": "latest"}, mode=FOLLOW, arms=2)
+    manifest = reg.manifests().publish(
+        release="0.2.0", selector={"kind": "latest"}, mode=FOLLOW, arms=2
+    )
     assert [str(e.ref) for e in manifest.resolve(reg)] == ["0.2.0/3", "0.2.0/2"]
     api.retire(project, ref="0.2.0/3")
     assert [str(e.ref) for e in manifest.resolve(reg)] == ["0.2.0/2", "0.2.0/1"]

@@ -291,19 +291,23 @@ def test_credentials_reach_only_the_builder_stage(
         "https://user:***@pypi.example/simple",
         "https://h.example/simple?token=***&x=1",
     )
-    # build/ is copied into the `deps` stage only; the image (the last stage) starts
-    # from the base again and takes nothing but the installed environment from it.
+    # build/ is copied into the `deps` stage only (`app`, built on it, adds mlcycle's
+    # wheel); the image (the last stage) starts from the base again and takes nothing
+    # but the installed environment, /opt/mlcycle, from `app`.
     stages = re.split(r"^FROM ", ctx.dockerfile.read_text(), flags=re.MULTILINE)[1:]
-    assert len(stages) == 2 and stages[0].split()[:3] == [
+    assert len(stages) == 3 and stages[0].split()[:3] == [
         project.spec.deployment.image.base,
         "AS",
         "deps",
     ]
     assert "COPY build/" in stages[0] and "pip.conf" in stages[0]
-    final = stages[1]
+    assert stages[1].split()[:3] == ["deps", "AS", "app"]
+    assert "build/" not in stages[1]
+    final = stages[2]
+    assert final.split()[0] == project.spec.deployment.image.base
     assert "build/" not in final and "pip.conf" not in final and "mlcycle-build" not in final
     copies = re.findall(r"^COPY .*$", final, flags=re.MULTILINE)
-    assert copies[0] == "COPY --from=deps /opt/mlcycle /opt/mlcycle"
+    assert copies[0] == "COPY --from=app /opt/mlcycle /opt/mlcycle"
     assert all("--from" not in c or c == copies[0] for c in copies)
 
 

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,11 +69,20 @@ def running(project: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Ser
     args, env = request.param
     process, port, log = _serve(project, *args, env=env)
     wait_ready(port, process, log)
+    wait_banner(log)
     try:
         yield Server(process, port, None, log), log.read_text()
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
+
+
+def wait_banner(log: Path) -> None:
+    """Wait for the "serving ..." line: it is printed once the port accepts connections,
+    by the thread that saw it do so, so a moment after the first request may be answered."""
+    deadline = time.monotonic() + 30
+    while "serving" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def test_a_public_address_without_a_token_is_refused(project: Path) -> None:
@@ -129,6 +139,7 @@ def test_a_token_file_guards_the_server(project: Path, tmp_path: Path) -> None:
         assert server.get("/v1/model").status == 401
         headers = {"Authorization": f"Bearer {TOKEN}"}
         assert server.request("GET", "/v1/model", headers=headers).status == 200
+        wait_banner(log)
         assert "predictions open" in log.read_text()
     finally:
         process.send_signal(signal.SIGTERM)

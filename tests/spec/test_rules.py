@@ -331,8 +331,12 @@ CASES = [
 SEVERITY = {r.id: r.severity for r in RULES}
 
 
+# Fire only where an extra is missing: tests/test_extras.py blocks the module to see them.
+ELSEWHERE = {"extra-not-installed"}
+
+
 def test_every_rule_has_a_case() -> None:
-    assert {c.rule for c in CASES} == set(rule_ids())
+    assert {c.rule for c in CASES} | ELSEWHERE == set(rule_ids())
 
 
 def test_rule_ids_are_unique_and_kebab_case() -> None:

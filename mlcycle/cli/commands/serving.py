@@ -96,13 +96,18 @@ def serve(
         access = serve_access(
             bind_host, token_file=token_file, no_auth=no_auth, public_predict=public_predict
         )
-        render.stderr().print(
-            f"serving {target.name} {target.ref} from {target.source} on "
-            f"http://{bind_host}:{bind_port} ({count} worker{'s' if count != 1 else ''}, "
-            f"{access.describe()}); Ctrl-C stops",
-            markup=False,
-        )
-        run(target, host=bind_host, port=bind_port, workers=count, access=access)
+        console = render.stderr()  # made now: the banner must not wait for an import
+
+        def announce(url: str) -> None:
+            # Only once the port accepts connections: whoever reads this may connect now.
+            console.print(
+                f"serving {target.name} {target.ref} from {target.source} on "
+                f"{url} ({count} worker{'s' if count != 1 else ''}, "
+                f"{access.describe()}); Ctrl-C stops",
+                markup=False,
+            )
+
+        run(target, host=bind_host, port=bind_port, workers=count, access=access, on_ready=announce)
     except KeyboardInterrupt:
         render.stderr().print("stopped", markup=False)
     finally:
