@@ -95,7 +95,7 @@ def test_a_postgres_store_without_the_driver_names_the_extra(tmp_path: Path, wit
 
 
 def test_the_store_itself_names_the_extra(without) -> None:  # type: ignore[no-untyped-def]
-    from mlcycle.serve.store import PredictionStore
+    from mlcycle.store.predictions import PredictionStore
 
     without("psycopg")
     with pytest.raises(extras.MissingExtraError, match=r"\[postgres\] extra") as caught:
