@@ -136,6 +136,7 @@ class Anomaly:
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready row."""
         return {
+            "condition": self.condition,
             "column": self.column,
             "anomaly": self.kind,
             "detail": self.detail,
