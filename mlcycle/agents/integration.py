@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import GateRejectedError
@@ -336,7 +336,8 @@ def validate_data(spec: Spec, current: Entry | None, dataset: Dataset) -> None:
     """DataRejectedError (exit 3) when the new rows stray from `current`'s training data.
 
     The rows checked are those after `current`'s watermark (the ones it has not
-    seen), or all fetched rows when that cannot be told. Nothing to check against
+    seen), or all fetched rows when that cannot be told. Columns the spec's
+    `data.features` leaves out or adds are not anomalies. Nothing to check against
     (no current model, or one registered without a profile), validation switched
     off or no new rows: it passes.
     """
@@ -355,6 +356,12 @@ def validate_data(spec: Spec, current: Entry | None, dataset: Dataset) -> None:
             frame = frame[(dataset.ordinal > _like(watermark, dataset.ordinal)).to_numpy()]
     if not len(frame):
         return
+    if spec.data.features is not None:
+        # The spec names the columns (a missing one would have failed the fetch): one it
+        # adds or leaves out is a change of the model, for `train` to try, not of the data.
+        names = {str(c) for c in frame.columns}
+        learned = replace(learned, columns=tuple(c for c in learned.columns if c.name in names))
+        frame = frame[[c for c in frame.columns if learned.column(str(c)) is not None]]
     anomalies = check(learned, frame, spec.data.validation)
     if anomalies:
         raise DataRejectedError(anomalies, against=str(current.ref), rows=len(frame))
