@@ -16,6 +16,8 @@ real serving engine on 127.0.0.1.
    engine picks up by itself.
 6. The bandit moves traffic to generation 2 as its outcomes come in; the
    production metric recovers.
+7. A broken feed (a column in other units) arrives: `mlcycle update` checks the
+   rows against generation 2's training data and refuses them (exit 3).
 
 Exits non-zero as soon as a step fails. `python scripts/demo.py --quick`
 does the same with fewer customers.
@@ -129,17 +131,18 @@ def write_events(db: Path, X: np.ndarray, y: np.ndarray) -> None:
         conn.execute("CREATE TABLE IF NOT EXISTS outcomes (id INTEGER, bought INTEGER)")
 
 
-def mlcycle(*args: str, cwd: Path, quiet: bool = False) -> str:
-    """Run `mlcycle ARGS` as a user would; its output, or Failed."""
+def mlcycle(*args: str, cwd: Path, quiet: bool = False, expect: int = 0) -> str:
+    """Run `mlcycle ARGS` as a user would; its output, or Failed unless it exits `expect`."""
     shown = " ".join(shlex.quote(a) for a in ["mlcycle", *args])
     print(f"\n$ {shown}", flush=True)
     result = subprocess.run(
         [sys.executable, "-m", "mlcycle", *args], cwd=cwd, capture_output=True, text=True
     )
-    if not quiet or result.returncode != 0:
+    if not quiet or result.returncode != expect:
         sys.stdout.write(result.stdout)
     if result.returncode != 0:
         sys.stderr.write(result.stderr)
+    if result.returncode != expect:
         raise Failed(f"`{shown}` exited with {result.returncode}")
     return result.stdout
 
@@ -287,7 +290,26 @@ def main(argv: list[str] | None = None) -> int:
             if not (new > old and share > 0.5):
                 raise Failed("the new generation did not take over")
 
-            print("\n== 7. the team promotes the release to prod; GTO reads it back")
+            db = root / "data" / "events.db"
+            print("\n== 7. a broken feed: basket values arrive in cents; data validation refuses")
+            with sqlite3.connect(db) as conn:
+                broken_after = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0]
+            X, y = customers(rng, 300, shifted=True)
+            X[:, FEATURES.index("basket")] *= 100
+            write_events(db, X, y)
+            mlcycle("update", cwd=root, expect=3)
+            print("mlcycle demo: nothing was trained; 0.1.0/2 keeps serving.")
+
+            print("\n== 8. the feed is fixed, but a day of labels was lost and filled in at random")
+            with sqlite3.connect(db) as conn:
+                fixed = "UPDATE events SET basket = basket / 100 WHERE seq > ?"
+                conn.execute(fixed, (broken_after,))
+            X, _ = customers(rng, 300, shifted=True)
+            write_events(db, X, rng.integers(0, 2, size=300))
+            mlcycle("update", cwd=root, expect=3)
+            print("mlcycle demo: the data looked right, the model did not; the gate kept it out.")
+
+            print("\n== 9. the team promotes the release to prod; GTO reads it back")
             mlcycle("promote", "0.1.0", "--stage", "prod", cwd=root)
             mlcycle("history", cwd=root)
             gto = shutil.which("gto", path=str(Path(sys.executable).parent)) or shutil.which("gto")

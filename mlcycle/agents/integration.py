@@ -15,8 +15,9 @@ atomic, so a failure (or Ctrl-C) anywhere leaves the registry as it was.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import GateRejectedError
@@ -124,6 +125,7 @@ def procure(
     git_commit: str | None = None,
     keep_rejected: bool = True,
     make_current: bool = False,
+    validate: bool = False,
     extra: Mapping[str, Any] | None = None,
     verify: Callable[[TrainResult], None] | None = None,
     progress: Progress = NULL_PROGRESS,
@@ -139,7 +141,9 @@ def procure(
     as rejected when `keep_rejected`, then `ProcurementRejected` (exit code 3) is
     raised either way. `verify` runs on a model that passed the gate, before it is
     registered: its error (e.g. a failed reproduction of research's results) stops
-    the procurement with nothing written.
+    the procurement with nothing written. With `validate`, the fetched rows are first
+    checked against the current generation's data profile (`validate_data`):
+    failing data raises `DataRejectedError` (exit 3) before anything is trained.
     """
     from mlcycle.data import Window, load_dataset
     from mlcycle.registry import Status
@@ -150,6 +154,8 @@ def procure(
     code = project_code(spec)
     if dataset is None:
         dataset = load_dataset(spec, window or Window(), progress=progress)
+    if validate:
+        validate_data(spec, registry.current(), dataset)
     previous_model = None
     if previous is not None and spec.update.warm_start:
         progress.start(f"load {previous.ref} to continue from")
@@ -178,7 +184,7 @@ def procure(
     if gate.passed or keep_rejected:
         progress.start(f"register the model in {release}")
         try:
-            data = data_record(spec, dataset)
+            data = data_record(spec, dataset, previous if previous_model else None)
             entry = registry.register(
                 training.model,
                 release=release,
@@ -315,18 +321,60 @@ def _first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
-def data_record(spec: Spec, dataset: Dataset) -> dict[str, Any]:
+def data_record(spec: Spec, dataset: Dataset, continued: Entry | None = None) -> dict[str, Any]:
     """What the registry keeps about the training data: source, window, watermark, columns.
 
     `features` (name and JSON type, in the model's column order) is what the
-    serving engine and bundles describe as the model's input.
+    serving engine and bundles describe as the model's input. `profile` is the
+    features' schema and statistics the next generation's data is checked against;
+    a model `continued` from another (warm start) has seen that one's data too.
     """
+    from mlcycle.data.validation import DataProfile, merge, profile
+
+    learned = profile(dataset.X)
+    before = DataProfile.from_dict(continued.data.get("profile")) if continued else None
     return {
         **dataset.info.as_dict(),
         "label": spec.data.label,
         "key": spec.data.key,
         "features": feature_schema(dataset.X),
+        "profile": (merge(before, learned) if before else learned).as_dict(),
     }
+
+
+def validate_data(spec: Spec, current: Entry | None, dataset: Dataset) -> None:
+    """DataRejectedError (exit 3) when the new rows stray from `current`'s training data.
+
+    The rows checked are those after `current`'s watermark (the ones it has not
+    seen), or all fetched rows when that cannot be told. Columns the spec's
+    `data.features` leaves out or adds are not anomalies. Nothing to check against
+    (no current model, or one registered without a profile), validation switched
+    off or no new rows: it passes.
+    """
+    from mlcycle.data.validation import DataProfile, DataRejectedError, check
+
+    if current is None or not spec.data.validation.enabled:
+        return
+    learned = DataProfile.from_dict(current.data.get("profile"))
+    if learned is None:
+        return
+    frame = dataset.X
+    watermark = current.data.get("watermark")
+    if dataset.ordinal is not None and watermark is not None:
+        # Another ordinal type than recorded: every row is checked.
+        with contextlib.suppress(TypeError, ValueError):
+            frame = frame[(dataset.ordinal > _like(watermark, dataset.ordinal)).to_numpy()]
+    if not len(frame):
+        return
+    if spec.data.features is not None:
+        # The spec names the columns (a missing one would have failed the fetch): one it
+        # adds or leaves out is a change of the model, for `train` to try, not of the data.
+        names = {str(c) for c in frame.columns}
+        learned = replace(learned, columns=tuple(c for c in learned.columns if c.name in names))
+        frame = frame[[c for c in frame.columns if learned.column(str(c)) is not None]]
+    anomalies = check(learned, frame, spec.data.validation)
+    if anomalies:
+        raise DataRejectedError(anomalies, against=str(current.ref), rows=len(frame))
 
 
 def feature_schema(frame: Any) -> list[dict[str, Any]]:

@@ -472,6 +472,7 @@ def update(
         git_commit=git_commit,
         keep_rejected=True,
         make_current=True,
+        validate=True,
         extra={
             "update": {
                 "reason": [c.as_dict() for c in checks if c.fired],

@@ -51,6 +51,7 @@ def train(
         recipe_hash=project.recipe_hash,
         git_commit=project.git_commit(),
         keep_rejected=keep_rejected,
+        validate=True,
         progress=progress,
     )
 

@@ -639,8 +639,13 @@ def _tag_message(project: Project, plan: ReleasePlan, procured: _Procured) -> st
     entry = procured.entry
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in procured.metrics.items())
     summary = f"{plan.project} {plan.version}" + (f": {metrics}" if metrics else "")
-    # Features are long and live in the registry entry; the tag keeps the essentials.
-    data = {k: v for k, v in entry.data.items() if k != "features"} if entry.data else None
+    # Features and the data profile are long and live in the registry entry; the tag
+    # keeps the essentials.
+    data = (
+        {k: v for k, v in entry.data.items() if k not in ("features", "profile")}
+        if entry.data
+        else None
+    )
     metadata: dict[str, Any] = {
         "project": plan.project,
         "version": plan.version,

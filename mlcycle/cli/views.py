@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mlcycle.agents.integration import Comparison
+    from mlcycle.data.validation import Anomaly
     from mlcycle.errors import GateFailure, GateRejectedError
     from mlcycle.registry import Entry, ModelRef
     from mlcycle.train import GateCheck
@@ -68,6 +69,33 @@ def show_rejection(error: GateRejectedError) -> None:
     if result is not None:
         gate_table(result.gate.checks, comparison=result.comparison)
         error.shown = True
+    anomalies = getattr(error, "anomalies", None)
+    if anomalies is not None:
+        anomalies_table(anomalies, against=getattr(error, "against", "the current model"))
+        error.shown = True
+
+
+def anomalies_table(anomalies: Iterable[Anomaly], *, against: str) -> None:
+    """One row per data anomaly of new rows, like the gate table: what, how much, limit."""
+    from rich.markup import escape
+
+    from mlcycle.cli import render
+
+    rows = [
+        (
+            escape(a.condition),
+            number(a.value),
+            number(a.threshold),
+            f"[red]FAIL[/] {escape(a.detail)}",
+        )
+        for a in anomalies
+    ]
+    render.table(
+        f"data validation (against the training data of {against})",
+        ("condition", "value", "threshold", "result"),
+        rows,
+        markup=True,
+    )
 
 
 def failures_table(failures: Iterable[GateFailure]) -> None:

@@ -204,7 +204,8 @@ def spec_hash(path: str | Path | None = None) -> str:
 # The rest (lifecycle triggers, deployment, serving, store, registry, descriptions,
 # comments) says when and where models are made and served, not what they are.
 TRAINING_SECTIONS = ("data", "model", "evaluation")
-_NOT_TRAINING = {"data": ("outcomes",)}
+# Data validation thresholds decide whether new rows are trained on, not what the model is.
+_NOT_TRAINING = {"data": ("outcomes", "validation")}
 
 
 def training_recipe(data: Any) -> dict[str, Any]:

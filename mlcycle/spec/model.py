@@ -207,6 +207,23 @@ class OutcomesSpec:
 
 
 @dataclass(frozen=True)
+class ValidationSpec:
+    """Data validation: how far new rows may stray from the current generation's data.
+
+    Shares from 0 to 1; None switches that check off. New, missing and retyped
+    columns always fail while `enabled`.
+    """
+
+    enabled: bool = True
+    out_of_range: float | None = 0.1
+    """Largest share of a numeric column's values outside the training range."""
+    unseen_categories: float | None = 0.1
+    """Largest share of a categorical column's values not seen in training."""
+    null_increase: float | None = 0.1
+    """Largest rise of a column's null share over the training data's."""
+
+
+@dataclass(frozen=True)
 class DataSpec:
     """Training data: a programmatic source or an ad-hoc dump, plus the columns."""
 
@@ -216,6 +233,7 @@ class DataSpec:
     features: tuple[str, ...] | None = None
     key: str | None = None
     outcomes: OutcomesSpec | None = None
+    validation: ValidationSpec = field(default_factory=ValidationSpec)
 
 
 @dataclass(frozen=True)
@@ -484,6 +502,17 @@ def _data(raw: Mapping[str, Any]) -> DataSpec:
         features=tuple(features) if features else None,
         key=raw.get("key"),
         outcomes=outcomes,
+        validation=_validation(raw.get("validation") or {}),
+    )
+
+
+def _validation(raw: Mapping[str, Any]) -> ValidationSpec:
+    default = ValidationSpec()
+    return ValidationSpec(
+        enabled=bool(raw.get("enabled", True)),
+        out_of_range=raw.get("out_of_range", default.out_of_range),
+        unseen_categories=raw.get("unseen_categories", default.unseen_categories),
+        null_increase=raw.get("null_increase", default.null_increase),
     )
 
 

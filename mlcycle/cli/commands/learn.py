@@ -33,12 +33,14 @@ def train(
     """Fetch the data, train and evaluate the model, apply the gate, register it in `dev`.
 
     A development generation is never made current: `mlcycle release` does that.
-    Exit status 3 when the gate rejects the model (kept as rejected, for inspection).
+    Exit status 3 when the gate rejects the model (kept as rejected, for inspection),
+    or when rows newer than the current model's fail data validation (nothing trained).
     """
     from mlcycle import api
     from mlcycle.agents import ProcurementRejected
-    from mlcycle.cli import render
+    from mlcycle.cli import render, views
     from mlcycle.cli.progress import RichProgress
+    from mlcycle.data.validation import DataRejectedError
 
     try:
         with RichProgress(enabled=not as_json) as progress:
@@ -56,6 +58,14 @@ def train(
         else:
             _render_procured(rejected.result)
         rejected.shown = True
+        raise
+    except DataRejectedError as rejected:
+        # Failing data stops before training: the anomaly table is the whole story.
+        if as_json:
+            render.print_json(rejected.as_dict(), kind="data-validation")
+            rejected.shown = True
+        else:
+            views.show_rejection(rejected)
         raise
     if as_json:
         render.print_json(result.as_dict(), kind="train")

@@ -32,11 +32,14 @@ def update(
     """Check the update triggers; when one fires, train, gate and publish the next generation.
 
     Says why it did or did not retrain. Exit 3 when the gate rejects the new
-    generation (kept as rejected; the current one keeps serving).
+    generation (kept as rejected; the current one keeps serving), or when the new
+    rows fail data validation against the current one's training data (nothing is
+    trained or registered).
     """
     from mlcycle import api
     from mlcycle.cli import render
     from mlcycle.cli.progress import RichProgress
+    from mlcycle.data.validation import DataRejectedError
     from mlcycle.errors import GateRejectedError
 
     pause = api.duration_flag(interval, "--interval")
@@ -49,6 +52,9 @@ def update(
                 from mlcycle.cli import views
 
                 views.show_rejection(rejected)
+            elif isinstance(rejected, DataRejectedError):
+                render.print_json(rejected.as_dict(), kind="data-validation")
+                rejected.shown = True
             if once:
                 raise
             render.warning("the new generation was rejected; the current one keeps serving")
