@@ -81,13 +81,15 @@ def _render_procured(result: ProcureResult) -> None:
     out = render.stdout()
     training = result.training
     what = f"[bold]{escape(str(result.entry.ref))}[/]" if result.entry else "the model"
-    out.print(
-        f"trained {what} on {training.n_rows} rows from "
-        f"{escape(views.describe_window(result.data.as_dict()))}"
-    )
+    # The window's description ends with its row count: say it once.
+    window = dict(result.data.as_dict())
+    if window.get("rows") is None:
+        window["rows"] = training.n_rows
+    out.print(f"trained {what} on {escape(views.describe_window(window))}")
     if training.tuning is not None:
-        tuning = training.tuning.as_dict()
-        out.print(f"tuning kept {escape(str(tuning.get('best_params')))}")
+        best = training.tuning.as_dict().get("best_params") or {}
+        kept = ", ".join(f"{name}={value!r}" for name, value in best.items()) or "the defaults"
+        out.print(f"tuning kept {escape(kept)}")
     if training.warm_start_note:
         out.print(f"warm start: {escape(training.warm_start_note)}")
     views.metrics_table(training.metrics, title=f"held-out metrics ({training.evaluation.split})")
