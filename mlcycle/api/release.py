@@ -165,9 +165,8 @@ def release(
 
     project = open_project(path)
     remote, fetched = _sync_tags(project, remote)
-    # Planned once without the lock, so that what is wrong (a dirty tree, a taken
-    # version) is said at once rather than after waiting for another release ...
-    with Repo.find(project.root) as repo:  # ends GitPython's helpers however this ends
+
+    def planned(repo: Repo) -> ReleasePlan:
         plan = _plan(
             project,
             repo,
@@ -178,24 +177,19 @@ def release(
             remote=remote,
             branch=branch,
         )
-        plan = replace(plan, fetched_tags=fetched)
+        return replace(plan, fetched_tags=fetched)
+
+    # Planned once without the lock, so that what is wrong (a dirty tree, a taken
+    # version) is said at once rather than after waiting for another release ...
+    with Repo.find(project.root) as repo:  # ends GitPython's helpers however this ends
+        plan = planned(repo)
         if dry_run:
             return ReleaseResult(plan=plan, dry_run=True)
     if project.spec.lifecycle.procurement is Procurement.INTERACTIVE:
         _check_pickle(_model_file(project, model), trust_pickle)
     # ... and again under it: the version is the one free now.
     with _release_lock(project, progress), Repo.find(project.root) as repo:
-        plan = _plan(
-            project,
-            repo,
-            bump=bump,
-            version=version,
-            model=model,
-            push=push,
-            remote=remote,
-            branch=branch,
-        )
-        plan = replace(plan, fetched_tags=fetched)
+        plan = planned(repo)
         return _carry_out(
             project,
             plan,
