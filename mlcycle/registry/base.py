@@ -215,6 +215,14 @@ class Registry(ABC):
             entry = self.latest(ref.release)
             if entry is None:
                 where = f"release {ref.release}" if ref.release else self.project
+                held = [e for e in self.entries() if not ref.release or e.release == ref.release]
+                if held:  # there are models, none may serve: say why each may not
+                    why = "; ".join(f"{e.ref} {e.unservable}" for e in held[-3:])
+                    raise RegistryError(
+                        f"{where}: no model that may serve ({why})",
+                        hint="name another release (`mlcycle models` lists them), or make "
+                        "a new one with `mlcycle release`",
+                    )
                 raise RegistryError(
                     f"{where}: no candidate model in the registry", hint=self._known_hint()
                 )

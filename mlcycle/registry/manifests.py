@@ -99,8 +99,11 @@ class Manifest:
             return entries
         candidates = [e for e in registry.entries() if e.release == self.release and e.is_candidate]
         if not candidates:
+            held = [e for e in registry.entries() if e.release == self.release]
+            why = "; ".join(f"{e.ref} {e.unservable}" for e in held[-3:]) or "it has none"
             raise RegistryError(
-                f"manifest {self.number}: release {self.release} has no candidate generation",
+                f"manifest {self.number}: release {self.release} has no generation that may "
+                f"serve ({why})",
                 hint="release or update the model, then deploy again",
             )
         return list(reversed(candidates))

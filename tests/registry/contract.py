@@ -218,6 +218,16 @@ class RegistryContract:
         with pytest.raises(RegistryError) as info:
             registry.get("0.2.0/1")
         assert info.value.hint == "releases in the registry: 0.1.0"
+        # A release whose models may not serve says why, not that it has none.
+        register(registry, logit, release="0.3.0", status="rejected", gate=GATE_FAILED)
+        register(registry, logit, release="0.3.0")
+        registry.retire("0.3.0/2")
+        with pytest.raises(RegistryError) as info:
+            registry.get("0.3.0")
+        assert str(info.value) == (
+            "release 0.3.0: no model that may serve (0.3.0/1 was rejected by its validation "
+            "gate; 0.3.0/2 is retired (`mlcycle retire`))"
+        )
 
     def test_empty_registry(self, registry: Registry) -> None:
         assert registry.entries() == []
