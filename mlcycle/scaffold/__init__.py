@@ -56,7 +56,7 @@ _DATA_WRITERS: dict[str, Callable[[Path], list[str]]] = {
     "interactive": datasets.write_dump,
     "open": datasets.write_sqlite,
     "adaptive": datasets.write_sqlite,
-    "dual": datasets.write_parquet,
+    "dual": datasets.write_events_csv,
 }
 
 # Placeholders for the first rendering of the dual spec, which only needs its model.
@@ -71,7 +71,7 @@ _ABOUT = {
     "train_by_hand.py": "trains by hand, saves model.skops",
     datasets.TRAIN_CSV: "example data: a CSV export, 569 cases",
     datasets.EVENTS_DB: "example data: SQLite, events and outcomes",
-    datasets.EVENTS_PARQUET: "example data: Parquet, 569 events",
+    datasets.EVENTS_CSV: "example data: CSV with arrival order (seq), 569 events",
     datasets.REFERENCE_CSV: "research's reference cases",
     datasets.PREDICTIONS_CSV: "research's predictions for them",
 }

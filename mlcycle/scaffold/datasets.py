@@ -37,7 +37,7 @@ OUTCOME = "outcome"
 EVENTS_DB = "data/events.db"
 EVENTS_TABLE = "events"
 OUTCOMES_TABLE = "outcomes"
-EVENTS_PARQUET = "data/events.parquet"
+EVENTS_CSV = "data/events.csv"
 TRAIN_CSV = "data/train.csv"
 REFERENCE_CSV = "research/reference.csv"
 PREDICTIONS_CSV = "research/predictions.csv"
@@ -123,13 +123,18 @@ def write_sqlite(root: Path) -> list[str]:
     return [EVENTS_DB]
 
 
-def write_parquet(root: Path) -> list[str]:
-    """`data/events.parquet`: the events with `seq`, as a file source."""
+def write_events_csv(root: Path) -> list[str]:
+    """`data/events.csv`: the events with `seq`, as a file source.
+
+    CSV, not Parquet: a project from `init` works on a core install, and Parquet
+    needs the `[parquet]` extra (pyarrow). Floats are written in full (repr), so
+    research and mlcycle read the same numbers.
+    """
     events = breast_cancer_events()
-    path = root / EVENTS_PARQUET
+    path = root / EVENTS_CSV
     path.parent.mkdir(parents=True, exist_ok=True)
-    events.to_parquet(path, engine="pyarrow", index=False)
-    return [EVENTS_PARQUET]
+    events.to_csv(path, index=False, lineterminator="\n")
+    return [EVENTS_CSV]
 
 
 @dataclass(frozen=True)
@@ -145,7 +150,7 @@ def write_research(root: Path, document: Mapping[str, Any]) -> Research:
     """What research hands over: reference inputs, their predictions, the metrics measured.
 
     Research fits the pipeline that `document` (a lifecycle spec) declares on every
-    row of `data/events.parquet`, exactly as `mlcycle` fits a release's final
+    row of `data/events.csv`, exactly as `mlcycle` fits a release's final
     model, then predicts every fifth case (`research/reference.csv`, which keeps
     the label) and writes the probability of `malignant` = 1 per reference row
     (`research/predictions.csv`: `id`, `prediction`). The metrics (roc_auc,
@@ -158,7 +163,7 @@ def write_research(root: Path, document: Mapping[str, Any]) -> Research:
     from mlcycle.train import build_estimator
 
     spec = Spec.from_document(document, root=root)
-    events = pd.read_parquet(root / EVENTS_PARQUET, engine="pyarrow")
+    events = pd.read_csv(root / EVENTS_CSV)
     features = [c for c in events.columns if c not in (KEY, ORDINAL, LABEL)]
     estimator = build_estimator(spec.model, root=root)
     estimator.fit(events[features], events[LABEL])

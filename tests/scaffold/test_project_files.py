@@ -125,13 +125,13 @@ def test_outcomes_table_has_the_declared_key_and_outcome(
 def test_example_data_is_deterministic(
     projects: dict[str, InitResult], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    from mlcycle.scaffold.datasets import same_data, write_parquet
+    from mlcycle.scaffold.datasets import same_data, write_events_csv
 
     again = tmp_path_factory.mktemp("again")
-    write_parquet(again)
-    first = projects["dual"].directory / "data" / "events.parquet"
-    assert same_data(first, again / "data" / "events.parquet")
-    assert (again / "data" / "events.parquet").read_bytes() == first.read_bytes()
+    write_events_csv(again)
+    first = projects["dual"].directory / "data" / "events.csv"
+    assert same_data(first, again / "data" / "events.csv")
+    assert (again / "data" / "events.csv").read_bytes() == first.read_bytes()
 
 
 def test_dual_research_files_reproduce(projects: dict[str, InitResult]) -> None:
@@ -150,7 +150,7 @@ def test_dual_research_files_reproduce(projects: dict[str, InitResult]) -> None:
 
     # What engineering does: train the declared model with mlcycle on the source...
     assert spec.data.source is not None and spec.data.source.path
-    events = pd.read_parquet(spec.resolve(spec.data.source.path))
+    events = pd.read_csv(spec.resolve(spec.data.source.path))
     features = [c for c in events.columns if c not in ("id", "seq", "malignant")]
     trained = train(spec, events[features], events["malignant"], ordinal=events["seq"])
     # ...and compare with what research handed over.
@@ -198,7 +198,8 @@ def _training_data(spec: Spec) -> pd.DataFrame:
                 f"SELECT * FROM {source.table} ORDER BY {source.ordinal}", connection
             )
     assert source.path
-    return pd.read_parquet(spec.resolve(source.path))
+    path = spec.resolve(source.path)
+    return pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
 
 
 def _sqlite_file(spec: Spec, url: str) -> str:
