@@ -197,34 +197,49 @@ def release_departure(spec: Spec, spec_file: Path, release: Entry) -> ReleaseDep
     with repo:
         released = repo.file_at(commit, spec_file)
         if released is None:
+            # The commit is not here (a shallow clone): the hashes recorded with the
+            # release stand in for its spec; its code is compared below by its own hashes.
             recorded = release.extra.get("recipe_hash")
-            if recorded == recipe_hash(working) or release.spec_hash == spec_hash(spec_file):
-                return None
-            raise UsageError(
-                f"{spec.name}: cannot read the spec of release {release.release} at commit "
-                f"{commit[:12]}, so this update cannot be checked against it",
-                hint="fetch that commit (e.g. `git fetch --unshallow --tags`) and run again",
-            )
-        changed_spec = recipe_differences(
-            parse_spec_text(released, file=f"{commit[:12]}:{spec_file.name}"), working
-        )
-        recorded = _recorded_code_departure(spec, release)
-        if recorded is not None:
-            changed_code = list(recorded)
+            if recorded != recipe_hash(working) and release.spec_hash != spec_hash(spec_file):
+                raise UsageError(
+                    f"{spec.name}: cannot read the spec of release {release.release} at "
+                    f"commit {commit[:12]}, so this update cannot be checked against it",
+                    hint="fetch that commit (e.g. `git fetch --unshallow --tags`) and run again",
+                )
+            changed_spec: list[str] = []
         else:
+            changed_spec = recipe_differences(
+                parse_spec_text(released, file=f"{commit[:12]}:{spec_file.name}"), working
+            )
+        # Declared model code is compared with the copy the release stored (no git
+        # needed); what the pipeline imports beyond it, with the release's commit.
+        stored = _recorded_code_departure(spec, release) or ()
+        imported = [p for p in model_code_paths(spec) if not _declared(spec, p)]
+        changed_code = list(stored)
+        if imported and released is not None:
             try:
-                changed_code = repo.changed_since(commit, model_code_paths(spec))
+                changed_code += repo.changed_since(commit, imported)
             except GitError as e:
                 raise UsageError(
                     f"{spec.name}: cannot compare the model code with release "
                     f"{release.release}: {e}",
                     hint="fetch the release's commit (`git fetch --tags`) and run again",
                 ) from e
+        changed_code = sorted(set(changed_code))
     if not changed_spec and not changed_code:
         return None
     return ReleaseDeparture(
         release=release.release, commit=commit, spec=tuple(changed_spec), code=tuple(changed_code)
     )
+
+
+def _declared(spec: Spec, path: Path) -> bool:
+    """Whether `path` is (inside) one of the spec's `model.code` entries."""
+    for entry in spec.model.code:
+        declared = spec.root / entry
+        if path == declared or declared in path.parents:
+            return True
+    return False
 
 
 def _recorded_code_departure(spec: Spec, release: Entry) -> tuple[str, ...] | None:

@@ -302,7 +302,10 @@ def build_bundle(
     resolved_task = task or (training or {}).get("task") or spec.model.task
     if recorded is None or resolved_task is None:
         model = load_model(
-            source, sha256=entry.artifact.sha256, format=entry.artifact.format, trust=registry.trust
+            source,
+            sha256=entry.artifact.sha256,
+            format=entry.artifact.format,
+            trust=registry.trust_for(entry),  # the entry's own stored code, not the project's
         )
     resolved_features = recorded if recorded is not None else _model_features(model, spec)
     if resolved_task is None:

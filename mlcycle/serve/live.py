@@ -121,6 +121,7 @@ class LiveRouter(ProcessLocalState, Router):
 
     def _init_runtime(self) -> None:
         self._seen: Hashable = None
+        self._read_error: str | None = None  # the last failed read, said once
         self._store_url: str | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -196,12 +197,16 @@ class LiveRouter(ProcessLocalState, Router):
         signature = self.registry.change_token()
         if signature == self._seen:
             return False
-        self._seen = signature
         try:
             snapshot, entries, wanted, selector = self._read()
         except MlcycleError as e:
-            log.warning("cannot read the serving manifest (%s); serving what I have", e)
+            # Not marked as seen: read again at the next poll (the cause may be fixed
+            # without another change, e.g. a deploy that lands a moment later).
+            if str(e) != self._read_error:
+                log.warning("cannot read the serving manifest (%s); serving what I have", e)
+            self._read_error = str(e)
             return False
+        self._seen, self._read_error = signature, None
         if snapshot == self._snapshot:
             return False
         serving = [(m.release, m.generation) for m in self._inner.models]

@@ -170,3 +170,31 @@ def test_declared_model_code_is_checked_against_the_stored_copy_without_git(
     code.write_text(original)
     assert cli("update", "--force", cwd=root).code == 0
     assert refs(root) == ["0.1.0/1", "0.2.0/1", "0.2.0/2"]
+
+
+def test_an_entry_point_outside_model_code_is_still_compared_with_git(
+    adaptive: Callable[[], Path],
+) -> None:
+    """Declaring some model code does not stop git comparing the rest the model imports."""
+    root = adaptive()
+    (root / "helpers.py").write_text("SCALE = 1.0\n")
+    (root / "model.py").write_text(
+        "from sklearn.linear_model import SGDClassifier\n"
+        "from sklearn.pipeline import make_pipeline\n"
+        "from sklearn.preprocessing import StandardScaler\n\n\n"
+        "def build():\n"
+        "    return make_pipeline(StandardScaler(), SGDClassifier(loss='log_loss', alpha=0.001))\n"
+    )
+    pipeline = "  pipeline:\n    - sklearn.preprocessing.StandardScaler\n" + SGD
+    edit(root, pipeline, "  entrypoint: model:build\n  code: [helpers.py]\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "the model in code, one helper declared")
+    assert cli("release", "--bump", "minor", cwd=root).code == 0
+    append_rows(root, 50)
+
+    code = root / "model.py"
+    code.write_text(code.read_text().replace("alpha=0.001", "alpha=0.1"))
+    refused = cli("update", "--force", cwd=root)
+    assert refused.code == 2, refused.output
+    assert "the model code changes model.py since release 0.2.0" in refused.stderr
+    assert refs(root) == ["0.1.0/1", "0.2.0/1"]
