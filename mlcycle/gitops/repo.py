@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from mlcycle.errors import GitError, UsageError
 from mlcycle.gitops.tags import (
@@ -263,15 +263,7 @@ class Repo:
                 annotated=False,
             )
         assert isinstance(obj, git.TagObject)
-        # GitPython keeps the offset the way `time.altzone` does: seconds west of UTC.
-        zone = dt.timezone(dt.timedelta(seconds=-obj.tagger_tz_offset))
-        date = dt.datetime.fromtimestamp(obj.tagged_date, zone)
-        message = obj.message if isinstance(obj.message, str) else obj.message.decode()
-        try:
-            metadata = parse_release_message(message)
-        except GitError as e:
-            log.warning("tag %s: %s", ref.name, e)
-            metadata = {}
+        date, message, metadata = _annotation(ref.name, obj)
         return ReleaseTag(
             name=ref.name,
             version=version,
@@ -304,14 +296,7 @@ class Repo:
             except ValueError:
                 continue
             assert isinstance(obj, git.TagObject)
-            zone = dt.timezone(dt.timedelta(seconds=-obj.tagger_tz_offset))
-            date = dt.datetime.fromtimestamp(obj.tagged_date, zone)
-            message = obj.message if isinstance(obj.message, str) else obj.message.decode()
-            try:
-                metadata = parse_release_message(message)
-            except GitError as e:
-                log.warning("tag %s: %s", ref.name, e)
-                metadata = {}
+            date, message, metadata = _annotation(ref.name, obj)
             found.append(
                 TagEvent(
                     tag=parsed,
@@ -555,3 +540,17 @@ def _gist(stderr: str) -> str:
         if line.strip() and not line.startswith("hint:")
     ]
     return " ".join(lines) or "git gave no reason"
+
+
+def _annotation(name: str, obj: Any) -> tuple[dt.datetime, str, dict[str, Any]]:
+    """An annotated tag's date, message and the metadata its message carries."""
+    # GitPython keeps the offset the way `time.altzone` does: seconds west of UTC.
+    zone = dt.timezone(dt.timedelta(seconds=-obj.tagger_tz_offset))
+    date = dt.datetime.fromtimestamp(obj.tagged_date, zone)
+    message = obj.message if isinstance(obj.message, str) else obj.message.decode()
+    try:
+        metadata = parse_release_message(message)
+    except GitError as e:
+        log.warning("tag %s: %s", name, e)
+        metadata = {}
+    return date, message, metadata
