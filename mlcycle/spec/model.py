@@ -408,6 +408,8 @@ class RegistrySpec:
 
     backend: str = "local"
     path: str = DEFAULT_REGISTRY_PATH
+    url: str | None = None  # a shared registry's metadata database (SQLAlchemy URL)
+    artifacts: str | None = None  # where a shared registry keeps model files (oci://, file:)
 
 
 @dataclass(frozen=True)
