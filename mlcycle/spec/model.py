@@ -413,6 +413,13 @@ class RegistrySpec:
 
 
 @dataclass(frozen=True)
+class TrackingSpec:
+    """Where training runs are logged besides the registry."""
+
+    mlflow: str | None = None  # an MLflow tracking server's URL
+
+
+@dataclass(frozen=True)
 class Retention:
     """How long the prediction log keeps what it holds (`store.retention`).
 
@@ -454,6 +461,7 @@ class Spec:
     deployment: DeploymentSpec
     registry: RegistrySpec
     store: StoreSpec
+    tracking: TrackingSpec = field(default_factory=TrackingSpec)
     root: Path = Path()
     description: str | None = None
 
@@ -485,6 +493,7 @@ class Spec:
             deployment=_deployment(doc.get("deployment") or {}, name=doc["name"]),
             registry=RegistrySpec(**(doc.get("registry") or {})),
             store=_store(doc.get("store") or {}),
+            tracking=TrackingSpec(**(doc.get("tracking") or {})),
             root=root,
         )
 

@@ -40,7 +40,7 @@ def test_unknown_key_is_on_the_key_with_did_you_mean(tmp_path: Path) -> None:
 def test_unknown_key_without_close_match_lists_allowed_keys(tmp_path: Path) -> None:
     text = spec_text() + "registry:\n  flavour: x\n"
     ((_, _, _, hint),) = errors_at(tmp_path, text)
-    assert hint == "allowed keys here: artifacts, backend, path, url"
+    assert hint == "allowed keys here: backend, path, url, artifacts"
 
 
 def test_bad_enum_value_is_on_the_value_with_did_you_mean(tmp_path: Path) -> None:
