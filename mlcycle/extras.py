@@ -5,6 +5,7 @@ models from CSV files and SQLite. What only some projects use is an extra:
 
     [parquet]    pyarrow   Parquet data sources and dumps
     [postgres]   psycopg   postgresql:// data sources and prediction stores
+    [oci]        oras      oci:// artifact stores (a shared registry's model files)
 
 `validate` reports a spec that needs an extra that is not installed (rule
 `extra-not-installed`), and the code that imports one raises `MissingExtraError`
@@ -45,7 +46,8 @@ class Extra:
 
 PARQUET: Final = Extra("parquet", "pyarrow", "Parquet files")
 POSTGRES: Final = Extra("postgres", "psycopg", "postgresql:// URLs")
-EXTRAS: Final = (PARQUET, POSTGRES)
+OCI: Final = Extra("oci", "oras", "oci:// artifact stores")
+EXTRAS: Final = (PARQUET, POSTGRES, OCI)
 # Driver modules SQLAlchemy imports for a URL scheme, and the extra that provides them.
 _BY_MODULE: Final = {e.module: e for e in EXTRAS}
 

@@ -51,6 +51,8 @@ def test_the_heavy_libraries_only_some_projects_need_are_extras() -> None:
     optional = project["optional-dependencies"]
     assert any(r.startswith("pyarrow") for r in optional["parquet"])
     assert any(r.startswith("psycopg") for r in optional["postgres"])
+    assert any(r.startswith("oras") for r in optional["oci"])
+    assert "oras" not in core
     # `make install` installs .[dev]: the tests need every extra.
     dev = " ".join(optional["dev"])
     assert "pyarrow" in dev and "psycopg" in dev
@@ -92,6 +94,23 @@ def test_a_postgres_store_without_the_driver_names_the_extra(tmp_path: Path, wit
     assert "store.url needs the [postgres] extra" in result.stderr
     assert 'pip install "mlcycle-cli[postgres]"' in result.stderr
     assert "this is a bug" not in result.stderr + result.stdout
+
+
+def test_an_oci_artifact_store_without_oras_names_the_extra(tmp_path: Path, without) -> None:  # type: ignore[no-untyped-def]
+    without("oras")
+    write_spec(
+        tmp_path,
+        spec_text(
+            "data:\n  source:\n    path: d.csv\n  label: y\n"
+            + DATA_LABEL_MODEL
+            + "registry:\n  artifacts: oci://127.0.0.1:5000/team/churn\n"
+        ),
+    )
+    result = cli("validate", str(tmp_path))
+    assert result.code == 2, result.stderr
+    assert_clean_failure_output(result)
+    assert "registry.artifacts needs the [oci] extra (oras is not installed)" in result.stderr
+    assert 'pip install "mlcycle-cli[oci]"' in result.stderr
 
 
 def test_the_store_itself_names_the_extra(without) -> None:  # type: ignore[no-untyped-def]

@@ -951,6 +951,9 @@ def _extra_not_installed(ctx: RuleContext) -> Iterator[Finding]:
     store = ctx.raw("store", "url")
     if isinstance(store, str) and extras.for_url(store) is not None:
         needs.append((("store", "url"), "store.url", extras.POSTGRES))
+    artifacts = ctx.raw("registry", "artifacts")
+    if isinstance(artifacts, str) and artifacts.startswith("oci:"):
+        needs.append((("registry", "artifacts"), "registry.artifacts", extras.OCI))
     for at, what, extra in needs:
         if not extra.installed():
             yield Finding(

@@ -1,46 +1,321 @@
-"""The content-addressed blob store every shared registry writes its files to."""
+"""The content-addressed blob store every shared registry writes its files to.
+
+`BlobStoreContract` is what every store honours; `file:` and `oci:` (the real
+distribution registry on 127.0.0.1:5000, one fresh repository per test) each
+supply only the URL. What only one store does is tested beside its class.
+"""
 
 from __future__ import annotations
 
+import base64
+import http.client
+import logging
+import socket
+import sys
+import threading
+import uuid
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from mlcycle.errors import IntegrityError, RegistryError, UsageError
-from mlcycle.registry.blobs import DirectoryBlobStore, digest_of, open_blob_store
+from mlcycle.errors import ExitCode, IntegrityError, RegistryError, UsageError
+from mlcycle.extras import MissingExtraError
+from mlcycle.registry.blobs import BlobStore, DirectoryBlobStore, digest_of, open_blob_store
+
+OCI_REGISTRY = ("127.0.0.1", 5000)  # what `make test` / scripts/docker-env.sh runs
+
+Open = Callable[..., BlobStore]
 
 
-def test_put_names_a_blob_by_its_sha256_and_fetch_returns_the_same_bytes(tmp_path: Path) -> None:
-    store = open_blob_store("file:blobs", base=tmp_path, cache=tmp_path / "cache")
-    source = tmp_path / "model.skops"
-    source.write_bytes(b"weights" * 1000)
-    digest = store.put(source)
-    assert digest == digest_of(source)
-    assert store.has(digest)
-    assert store.put(source) == digest  # idempotent
-    assert store.fetch(digest).read_bytes() == source.read_bytes()
-    assert [p.name for p in (tmp_path / "blobs").iterdir()] == [digest.replace(":", "-")]
+class BlobStoreContract:
+    """Behaviour of the BlobStore interface, whatever stores the bytes."""
+
+    @pytest.fixture
+    def url(self, tmp_path: Path) -> str:
+        raise NotImplementedError("a store's test class supplies its URL")
+
+    @pytest.fixture
+    def open_store(self, url: str, tmp_path: Path) -> Open:
+        """Opens the store anew (as another process would), with its own cache by default."""
+
+        def open_(cache: str = "cache", at: str | None = None) -> BlobStore:
+            return open_blob_store(at or url, base=tmp_path, cache=tmp_path / cache)
+
+        return open_
+
+    @pytest.fixture
+    def source(self, tmp_path: Path) -> Path:
+        path = tmp_path / "model.skops"
+        path.write_bytes(uuid.uuid4().bytes * 4096)  # unique bytes: a blob no test pushed
+        return path
+
+    def test_put_names_a_blob_by_its_sha256_and_fetch_returns_the_same_bytes(
+        self, open_store: Open, source: Path
+    ) -> None:
+        store = open_store()
+        digest = store.put(source)
+        assert digest == digest_of(source)
+        assert store.has(digest)
+        # Another process (another cache) reads the same bytes back.
+        assert open_store(cache="other").fetch(digest).read_bytes() == source.read_bytes()
+
+    def test_put_is_idempotent(self, open_store: Open, source: Path) -> None:
+        store = open_store()
+        assert store.put(source) == store.put(source) == open_store().put(source)
+        assert store.fetch(digest_of(source)).read_bytes() == source.read_bytes()
+
+    def test_a_blob_never_stored_is_not_there_and_fetching_it_says_so(
+        self, open_store: Open
+    ) -> None:
+        store = open_store()
+        missing = "sha256:" + "0" * 64
+        assert not store.has(missing)
+        with pytest.raises(RegistryError, match=r"no blob sha256:0{64}") as caught:
+            store.fetch(missing)
+        assert caught.value.exit_code is ExitCode.RUNTIME
+
+    def test_a_malformed_digest_is_refused_before_any_lookup(self, open_store: Open) -> None:
+        with pytest.raises(RegistryError, match="not a blob digest"):
+            open_store().fetch("../../etc/passwd")
 
 
-def test_a_changed_blob_is_refused_not_served(tmp_path: Path) -> None:
-    store = DirectoryBlobStore(tmp_path / "blobs")
-    source = tmp_path / "a"
-    source.write_bytes(b"one")
-    digest = store.put(source)
-    (tmp_path / "blobs" / digest.replace(":", "-")).write_bytes(b"two")
-    with pytest.raises(IntegrityError, match="damaged"):
-        store.fetch(digest)
+class TestDirectoryBlobStore(BlobStoreContract):
+    @pytest.fixture
+    def url(self) -> str:
+        return "file:blobs"
 
+    def test_blobs_are_files_named_by_digest(self, tmp_path: Path, source: Path) -> None:
+        digest = DirectoryBlobStore(tmp_path / "blobs").put(source)
+        assert [p.name for p in (tmp_path / "blobs").iterdir()] == [digest.replace(":", "-")]
 
-def test_missing_blob_and_malformed_digest_say_so(tmp_path: Path) -> None:
-    store = DirectoryBlobStore(tmp_path / "blobs")
-    with pytest.raises(RegistryError, match=r"no blob sha256:0{64}"):
-        store.fetch("sha256:" + "0" * 64)
-    with pytest.raises(RegistryError, match="not a blob digest"):
-        store.fetch("../../etc/passwd")
+    def test_a_changed_blob_is_refused_not_served(self, tmp_path: Path) -> None:
+        store = DirectoryBlobStore(tmp_path / "blobs")
+        source = tmp_path / "a"
+        source.write_bytes(b"one")
+        digest = store.put(source)
+        (tmp_path / "blobs" / digest.replace(":", "-")).write_bytes(b"two")
+        with pytest.raises(IntegrityError, match="damaged"):
+            store.fetch(digest)
 
 
 def test_unknown_scheme_is_a_usage_error_listing_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as caught:
         open_blob_store("s3://bucket/x", base=tmp_path, cache=tmp_path)
     assert caught.value.hint == "use one of the schemes file:, oci:"
+
+
+# --- oci: the real distribution registry ---------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def oci_registry() -> str:
+    """`HOST:PORT` of the local OCI registry, or skip when none runs."""
+    try:
+        socket.create_connection(OCI_REGISTRY, timeout=3).close()
+    except OSError:
+        pytest.skip("no OCI registry answers on 127.0.0.1:5000; run scripts/docker-env.sh")
+    return "{}:{}".format(*OCI_REGISTRY)
+
+
+@pytest.fixture
+def repository() -> str:
+    """A repository no other test uses."""
+    return f"mlcycle-tests/blobs-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def _no_artifact_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("USERNAME", "PASSWORD", "INSECURE"):
+        monkeypatch.delenv(f"MLCYCLE_ARTIFACTS_{name}", raising=False)
+
+
+@pytest.mark.usefixtures("_no_artifact_credentials")
+class TestOciBlobStore(BlobStoreContract):
+    @pytest.fixture
+    def url(self, oci_registry: str, repository: str) -> str:
+        return f"oci://{oci_registry}/{repository}"
+
+    def test_each_blob_is_kept_by_an_artifact_manifest_tagged_with_its_digest(
+        self, open_store: Open, source: Path, oci_registry: str, repository: str
+    ) -> None:
+        import json
+
+        digest = open_store().put(source)
+        manifest = json.loads(
+            _get(
+                oci_registry,
+                f"/v2/{repository}/manifests/{digest.replace(':', '-')}",
+                accept="application/vnd.oci.image.manifest.v1+json",
+            )
+        )
+        assert manifest["artifactType"] == "application/vnd.mlcycle.blob.v1"
+        assert [layer["digest"] for layer in manifest["layers"]] == [digest]
+
+    def test_a_cached_blob_is_read_without_the_network(
+        self, open_store: Open, source: Path, repository: str
+    ) -> None:
+        digest = open_store(cache="shared").put(source)
+        assert open_store(cache="shared").fetch(digest).read_bytes() == source.read_bytes()
+        # The same cache, the registry gone: the blob comes from the cache, verified.
+        dead = open_store(cache="shared", at=f"oci://127.0.0.1:1/{repository}")
+        assert dead.fetch(digest).read_bytes() == source.read_bytes()
+        with pytest.raises(RegistryError, match="cannot reach"):
+            dead.has(digest)  # it really is unreachable
+
+    def test_a_damaged_download_is_refused_and_not_cached(
+        self, open_store: Open, source: Path, repository: str, tmp_path: Path
+    ) -> None:
+        digest = open_store().put(source)
+        with _proxy(corrupt=True) as port:
+            store = open_store(cache="pulled", at=f"oci://127.0.0.1:{port}/{repository}")
+            with pytest.raises(IntegrityError, match=f"blob {digest} arrived with digest"):
+                store.fetch(digest)
+        assert not any((tmp_path / "pulled").iterdir())  # nothing half-pulled stays
+
+    def test_an_unreachable_registry_is_a_runtime_error_with_a_hint(
+        self, source: Path, tmp_path: Path
+    ) -> None:
+        store = open_blob_store("oci://127.0.0.1:1/team/churn", base=tmp_path, cache=tmp_path)
+        with pytest.raises(RegistryError) as caught:
+            store.put(source)
+        error = caught.value
+        assert str(error).startswith("oci://127.0.0.1:1/team/churn: cannot reach the registry")
+        assert "connection refused" in str(error)
+        assert error.exit_code is ExitCode.RUNTIME
+        assert error.hint is not None and "MLCYCLE_ARTIFACTS_URL" in error.hint
+
+    def test_credentials_come_from_the_environment_and_never_reach_a_message_or_log(
+        self,
+        source: Path,
+        repository: str,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        caplog.set_level(logging.DEBUG)
+        with _proxy(basic=("ci", "s3cret-pa55")) as port:
+            url = f"oci://127.0.0.1:{port}/{repository}"
+            with pytest.raises(RegistryError, match="access denied") as caught:
+                open_blob_store(url, base=tmp_path, cache=tmp_path / "a").put(source)
+            assert caught.value.hint is not None
+            assert "MLCYCLE_ARTIFACTS_USERNAME" in caught.value.hint
+            monkeypatch.setenv("MLCYCLE_ARTIFACTS_USERNAME", "ci")
+            monkeypatch.setenv("MLCYCLE_ARTIFACTS_PASSWORD", "s3cret-pa55")
+            store = open_blob_store(url, base=tmp_path, cache=tmp_path / "b")
+            digest = store.put(source)
+            assert store.fetch(digest).read_bytes() == source.read_bytes()
+        encoded = base64.b64encode(b"ci:s3cret-pa55").decode()
+        assert "s3cret-pa55" not in caplog.text and encoded not in caplog.text
+
+    def test_plain_http_only_for_this_machine_or_by_explicit_opt_in(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from mlcycle.registry.oci import parse_url
+
+        assert parse_url("oci://127.0.0.1:5000/a").insecure
+        assert parse_url("oci://localhost/a/b").insecure
+        remote = parse_url("oci://registry.example.com:5000/team/churn")
+        assert (remote.registry, remote.repository, remote.insecure) == (
+            "registry.example.com:5000",
+            "team/churn",
+            False,
+        )
+        monkeypatch.setenv("MLCYCLE_ARTIFACTS_INSECURE", "1")
+        assert parse_url("oci://registry.internal:5000/team/churn").insecure
+
+    @pytest.mark.parametrize(
+        ("url", "problem"),
+        [
+            ("oci://ci:hunter2@registry.example.com/team", "carries credentials"),
+            ("oci://registry.example.com/Team/Churn", "not an OCI repository name"),
+            ("oci://registry.example.com", "not an OCI repository name"),
+            ("oci:///team/churn", "not an OCI artifact store URL"),
+        ],
+    )
+    def test_a_bad_url_is_a_usage_error(self, url: str, problem: str, tmp_path: Path) -> None:
+        with pytest.raises(UsageError, match=problem) as caught:
+            open_blob_store(url, base=tmp_path, cache=tmp_path)
+        assert "hunter2" not in str(caught.value)
+
+    def test_without_oras_it_names_the_extra_to_install(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setitem(sys.modules, "oras", None)  # as if not installed
+        with pytest.raises(MissingExtraError) as caught:
+            open_blob_store("oci://127.0.0.1:5000/team", base=tmp_path, cache=tmp_path)
+        assert caught.value.hint == 'install it: pip install "mlcycle-cli[oci]"'
+
+
+def _get(registry: str, path: str, *, accept: str) -> bytes:
+    host, port = registry.split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.request("GET", path, headers={"Accept": accept})
+        response = connection.getresponse()
+        assert response.status == 200, response.status
+        return response.read()
+    finally:
+        connection.close()
+
+
+class _Proxy(BaseHTTPRequestHandler):
+    """Forwards to the real registry; may demand Basic auth or flip a byte of each blob."""
+
+    corrupt = False
+    basic: str | None = None  # the expected `Authorization` value
+
+    def _forward(self) -> None:
+        if self.basic is not None and self.headers.get("Authorization") != self.basic:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="Registry Realm"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "authorization"}
+        upstream = http.client.HTTPConnection(*OCI_REGISTRY, timeout=30)
+        try:
+            upstream.request(self.command, self.path, body=body, headers=headers)
+            response = upstream.getresponse()
+            data = response.read()
+        finally:
+            upstream.close()
+        if self.corrupt and self.command == "GET" and "/blobs/sha256:" in self.path and data:
+            data = data[:-1] + bytes([data[-1] ^ 0xFF])
+        self.send_response(response.status)
+        for key, value in response.getheaders():
+            if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = _forward
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _ProxyServer:
+    def __init__(self, *, corrupt: bool, basic: tuple[str, str] | None) -> None:
+        expected = None
+        if basic is not None:
+            expected = "Basic " + base64.b64encode(":".join(basic).encode()).decode()
+        handler = type("Handler", (_Proxy,), {"corrupt": corrupt, "basic": expected})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+
+    def __enter__(self) -> int:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self.server.server_address[1]
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _proxy(*, corrupt: bool = False, basic: tuple[str, str] | None = None) -> _ProxyServer:
+    return _ProxyServer(corrupt=corrupt, basic=basic)
