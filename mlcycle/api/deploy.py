@@ -15,6 +15,7 @@ Either way `--k8s DIR` writes Kubernetes manifests for it.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from mlcycle.spec.model import Deployment
 if TYPE_CHECKING:
     from mlcycle.api.project import Project
     from mlcycle.deploy import K8sManifests
+    from mlcycle.deploy.k8s import Shared
     from mlcycle.package import BuildContext, Bundle, ImageInfo
     from mlcycle.registry import Entry
     from mlcycle.registry.manifests import Manifest
@@ -373,14 +375,22 @@ def _write_k8s(
 ) -> K8sManifests:
     from mlcycle.deploy import manifests, write_manifests
 
+    shared = _shared(project, dynamic=dynamic)
     objects = manifests(
         project=project.spec.name,
         image=image,
         version=version,
         dynamic=dynamic,
         workers=project.spec.deployment.serve.workers,
+        shared=shared,
     )
-    return write_manifests(objects, directory)
+    return write_manifests(objects, directory, shared=shared)
+
+
+def _shared(project: Project, *, dynamic: bool) -> Shared:
+    from mlcycle.deploy.k8s import Shared
+
+    return Shared.declared(project.spec, project.file, os.environ, dynamic=dynamic)
 
 
 def manifest_history(path: str | Path | None = None) -> list[Manifest]:

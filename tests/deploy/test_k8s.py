@@ -18,7 +18,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from mlcycle.deploy.k8s import manifests, serving_token_command, write_manifests
+from mlcycle.deploy.k8s import Shared, manifests, serving_token_command, write_manifests
+from mlcycle.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.30.0"
@@ -56,12 +57,27 @@ def checkov() -> str:
     return found
 
 
-def written(tmp_path: Path, *, dynamic: bool, image: str) -> Path:
-    directory = tmp_path / ("dynamic" if dynamic else "wrapped")
+# A shared registry and store as a team declares them (the password only ever masked).
+SHARED = Shared(
+    registry_url="postgresql://team:${env:PGPASSWORD}@db.internal/registry",
+    artifacts_url="oci://registry.internal:5000/team/churn",
+    store_url="postgresql://team:s3cret-pa55@db.internal/store",
+    files={"lifecycle.yaml": "name: churn\n", "src/features.py": "def f(x):\n    return x\n"},
+)
+
+
+def written(tmp_path: Path, *, dynamic: bool, image: str, shared: Shared | None = None) -> Path:
+    kind = "dynamic" if dynamic else "wrapped"
+    directory = tmp_path / (kind if shared is None else f"shared-{kind}")
     objects = manifests(
-        project="Churn Model", image=image, version="1.2.0", dynamic=dynamic, replicas=2
+        project="Churn Model",
+        image=image,
+        version="1.2.0",
+        dynamic=dynamic,
+        replicas=2,
+        shared=shared,
     )
-    write_manifests(objects, directory)
+    write_manifests(objects, directory, shared=shared)
     return directory
 
 
@@ -147,6 +163,10 @@ def test_checkov_passes_but_for_the_accepted_checks(tmp_path: Path) -> None:
     # Wrapped as `deploy --push --k8s` writes it (pinned by digest); dynamic by tag.
     written(tmp_path, dynamic=False, image=f"registry.example/churn:1.2.0@{DIGEST}")
     written(tmp_path, dynamic=True, image="registry.example/churn:1.2.0")
+    # The same with a shared registry and store: no volume, URLs from a Secret.
+    pinned = f"registry.example/churn:1.2.0@{DIGEST}"
+    written(tmp_path, dynamic=False, image=pinned, shared=SHARED)
+    written(tmp_path, dynamic=True, image="registry.example/churn:1.2.0", shared=SHARED)
     done = subprocess.run(
         [
             checkov(),
@@ -172,9 +192,140 @@ def test_checkov_passes_but_for_the_accepted_checks(tmp_path: Path) -> None:
     failed: dict[str, set[str]] = {}
     for r in reports:
         for check in r["results"]["failed_checks"]:
-            where = "wrapped" if "/wrapped/" in check["file_abs_path"] else "dynamic"
+            where = Path(check["file_abs_path"]).parent.name
             failed.setdefault(where, set()).add(check["check_id"])
     assert failed.get("wrapped", set()) == set(ACCEPTED)
     assert failed.get("dynamic", set()) == set(ACCEPTED) | set(UNPINNED)
+    assert failed.get("shared-wrapped", set()) == set(ACCEPTED)
+    assert failed.get("shared-dynamic", set()) == set(ACCEPTED) | set(UNPINNED)
     passed = sum(r["summary"]["passed"] for r in reports)
     assert passed > 200
+
+
+# --- Kubernetes without shared volumes (issue 15) --------------------------------------------
+
+
+def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e.get("valueFrom", {"value": e.get("value")}) for e in container["env"]}
+
+
+def test_a_shared_registry_needs_no_volume_and_its_urls_come_from_a_secret(
+    tmp_path: Path,
+) -> None:
+    directory = written(tmp_path, dynamic=True, image="churn:1.2.0", shared=SHARED)
+    docs = documents(directory)
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    kinds = [d["kind"] for d in docs]
+    assert "PersistentVolumeClaim" not in kinds and "Secret" not in kinds
+    assert kinds[0] == "ConfigMap"  # before the pods that read it
+    texts = "".join(p.read_text() for p in directory.iterdir())
+    assert "persistentVolumeClaim" not in texts
+    assert "s3cret-pa55" not in texts  # the store's password: in no file, README included
+    config = docs[0]
+    assert config["metadata"]["name"] == "churn-model-project"
+    assert config["data"]["artifacts-url"] == "oci://registry.internal:5000/team/churn"
+    assert config["data"]["lifecycle.yaml"] == "name: churn\n"
+    assert "def f(x)" in "".join(config["data"].values())
+    secret = {"name": "churn-model-shared"}
+    expected = {
+        "MLCYCLE_REGISTRY_URL": {"secretKeyRef": {**secret, "key": "registry-url"}},
+        "MLCYCLE_STORE_URL": {"secretKeyRef": {**secret, "key": "store-url"}},
+        "MLCYCLE_ARTIFACTS_URL": {
+            "configMapKeyRef": {"name": "churn-model-project", "key": "artifacts-url"}
+        },
+        "MLCYCLE_ARTIFACTS_USERNAME": {
+            "secretKeyRef": {**secret, "key": "artifacts-username", "optional": True}
+        },
+        "MLCYCLE_ARTIFACTS_PASSWORD": {
+            "secretKeyRef": {**secret, "key": "artifacts-password", "optional": True}
+        },
+    }
+    assert len(pods(docs)) == 3  # the engine and both agents
+    for pod in pods(docs):
+        (container,) = pod["containers"]
+        env = env_of(container)
+        assert {k: v for k, v in env.items() if k != "MLCYCLE_API_TOKEN"} == expected
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["project"] == {"name": "project", "emptyDir": {}}
+        assert volumes["project-files"]["configMap"]["name"] == "churn-model-project"
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        assert mounts["/project/lifecycle.yaml"]["subPath"] == "lifecycle.yaml"
+        assert mounts["/project/src/features.py"]["readOnly"] is True
+    result = write_manifests(
+        manifests(project="Churn Model", image="c:1", version="1", dynamic=True, shared=SHARED),
+        tmp_path / "again",
+        shared=SHARED,
+    )
+    command = result.create_shared_secret
+    assert command is not None
+    assert command.startswith("kubectl create secret generic churn-model-shared")
+    assert "--from-literal=store-url='postgresql://team:***@db.internal/store'" in command
+    assert "registry-url=" in command and "artifacts-password=" in command
+    readme = (directory / "README.md").read_text()
+    assert command in readme and "ReadWriteMany" not in readme
+
+
+def test_a_wrapped_pod_logs_to_the_shared_store_when_one_is_declared(tmp_path: Path) -> None:
+    def serve_env(shared: Shared | None) -> dict[str, dict[str, Any]]:
+        objects = manifests(project="churn", image="c:1", version="1", dynamic=False, shared=shared)
+        (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+        return env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+
+    assert set(serve_env(None)) == {"MLCYCLE_API_TOKEN"}  # its own store, in the pod
+    assert serve_env(Shared(store_url="postgresql://db/store"))["MLCYCLE_STORE_URL"] == {
+        "secretKeyRef": {"name": "churn-shared", "key": "store-url"}
+    }
+    directory = written(tmp_path, dynamic=False, image="churn:1", shared=SHARED)
+    readme = (directory / "README.md").read_text()
+    assert "kubectl create secret generic churn-model-shared" in readme
+
+
+def test_without_a_shared_registry_the_volume_caveat_is_spelled_out(tmp_path: Path) -> None:
+    directory = written(tmp_path, dynamic=True, image="churn:1")
+    (claim,) = directory.glob("*-persistentvolumeclaim-*.yaml")
+    text = claim.read_text()
+    assert text.startswith("# The project directory of every engine replica")
+    assert "ReadWriteMany" in text and "registry.url" in text
+    assert yaml.safe_load(text)["spec"]["accessModes"] == ["ReadWriteMany"]
+    readme = (directory / "README.md").read_text()
+    assert "## The project volume (ReadWriteMany)" in readme and "starts\nempty" in readme
+    assert "churn-model-shared" not in readme
+
+
+def test_what_is_shared_comes_from_the_spec_and_the_environment(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "features.py").write_text("def f(x):\n    return x\n")
+    spec_file = root / "lifecycle.yaml"
+    spec_file.write_text(
+        (ROOT / "examples" / "adaptive" / "lifecycle.yaml")
+        .read_text()
+        .replace(
+            "registry:\n  backend: local\n",
+            "registry:\n  backend: local\n"
+            "  url: postgresql://team:hunter2@db.internal/registry\n"
+            "  artifacts: oci://registry.internal:5000/team/cancer\n",
+        )
+        .replace("  seed: 0 # fixes", "  code: [src]\n  seed: 0 # fixes")
+    )
+    spec = load_spec(spec_file)
+    shared = Shared.declared(spec, spec_file, {}, dynamic=True)
+    assert shared.registry_url == "postgresql://team:hunter2@db.internal/registry"
+    assert shared.artifacts_url == "oci://registry.internal:5000/team/cancer"
+    assert shared.store_url is None  # the spec's store is a SQLite file
+    assert set(shared.files) == {"lifecycle.yaml", "src/features.py"}
+    # The copy of the spec the pods read carries no password: they take it from the Secret.
+    assert "hunter2" not in shared.files["lifecycle.yaml"]
+    assert "oci://registry.internal:5000/team/cancer" in shared.files["lifecycle.yaml"]
+    env = {"MLCYCLE_STORE_URL": "postgresql://db/store", "MLCYCLE_ARTIFACTS_URL": "oci://h/r"}
+    overridden = Shared.declared(spec, spec_file, env, dynamic=False)
+    assert (overridden.store_url, overridden.artifacts_url) == (
+        "postgresql://db/store",
+        "oci://h/r",
+    )
+    assert overridden.files == {}  # a wrapped image carries its own bundle
+    plain = load_spec(ROOT / "examples" / "adaptive" / "lifecycle.yaml")
+    assert not Shared.declared(
+        plain, ROOT / "examples" / "adaptive" / "lifecycle.yaml", {}, dynamic=True
+    ).registry

@@ -148,6 +148,12 @@ def _render(result: DeployResult) -> None:
         if result.k8s.create_secret:
             # The serving container needs its API token; the manifests only name the Secret.
             out.print(f"first create the serving token: {escape(result.k8s.create_secret)}")
+        if result.k8s.create_shared_secret:
+            # The shared registry's and store's URLs: masked here, the user types the real ones.
+            out.print(
+                "and the shared registry's Secret (the real values in place of *** and "
+                f"${{env:...}}): {escape(result.k8s.create_shared_secret)}"
+            )
     if result.uncommitted:
         where = escape(str(result.k8s.directory if result.k8s else result.uncommitted[0]))
         render.warning(
