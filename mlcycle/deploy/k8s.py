@@ -689,7 +689,9 @@ and of any `${{env:NAME}}`:
 
 Each pod keeps the artifacts it pulled in its own /project (an emptyDir), checked
 by digest; the data sources the agents train on must be reachable from the pods
-(a database URL; a file path in the project is not there).
+(a database URL; a file path in the project is not there), and so must the
+prediction store: a SQLite store (the default) would be one file per pod, so
+declare `store.url: postgresql://...` for the engines and agents to share it.
 """
     if claim:
         text += f"""

@@ -25,6 +25,7 @@ import base64
 import json
 import os
 import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,17 +143,19 @@ class OciBlobStore(BlobStore):
             "size": size,
             "annotations": {"org.opencontainers.image.title": tag_of(digest)},
         }
-        config = self.cache / ".oci-empty-config.json"
-        config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_bytes(b"{}")
-        for source, descriptor in ((path, layer), (config, EMPTY_CONFIG)):
-            response = self._call(
-                "upload",
-                lambda s=source, d=descriptor: client.upload_blob(
-                    str(s), container, dict(d), do_chunked=d["size"] > CHUNKED_ABOVE
-                ),
-            )
-            self._check(response, what=f"upload blob {descriptor['digest']}")
+        with tempfile.TemporaryDirectory(prefix="mlcycle-oci-") as scratch:
+            # A file of its own per upload: a concurrent writer never sees it half-written.
+            config = Path(scratch) / "config.json"
+            config.write_bytes(b"{}")
+            for source, descriptor in ((path, layer), (config, EMPTY_CONFIG)):
+                what = f"upload blob {descriptor['digest']}"
+                response = self._call(
+                    what,
+                    lambda s=source, d=descriptor: client.upload_blob(
+                        str(s), container, dict(d), do_chunked=d["size"] > CHUNKED_ABOVE
+                    ),
+                )
+                self._check(response, what=what)
         manifest = {
             "schemaVersion": 2,
             "mediaType": MANIFEST_MEDIA_TYPE,
@@ -161,7 +164,9 @@ class OciBlobStore(BlobStore):
             "layers": [layer],
             "annotations": {DIGEST_ANNOTATION: digest},
         }
-        response = self._call("tag", lambda: client.upload_manifest(manifest, container))
+        response = self._call(
+            f"tag blob {digest}", lambda: client.upload_manifest(manifest, container)
+        )
         self._check(response, what=f"tag blob {digest} as {tag_of(digest)}")
 
     def _download(self, digest: str, dest: Path) -> None:
