@@ -588,7 +588,9 @@ def write_manifests(
             readme, command = directory / "README.md", serving_token_command(name)
             shared_command = shared_secret_command(name, objects, shared)
             claim = any(o["kind"] == "PersistentVolumeClaim" for o in objects)
-            readme.write_text(_readme(name, shared_command, claim=claim), encoding="utf-8")
+            readme.write_text(
+                _readme(name, shared_command, claim=claim, shared=shared), encoding="utf-8"
+            )
     except OSError as e:
         raise PackagingError(f"{directory}: cannot write the manifests: {e.strerror}") from e
     return K8sManifests(
@@ -667,8 +669,19 @@ def serving_token_command(name: str) -> str:
     )
 
 
-def _readme(name: str, shared_command: str | None, *, claim: bool) -> str:
-    return _token_readme(name) + _shared_readme(name, shared_command, claim=claim)
+def _readme(name: str, shared_command: str | None, *, claim: bool, shared: Shared) -> str:
+    text = _token_readme(name) + _shared_readme(name, shared_command, claim=claim)
+    if shared.registry and not (shared.artifacts_url or "").startswith("oci:"):
+        # The registry's database is shared but its files would not be: each pod
+        # would look for them in a directory of its own.
+        text += f"""
+**Warning:** no `oci://` artifact store is declared (registry.artifacts is
+{"unset" if shared.artifacts_url is None else f"`{shared.artifacts_url}`"}), so the
+model files would live in each pod's own /project and no other pod could load
+them. Declare `registry.artifacts: oci://HOST[:PORT]/REPOSITORY` (or set
+MLCYCLE_ARTIFACTS_URL where `deploy` runs) and deploy again.
+"""
+    return text
 
 
 def _shared_readme(name: str, shared_command: str | None, *, claim: bool) -> str:

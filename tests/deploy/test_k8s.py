@@ -264,6 +264,11 @@ def test_a_shared_registry_needs_no_volume_and_its_urls_come_from_a_secret(
     assert "registry-url=" in command and "artifacts-password=" in command
     readme = (directory / "README.md").read_text()
     assert command in readme and "ReadWriteMany" not in readme
+    assert "Warning" not in readme
+    # A shared database with the files in a directory: each pod would have its own.
+    local_files = Shared(registry_url="postgresql://db/registry", artifacts_url=None)
+    alone = written(tmp_path / "alone", dynamic=True, image="c:1", shared=local_files)
+    assert "no `oci://` artifact store is declared" in (alone / "README.md").read_text()
 
 
 def test_a_wrapped_pod_logs_to_the_shared_store_when_one_is_declared(tmp_path: Path) -> None:
