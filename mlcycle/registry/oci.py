@@ -346,16 +346,21 @@ def _make_client(location: OciLocation, env: Mapping[str, str]) -> Any:
                 )  # fmt: skip
 
             response = send()
-            if response.status_code not in (401, 403) or "Authorization" in headers:
+            if response.status_code not in (401, 403):
                 return response
             challenge = response.headers.get("Www-Authenticate", "")
             if challenge.lower().startswith("basic"):
-                if not self.basic:
-                    return response
+                if not self.basic or self._basic_ok:
+                    return response  # none to offer, or the one offered was refused
                 self._basic_ok = True
                 headers["Authorization"] = f"Basic {self.basic}"
             else:
-                headers, changed = self.auth.authenticate_request(response, headers)
+                # A bearer token is scoped (pull, then push) and expires: a 401 with one
+                # asks for a new one for this request's scope, not for the same again.
+                headers.pop("Authorization", None)
+                headers, changed = self.auth.authenticate_request(
+                    response, headers, refresh=self.auth.token is not None
+                )
                 if not changed:
                     return response
             return send()

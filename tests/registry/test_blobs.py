@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import json
 import logging
 import socket
 import sys
@@ -17,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -140,7 +142,6 @@ class TestOciBlobStore(BlobStoreContract):
     def test_each_blob_is_kept_by_an_artifact_manifest_tagged_with_its_digest(
         self, open_store: Open, source: Path, oci_registry: str, repository: str
     ) -> None:
-        import json
 
         digest = open_store().put(source)
         manifest = json.loads(
@@ -209,6 +210,25 @@ class TestOciBlobStore(BlobStoreContract):
         encoded = base64.b64encode(b"ci:s3cret-pa55").decode()
         assert "s3cret-pa55" not in caplog.text and encoded not in caplog.text
 
+    def test_a_token_registry_gets_a_token_per_scope_and_a_new_one_when_it_expires(
+        self, source: Path, repository: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("MLCYCLE_ARTIFACTS_USERNAME", "ci")
+        monkeypatch.setenv("MLCYCLE_ARTIFACTS_PASSWORD", "s3cret-pa55")
+        proxy = _proxy(bearer=True, basic=("ci", "s3cret-pa55"))
+        with proxy as port:
+            url = f"oci://127.0.0.1:{port}/{repository}"
+            store = open_blob_store(url, base=tmp_path, cache=tmp_path / "a")
+            digest = store.put(source)  # a pull token to look, then a push token to write
+            assert set(proxy.tokens.values()) == {"pull", "pull,push"}
+            proxy.expire_tokens()  # as a long-running engine's token does
+            assert store.has(digest)
+            assert store.fetch(digest).read_bytes() == source.read_bytes()
+            monkeypatch.setenv("MLCYCLE_ARTIFACTS_PASSWORD", "wrong")
+            refused = open_blob_store(url, base=tmp_path, cache=tmp_path / "b")
+            with pytest.raises(RegistryError, match="access denied"):
+                refused.has(digest)
+
     def test_plain_http_only_for_this_machine_or_by_explicit_opt_in(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -261,17 +281,61 @@ def _get(registry: str, path: str, *, accept: str) -> bytes:
 
 
 class _Proxy(BaseHTTPRequestHandler):
-    """Forwards to the real registry; may demand Basic auth or flip a byte of each blob."""
+    """Forwards to the real registry; may demand Basic auth or bearer tokens, or flip a
+    byte of each blob it serves.
+
+    With `bearer`, it is a token registry as Docker Hub, GHCR or Harbor are: a request
+    without a token for its scope (pull for reads, push for writes) gets a challenge
+    naming the token endpoint (`/token` here), which hands out tokens for the `basic`
+    account; `tokens` maps each valid token to its actions (cleared to expire them all).
+    """
 
     corrupt = False
     basic: str | None = None  # the expected `Authorization` value
+    bearer = False
+    tokens: dict[str, str]
+
+    def _deny(self, challenge: str | None) -> None:
+        self.send_response(401)
+        if challenge:
+            self.send_header("WWW-Authenticate", challenge)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _token(self) -> None:
+        if self.headers.get("Authorization") != self.basic:
+            return self._deny(None)
+        scope = parse_qs(urlsplit(self.path).query).get("scope", [""])[0]
+        token = uuid.uuid4().hex
+        self.tokens[token] = scope.rsplit(":", 1)[-1]
+        body = json.dumps({"token": token}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _authorized(self) -> bool:
+        if self.bearer:
+            need = "pull" if self.command in ("GET", "HEAD") else "push"
+            token = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+            if need in self.tokens.get(token, "").split(","):
+                return True
+            actions = "pull" if need == "pull" else "pull,push"
+            self._deny(
+                f'Bearer realm="http://{self.headers["Host"]}/token",service="test",'
+                f'scope="repository:x:{actions}"'
+            )
+            return False
+        if self.basic is not None and self.headers.get("Authorization") != self.basic:
+            self._deny('Basic realm="Registry Realm"')
+            return False
+        return True
 
     def _forward(self) -> None:
-        if self.basic is not None and self.headers.get("Authorization") != self.basic:
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Basic realm="Registry Realm"')
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+        if self.bearer and self.path.startswith("/token"):
+            return self._token()
+        if not self._authorized():
             return
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
@@ -301,11 +365,16 @@ class _Proxy(BaseHTTPRequestHandler):
 
 
 class _ProxyServer:
-    def __init__(self, *, corrupt: bool, basic: tuple[str, str] | None) -> None:
+    def __init__(self, *, corrupt: bool, basic: tuple[str, str] | None, bearer: bool) -> None:
         expected = None
         if basic is not None:
             expected = "Basic " + base64.b64encode(":".join(basic).encode()).decode()
-        handler = type("Handler", (_Proxy,), {"corrupt": corrupt, "basic": expected})
+        self.tokens: dict[str, str] = {}
+        handler = type(
+            "Handler",
+            (_Proxy,),
+            {"corrupt": corrupt, "basic": expected, "bearer": bearer, "tokens": self.tokens},
+        )
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
 
     def __enter__(self) -> int:
@@ -316,6 +385,11 @@ class _ProxyServer:
         self.server.shutdown()
         self.server.server_close()
 
+    def expire_tokens(self) -> None:
+        self.tokens.clear()
 
-def _proxy(*, corrupt: bool = False, basic: tuple[str, str] | None = None) -> _ProxyServer:
-    return _ProxyServer(corrupt=corrupt, basic=basic)
+
+def _proxy(
+    *, corrupt: bool = False, basic: tuple[str, str] | None = None, bearer: bool = False
+) -> _ProxyServer:
+    return _ProxyServer(corrupt=corrupt, basic=basic, bearer=bearer)
