@@ -142,7 +142,6 @@ class TestOciBlobStore(BlobStoreContract):
     def test_each_blob_is_kept_by_an_artifact_manifest_tagged_with_its_digest(
         self, open_store: Open, source: Path, oci_registry: str, repository: str
     ) -> None:
-
         digest = open_store().put(source)
         manifest = json.loads(
             _get(
