@@ -5,6 +5,8 @@ models from CSV files and SQLite. What only some projects use is an extra:
 
     [parquet]    pyarrow   Parquet data sources and dumps
     [postgres]   psycopg   postgresql:// data sources and prediction stores
+    [mlflow]     mlflow    `export --format mlflow` (MLflow model directories), and
+                           logging runs to a declared MLflow tracking server
 
 `validate` reports a spec that needs an extra that is not installed (rule
 `extra-not-installed`), and the code that imports one raises `MissingExtraError`
@@ -45,7 +47,10 @@ class Extra:
 
 PARQUET: Final = Extra("parquet", "pyarrow", "Parquet files")
 POSTGRES: Final = Extra("postgres", "psycopg", "postgresql:// URLs")
-EXTRAS: Final = (PARQUET, POSTGRES)
+# mlflow-skinny provides the `mlflow` module: the client, the model format and pyfunc,
+# without MLflow's server and UI (the full `mlflow` distribution provides it too).
+MLFLOW: Final = Extra("mlflow", "mlflow", "MLflow models and tracking")
+EXTRAS: Final = (PARQUET, POSTGRES, MLFLOW)
 # Driver modules SQLAlchemy imports for a URL scheme, and the extra that provides them.
 _BY_MODULE: Final = {e.module: e for e in EXTRAS}
 

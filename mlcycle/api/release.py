@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import GitError, MlcycleError, UsageError
 from mlcycle.faults import checkpoint
+from mlcycle.interop.mlflow import is_model_dir, read_model_dir
 from mlcycle.progress import NULL_PROGRESS, Progress
 from mlcycle.spec.model import Liaison, Procurement
 
@@ -506,7 +507,7 @@ def _procure_by_hand(
             f"{path.name} was unpickled because of --trust-pickle, running any code it holds; "
             "save models as skops (skops.io.dump) so that releasing one runs none"
         ]
-        if path.suffix.lower() in PICKLE_SUFFIXES
+        if _is_pickle(path)
         else []
     )
     warnings += [
@@ -589,11 +590,14 @@ def _model_file(project: Project, model_path: str | Path | None) -> Path:
             f"{project.spec.name} procures models interactively but names no model file",
             hint="pass --model PATH, or set release.model in lifecycle.yaml",
         )
-    if not path.is_file():
-        raise UsageError(
-            f"{path}: no such model file",
-            hint="train and save the model first (e.g. python train_by_hand.py)",
-        )
+    if not path.is_file() and not is_model_dir(path):
+        hint = "train and save the model first (e.g. python train_by_hand.py)"
+        if path.is_dir():
+            hint = (
+                "name a model file (.skops), or an MLflow model directory (one that holds "
+                "an MLmodel file)"
+            )
+        raise UsageError(f"{path}: no such model file", hint=hint)
     return path
 
 
@@ -602,9 +606,23 @@ def read_model_file(path: Path, *, trust: TrustPolicy, trust_pickle: bool = Fals
 
     Unpickling runs whatever code the file holds, so a pickle is refused
     (UsageError) unless the user vouches for this very file with --trust-pickle.
+    An MLflow model directory (`MLmodel` with the sklearn flavor) is read the same
+    way: its skops file under `trust` (never under the trusted types its `MLmodel`
+    lists: anyone can write those), its pickle or cloudpickle only with `trust_pickle`.
     """
     from mlcycle.registry.artifacts import SKOPS, load_model, load_untrusted_pickle, sha256_file
 
+    if is_model_dir(path):
+        flavor = read_model_dir(path)
+        if flavor.is_pickle:
+            _check_pickle(path, trust_pickle, what=f"{flavor.serialization} MLflow model")
+            return load_untrusted_pickle(flavor.model_file)
+        return load_model(
+            flavor.model_file,
+            sha256=sha256_file(flavor.model_file),
+            format=SKOPS,
+            trust=trust,
+        )
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
         _check_pickle(path, trust_pickle)
@@ -617,14 +635,31 @@ def read_model_file(path: Path, *, trust: TrustPolicy, trust_pickle: bool = Fals
     return load_model(path, sha256=sha256_file(path), format=SKOPS, trust=trust)
 
 
-def _check_pickle(path: Path, trust_pickle: bool) -> None:
-    """UsageError for a pickle model file the user did not vouch for with --trust-pickle."""
-    if path.suffix.lower() in PICKLE_SUFFIXES and not trust_pickle:
-        raise UsageError(
-            f"{path}: refusing to unpickle a model file: loading a pickle runs any code it holds",
-            hint="save the model as skops instead (skops.io.dump(model, 'model.skops')) and "
-            "release that file; only if you made this very file yourself, pass --trust-pickle",
+def _check_pickle(path: Path, trust_pickle: bool, *, what: str = "model file") -> None:
+    """UsageError for a pickle model the user did not vouch for with --trust-pickle."""
+    if _is_pickle(path) and not trust_pickle:
+        hint = (
+            "save the model as skops instead (skops.io.dump(model, 'model.skops')) and "
+            "release that file; only if you made this very file yourself, pass --trust-pickle"
         )
+        if is_model_dir(path):
+            hint = (
+                "save it with mlflow.sklearn.save_model(model, DIR, serialization_format="
+                "'skops') and release that directory; only if you made this very model "
+                "yourself, pass --trust-pickle"
+            )
+        raise UsageError(
+            f"{path}: refusing to unpickle a {what}: loading a pickle runs any code it holds",
+            hint=hint,
+        )
+
+
+def _is_pickle(path: Path) -> bool:
+    """Whether loading the model at `path` means unpickling: a pickle file, or an MLflow
+    model directory whose sklearn flavor is pickle or cloudpickle."""
+    if is_model_dir(path):
+        return read_model_dir(path).is_pickle
+    return path.suffix.lower() in PICKLE_SUFFIXES
 
 
 def _tag_message(project: Project, plan: ReleasePlan, procured: _Procured) -> str:
