@@ -615,7 +615,7 @@ def read_model_file(path: Path, *, trust: TrustPolicy, trust_pickle: bool = Fals
     if is_model_dir(path):
         flavor = read_model_dir(path)
         if flavor.is_pickle:
-            _check_pickle(path, trust_pickle, what=f"{flavor.serialization} MLflow model")
+            _check_pickle(path, trust_pickle)
             return load_untrusted_pickle(flavor.model_file)
         return load_model(
             flavor.model_file,
@@ -635,14 +635,16 @@ def read_model_file(path: Path, *, trust: TrustPolicy, trust_pickle: bool = Fals
     return load_model(path, sha256=sha256_file(path), format=SKOPS, trust=trust)
 
 
-def _check_pickle(path: Path, trust_pickle: bool, *, what: str = "model file") -> None:
+def _check_pickle(path: Path, trust_pickle: bool) -> None:
     """UsageError for a pickle model the user did not vouch for with --trust-pickle."""
     if _is_pickle(path) and not trust_pickle:
+        what = "model file"
         hint = (
             "save the model as skops instead (skops.io.dump(model, 'model.skops')) and "
             "release that file; only if you made this very file yourself, pass --trust-pickle"
         )
         if is_model_dir(path):
+            what = f"{read_model_dir(path).serialization} MLflow model"
             hint = (
                 "save it with mlflow.sklearn.save_model(model, DIR, serialization_format="
                 "'skops') and release that directory; only if you made this very model "
