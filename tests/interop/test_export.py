@@ -194,3 +194,40 @@ def test_mlflow_models_serve_answers_what_mlcycle_serves(released: Path, tmp_pat
             process.kill()
             process.wait()
     assert answer["predictions"] == served(released, "current", instances)
+
+
+LOAD_AND_PREDICT = """
+import json, sys
+import mlflow.pyfunc, pandas as pd
+model = mlflow.pyfunc.load_model(sys.argv[1])
+print(json.dumps(model.predict(pd.DataFrame(json.loads(sys.argv[2]))).tolist()))
+"""
+
+
+@pytest.mark.slow
+def test_the_model_code_ships_with_the_mlflow_export(tmp_path: Path) -> None:
+    """A model built from the project's own classes loads in a fresh Python, away from
+    the project, from the code the export carries."""
+    from tests.learn.test_model_code import PIPELINE, coded_project
+
+    root = coded_project(tmp_path / "coded", model=PIPELINE)
+    entry = api.train(root).entry
+    assert entry is not None and entry.code
+    target = tmp_path / "model"
+    result = api.export(root, ref=str(entry.ref), format="mlflow", directory=target)
+    assert sorted(result.as_dict()["code"]) == ["features.py", "mypkg"]
+    assert (target / "code" / "mypkg" / "steps.py").is_file()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    instances = rows(root)
+    proc = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_PREDICT, str(target), json.dumps(instances)],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == served(
+        root, str(entry.ref), instances
+    )
