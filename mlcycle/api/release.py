@@ -33,14 +33,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import GitError, MlcycleError, UsageError
 from mlcycle.faults import checkpoint
-from mlcycle.interop.mlflow import is_model_dir, read_model_dir
+from mlcycle.interop.mlflow import download_model, is_model_dir, is_model_uri, read_model_dir
 from mlcycle.progress import NULL_PROGRESS, Progress
 from mlcycle.spec.model import Liaison, Procurement
 
@@ -186,21 +186,50 @@ def release(
         plan = planned(repo)
         if dry_run:
             return ReleaseResult(plan=plan, dry_run=True)
-    if project.spec.lifecycle.procurement is Procurement.INTERACTIVE:
-        _check_pickle(_model_file(project, model), trust_pickle)
-    # ... and again under it: the version is the one free now.
-    with _release_lock(project, progress), Repo.find(project.root) as repo:
-        plan = planned(repo)
-        return _carry_out(
-            project,
-            plan,
-            repo,
-            model=model,
-            push=push,
-            remote=remote,
-            trust_pickle=trust_pickle,
-            progress=progress,
+    with ExitStack() as stack:
+        origin = None
+        if project.spec.lifecycle.procurement is Procurement.INTERACTIVE:
+            if model is not None and is_model_uri(str(model)):
+                # A model of the declared tracking server: downloaded once, for this release.
+                origin = str(model)
+                model = _download(project, origin, stack, progress)
+            _check_pickle(_model_file(project, model), trust_pickle)
+        # ... and again under it: the version is the one free now.
+        with _release_lock(project, progress), Repo.find(project.root) as repo:
+            plan = planned(repo)
+            return _carry_out(
+                project,
+                plan,
+                repo,
+                model=model,
+                origin=origin,
+                push=push,
+                remote=remote,
+                trust_pickle=trust_pickle,
+                progress=progress,
+            )
+    raise AssertionError("unreachable")  # pragma: no cover - the with returns
+
+
+def _download(project: Project, uri: str, stack: ExitStack, progress: Progress) -> Path:
+    """The MLflow model `uri` names, from the spec's tracking server, in a temporary
+    directory that lives as long as `stack`."""
+    import tempfile
+
+    server = project.spec.tracking.mlflow
+    if not server:
+        raise UsageError(
+            f"--model {uri}: {project.spec.name} declares no MLflow tracking server to "
+            "read it from",
+            hint="declare it in lifecycle.yaml (tracking: {mlflow: http://HOST:5000}), or "
+            "download the model and pass its directory",
         )
+    directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mlcycle-model-")))
+    progress.start(f"download {uri}")
+    try:
+        return download_model(uri, tracking_uri=server, directory=directory)
+    finally:
+        progress.done()
 
 
 def _sync_tags(project: Project, remote: str | None) -> tuple[str, tuple[str, ...]]:
@@ -240,19 +269,23 @@ def _carry_out(
     repo: Repo,
     *,
     model: str | Path | None,
+    origin: str | None = None,
     push: bool,
     remote: str,
     trust_pickle: bool,
     progress: Progress,
 ) -> ReleaseResult:
-    """Steps 2-5 of the module docstring, for a plan that passed every check."""
+    """Steps 2-5 of the module docstring, for a plan that passed every check.
+
+    `origin` is where a downloaded `model` came from (an MLflow model URI), recorded
+    instead of its temporary path."""
     from mlcycle.gitops import Version
 
     registry = project.registry
     if plan.orphan:
         registry.remove_release(plan.version)
     if project.spec.lifecycle.procurement is Procurement.INTERACTIVE:
-        procured = _procure_by_hand(project, plan, model, trust_pickle, progress)
+        procured = _procure_by_hand(project, plan, model, trust_pickle, progress, origin=origin)
     else:
         procured = _procure_unattended(project, plan, progress)
     entry = procured.entry
@@ -484,6 +517,8 @@ def _procure_by_hand(
     model_path: str | Path | None,
     trust_pickle: bool,
     progress: Progress,
+    *,
+    origin: str | None = None,
 ) -> _Procured:
     """An interactive release: the file a person trained, evaluated when there is data."""
     from mlcycle.agents.integration import data_record
@@ -518,7 +553,8 @@ def _procure_by_hand(
     metrics: dict[str, float] = {}
     gate = None
     data_info = None
-    data: dict[str, Any] = {"location": str(path), "kind": "model file", "reproducible": False}
+    location = origin or str(path)
+    data: dict[str, Any] = {"location": location, "kind": "model file", "reproducible": False}
     sample = None
     if spec.data.source is not None or spec.data.dump is not None:
         dataset = load_dataset(spec, progress=progress)
@@ -557,7 +593,7 @@ def _procure_by_hand(
             git_commit=plan.commit,
             procurement=Procurement.INTERACTIVE,
             status=Status.CANDIDATE,
-            extra={"tag": plan.tag, "model_file": str(path)},
+            extra={"tag": plan.tag, "model_file": location},
             make_current=True,
             code=project_code(project.spec),
             onnx=compile_onnx(

@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from mlcycle.errors import UsageError
+from mlcycle.errors import RuntimeFailure, UsageError
 from mlcycle.extras import MLFLOW, require
 
 MLMODEL: Final = "MLmodel"
+URI_SCHEMES: Final = ("runs:/", "models:/")
 SKOPS: Final = "skops"
 PICKLE_FORMATS: Final = ("pickle", "cloudpickle")
 # JSON types of mlcycle's feature schema → MLflow column types.
@@ -81,6 +82,41 @@ class MlflowModelDir:
     def is_pickle(self) -> bool:
         """Whether loading the model means unpickling it (runs any code it holds)."""
         return self.serialization in PICKLE_FORMATS
+
+
+def is_model_uri(text: str) -> bool:
+    """Whether `text` is an MLflow model URI of a tracking server (`runs:/`, `models:/`)."""
+    return str(text).startswith(URI_SCHEMES)
+
+
+def download_model(uri: str, *, tracking_uri: str, directory: Path) -> Path:
+    """Download the MLflow model `uri` names from the tracking server at `tracking_uri`
+    into `directory` (nothing is loaded); returns the model directory.
+
+    MissingExtraError (exit 2) without the [mlflow] extra; RuntimeFailure (exit 1)
+    when the server cannot be reached or has no such model.
+    """
+    require(MLFLOW, what=f"reading {uri}")
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=str(directory), tracking_uri=tracking_uri
+        )
+    except (MlflowException, OSError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise RuntimeFailure(
+            f"cannot download {uri} from the MLflow tracking server {tracking_uri}: {first}",
+            hint="check the run id or the model name and version (the MLflow UI shows "
+            "them), and that the server is reachable",
+        ) from e
+    if not is_model_dir(Path(local)):
+        raise UsageError(
+            f"{uri} is not an MLflow model (no MLmodel file in it)",
+            hint="name the logged model: runs:/RUN_ID/ARTIFACT_PATH or models:/NAME/VERSION",
+        )
+    return Path(local)
 
 
 def is_model_dir(path: Path) -> bool:

@@ -40,8 +40,9 @@ def release(
     model: Path | None = typer.Option(
         None,
         "--model",
-        help="Interactive procurement: the model trained by hand, a .skops file or an MLflow "
-        "model directory (default: release.model).",
+        help="Interactive procurement: the model trained by hand, a .skops file, an MLflow "
+        "model directory, or runs:/RUN/PATH or models:/NAME/VERSION of the spec's "
+        "tracking.mlflow server (default: release.model).",
         show_default=False,
     ),
     trust_pickle: bool = typer.Option(
