@@ -270,10 +270,16 @@ def mlflow_ratio(pipeline: Any, workdir: Path, lua: Path, duration: float, ours:
     path = workdir / "mlflow-model"
     mlflow.sklearn.save_model(pipeline, path)
     port = free_port()
+    # `models serve` needs the full mlflow (the [mlflow] extra is mlflow-skinny):
+    # `make mlflow-venv`'s, else whichever `mlflow` is on PATH.
+    venv = Path(__file__).resolve().parents[1] / ".venv-mlflow" / "bin"
+    command = str(venv / "mlflow") if (venv / "mlflow").exists() else "mlflow"
+    env = dict(os.environ, PATH=f"{venv}{os.pathsep}{os.environ.get('PATH', '')}")
     process = subprocess.Popen(
-        ["mlflow", "models", "serve", "-m", str(path), "-p", str(port), "--env-manager", "local"],
+        [command, "models", "serve", "-m", str(path), "-p", str(port), "--env-manager", "local"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
     )
     try:
         wait_ready(f"http://127.0.0.1:{port}/ping", process)

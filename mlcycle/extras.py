@@ -6,6 +6,8 @@ models from CSV files and SQLite. What only some projects use is an extra:
     [parquet]    pyarrow   Parquet data sources and dumps
     [postgres]   psycopg   postgresql:// data sources and prediction stores
     [oci]        oras      oci:// artifact stores (a shared registry's model files)
+    [mlflow]     mlflow    `export --format mlflow` (MLflow model directories), and
+                           logging runs to a declared MLflow tracking server
 
 `validate` reports a spec that needs an extra that is not installed (rule
 `extra-not-installed`), and the code that imports one raises `MissingExtraError`
@@ -47,7 +49,10 @@ class Extra:
 PARQUET: Final = Extra("parquet", "pyarrow", "Parquet files")
 POSTGRES: Final = Extra("postgres", "psycopg", "postgresql:// URLs")
 OCI: Final = Extra("oci", "oras", "oci:// artifact stores")
-EXTRAS: Final = (PARQUET, POSTGRES, OCI)
+# mlflow-skinny provides the `mlflow` module: the client, the model format and pyfunc,
+# without MLflow's server and UI (the full `mlflow` distribution provides it too).
+MLFLOW: Final = Extra("mlflow", "mlflow", "MLflow models and tracking")
+EXTRAS: Final = (PARQUET, POSTGRES, OCI, MLFLOW)
 # Driver modules SQLAlchemy imports for a URL scheme, and the extra that provides them.
 _BY_MODULE: Final = {e.module: e for e in EXTRAS}
 

@@ -23,6 +23,9 @@ LAYERS = (
     # predictions (serve writes them, agents score them, api reports on them) and
     # below registry, so a shared SQL registry can open its tables the same way.
     "store",
+    # Formats of other tools (MLflow model directories): plain inputs in, files out, so
+    # that training (runs logged to MLflow), agents and api can all use it.
+    "interop",
     "train",
     "scaffold",  # builds example projects; the dual template trains research's model
     "registry",

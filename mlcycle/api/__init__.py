@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from mlcycle.api.agents import duration_flag, evaluate_production, production_check, update
 from mlcycle.api.deploy import deploy, manifest_history
+from mlcycle.api.export import export
 from mlcycle.api.learn import evaluate, models, train
 from mlcycle.api.release import history, release
 from mlcycle.api.report import report
@@ -19,6 +20,7 @@ __all__ = [
     "duration_flag",
     "evaluate",
     "evaluate_production",
+    "export",
     "history",
     "manifest_history",
     "models",

@@ -33,13 +33,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import GitError, MlcycleError, UsageError
 from mlcycle.faults import checkpoint
+from mlcycle.interop.mlflow import download_model, is_model_dir, is_model_uri, read_model_dir
 from mlcycle.progress import NULL_PROGRESS, Progress
 from mlcycle.spec.model import Liaison, Procurement
 
@@ -185,21 +186,50 @@ def release(
         plan = planned(repo)
         if dry_run:
             return ReleaseResult(plan=plan, dry_run=True)
-    if project.spec.lifecycle.procurement is Procurement.INTERACTIVE:
-        _check_pickle(_model_file(project, model), trust_pickle)
-    # ... and again under it: the version is the one free now.
-    with _release_lock(project, progress), Repo.find(project.root) as repo:
-        plan = planned(repo)
-        return _carry_out(
-            project,
-            plan,
-            repo,
-            model=model,
-            push=push,
-            remote=remote,
-            trust_pickle=trust_pickle,
-            progress=progress,
+    with ExitStack() as stack:
+        origin = None
+        if project.spec.lifecycle.procurement is Procurement.INTERACTIVE:
+            if model is not None and is_model_uri(str(model)):
+                # A model of the declared tracking server: downloaded once, for this release.
+                origin = str(model)
+                model = _download(project, origin, stack, progress)
+            _check_pickle(_model_file(project, model), trust_pickle)
+        # ... and again under it: the version is the one free now.
+        with _release_lock(project, progress), Repo.find(project.root) as repo:
+            plan = planned(repo)
+            return _carry_out(
+                project,
+                plan,
+                repo,
+                model=model,
+                origin=origin,
+                push=push,
+                remote=remote,
+                trust_pickle=trust_pickle,
+                progress=progress,
+            )
+    raise AssertionError("unreachable")  # pragma: no cover - the with returns
+
+
+def _download(project: Project, uri: str, stack: ExitStack, progress: Progress) -> Path:
+    """The MLflow model `uri` names, from the spec's tracking server, in a temporary
+    directory that lives as long as `stack`."""
+    import tempfile
+
+    server = project.spec.tracking.mlflow
+    if not server:
+        raise UsageError(
+            f"--model {uri}: {project.spec.name} declares no MLflow tracking server to "
+            "read it from",
+            hint="declare it in lifecycle.yaml (tracking: {mlflow: http://HOST:5000}), or "
+            "download the model and pass its directory",
         )
+    directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mlcycle-model-")))
+    progress.start(f"download {uri}")
+    try:
+        return download_model(uri, tracking_uri=server, directory=directory)
+    finally:
+        progress.done()
 
 
 def _sync_tags(project: Project, remote: str | None) -> tuple[str, tuple[str, ...]]:
@@ -239,19 +269,23 @@ def _carry_out(
     repo: Repo,
     *,
     model: str | Path | None,
+    origin: str | None = None,
     push: bool,
     remote: str,
     trust_pickle: bool,
     progress: Progress,
 ) -> ReleaseResult:
-    """Steps 2-5 of the module docstring, for a plan that passed every check."""
+    """Steps 2-5 of the module docstring, for a plan that passed every check.
+
+    `origin` is where a downloaded `model` came from (an MLflow model URI), recorded
+    instead of its temporary path."""
     from mlcycle.gitops import Version
 
     registry = project.registry
     if plan.orphan:
         registry.remove_release(plan.version)
     if project.spec.lifecycle.procurement is Procurement.INTERACTIVE:
-        procured = _procure_by_hand(project, plan, model, trust_pickle, progress)
+        procured = _procure_by_hand(project, plan, model, trust_pickle, progress, origin=origin)
     else:
         procured = _procure_unattended(project, plan, progress)
     entry = procured.entry
@@ -483,6 +517,8 @@ def _procure_by_hand(
     model_path: str | Path | None,
     trust_pickle: bool,
     progress: Progress,
+    *,
+    origin: str | None = None,
 ) -> _Procured:
     """An interactive release: the file a person trained, evaluated when there is data."""
     from mlcycle.agents.integration import data_record
@@ -506,7 +542,7 @@ def _procure_by_hand(
             f"{path.name} was unpickled because of --trust-pickle, running any code it holds; "
             "save models as skops (skops.io.dump) so that releasing one runs none"
         ]
-        if path.suffix.lower() in PICKLE_SUFFIXES
+        if _is_pickle(path)
         else []
     )
     warnings += [
@@ -517,7 +553,8 @@ def _procure_by_hand(
     metrics: dict[str, float] = {}
     gate = None
     data_info = None
-    data: dict[str, Any] = {"location": str(path), "kind": "model file", "reproducible": False}
+    location = origin or str(path)
+    data: dict[str, Any] = {"location": location, "kind": "model file", "reproducible": False}
     sample = None
     if spec.data.source is not None or spec.data.dump is not None:
         dataset = load_dataset(spec, progress=progress)
@@ -556,7 +593,7 @@ def _procure_by_hand(
             git_commit=plan.commit,
             procurement=Procurement.INTERACTIVE,
             status=Status.CANDIDATE,
-            extra={"tag": plan.tag, "model_file": str(path)},
+            extra={"tag": plan.tag, "model_file": location},
             make_current=True,
             code=project_code(project.spec),
             onnx=compile_onnx(
@@ -589,11 +626,14 @@ def _model_file(project: Project, model_path: str | Path | None) -> Path:
             f"{project.spec.name} procures models interactively but names no model file",
             hint="pass --model PATH, or set release.model in lifecycle.yaml",
         )
-    if not path.is_file():
-        raise UsageError(
-            f"{path}: no such model file",
-            hint="train and save the model first (e.g. python train_by_hand.py)",
-        )
+    if not path.is_file() and not is_model_dir(path):
+        hint = "train and save the model first (e.g. python train_by_hand.py)"
+        if path.is_dir():
+            hint = (
+                "name a model file (.skops), or an MLflow model directory (one that holds "
+                "an MLmodel file)"
+            )
+        raise UsageError(f"{path}: no such model file", hint=hint)
     return path
 
 
@@ -602,9 +642,23 @@ def read_model_file(path: Path, *, trust: TrustPolicy, trust_pickle: bool = Fals
 
     Unpickling runs whatever code the file holds, so a pickle is refused
     (UsageError) unless the user vouches for this very file with --trust-pickle.
+    An MLflow model directory (`MLmodel` with the sklearn flavor) is read the same
+    way: its skops file under `trust` (never under the trusted types its `MLmodel`
+    lists: anyone can write those), its pickle or cloudpickle only with `trust_pickle`.
     """
     from mlcycle.registry.artifacts import SKOPS, load_model, load_untrusted_pickle, sha256_file
 
+    if is_model_dir(path):
+        flavor = read_model_dir(path)
+        if flavor.is_pickle:
+            _check_pickle(path, trust_pickle)
+            return load_untrusted_pickle(flavor.model_file)
+        return load_model(
+            flavor.model_file,
+            sha256=sha256_file(flavor.model_file),
+            format=SKOPS,
+            trust=trust,
+        )
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
         _check_pickle(path, trust_pickle)
@@ -618,13 +672,32 @@ def read_model_file(path: Path, *, trust: TrustPolicy, trust_pickle: bool = Fals
 
 
 def _check_pickle(path: Path, trust_pickle: bool) -> None:
-    """UsageError for a pickle model file the user did not vouch for with --trust-pickle."""
-    if path.suffix.lower() in PICKLE_SUFFIXES and not trust_pickle:
-        raise UsageError(
-            f"{path}: refusing to unpickle a model file: loading a pickle runs any code it holds",
-            hint="save the model as skops instead (skops.io.dump(model, 'model.skops')) and "
-            "release that file; only if you made this very file yourself, pass --trust-pickle",
+    """UsageError for a pickle model the user did not vouch for with --trust-pickle."""
+    if _is_pickle(path) and not trust_pickle:
+        what = "model file"
+        hint = (
+            "save the model as skops instead (skops.io.dump(model, 'model.skops')) and "
+            "release that file; only if you made this very file yourself, pass --trust-pickle"
         )
+        if is_model_dir(path):
+            what = f"{read_model_dir(path).serialization} MLflow model"
+            hint = (
+                "save it with mlflow.sklearn.save_model(model, DIR, serialization_format="
+                "'skops') and release that directory; only if you made this very model "
+                "yourself, pass --trust-pickle"
+            )
+        raise UsageError(
+            f"{path}: refusing to unpickle a {what}: loading a pickle runs any code it holds",
+            hint=hint,
+        )
+
+
+def _is_pickle(path: Path) -> bool:
+    """Whether loading the model at `path` means unpickling: a pickle file, or an MLflow
+    model directory whose sklearn flavor is pickle or cloudpickle."""
+    if is_model_dir(path):
+        return read_model_dir(path).is_pickle
+    return path.suffix.lower() in PICKLE_SUFFIXES
 
 
 def _tag_message(project: Project, plan: ReleasePlan, procured: _Procured) -> str:

@@ -40,14 +40,16 @@ def release(
     model: Path | None = typer.Option(
         None,
         "--model",
-        help="Interactive procurement: the model file trained by hand (default: release.model).",
+        help="Interactive procurement: the model trained by hand, a .skops file, an MLflow "
+        "model directory, or runs:/RUN/PATH or models:/NAME/VERSION of the spec's "
+        "tracking.mlflow server (default: release.model).",
         show_default=False,
     ),
     trust_pickle: bool = typer.Option(
         False,
         "--trust-pickle",
-        help="Unpickle a .pkl --model file: this RUNS ANY CODE the file holds. Only for a "
-        "file you made yourself; skops files need no such trust.",
+        help="Unpickle a .pkl --model file (or a pickle MLflow model): this RUNS ANY CODE "
+        "the file holds. Only for a model you made yourself; skops needs no such trust.",
     ),
     push: bool = typer.Option(False, "--push", help="Push the tag to the remote."),
     remote: str | None = typer.Option(
