@@ -272,6 +272,21 @@ def test_a_release_gto_deprecated_is_retired_by_running_retire(project: Path) ->
     assert registry(project).current().ref.release == "0.1.0"
 
 
+def test_a_project_gto_deprecated_as_a_whole_is_a_warning_of_models(project: Path) -> None:
+    gto(project, "deprecate", "churn")  # GTO's artifact deprecation: churn@deprecated
+    assert "churn@deprecated" in git(project, "tag").split()
+    assert gto(project, "show", "--json") == {}
+    listing = api.models(project)
+    assert [listing.state_of(e).value for e in listing.entries] == ["released", "released"]
+    (warning,) = listing.warnings
+    assert "GTO deprecated churn as a whole (tag churn@deprecated)" in warning
+    assert "git tag -d churn@deprecated" in warning
+    shown = mlcycle("models", cwd=project)
+    assert shown.code == 0 and "GTO deprecated churn" in shown.err + shown.out
+    git(project, "tag", "-d", "churn@deprecated")
+    assert api.models(project).warnings == ()
+
+
 def test_retire_one_generation_in_the_registry(project: Path) -> None:
     result = api.retire(project, ref="0.1.0/1")
     assert (result.refs, result.tag, result.current) == (("0.1.0/1",), None, "0.2.0/1")
