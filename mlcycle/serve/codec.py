@@ -226,7 +226,9 @@ class Codec:
             if type(data) is np.ndarray:
                 if self._fast(kind):
                     given = data.reshape(rows_count, width)
-                    return self._finite(given.astype(self.dtype), at, lambda i, j: given[i, j])
+                    with np.errstate(over="ignore"):  # too large for float32: inf, refused
+                        matrix = given.astype(self.dtype)
+                    return self._finite(matrix, at, lambda i, j: given[i, j])
                 data = _values(data)
             rows = [tuple(data[r * width : (r + 1) * width]) for r in range(rows_count)]
             return self._matrix(rows, at)
@@ -259,8 +261,9 @@ class Codec:
             self._fast(by_name[n][1]) for n in self.names
         ):
             matrix = np.empty((length, self.width), dtype=self.dtype)
-            for j, column in enumerate(columns):
-                matrix[:, j] = column
+            with np.errstate(over="ignore"):  # too large for float32: inf, refused
+                for j, column in enumerate(columns):
+                    matrix[:, j] = column
             return self._finite(matrix, where, lambda i, j: columns[j][i])
         columns = [_values(c) if type(c) is np.ndarray else c for c in columns]
         rows = list(zip(*columns, strict=True))

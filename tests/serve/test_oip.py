@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mlcycle.serve.codec import Codec, RequestError
 from mlcycle.serve.model import Feature, ServedModel
@@ -283,6 +285,41 @@ def test_malformed_binary_requests_get_a_precise_400(
     assert reply.status == 400, reply.raw
     assert reply.json is not None
     assert re.search(message, reply.json["error"]), reply.json["error"]
+
+
+binary_tensors = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(["x", "mean radius", "worst area"]),
+        "shape": st.lists(st.integers(0, 40), min_size=1, max_size=2),
+        "datatype": st.sampled_from(["FP64", "FP32", "INT64", "BOOL", "BYTES", "UINT8"]),
+        "parameters": st.fixed_dictionaries(
+            {"binary_data_size": st.integers(-2, 2000) | st.text(max_size=3)}
+        ),
+    }
+)
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    inputs=st.lists(binary_tensors, max_size=3),
+    tail=st.binary(max_size=600),
+    shift=st.integers(-5, 5) | st.none(),
+)
+def test_arbitrary_binary_requests_never_get_a_5xx(
+    server: Server, inputs: list[dict[str, Any]], tail: bytes, shift: int | None
+) -> None:
+    header = json.dumps({"inputs": inputs}).encode()
+    declared = "" if shift is None else str(max(0, len(header) + shift))
+    headers = {"Inference-Header-Content-Length": declared} if declared else {}
+    reply = server.request("POST", f"/v2/models/{NAME}/infer", raw=header + tail, headers=headers)
+    assert reply.status < 500, (reply.status, reply.raw)
+    if reply.status >= 400:
+        assert isinstance(reply.json, dict) and isinstance(reply.json["error"], str)
 
 
 def test_binary_bodies_keep_the_servers_limits(server: Server) -> None:
