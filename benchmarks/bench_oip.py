@@ -8,9 +8,11 @@ for each way of sending the same 1,000 rows:
 - the latency of one request over a kept-alive connection (http.client, bodies
   encoded once beforehand: what the server and the wire cost), median and p90;
 - the same through `tritonclient.http` end to end (its encoding and decoding included);
-- the server's own decoding of the body into the model's matrix, in process.
+- the server's own decoding of the body into the model's matrix, in process;
+- with `wrk` installed: the throughput (closed loop, 16 connections) of one-row requests
+  on /v1/predict, v2 JSON and v2 binary, and of the 1,000-row ones.
 
-    .venv/bin/python benchmarks/bench_oip.py [--rows 1000] [--requests 60]
+    .venv/bin/python benchmarks/bench_oip.py [--rows 1000] [--requests 60] [--duration 4]
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import re
+import shutil
 import signal
 import socket
 import statistics
@@ -139,6 +143,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--requests", type=int, default=60, help="timed requests per way")
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per wrk run")
     args = parser.parse_args()
 
     import tritonclient.http as triton
@@ -197,10 +202,45 @@ def main() -> int:
         client.close()
 
         in_process(rows, sent)
+        if shutil.which("wrk") is None:
+            print("\n(wrk not found: `apt-get install wrk` for the throughput figures)")
+        else:
+            print(f"\n{'wrk, 16 connections':<24}{'':>24}{'req/s':>9}{'p50 ms':>9}")
+            one = bodies(rows[:1], features)
+            for size, chosen in (("1 row", one), (f"{args.rows} rows", sent)):
+                for label, (body, headers) in chosen.items():
+                    url = f"http://127.0.0.1:{port}{paths[label]}"
+                    rps, p50 = throughput(url, body, headers, workdir, args.duration)
+                    print(f"{label + ', ' + size:<48}{rps:>9.0f}{p50:>9.2f}")
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
     return 0
+
+
+def throughput(
+    url: str, body: bytes, headers: dict[str, str], workdir: Path, duration: float
+) -> tuple[float, float]:
+    """wrk's requests/s and median latency (ms) POSTing `body` over 16 connections."""
+    # Every byte as a Lua decimal escape: binary bodies pass through unchanged.
+    escaped = "".join(f"\\{b}" for b in body)
+    lines = ['wrk.method = "POST"', f'wrk.body = "{escaped}"']
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    script = workdir / "post.lua"
+    script.write_text("\n".join(lines) + "\n")
+    out = subprocess.run(
+        ["wrk", "-t2", "-c16", f"-d{duration:g}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    if "Non-2xx" in out:
+        raise SystemExit(f"{url}: wrk saw errors:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    match = re.search(r"^\s+50%\s+([\d.]+)(us|ms|s)", out, re.M)
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+    p50 = float(match[1]) * scale[match[2]] if match else float("nan")
+    return rps, p50
 
 
 def in_process(rows: np.ndarray, sent: dict[str, tuple[bytes, dict[str, str]]]) -> None:
