@@ -176,6 +176,8 @@ class ModelListing:
     deregistered: frozenset[str] = frozenset()
     """Releases a GTO deregistration tag retired that the registry does not know retired
     (`gto deprecate` ran, `mlcycle retire` did not): listed as retired, like `history`."""
+    deprecation: str | None = None
+    """The tag by which GTO deprecated the whole project, if any (`gto deprecate NAME`)."""
 
     def stages_of(self, entry: Entry) -> tuple[str, ...]:
         """The stages `entry` holds."""
@@ -192,11 +194,21 @@ class ModelListing:
     @property
     def warnings(self) -> tuple[str, ...]:
         """What the user should fix: retirements git knows and serving does not."""
-        return tuple(
+        found = [
             f"release {v} is retired in git but not in the registry, which still serves it: "
             f"run `mlcycle retire {v}`"
             for v in sorted(self.deregistered)
-        )
+        ]
+        if self.deprecation is not None:
+            # GTO hides a deprecated artifact; mlcycle knows no such state, so say
+            # that serving goes on, and how to stop it or to undo the tag.
+            found.append(
+                f"GTO deprecated {self.project} as a whole (tag {self.deprecation}): "
+                "`gto show` no longer lists it, but its models are still served; run "
+                "`mlcycle retire RELEASE` to take releases out of service, or "
+                f"`git tag -d {self.deprecation}` to undo the deprecation"
+            )
+        return tuple(found)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready description: the entries as the registry records them, with their
@@ -252,4 +264,5 @@ def models(path: str | Path | None = None) -> ModelListing:
         metrics=tuple(names),
         stages=held,
         deregistered=unsynced,
+        deprecation=stages.deprecation,
     )

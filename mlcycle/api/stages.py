@@ -66,6 +66,8 @@ class Stages:
 
     assignments: dict[str, Assignment] = field(default_factory=dict)
     deregistered: frozenset[str] = frozenset()
+    deprecation: str | None = None
+    """The tag by which GTO deprecated the whole project (`gto deprecate NAME`), if any."""
 
     def of_version(self, version: str) -> tuple[str, ...]:
         """The stages `version` holds now, sorted."""
@@ -133,7 +135,11 @@ def read_stages(repo: Repo | None, name: str, registry: Registry, fmt_template: 
         ]
         if alive:
             assignments[stage] = alive[-1]
-    return Stages(assignments=assignments, deregistered=deregistered)
+    return Stages(
+        assignments=assignments,
+        deregistered=deregistered,
+        deprecation=repo.artifact_deprecation(name),
+    )
 
 
 def _version_of(event: TagEvent, by_commit: dict[str, str]) -> str | None:

@@ -22,6 +22,7 @@ from mlcycle.gitops.tags import (
     TagEvent,
     TagFormat,
     check_ref_name,
+    deprecates_artifact,
     parse_release_message,
     tag_counter,
 )
@@ -210,6 +211,13 @@ class Repo:
         """Whether the tag exists locally."""
         status, _, _ = self._run("rev-parse", "--verify", "--quiet", f"refs/tags/{tag}")
         return status == 0
+
+    def artifact_deprecation(self, name: str) -> str | None:
+        """The tag by which GTO deprecated project `name` as a whole, if one exists."""
+        for ref in self._repo.tags:
+            if deprecates_artifact(ref.name, name):
+                return str(ref.name)
+        return None
 
     def release_tags(self, fmt: TagFormat, name: str) -> list[ReleaseTag]:
         """The release tags of project `name`, oldest version first.

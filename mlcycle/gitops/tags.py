@@ -398,6 +398,17 @@ class EventTag:
         )
 
 
+# GTO's deprecation of a whole artifact (`gto deprecate NAME`): not an event of any
+# model, so no EventTag; `gto show` stops listing the artifact while the tag exists.
+ARTIFACT_DEPRECATION_RE: Final = re.compile(r"^(?P<name>.+)@deprecated(?:#[0-9]+)?$")
+
+
+def deprecates_artifact(tag: str, name: str) -> bool:
+    """Whether `tag` is GTO's deprecation of the whole artifact `name` (NAME@deprecated)."""
+    match = ARTIFACT_DEPRECATION_RE.match(tag)
+    return match is not None and match["name"] == name
+
+
 def tag_counter(tag: str, name: str) -> int | None:
     """The `#N` counter of one of project `name`'s GTO tags; None for other tags."""
     if not (tag.startswith(f"{name}#") or tag.startswith(f"{name}@")):

@@ -12,6 +12,7 @@ Routes (DESIGN.md section 3, documented in `GET /openapi.json`):
     GET  /healthz /readyz /metrics /openapi.json
     Open Inference Protocol v2: /v2/health/live, /v2/health/ready, /v2,
     /v2/models/{NAME}[/versions/{VERSION}][/ready|/infer]
+    (infer takes and gives the binary tensor data extension: Inference-Header-Content-Length)
 
 Every refusal is a JSON `{"error": message}` with a 4xx status (503 + Retry-After when
 overloaded); the only 5xx is a bug, which is logged.
@@ -60,6 +61,8 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _JSON = b"application/json"
+_OCTETS = b"application/octet-stream"
+_HEADER_LENGTH = b"inference-header-content-length"
 _TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _NEEDS_TOKEN = b'Bearer realm="mlcycle"'
@@ -131,6 +134,8 @@ class _Route:
     params: dict[str, str] = field(default_factory=dict)
     public: bool = False
     """Open without the bearer token."""
+    binary: bool = False
+    """The body may be `application/octet-stream` (the v2 binary tensor data extension)."""
 
 
 @dataclass(eq=False)
@@ -363,7 +368,7 @@ class ServingApp:
             if route.shed:
                 # The whole body first, then a slot: a slow or stalled client holds its
                 # connection, never one of the slots for model work.
-                body = await self._read_body(scope, receive)
+                body = await self._read_body(scope, receive, binary=route.binary)
                 read = True
                 if self._inflight >= self.options.max_inflight:
                     self.metrics.shed += 1
@@ -423,6 +428,7 @@ class ServingApp:
                 shed=True,
                 params=params,
                 public=self.options.public_predict,  # with or without /versions/{version}
+                binary=True,
             )
         return None
 
@@ -454,8 +460,9 @@ class ServingApp:
             headers=[(b"www-authenticate", _NEEDS_TOKEN)],
         )
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        """The whole request body, after checking its declared type and size.
+    async def _read_body(self, scope: Scope, receive: Receive, *, binary: bool = False) -> bytes:
+        """The whole request body, after checking its declared type and size (JSON, or
+        also `application/octet-stream` when `binary`).
 
         408 when it has not arrived within `body_timeout`: a sweep cancels the late read
         (a timer per request would cost every request; this costs a dict entry).
@@ -473,7 +480,11 @@ class ServingApp:
                     )
             elif key == b"content-type":
                 media = value.split(b";", 1)[0].strip().lower()
-                if media != _JSON and not media.endswith(b"+json"):
+                if (
+                    media != _JSON
+                    and not media.endswith(b"+json")
+                    and not (binary and media == _OCTETS)
+                ):
                     raise RequestError(
                         415,
                         f"the body must be JSON (Content-Type: application/json), "
@@ -826,7 +837,11 @@ class ServingApp:
         return 200
 
     async def _v2_server(self, scope: Scope, body: bytes, send: Send, route: _Route) -> int:
-        await _send_json(send, 200, {"name": "mlcycle", "version": __version__, "extensions": []})
+        await _send_json(
+            send,
+            200,
+            {"name": "mlcycle", "version": __version__, "extensions": list(V2_EXTENSIONS)},
+        )
         return 200
 
     async def _v2_model(self, scope: Scope, body: bytes, send: Send, route: _Route) -> int:
@@ -848,7 +863,7 @@ class ServingApp:
 
     async def _v2_infer(self, scope: Scope, body: bytes, send: Send, route: _Route) -> int:
         named = self._check_name(route)
-        payload = _parse_json(body)
+        payload, binary = _v2_request(scope, body)
         if type(payload) is not dict:
             raise RequestError(
                 400, f"the body must be an inference request object, got {json_type(payload)}"
@@ -861,18 +876,22 @@ class ServingApp:
         request_id = payload.get("id")
         if request_id is not None and type(request_id) is not str:
             raise RequestError(400, "'id' must be a string")
-        if type(payload.get("parameters", {})) is not dict:
+        parameters = payload.get("parameters", {})
+        if type(parameters) is not dict:
             raise RequestError(400, "'parameters' must be an object")
+        binary_default = parameters.get("binary_data_output", False)
+        if type(binary_default) is not bool:
+            raise RequestError(400, "parameters.binary_data_output must be true or false")
         pinned = "version" in route.params
         model = named if pinned else self._select(scope, route, payload)
         if not self.ready:
             raise RequestError(503, "not ready", headers=[(b"retry-after", b"1")])
-        wanted = _v2_outputs(payload.get("outputs"), model)
+        wanted = _v2_outputs(payload.get("outputs"), model, binary_default)
         inputs = payload["inputs"]
         self._check_rows(_claimed_v2_rows(inputs))
 
         def decode(codec: Codec) -> np.ndarray:
-            rows = codec.v2_inputs(inputs)
+            rows = codec.v2_inputs(inputs, binary)
             self._check_rows(len(rows))
             return rows
 
@@ -880,23 +899,12 @@ class ServingApp:
             model, decode, failover=not pinned
         )
         outputs = []
+        chunks: list[bytes] = []
         if "predict" in wanted:
-            outputs.append(
-                {
-                    "name": "predict",
-                    "datatype": _v2_datatype(labels),
-                    "shape": [len(labels)],
-                    "data": _jsonable(labels),
-                }
-            )
+            outputs.append(_v2_output("predict", labels, wanted["predict"], chunks))
         if "predict_proba" in wanted and probabilities is not None:
             outputs.append(
-                {
-                    "name": "predict_proba",
-                    "datatype": _v2_datatype(probabilities),
-                    "shape": list(probabilities.shape),
-                    "data": _jsonable(probabilities.reshape(-1)),
-                }
+                _v2_output("predict_proba", probabilities, wanted["predict_proba"], chunks)
             )
         answer: dict[str, Any] = {
             "model_name": model.name,
@@ -906,7 +914,19 @@ class ServingApp:
         }
         if request_id is not None:
             answer["id"] = request_id
-        await _send_bytes(send, 200, orjson.dumps(answer, option=_NUMPY))
+        header = orjson.dumps(answer, option=_NUMPY)
+        if not chunks:
+            await _send_bytes(send, 200, header)
+            return 200
+        # The binary tensor data extension: the JSON header, then each binary output's
+        # bytes in the order of `outputs`; the header's length says where they start.
+        await _send_bytes(
+            send,
+            200,
+            b"".join((header, *chunks)),
+            _OCTETS,
+            [(_HEADER_LENGTH, str(len(header)).encode())],
+        )
         return 200
 
 
@@ -1088,15 +1108,65 @@ def _feedback_items(payload: Any, rules: tuple[OutcomeRule, ...]) -> list[tuple[
     return checked
 
 
-def _v2_outputs(requested: Any, model: ServedModel) -> set[str]:
-    available = {"predict"}
+def _v2_request(scope: Scope, body: bytes) -> tuple[Any, memoryview | None]:
+    """The JSON header of a v2 inference request, and the binary tensor data after it
+    (None without an Inference-Header-Content-Length header: the body is all JSON)."""
+    declared = None
+    for key, value in scope["headers"]:
+        if key == _HEADER_LENGTH:
+            declared = value
+            break
+    if declared is None:
+        try:
+            return _parse_json(body), None
+        except RequestError as e:
+            if body[:1] == b"{" and b"binary_data_size" in body:
+                e.message += (
+                    "; a request with binary tensor data needs the header "
+                    "Inference-Header-Content-Length (the length of its JSON part)"
+                )
+            raise
+    text = declared.strip()
+    if not text.isdigit() or len(text) > 12:
+        raise RequestError(
+            400,
+            f"Inference-Header-Content-Length must be a byte count, not {_preview_bytes(declared)}",
+        )
+    length = int(text)
+    if length == 0 or length > len(body):
+        raise RequestError(
+            400,
+            f"Inference-Header-Content-Length is {length} but the body has {len(body)} "
+            "bytes; it must be the length of the JSON header at the start of the body",
+        )
+    try:
+        payload = orjson.loads(memoryview(body)[:length])
+    except orjson.JSONDecodeError as e:
+        raise RequestError(
+            400,
+            f"the JSON header (the first {length} bytes, per Inference-Header-Content-Length) "
+            f"is not valid JSON: {e}",
+        ) from None
+    return payload, memoryview(body)[length:]
+
+
+def _preview_bytes(value: bytes) -> str:
+    text = repr(value.decode("latin-1"))
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _v2_outputs(requested: Any, model: ServedModel, binary: bool) -> dict[str, bool]:
+    """The outputs a v2 request asks for, each with whether it goes as binary data
+    (`binary`: the request's `binary_data_output`, which an output's own
+    `parameters.binary_data` overrides)."""
+    available = ["predict"]
     if model.predictor.has_probabilities:
-        available.add("predict_proba")
+        available.append("predict_proba")
     if requested is None:
-        return available
+        return dict.fromkeys(available, binary)
     if type(requested) is not list:
         raise RequestError(400, "'outputs' must be an array of {'name': ...}")
-    wanted = set()
+    wanted = {}
     for i, item in enumerate(requested):
         if type(item) is not dict or type(item.get("name")) is not str:
             raise RequestError(400, f"outputs[{i}] must be an object with a string 'name'")
@@ -1105,8 +1175,46 @@ def _v2_outputs(requested: Any, model: ServedModel) -> set[str]:
                 400,
                 f"unknown output {item['name']!r}; this model has {', '.join(sorted(available))}",
             )
-        wanted.add(item["name"])
+        parameters = item.get("parameters", {})
+        if type(parameters) is not dict:
+            raise RequestError(400, f"outputs[{i}].parameters must be an object")
+        flag = parameters.get("binary_data", binary)
+        if type(flag) is not bool:
+            raise RequestError(400, f"outputs[{i}].parameters.binary_data must be true or false")
+        if parameters.get("class_count", 0) not in (0, None):
+            raise RequestError(
+                400,
+                f"outputs[{i}]: the classification extension (class_count) is not supported; "
+                "ask for 'predict_proba' instead",
+            )
+        wanted[item["name"]] = flag
     return wanted
+
+
+def _v2_output(name: str, values: np.ndarray, binary: bool, chunks: list[bytes]) -> dict[str, Any]:
+    """One output tensor of a v2 answer; as binary data, its bytes are added to `chunks`."""
+    datatype = _v2_datatype(values)
+    output: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(values.shape)}
+    if not binary:
+        output["data"] = _jsonable(values.reshape(-1))
+        return output
+    if datatype == "BYTES":
+        # Each element: its length (4 bytes, little-endian), then its UTF-8 text.
+        parts = []
+        for value in values.reshape(-1).tolist():
+            encoded = str(value).encode("utf-8")
+            parts.append(len(encoded).to_bytes(4, "little"))
+            parts.append(encoded)
+        raw = b"".join(parts)
+    else:
+        raw = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<")).tobytes()
+    output["parameters"] = {"binary_data_size": len(raw)}
+    chunks.append(raw)
+    return output
+
+
+V2_EXTENSIONS = ("binary_tensor_data",)
+"""The Open Inference Protocol extensions this server implements (`GET /v2`)."""
 
 
 def _v2_datatype(values: np.ndarray) -> str:

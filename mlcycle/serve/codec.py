@@ -6,7 +6,10 @@ Three input forms (documented in `GET /openapi.json`):
 - columns: ``{"columns": {FEATURE: [VALUE, ...], ...}}``
 - Open Inference Protocol v2: ``{"inputs": [{"name", "shape", "datatype", "data"}]}``,
   either one tensor of shape ``[N, FEATURES]`` in feature order, or one tensor per
-  feature (named like the feature) of shape ``[N]`` or ``[N, 1]``.
+  feature (named like the feature) of shape ``[N]`` or ``[N, 1]``. With the binary
+  tensor data extension, a tensor's ``data`` is replaced by
+  ``"parameters": {"binary_data_size": BYTES}`` and its values follow the JSON header
+  in the body, little-endian (BYTES: each element a 4-byte length, then UTF-8).
 
 Every value is checked against its feature's JSON type: a string is never silently
 turned into a number, a boolean is not a number, `null` only where the feature is
@@ -45,6 +48,22 @@ V2_DATATYPES = {
     "BYTES": "string",
 }
 """Open Inference Protocol tensor datatypes and the JSON type of their elements."""
+
+_BINARY_DTYPES = {
+    "BOOL": np.dtype("?"),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+}
+"""How each fixed-size datatype is laid out in binary tensor data (BYTES has no size)."""
 
 
 class RequestError(Exception):
@@ -163,11 +182,27 @@ class Codec:
 
     # --- Open Inference Protocol v2 ----------------------------------------------------
 
-    def v2_inputs(self, inputs: Any) -> np.ndarray:
-        """The matrix for the `inputs` of a v2 inference request."""
+    def v2_inputs(self, inputs: Any, binary: bytes | memoryview | None = None) -> np.ndarray:
+        """The matrix for the `inputs` of a v2 inference request.
+
+        `binary` is what follows the JSON header in a request of the binary tensor data
+        extension (None when the request has no Inference-Header-Content-Length): the
+        tensors that declare `binary_data_size` take their bytes from it, in order.
+        """
         if type(inputs) is not list or not inputs:
             raise RequestError(400, "'inputs' must be a non-empty array of tensors")
-        tensors = [_tensor(t, i) for i, t in enumerate(inputs)]
+        view = None if binary is None else memoryview(binary)
+        tensors = []
+        offset = 0
+        for i, t in enumerate(inputs):
+            tensor, offset = _tensor(t, i, view, offset)
+            tensors.append(tensor)
+        if view is not None and offset != len(view):
+            raise RequestError(
+                400,
+                f"the body has {len(view)} bytes of binary tensor data after the JSON header "
+                f"but the inputs' binary_data_size add up to {offset}; they must be equal",
+            )
         if (
             len(tensors) == 1
             and len(tensors[0][1]) == 2
@@ -184,8 +219,19 @@ class Codec:
             if rows_count == 0:
                 raise RequestError(400, f"input {name!r} has no rows")
             self._check_kind(kind, name)
+
+            def at(i: int, j: int) -> str:
+                return f"input {name!r} row {i} column {j}"
+
+            if type(data) is np.ndarray:
+                if self._fast(kind):
+                    given = data.reshape(rows_count, width)
+                    with np.errstate(over="ignore"):  # too large for float32: inf, refused
+                        matrix = given.astype(self.dtype)
+                    return self._finite(matrix, at, lambda i, j: given[i, j])
+                data = _values(data)
             rows = [tuple(data[r * width : (r + 1) * width]) for r in range(rows_count)]
-            return self._matrix(rows, lambda i, j: f"input {name!r} row {i} column {j}")
+            return self._matrix(rows, at)
         by_name = {}
         for name, shape, kind, data in tensors:
             if name in by_name:
@@ -206,8 +252,48 @@ class Codec:
             raise RequestError(400, "inputs have no rows")
         for j, name in enumerate(self.names):
             self._check_kind(by_name[name][1], name, self.features[j])
-        rows = list(zip(*(by_name[n][2] for n in self.names), strict=True))
-        return self._matrix(rows, lambda i, j: f"input {self.names[j]!r}[{i}]")
+
+        def where(i: int, j: int) -> str:
+            return f"input {self.names[j]!r}[{i}]"
+
+        columns = [by_name[n][2] for n in self.names]
+        if all(type(c) is np.ndarray for c in columns) and all(
+            self._fast(by_name[n][1]) for n in self.names
+        ):
+            matrix = np.empty((length, self.width), dtype=self.dtype)
+            with np.errstate(over="ignore"):  # too large for float32: inf, refused
+                for j, column in enumerate(columns):
+                    matrix[:, j] = column
+            return self._finite(matrix, where, lambda i, j: columns[j][i])
+        columns = [_values(c) if type(c) is np.ndarray else c for c in columns]
+        rows = list(zip(*columns, strict=True))
+        return self._matrix(rows, where)
+
+    def _fast(self, kind: str) -> bool:
+        """Whether binary values of `kind` go to the matrix without a Python value each:
+        every feature a non-null number, and the values numbers (not booleans)."""
+        return self.plain and kind in ("number", "integer")
+
+    def _finite(
+        self,
+        matrix: np.ndarray,
+        where: Callable[[int, int], str],
+        given: Callable[[int, int], Any],
+    ) -> np.ndarray:
+        """`matrix` (of binary values), or a 400 naming the first value that is not finite
+        in it (`given(i, j)`: the value as sent)."""
+        finite = np.isfinite(matrix)
+        if finite.all():
+            return matrix
+        i, j = (int(k) for k in np.argwhere(~finite)[0])
+        value = given(i, j)
+        if np.isnan(value):
+            problem = "NaN is not allowed for this feature (it is not nullable)"
+        elif np.isinf(value):
+            problem = "infinity is not a value the model takes"
+        else:
+            problem = f"{value} is too large for the model (not finite at its precision)"
+        raise RequestError(400, f"{where(i, j)}: {problem}")
 
     def _check_kind(self, kind: str, name: str, feature: Feature | None = None) -> None:
         wanted = {feature.type} if feature is not None else {f.type for f in self.features}
@@ -308,18 +394,31 @@ def _value_problem(feature: Feature, value: Any) -> str | None:
     return f"expected {article} {expected}, got {json_type(value)} {_preview(value)}"
 
 
-def _tensor(tensor: Any, index: int) -> tuple[str, list[int], str, list[Any]]:
-    """(name, shape, element JSON type, flat data) of one v2 input tensor, checked."""
+def _tensor(
+    tensor: Any, index: int, binary: memoryview | None, offset: int
+) -> tuple[tuple[str, list[int], str, Any], int]:
+    """(name, shape, element JSON type, flat data) of one v2 input tensor, checked, and
+    the offset in `binary` after its bytes.
+
+    The data is a list of JSON values, or for a tensor sent as binary data a numpy array
+    (a list of text for BYTES).
+    """
     where = f"inputs[{index}]"
     if type(tensor) is not dict:
         raise RequestError(400, f"{where} must be an object, got {json_type(tensor)}")
     unknown = set(tensor) - {"name", "shape", "datatype", "data", "parameters"}
     if unknown:
         raise RequestError(400, f"{where}: unknown field(s) {_listing(sorted(unknown))}")
-    for key in ("name", "shape", "datatype", "data"):
+    parameters = tensor.get("parameters", {})
+    if type(parameters) is not dict:
+        raise RequestError(400, f"{where}.parameters must be an object")
+    size_given = "binary_data_size" in parameters
+    for key in (
+        ("name", "shape", "datatype") if size_given else ("name", "shape", "datatype", "data")
+    ):
         if key not in tensor:
             raise RequestError(400, f"{where}: missing field {key!r}")
-    name, shape, datatype, data = (tensor[k] for k in ("name", "shape", "datatype", "data"))
+    name, shape, datatype = (tensor[k] for k in ("name", "shape", "datatype"))
     if type(name) is not str:
         raise RequestError(400, f"{where}.name must be a string")
     where = f"input {name!r}"
@@ -336,15 +435,21 @@ def _tensor(tensor: Any, index: int) -> tuple[str, list[int], str, list[Any]]:
             400,
             f"{where}: unknown datatype {datatype!r}; use one of {', '.join(V2_DATATYPES)}",
         )
-    if type(tensor.get("parameters", {})) is not dict:
-        raise RequestError(400, f"{where}.parameters must be an object")
+    kind = V2_DATATYPES[datatype]
+    size = shape[0] * (shape[1] if len(shape) == 2 else 1)
+    if size_given:
+        if "data" in tensor:
+            raise RequestError(
+                400, f"{where}: has both 'data' and parameters.binary_data_size; send one"
+            )
+        raw, offset = _binary_slice(parameters["binary_data_size"], binary, offset, where)
+        return (name, shape, kind, _binary_values(raw, datatype, size, where)), offset
+    data = tensor["data"]
     if type(data) is not list:
         raise RequestError(400, f"{where}: data must be an array, got {json_type(data)}")
     flat = _flatten(data, where)
-    size = shape[0] * (shape[1] if len(shape) == 2 else 1)
     if len(flat) != size:
         raise RequestError(400, f"{where}: shape {shape} needs {size} values, data has {len(flat)}")
-    kind = V2_DATATYPES[datatype]
     for value in flat:
         kind_ok = (
             (kind == "boolean" and type(value) is bool)
@@ -356,7 +461,107 @@ def _tensor(tensor: Any, index: int) -> tuple[str, list[int], str, list[Any]]:
             raise RequestError(
                 400, f"{where}: {datatype} data holds {json_type(value)} {_preview(value)}"
             )
-    return name, shape, kind, flat
+    return (name, shape, kind, flat), offset
+
+
+def _binary_slice(
+    declared: Any, binary: memoryview | None, offset: int, where: str
+) -> tuple[memoryview, int]:
+    """The `declared` bytes of a tensor at `offset` of the binary data, checked against
+    what the body holds; and the offset after them."""
+    if type(declared) is not int or declared < 0:
+        raise RequestError(
+            400,
+            f"{where}: parameters.binary_data_size must be a non-negative integer, "
+            f"got {json_type(declared)} {_preview(declared)}",
+        )
+    if binary is None:
+        raise RequestError(
+            400,
+            f"{where} has parameters.binary_data_size but the request has no "
+            "Inference-Header-Content-Length header (the length of the JSON header before "
+            "the binary data)",
+        )
+    remaining = len(binary) - offset
+    if declared > remaining:
+        raise RequestError(
+            400,
+            f"{where}: binary_data_size is {declared} bytes but only {remaining} bytes of "
+            "binary data remain in the body",
+        )
+    return binary[offset : offset + declared], offset + declared
+
+
+def _binary_values(raw: memoryview, datatype: str, size: int, where: str) -> Any:
+    """The `size` elements of a binary tensor: a flat numpy array, or text for BYTES."""
+    if datatype == "BYTES":
+        return _bytes_elements(raw, size, where)
+    dtype = _BINARY_DTYPES[datatype]
+    needed = size * dtype.itemsize
+    if len(raw) != needed:
+        raise RequestError(
+            400,
+            f"{where}: {size} {datatype} values take {needed} bytes, "
+            f"binary_data_size is {len(raw)}",
+        )
+    if datatype == "BOOL":
+        octets = np.frombuffer(raw, dtype=np.uint8)
+        if size and octets.max() > 1:
+            k = int(np.argmax(octets > 1))
+            raise RequestError(
+                400, f"{where}: BOOL element {k} is byte {int(octets[k])}; use 0 or 1"
+            )
+    return np.frombuffer(raw, dtype=dtype)
+
+
+def _bytes_elements(raw: memoryview, count: int, where: str) -> list[str]:
+    """`count` BYTES elements (each a 4-byte little-endian length, then that many bytes of
+    UTF-8) filling `raw` exactly."""
+    end = len(raw)
+    if count * 4 > end:
+        raise RequestError(
+            400,
+            f"{where}: {count} BYTES elements need at least {count * 4} bytes (a 4-byte "
+            f"length each), binary_data_size is {end}",
+        )
+    data = bytes(raw)
+    values = []
+    position = 0
+    for k in range(count):
+        if position + 4 > end:
+            raise RequestError(
+                400, f"{where}: BYTES element {k} has no 4-byte length (the data ends)"
+            )
+        length = int.from_bytes(data[position : position + 4], "little")
+        position += 4
+        if length > end - position:
+            raise RequestError(
+                400,
+                f"{where}: BYTES element {k} declares {length} bytes but only "
+                f"{end - position} remain",
+            )
+        try:
+            values.append(data[position : position + length].decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise RequestError(
+                400, f"{where}: BYTES element {k} is not UTF-8 text ({e.reason})"
+            ) from None
+        position += length
+    if position != end:
+        raise RequestError(
+            400,
+            f"{where}: {end - position} bytes are left after its {count} BYTES elements; "
+            "binary_data_size must cover exactly the tensor's elements",
+        )
+    return values
+
+
+def _values(array: np.ndarray) -> list[Any]:
+    """Binary values as JSON-like Python values; NaN is null (a missing value)."""
+    values: list[Any] = array.tolist()
+    if array.dtype.kind == "f":
+        return [None if v != v else v for v in values]
+    return values
 
 
 def _flatten(data: list[Any], where: str) -> list[Any]:

@@ -22,7 +22,8 @@ _ERROR_RESPONSES = {
     "405": "The route does not take this method.",
     "408": "The body did not arrive within the server's deadline; the connection is closed.",
     "413": "The body is larger than the server's limit, or has more rows than `max_rows`.",
-    "415": "The body is not JSON (send Content-Type: application/json).",
+    "415": "The body is not JSON (send Content-Type: application/json; v2 inference also "
+    "takes application/octet-stream, the binary tensor data extension).",
     "422": "An outcome does not fit the served model (one of its classes, or a finite "
     "number): nothing of the request was stored.",
     "503": "The server is overloaded or not ready; retry after `Retry-After` seconds.",
@@ -242,25 +243,55 @@ def build(model: ServedModel) -> dict[str, Any]:
                     "BYTES",
                 ]
             },
-            "parameters": {"type": "object"},
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "binary_data_size": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "Binary tensor data extension: the tensor's bytes "
+                        "follow the JSON header instead of 'data'.",
+                    }
+                },
+            },
             "data": {"type": "array"},
         },
-        "required": ["name", "shape", "datatype", "data"],
+        "required": ["name", "shape", "datatype"],
         "description": f"Either one tensor of shape [N, {len(names)}] with the features in "
         "the order of GET /v2/models/{name}, or one tensor per feature, named like it, of "
-        "shape [N] or [N, 1].",
+        "shape [N] or [N, 1]. Its values are in 'data', or (binary tensor data extension) "
+        "in the body after the JSON header, as parameters.binary_data_size says.",
     }
     infer_request = {
         "type": "object",
         "properties": {
             "id": {"type": "string"},
-            "parameters": {"type": "object"},
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "binary_data_output": {
+                        "type": "boolean",
+                        "description": "Send every output as binary tensor data.",
+                    }
+                },
+            },
             "inputs": {"type": "array", "items": _ref("RequestInput"), "minItems": 1},
             "outputs": {
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+                    "properties": {
+                        "name": {"type": "string"},
+                        "parameters": {
+                            "type": "object",
+                            "properties": {
+                                "binary_data": {
+                                    "type": "boolean",
+                                    "description": "Send this output as binary tensor data.",
+                                }
+                            },
+                        },
+                    },
                     "required": ["name"],
                 },
             },
@@ -287,10 +318,15 @@ def build(model: ServedModel) -> dict[str, Any]:
             "name": {"type": "string"},
             "shape": {"type": "array", "items": {"type": "integer"}},
             "datatype": {"type": "string"},
-            "parameters": {"type": "object"},
+            "parameters": {
+                "type": "object",
+                "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+            },
             "data": {"type": "array"},
         },
-        "required": ["name", "shape", "datatype", "data"],
+        "required": ["name", "shape", "datatype"],
+        "description": "Values in 'data', or, for an output asked as binary data, "
+        "parameters.binary_data_size bytes after the JSON header.",
     }
     tensor_metadata = {
         "type": "object",
@@ -357,15 +393,62 @@ def build(model: ServedModel) -> dict[str, Any]:
             }
         }
 
+    version_param = {
+        "name": "version",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "The model version (RELEASE+GENERATION, as GET /v2/models/{name} "
+        "lists); the request is answered by that model, never routed to another.",
+    }
     bad = ("400", "408", "413", "415", "503")
-    infer_op = post(
-        "Open Inference Protocol v2 inference",
-        _ref("InferenceRequest"),
-        _ref("InferenceResponse"),
-        *bad,
-        "404",
-        parameters=[name_param],
-    )
+    binary_body = {
+        "schema": {
+            "type": "string",
+            "format": "binary",
+            "description": "Binary tensor data extension: the InferenceRequest JSON (its "
+            "length in the Inference-Header-Content-Length header), then the bytes of each "
+            "input that declares parameters.binary_data_size, in order, little-endian; "
+            "BYTES elements are each a 4-byte little-endian length and then the UTF-8 text.",
+        }
+    }
+    header_length = {
+        "name": "Inference-Header-Content-Length",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1},
+        "description": "Binary tensor data extension: the length of the JSON header at the "
+        "start of the body; the rest is the inputs' binary data.",
+    }
+
+    def infer(*params: dict[str, Any]) -> dict[str, Any]:
+        operation = post(
+            "Open Inference Protocol v2 inference",
+            _ref("InferenceRequest"),
+            _ref("InferenceResponse"),
+            *bad,
+            "404",
+            parameters=[*params, header_length],
+        )
+        operation["post"]["requestBody"]["content"]["application/octet-stream"] = binary_body
+        operation["post"]["responses"]["200"]["content"]["application/octet-stream"] = {
+            "schema": {
+                "type": "string",
+                "format": "binary",
+                "description": "When an output is asked as binary data: the "
+                "InferenceResponse JSON, then each binary output's bytes in the order of "
+                "'outputs'.",
+            }
+        }
+        operation["post"]["responses"]["200"]["headers"] = {
+            "Inference-Header-Content-Length": {
+                "description": "With binary outputs: the length of the JSON header.",
+                "schema": {"type": "integer"},
+            }
+        }
+        return operation
+
+    versioned = [name_param, version_param]
     return {
         "openapi": "3.1.0",
         "info": {
@@ -419,7 +502,21 @@ def build(model: ServedModel) -> dict[str, Any]:
             "/v2/models/{name}/ready": get(
                 "v2 model readiness", {"type": "object"}, "404", "503", parameters=[name_param]
             ),
-            "/v2/models/{name}/infer": infer_op,
+            "/v2/models/{name}/infer": infer(name_param),
+            "/v2/models/{name}/versions/{version}": get(
+                "v2 model metadata (one version)",
+                _ref("ModelMetadata"),
+                "404",
+                parameters=versioned,
+            ),
+            "/v2/models/{name}/versions/{version}/ready": get(
+                "v2 model readiness (one version)",
+                {"type": "object"},
+                "404",
+                "503",
+                parameters=versioned,
+            ),
+            "/v2/models/{name}/versions/{version}/infer": infer(*versioned),
         },
         "components": {
             "schemas": {
@@ -467,7 +564,11 @@ def _outcome_schema(model: ServedModel) -> dict[str, Any]:
 
 HEALTH_PATHS = ("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready")
 """Routes open without the token: the probes of an orchestrator."""
-PREDICT_PATHS = ("/v1/predict", "/v2/models/{name}/infer")
+PREDICT_PATHS = (
+    "/v1/predict",
+    "/v2/models/{name}/infer",
+    "/v2/models/{name}/versions/{version}/infer",
+)
 """Routes `public_predict` leaves open."""
 
 

@@ -27,6 +27,7 @@ from mlcycle.gitops import (
     parse_release_message,
     release_message,
 )
+from mlcycle.gitops.tags import deprecates_artifact
 
 from .test_version import versions
 
@@ -144,6 +145,17 @@ def test_event_tags_roundtrip_and_gto_reads_them(event: EventTag) -> None:
 )
 def test_event_tags_gto_writes(tag: str, expected: EventTag | None) -> None:
     assert EventTag.parse(tag, "churn") == expected
+
+
+def test_gtos_artifact_deprecation_is_told_apart() -> None:
+    # GTO writes NAME@deprecated (with a counter in its full mode) and reads it back.
+    for tag in ("churn@deprecated", "churn@deprecated#7"):
+        assert deprecates_artifact(tag, "churn")
+        match = GTO_TAG_RE.match(tag)
+        assert match is not None and match["deprecated"] == "deprecated"
+    assert not deprecates_artifact("churner@deprecated", "churn")
+    assert not deprecates_artifact("churn@v0.1.0!#2", "churn")
+    assert not deprecates_artifact("churn@deprecated!", "churn")
 
 
 def test_event_tags_refuse_what_gto_cannot_read() -> None:

@@ -115,6 +115,68 @@ def test_stages_gto_assigned_are_read(project: Path) -> None:
     assert api.models(project).stages == {"0.1.0/1": ("qa",)}
 
 
+def test_gto_assign_shows_in_the_cli_listings_as_promote_does(project: Path) -> None:
+    # The same stage written both ways, on two copies of the project: the listings
+    # the user reads (`models --json`, `history --json`, the tables) are the same.
+    promoted = project.parent / "promoted"
+    shutil.copytree(project, promoted, symlinks=True)
+    assert mlcycle("promote", "0.1.0", "--stage", "qa", cwd=promoted).code == 0
+    gto(project, "assign", "churn", "--version", "v0.1.0", "--stage", "qa")
+
+    def listings(root: Path) -> tuple[Any, Any, str]:
+        models = mlcycle("models", "--json", cwd=root).json()
+        history = mlcycle("history", "--json", cwd=root).json()
+        stages = [(e["ref"], e["stages"]) for e in models["entries"]]
+        releases = [(r["version"], r["status"], r["stages"]) for r in history["releases"]]
+        table = mlcycle("history", cwd=root).out
+        return stages, releases, next(line for line in table.splitlines() if "0.1.0" in line)
+
+    by_gto, by_mlcycle = listings(project), listings(promoted)
+    assert (
+        by_gto[:2]
+        == by_mlcycle[:2]
+        == (
+            [("0.1.0/1", ["qa"]), ("0.2.0/1", [])],
+            [("0.1.0", "released", ["qa"]), ("0.2.0", "released", [])],
+        )
+    )
+    assert by_gto[2].split()[:3] == by_mlcycle[2].split()[:3] == ["0.1.0", "released", "qa"]
+
+
+def test_gto_and_mlcycle_move_one_stage_in_turn(project: Path) -> None:
+    api.promote(project, ref="0.1.0", stage="prod")
+    gto(project, "assign", "churn", "--version", "v0.2.0", "--stage", "prod")
+    assert api.models(project).stages == {"0.2.0/1": ("prod",)}
+    assert gto(project, "show", "--json")["churn"]["stage"] == {"prod": "v0.2.0"}
+    # GTO's simple tags (no counter) are read too.
+    gto(project, "assign", "churn", "--version", "v0.1.0", "--stage", "dev", "--simple", "true")
+    assert "churn#dev" in git(project, "tag").split()
+    assert api.models(project).stages == {"0.1.0/1": ("dev",), "0.2.0/1": ("prod",)}
+    # gto takes the stage back from 0.2.0 (its unassign tag): both fall back to 0.1.0,
+    # which mlcycle had promoted there before.
+    gto(project, "deprecate", "churn", "v0.2.0", "prod")
+    assert api.models(project).stages == {"0.1.0/1": ("dev", "prod")}
+    assert gto(project, "show", "--json")["churn"]["stage"] == {"dev": "v0.1.0", "prod": "v0.1.0"}
+
+
+def test_a_version_gto_registered_shows_missing_with_its_stage(project: Path) -> None:
+    git(project, "commit", "--allow-empty", "-q", "-m", "third")
+    gto(project, "register", "churn", "HEAD", "--version", "v0.3.0")
+    gto(project, "assign", "churn", "--version", "v0.3.0", "--stage", "canary")
+    items = {i.version: (i.status.value, i.stages) for i in api.history(project).items}
+    # A release tag without a registry entry: `missing`, and its stage is shown.
+    assert items["0.3.0"] == ("missing", ("canary",))
+    with pytest.raises(UsageError, match="names no model"):
+        api.promote(project, ref="0.3.0", stage="prod")
+
+
+def test_a_stage_gto_assigned_is_what_deploy_takes(project: Path, tmp_path: Path) -> None:
+    _with_stage(project, "prod")
+    gto(project, "assign", "churn", "--version", "v0.1.0", "--stage", "prod")
+    result = api.deploy(project, context_only=tmp_path / "ctx")
+    assert result.entry is not None and str(result.entry.ref) == "0.1.0/1"
+
+
 def test_promote_refuses_what_it_cannot_promote(project: Path) -> None:
     with pytest.raises(UsageError, match="names no model"):
         api.promote(project, ref="9.9.9", stage="prod")
@@ -208,6 +270,21 @@ def test_a_release_gto_deprecated_is_retired_by_running_retire(project: Path) ->
     assert api.models(project).warnings == ()
     assert result.tag == "churn@v0.2.0!"  # GTO's own tag (without a counter), no second one
     assert registry(project).current().ref.release == "0.1.0"
+
+
+def test_a_project_gto_deprecated_as_a_whole_is_a_warning_of_models(project: Path) -> None:
+    gto(project, "deprecate", "churn")  # GTO's artifact deprecation: churn@deprecated
+    assert "churn@deprecated" in git(project, "tag").split()
+    assert gto(project, "show", "--json") == {}
+    listing = api.models(project)
+    assert [listing.state_of(e).value for e in listing.entries] == ["released", "released"]
+    (warning,) = listing.warnings
+    assert "GTO deprecated churn as a whole (tag churn@deprecated)" in warning
+    assert "git tag -d churn@deprecated" in warning
+    shown = mlcycle("models", cwd=project)
+    assert shown.code == 0 and "GTO deprecated churn" in shown.err + shown.out
+    git(project, "tag", "-d", "churn@deprecated")
+    assert api.models(project).warnings == ()
 
 
 def test_retire_one_generation_in_the_registry(project: Path) -> None:
