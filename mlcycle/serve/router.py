@@ -353,6 +353,9 @@ class SelectorRouter(ProcessLocalState, Router):
                     "release": arm.release,
                     "generation": arm.generation,
                     "arm": arm.label,
+                    # Which runtime answers for this arm (arms may differ: one converts
+                    # to ONNX, a later generation with other steps may not).
+                    "backend": self._models[arm.index].predictor.backend,
                     "state": self._selector.state(arm, self._arms),
                     "selected": self.selected[arm.index],
                     "mirrored": self.mirrored[arm.index],

@@ -255,6 +255,9 @@ class Selector(ABC):
         return {
             "kind": self.kind.value,
             "seed": self.spec.seed,
+            "reward": None
+            if self.spec.reward is None
+            else {"kind": self.spec.reward.kind.value, "scale": self.spec.reward.scale},
             "failed": sorted(self.failed),
             "rewards": {
                 key: {"evaluated": r.evaluated, "successes": r.successes, "mean": r.mean}

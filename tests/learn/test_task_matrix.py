@@ -356,7 +356,13 @@ def test_the_whole_path(tmp_path: Path, task: str, features: str, code: str) -> 
 
     # The bandit now learns between two arms from the outcomes of what they served.
     again = asyncio.run(_serve_and_feed(root, later[-60:]))
-    assert again["info"]["backend"] == backend or "models" in again["info"]
+    routing = again["info"]["routing"]
+    assert [(a["arm"], a["backend"]) for a in routing["arms"]] == [
+        ("0.1.0/2", backend),
+        ("0.1.0/1", backend),
+    ]
+    reward = {"kind": "error", "scale": 5.0} if task == "regression" else None
+    assert routing["selector"]["reward"] == reward
     production = api.evaluate_production(root, record=False)
     assert {o.model for o in production.overall} <= {"0.1.0/1", "0.1.0/2"}
     assert sum(o.outcomes for o in production.overall) == 160
