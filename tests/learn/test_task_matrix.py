@@ -132,6 +132,8 @@ def _rows(task: str, features: str, count: int, start: int, rng: Any) -> list[di
             site, level = SITES[int(rng.integers(0, 3))], int(rng.integers(0, 4))
             row |= {"site": site, "level": level}
             score = 2.0 * (site == "east") - 1.0 * (site == "north") + level - 1.5
+            if rng.random() < 0.1:
+                row["site"] = None  # text can be missing too (an empty CSV cell, JSON null)
         else:
             x1, x2 = float(rng.normal()), float(rng.normal())
             row |= {"x1": round(x1, 6), "x2": round(x2, 6)}
