@@ -43,7 +43,8 @@ def _positive_scores(rows: Sequence[JoinedRow]) -> tuple[list[Any], list[float]]
     y, scores = [], []
     for r in rows:
         if not r.probabilities or len(r.probabilities) != 2:
-            raise UsageError("roc_auc in production needs the probabilities of a binary model")
+            # Undefined here, not a usage error: `_undefined` says why.
+            raise ValueError("roc_auc needs the probabilities of a binary model")
         y.append(r.outcome)
         scores.append(float(r.probabilities[1]))
     return y, scores
@@ -62,9 +63,17 @@ def _metric(name: str) -> Callable[[Sequence[JoinedRow]], float]:
         "precision": labels(m.precision_score, zero_division=0),
         "recall": labels(m.recall_score, zero_division=0),
         "f1_macro": labels(m.f1_score, average="macro", zero_division=0),
+        "f1_micro": labels(m.f1_score, average="micro", zero_division=0),
+        "f1_weighted": labels(m.f1_score, average="weighted", zero_division=0),
+        "precision_macro": labels(m.precision_score, average="macro", zero_division=0),
+        "precision_weighted": labels(m.precision_score, average="weighted", zero_division=0),
+        "recall_macro": labels(m.recall_score, average="macro", zero_division=0),
+        "recall_weighted": labels(m.recall_score, average="weighted", zero_division=0),
         "roc_auc": lambda rows: float(m.roc_auc_score(*_positive_scores(rows))),
         "r2": labels(m.r2_score),
+        "explained_variance": labels(m.explained_variance_score),
         "neg_mean_absolute_error": lambda rows: -float(m.mean_absolute_error(*_labels(rows))),
+        "neg_median_absolute_error": lambda rows: -float(m.median_absolute_error(*_labels(rows))),
         "neg_mean_squared_error": lambda rows: -float(m.mean_squared_error(*_labels(rows))),
         "neg_root_mean_squared_error": lambda rows: (
             -math.sqrt(m.mean_squared_error(*_labels(rows)))
@@ -85,9 +94,17 @@ METRICS: Final = (
     "precision",
     "recall",
     "f1_macro",
+    "f1_micro",
+    "f1_weighted",
+    "precision_macro",
+    "precision_weighted",
+    "recall_macro",
+    "recall_weighted",
     "roc_auc",
     "r2",
+    "explained_variance",
     "neg_mean_absolute_error",
+    "neg_median_absolute_error",
     "neg_mean_squared_error",
     "neg_root_mean_squared_error",
 )
@@ -311,6 +328,8 @@ def _undefined(name: str, rows: Sequence[JoinedRow]) -> str:
     labels = outcomes | {_hashable(r.prediction) for r in rows}
     if name == "roc_auc" and len(outcomes) < 2:
         return "roc_auc: undefined while the outcomes hold one class only"
+    if name == "roc_auc" and any(not r.probabilities or len(r.probabilities) != 2 for r in rows):
+        return "roc_auc: needs the probabilities of two classes, and these predictions have none"
     if name in _BINARY_METRICS and len(labels) > 2:
         hint = " (f1_macro works for several)" if name == "f1" else ""
         return f"{name}: needs two classes; outcomes and predictions hold {len(labels)}{hint}"
@@ -347,8 +366,7 @@ def evaluate_production(
     """
     from mlcycle.store.predictions import PredictionStore
 
-    metrics = tuple(m for m in (spec.evaluation.metrics or _default(spec)) if m in METRICS)
-    task = _task(spec, metrics)
+    declared = tuple(m for m in spec.evaluation.metrics if m in METRICS)
     retention = spec.store.retention
     now = time.time() if now is None else now
     if recent is not None and recent.seconds is not None:
@@ -361,6 +379,8 @@ def evaluate_production(
         served = store.joined(since=since, with_outcome=False)
     finally:
         store.close()
+    task = _task(spec, declared, served)
+    metrics = declared if spec.evaluation.metrics else _default(task, served)
     by_model: dict[str, list[JoinedRow]] = {}
     for row in served:
         ref = f"{row.release or 'unreleased'}/{row.generation or 1}"
@@ -414,23 +434,43 @@ def evaluate_production(
     return report
 
 
-def _default(spec: Spec) -> tuple[str, ...]:
-    return ("accuracy",) if spec.model.task != "regression" else ("r2",)
+def _default(task: str, served: Sequence[JoinedRow]) -> tuple[str, ...]:
+    """The metrics training reports when the spec declares none (`default_metrics`).
+
+    Binary or not is read from the outcomes that arrived, as training reads it from
+    the label column.
+    """
+    from mlcycle.train.metrics import default_metrics
+
+    outcomes = [r.outcome for r in served if r.outcome is not None]
+    if task == "classification" and len({_hashable(o) for o in outcomes}) != 2:
+        return ("accuracy",)
+    return default_metrics(task, outcomes)
 
 
 _REGRESSION_METRICS: Final = (
     "r2",
+    "explained_variance",
     "neg_mean_absolute_error",
+    "neg_median_absolute_error",
     "neg_mean_squared_error",
     "neg_root_mean_squared_error",
 )
 
 
-def _task(spec: Spec, metrics: Sequence[str]) -> str:
-    """The spec's task, else what its metrics imply (regression metrics only: regression)."""
+def _task(spec: Spec, metrics: Sequence[str], served: Sequence[JoinedRow] = ()) -> str:
+    """The spec's task, else what its metrics imply, else what was served.
+
+    Regression metrics only: regression; no metrics: regression when a served value
+    is a number with a fraction (labels are text or whole numbers).
+    """
     if spec.model.task is not None:
         return spec.model.task
     if metrics and all(m in _REGRESSION_METRICS for m in metrics):
+        return "regression"
+    if not metrics and any(
+        isinstance(r.prediction, float) and not r.prediction.is_integer() for r in served
+    ):
         return "regression"
     return "classification"
 

@@ -31,7 +31,7 @@ from mlcycle.registry.local import utc_now, whoami
 
 if TYPE_CHECKING:
     from mlcycle.registry import Entry, Registry
-    from mlcycle.spec.model import SelectorSpec
+    from mlcycle.spec.model import RewardSpec, SelectorSpec
 
 MANIFEST_SCHEMA: Final = 1
 FILE_RE: Final = re.compile(r"^(\d{6})\.json$")
@@ -121,6 +121,9 @@ def selector_document(selector: SelectorSpec) -> dict[str, Any]:
         "min_predictions": selector.min_predictions,
         "min_age": selector.min_age,
         "seed": selector.seed,
+        "reward": None
+        if selector.reward is None
+        else {"kind": selector.reward.kind.value, "scale": selector.reward.scale},
     }
 
 
@@ -139,7 +142,18 @@ def selector_from_document(doc: Mapping[str, Any]) -> SelectorSpec:
         min_predictions=int(doc.get("min_predictions", 100)),
         min_age=doc.get("min_age"),
         seed=int(doc.get("seed", 0)),
+        reward=_reward_from_document(doc.get("reward")),
     )
+
+
+def _reward_from_document(doc: Mapping[str, Any] | None) -> RewardSpec | None:
+    """The reward of a manifest's selector (None in manifests from before rewards)."""
+    from mlcycle.spec.model import RewardKind, RewardSpec
+
+    if not doc:
+        return None
+    scale = doc.get("scale")
+    return RewardSpec(RewardKind(doc["kind"]), None if scale is None else float(scale))
 
 
 class ManifestStore:

@@ -69,6 +69,7 @@ _ABOUT = {
     ".github/workflows/mlcycle.yml": "CI for GitHub Actions",
     ".gitlab-ci.yml": "CI for GitLab",
     "train_by_hand.py": "trains by hand, saves model.skops",
+    "features.py": "research's feature engineering, a pipeline step (model.code)",
     datasets.TRAIN_CSV: "example data: a CSV export, 569 cases",
     datasets.EVENTS_DB: "example data: SQLite, events and outcomes",
     datasets.EVENTS_CSV: "example data: CSV with arrival order (seq), 569 events",
@@ -180,6 +181,12 @@ def render_project(
         variables = template_variables(name, pattern)
         templates = template_files(pattern)
         if pattern == "dual":
+            # Research's model uses the project's feature code: it must be there first.
+            code = [t for t in templates if t.target.suffix == ".py"]
+            for template in code:
+                _write_new(root / template.target, render_file(template, variables))
+                written.append(template.target.as_posix())
+            templates = [t for t in templates if t not in code]
             progress.start("fit research's model and write its predictions")
             try:
                 research = _research(root, templates, variables)

@@ -209,7 +209,7 @@ def build(model: ServedModel) -> dict[str, Any]:
             "routing": {
                 "type": "object",
                 "description": "With a selector (dynamic mode): the selector and every arm "
-                "serving now, with its traffic and rewards; the fields above describe the "
+                "serving now, with its backend, traffic and rewards; the fields above describe the "
                 "newest arm.",
                 "properties": {
                     "selector": {"type": "object"},

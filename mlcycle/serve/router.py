@@ -48,7 +48,7 @@ from mlcycle.serve.selectors import (
     make_selector,
     reward_of,
 )
-from mlcycle.spec.model import SelectorSpec
+from mlcycle.spec.model import RewardSpec, SelectorSpec
 
 if TYPE_CHECKING:
     from mlcycle.serve.model import RequestInfo, ServedModel
@@ -82,11 +82,18 @@ class RewardLedger:
         """The totals of every model in the store, by `arm_key`."""
         return {t.arm: Reward(t.evaluated, t.reward) for t in self.store.arm_totals()}
 
-    def advance(self, tasks: Mapping[str, str] | None = None, *, min_gap: float = 0.0) -> int:
+    def advance(
+        self,
+        tasks: Mapping[str, str] | None = None,
+        *,
+        min_gap: float = 0.0,
+        reward: RewardSpec | None = None,
+    ) -> int:
         """Count the outcomes recorded since the last round; returns how many were counted.
 
         `tasks` gives the task of known models by `arm_key`; a model not in it is taken
-        for a regression when its prediction is a non-integral number. With `min_gap`,
+        for a regression when its prediction is a non-integral number. `reward` is the
+        spec's `deployment.selector.reward` (see `reward_of`). With `min_gap`,
         the round is skipped when the cursor moved less than `min_gap` seconds ago: with
         several workers, one of them counting per refresh interval is enough.
         """
@@ -119,7 +126,7 @@ class RewardLedger:
                 if entry is None:
                     entry = deltas[key] = [row.model, row.release, row.generation, 0, 0.0]
                 entry[3] += 1
-                entry[4] += reward_of(task, row.prediction, row.outcome)
+                entry[4] += reward_of(task, row.prediction, row.outcome, reward)
                 outcomes += row.id == row.outcome_id
             totals = [ArmTotals(k, m, r, g, n, s) for k, (m, r, g, n, s) in deltas.items()]
             if not self.store.add_rewards(totals, old=old, new=new):
@@ -317,7 +324,7 @@ class SelectorRouter(ProcessLocalState, Router):
         """
         if self._ledger is None:
             return dict(self._totals)
-        self._ledger.advance(self._tasks, min_gap=min_gap)
+        self._ledger.advance(self._tasks, min_gap=min_gap, reward=self._selector.spec.reward)
         totals = self._ledger.totals()
         self._selector.update(totals)
         self._totals = totals
@@ -346,6 +353,9 @@ class SelectorRouter(ProcessLocalState, Router):
                     "release": arm.release,
                     "generation": arm.generation,
                     "arm": arm.label,
+                    # Which runtime answers for this arm (arms may differ: one converts
+                    # to ONNX, a later generation with other steps may not).
+                    "backend": self._models[arm.index].predictor.backend,
                     "state": self._selector.state(arm, self._arms),
                     "selected": self.selected[arm.index],
                     "mirrored": self.mirrored[arm.index],

@@ -21,14 +21,18 @@ One interface, `Selector`, and one small class per `SelectorKind` of the spec:
 **Arms** are given newest first (the order of the registry's generations and of the
 spec's `weights`); `Arm.index` is the position in that order.
 
-**Rewards** (`reward_of`): a served prediction whose true outcome arrived earns 1 when
-it was right and 0 when it was wrong. For classification, right means the predicted
-label equals the outcome (numbers compare as numbers, so `1`, `1.0` and `true` agree;
-anything else compares as text). For regression, right means the absolute error is
-within `REGRESSION_TOLERANCE` (10%) of the outcome's magnitude (at least 1). So every
-reward is Bernoulli, which is what the Beta posteriors of `thompson` assume. Bandits
-learn from per-arm totals (`Reward`: evaluated predictions and successes) handed to
-`Selector.update`; the router reads them from the prediction store.
+**Rewards** (`reward_of`): a served prediction whose true outcome arrived earns a
+reward in [0, 1], as the spec's `deployment.selector.reward` declares. `correct` (the
+default, for classification) earns 1 when the predicted label equals the outcome
+(numbers compare as numbers, so `1`, `1.0` and `true` agree; anything else compares as
+text) and 0 otherwise. `error` (for regression) earns `1 - min(1, |error| / scale)`:
+1 for an exact value, 0 for one off by `scale` or more. A regression model without a
+declared reward (a manifest from before rewards were declared) earns 1 when the
+absolute error is within `REGRESSION_TOLERANCE` (10%) of the outcome's magnitude (at
+least 1). Bandits learn from per-arm totals (`Reward`: evaluated predictions and the
+sum of their rewards) handed to `Selector.update`; the router reads them from the
+prediction store. A fractional reward counts as that share of a success in the Beta
+posteriors of `thompson` (their mean stays the mean reward).
 
 **Errors**: `report_error(arm)` takes an arm out: it no longer answers requests (its
 share goes to the remaining arms) nor receives mirrored traffic, for as long as this
@@ -57,7 +61,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlcycle.errors import ServingError
-from mlcycle.spec.model import SelectorKind, SelectorSpec
+from mlcycle.spec.model import RewardKind, RewardSpec, SelectorKind, SelectorSpec
 
 if TYPE_CHECKING:
     from mlcycle.serve.model import RequestInfo, ServedModel
@@ -131,14 +135,18 @@ class Reward:
 _NO_REWARD = Reward()
 
 
-def reward_of(task: str, prediction: Any, outcome: Any) -> float:
-    """1.0 when `prediction` was right about `outcome`, else 0.0 (see the module docstring)."""
+def reward_of(task: str, prediction: Any, outcome: Any, reward: RewardSpec | None = None) -> float:
+    """What `prediction` earns against `outcome`, in [0, 1] (see the module docstring)."""
     if task == "regression":
         try:
             error = abs(float(prediction) - float(outcome))
-            scale = max(1.0, abs(float(outcome)))
         except (TypeError, ValueError):
             return 0.0
+        if math.isnan(error):
+            return 0.0
+        if reward is not None and reward.kind is RewardKind.ERROR and reward.scale:
+            return 1.0 - min(1.0, error / reward.scale)
+        scale = max(1.0, abs(float(outcome)))
         return 1.0 if error <= REGRESSION_TOLERANCE * scale else 0.0
     return 1.0 if same_label(prediction, outcome) else 0.0
 
@@ -247,6 +255,9 @@ class Selector(ABC):
         return {
             "kind": self.kind.value,
             "seed": self.spec.seed,
+            "reward": None
+            if self.spec.reward is None
+            else {"kind": self.spec.reward.kind.value, "scale": self.spec.reward.scale},
             "failed": sorted(self.failed),
             "rewards": {
                 key: {"evaluated": r.evaluated, "successes": r.successes, "mean": r.mean}

@@ -351,6 +351,22 @@ class UpdateSpec:
     warm_start: bool = True
 
 
+class RewardKind(StrEnum):
+    """How a bandit scores one served prediction against its true outcome."""
+
+    CORRECT = "correct"  # 1 when the predicted label is the outcome, else 0 (classification)
+    ERROR = "error"  # 1 - min(1, |prediction - outcome| / scale) (regression)
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    """`deployment.selector.reward`: what a served prediction earns once its outcome is known."""
+
+    kind: RewardKind = RewardKind.CORRECT
+    scale: float | None = None
+    """`error` only: the absolute error (in the label's units) that earns nothing."""
+
+
 @dataclass(frozen=True)
 class SelectorSpec:
     """The routing policy of a dynamic deployment."""
@@ -364,6 +380,7 @@ class SelectorSpec:
     min_predictions: int = 100
     min_age: int | None = None  # seconds
     seed: int = 0
+    reward: RewardSpec | None = None  # None: `correct` (a regression spec must declare one)
 
 
 @dataclass(frozen=True)
@@ -600,6 +617,16 @@ def _update(raw: Mapping[str, Any]) -> UpdateSpec:
     )
 
 
+def _reward(raw: Mapping[str, Any] | None) -> RewardSpec | None:
+    if raw is None:
+        return None
+    scale = raw.get("scale")
+    return RewardSpec(
+        kind=RewardKind(raw.get("kind", "correct")),
+        scale=None if scale is None else float(scale),
+    )
+
+
 def _deployment(raw: Mapping[str, Any], *, name: str) -> DeploymentSpec:
     sel = raw.get("selector", "latest")
     if isinstance(sel, str):
@@ -615,6 +642,7 @@ def _deployment(raw: Mapping[str, Any], *, name: str) -> DeploymentSpec:
             min_predictions=sel.get("min_predictions", 100),
             min_age=parse_duration(sel["min_age"]) if sel.get("min_age") else None,
             seed=sel.get("seed", 0),
+            reward=_reward(sel.get("reward")),
         )
     img = raw.get("image") or {}
     image = ImageSpec(

@@ -28,6 +28,7 @@ from mlcycle.spec.model import (
     Deployment,
     Liaison,
     Procurement,
+    RewardKind,
     SelectorKind,
     Spec,
     Update,
@@ -769,6 +770,50 @@ def _selector_feedback(ctx: RuleContext) -> Iterator[Finding]:
             f"missing {' and '.join(missing)}",
             _selector_at(),
             hint=_OUTCOMES_HINT,
+        )
+
+
+@rule("reward-fits-task", "error", "a bandit's reward is declared and fits the task")
+def _reward_fits_task(ctx: RuleContext) -> Iterator[Finding]:
+    selector = ctx.spec.deployment.selector
+    reward = selector.reward
+    task = _declared_task(ctx.spec)
+    at = (("deployment", "selector", "reward"), *_selector_at())
+    if reward is not None and reward.kind is RewardKind.ERROR and reward.scale is None:
+        yield Finding(
+            "deployment.selector.reward: kind `error` needs `scale`, the absolute error "
+            "that earns nothing",
+            at,
+            hint="e.g. `reward: {kind: error, scale: 5}` when an error of 5 is as bad as any",
+        )
+    if reward is not None and reward.kind is RewardKind.CORRECT and reward.scale is not None:
+        yield Finding(
+            "deployment.selector.reward: `scale` belongs to kind `error`; `correct` earns 1 or 0",
+            (("deployment", "selector", "reward", "scale"), *at),
+            hint="remove `scale`, or use `kind: error` for a regression model",
+        )
+    if task == "regression":
+        if reward is None and selector.kind.needs_feedback:
+            yield Finding(
+                f"the {selector.kind} selector learns from rewards, and a regression "
+                "prediction is never exactly right: declare its reward",
+                at,
+                hint="add `reward: {kind: error, scale: S}` under deployment.selector: "
+                "1 for an exact prediction, 0 for one off by S or more",
+            )
+        elif reward is not None and reward.kind is RewardKind.CORRECT:
+            yield Finding(
+                "deployment.selector.reward: `correct` compares labels, and this model "
+                "predicts numbers (model.task regression)",
+                at,
+                hint="use `reward: {kind: error, scale: S}`",
+            )
+    elif task == "classification" and reward is not None and reward.kind is RewardKind.ERROR:
+        yield Finding(
+            "deployment.selector.reward: `error` measures how far a number is off, and "
+            "this model predicts labels (model.task classification)",
+            at,
+            hint="use `reward: {kind: correct}` (the default) or remove `reward`",
         )
 
 

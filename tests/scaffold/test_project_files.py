@@ -205,3 +205,53 @@ def _training_data(spec: Spec) -> pd.DataFrame:
 def _sqlite_file(spec: Spec, url: str) -> str:
     assert url.startswith("sqlite:///")
     return str(spec.resolve(url.removeprefix("sqlite:///")))
+
+
+def test_dual_feature_code_is_validated_trained_and_served(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # The template's example of project feature code (issue 13, "Done when"): research's
+    # features.py, declared in model.code and used as the first pipeline step.
+    import asyncio
+
+    from mlcycle import api
+    from mlcycle.api.serving import serve_target
+    from mlcycle.registry import open_registry
+    from mlcycle.scaffold import init_project
+    from mlcycle.serve.app import ServeOptions, create_app
+    from tests.serve.test_app import _call
+
+    root = tmp_path_factory.mktemp("coded") / "shapes"
+    init_project("shapes", pattern="dual", directory=root)
+    spec = load_spec(root / "lifecycle.yaml")
+    assert spec.model.code == ("features.py",)
+    assert spec.model.pipeline[0].class_path == "features.ShapeFeatures"
+    checked = api.validate(root)  # class paths, files and model code included
+    assert checked.ok, [d.format() for d in checked.diagnostics]
+
+    released = api.release(root)
+    entry = released.entry
+    assert set(entry.code) == {"features.py"}
+    model = open_registry(spec).load_model(entry)
+    assert type(model.steps[0][1]).__name__ == "ShapeFeatures"
+    events = pd.read_csv(root / "data" / "events.csv")
+    features = [c for c in events.columns if c not in ("id", "seq", "malignant")]
+    # The two derived columns reach the scaler: 30 measurements in, 32 features out.
+    assert model.steps[1][1].n_features_in_ == 32
+
+    async def serve() -> tuple[dict, dict]:
+        target = serve_target(root, no_store=True)
+        app = create_app(target.loader, options=ServeOptions())
+        await app.startup()
+        try:
+            _, info = await _call(app, "GET", "/v1/model")
+            rows = events[features].head(20).to_dict("records")
+            _, answer = await _call(app, "POST", "/v1/predict", {"instances": rows})
+            return info, answer
+        finally:
+            await app.shutdown()
+
+    info, answer = asyncio.run(serve())
+    # Project code does not convert to ONNX: served by sklearn, and /v1/model says so.
+    assert info["backend"] == "sklearn"
+    assert answer["predictions"] == model.predict(events[features].head(20)).tolist()

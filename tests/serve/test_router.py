@@ -27,7 +27,7 @@ from mlcycle.errors import ServingError
 from mlcycle.serve.model import RequestInfo, Router, ServedModel
 from mlcycle.serve.router import RewardLedger, SelectorRouter
 from mlcycle.serve.selectors import Reward, arm_key
-from mlcycle.spec.model import SelectorKind, SelectorSpec
+from mlcycle.spec.model import RewardKind, RewardSpec, SelectorKind, SelectorSpec
 from mlcycle.store.predictions import PredictionRecord, PredictionStore, shadow_id
 from tests.serve.conftest import Server, free_port, rows_of, save_pickle, wait_ready
 
@@ -163,6 +163,37 @@ def test_shadow_predictions_are_rewarded_by_the_primarys_outcome(store_url: str)
     ledger = RewardLedger(store, lag=0)
     assert ledger.advance() == 2
     assert ledger.totals() == {key(GOOD): Reward(2, 2.0), key(BAD): Reward(2, 1.0)}
+
+
+def test_regression_arms_earn_the_declared_error_reward(tmp_path: Path) -> None:
+    store = PredictionStore(f"sqlite:///{tmp_path / 'store.db'}")
+    # GOOD is off by 0, 1 and 2; BAD by 8 (nothing at scale 4) and 3.
+    log_and_answer(
+        store,
+        [
+            ("r1", GOOD, 10.0, 10.0),
+            ("r2", GOOD, 11.0, 10.0),
+            ("r3", GOOD, 8.0, 10.0),
+            ("r4", BAD, 18.0, 10.0),
+            ("r5", BAD, 13.0, 10.0),
+        ],
+    )
+    ledger = RewardLedger(store, lag=0)
+    tasks = {key(GOOD): "regression", key(BAD): "regression"}
+    assert ledger.advance(tasks, reward=RewardSpec(RewardKind.ERROR, scale=4.0)) == 5
+    assert ledger.totals() == {key(GOOD): Reward(3, 2.25), key(BAD): Reward(2, 0.25)}
+    store.close()
+
+
+def test_a_manifest_keeps_the_selectors_reward() -> None:
+    from mlcycle.registry.manifests import selector_document, selector_from_document
+
+    spec = SelectorSpec(SelectorKind.THOMPSON, reward=RewardSpec(RewardKind.ERROR, scale=2.5))
+    assert selector_from_document(json.loads(json.dumps(selector_document(spec)))) == spec
+    # Manifests published before rewards were declared have none.
+    document = selector_document(SelectorSpec(SelectorKind.THOMPSON))
+    del document["reward"]
+    assert selector_from_document(document).reward is None
 
 
 def test_ledgers_of_several_workers_never_count_twice(store_url: str) -> None:

@@ -33,7 +33,7 @@ from mlcycle.serve.selectors import (
     same_label,
     stable_unit,
 )
-from mlcycle.spec.model import SelectorKind, SelectorSpec
+from mlcycle.spec.model import RewardKind, RewardSpec, SelectorKind, SelectorSpec
 
 NAME = "churn"
 
@@ -180,6 +180,19 @@ def test_regression_reward_is_an_error_within_ten_percent() -> None:
     assert reward_of("regression", 0.05, 0.0) == 1.0  # magnitudes below 1 count as 1
     assert reward_of("regression", 0.2, 0.0) == 0.0
     assert reward_of("regression", "n/a", 1.0) == 0.0
+
+
+def test_regression_reward_falls_with_the_error_up_to_the_declared_scale() -> None:
+    # deployment.selector.reward: {kind: error, scale: 4} (issue 13.5)
+    reward = RewardSpec(RewardKind.ERROR, scale=4.0)
+    assert reward_of("regression", 10.0, 10.0, reward) == 1.0
+    assert reward_of("regression", 11.0, 10.0, reward) == 0.75
+    assert reward_of("regression", 7.0, 10.0, reward) == 0.25
+    assert reward_of("regression", 20.0, 10.0, reward) == 0.0  # off by the scale or more
+    assert reward_of("regression", "n/a", 10.0, reward) == 0.0
+    assert reward_of("regression", float("nan"), 10.0, reward) == 0.0
+    # Labels are right or wrong whatever the reward says.
+    assert reward_of("classification", "yes", "yes", reward) == 1.0
 
 
 def test_reward_means_start_at_one_half() -> None:

@@ -259,6 +259,41 @@ CASES = [
         {"deployment": "dynamic", "data_access": "adhoc"},
     ),
     Case(
+        "reward-fits-task",
+        "data:\n  source: {path: d.csv}\n  label: y\n"
+        + OUTCOMES
+        + "model:\n  task: regression\n  pipeline: [sklearn.linear_model.Ridge]\n"
+        + "deployment:\n  selector: thompson  #!\n",
+        {"deployment": "dynamic"},
+    ),
+    Case(
+        "reward-fits-task",
+        "data:\n  source: {path: d.csv}\n  label: y\n"
+        + OUTCOMES
+        + "model:\n  pipeline: [sklearn.linear_model.Ridge]\n"
+        + "deployment:\n  selector:\n    kind: epsilon-greedy\n"
+        + "    reward: {kind: correct}  #!\n",
+        {"deployment": "dynamic"},
+    ),
+    Case(
+        "reward-fits-task",
+        "data:\n  source: {path: d.csv}\n  label: y\n"
+        + OUTCOMES
+        + DATA_LABEL_MODEL
+        + "deployment:\n  selector:\n    kind: thompson\n"
+        + "    reward: {kind: error, scale: 2}  #!\n",
+        {"deployment": "dynamic"},
+    ),
+    Case(
+        "reward-fits-task",
+        "data:\n  source: {path: d.csv}\n  label: y\n"
+        + OUTCOMES
+        + "model:\n  task: regression\n  pipeline: [sklearn.linear_model.Ridge]\n"
+        + "deployment:\n  selector:\n    kind: fallback\n"
+        + "    reward: {kind: error}  #!\n",
+        {"deployment": "dynamic"},
+    ),
+    Case(
         "pinned-needs-model",
         "data:\n  source: {path: d.csv}\n  label: y\n"
         + DATA_LABEL_MODEL
