@@ -8,7 +8,8 @@ breast cancer data (30 features), one-row JSON requests. Prints:
   for 1 and 2 workers (prediction log on, to a SQLite file);
 - open loop: a Python asyncio sender firing at a fixed rate, latency measured from
   each request's scheduled time (so a stalled server cannot hide its queue);
-- optionally `mlflow models serve` on the same model, when mlflow is importable.
+- optionally `mlflow models serve` on the same model, when the full mlflow is importable
+  (the [mlflow] extra installs only mlflow-skinny; `pip install mlflow` for this).
 
     .venv/bin/python benchmarks/bench_serve.py [--duration 5] [--workers 1 2]
         [--concurrency 1 8 32 64] [--server-arg=--max-batch-rows=1 ...]

@@ -5,6 +5,7 @@ models from CSV files and SQLite. What only some projects use is an extra:
 
     [parquet]    pyarrow   Parquet data sources and dumps
     [postgres]   psycopg   postgresql:// data sources and prediction stores
+    [mlflow]     mlflow    MLflow models and a tracking server (mlflow-skinny suffices)
 
 `validate` reports a spec that needs an extra that is not installed (rule
 `extra-not-installed`), and the code that imports one raises `MissingExtraError`
@@ -45,7 +46,10 @@ class Extra:
 
 PARQUET: Final = Extra("parquet", "pyarrow", "Parquet files")
 POSTGRES: Final = Extra("postgres", "psycopg", "postgresql:// URLs")
-EXTRAS: Final = (PARQUET, POSTGRES)
+# The client side of MLflow: `mlflow-skinny` provides the `mlflow` module (tracking
+# client, sklearn and pyfunc flavors) without the server's dependencies.
+MLFLOW: Final = Extra("mlflow", "mlflow", "MLflow tracking and MLflow models")
+EXTRAS: Final = (PARQUET, POSTGRES, MLFLOW)
 # Driver modules SQLAlchemy imports for a URL scheme, and the extra that provides them.
 _BY_MODULE: Final = {e.module: e for e in EXTRAS}
 
