@@ -26,6 +26,8 @@ from mlcycle.spec.model import (
     Condition,
     DataAccess,
     Deployment,
+    Distribution,
+    DistributionKind,
     Liaison,
     Procurement,
     SelectorKind,
@@ -559,6 +561,51 @@ def _tuning_steps(ctx: RuleContext) -> Iterator[Finding]:
             hint=f"did you mean '{close[0]}__{param.partition('__')[2]}'?"
             if close
             else "name parameters STEP__PARAM, STEP the class name in lowercase",
+        )
+
+
+@rule("tuning-distribution", "error", "tuning distributions are ranges the search can sample")
+def _tuning_distributions(ctx: RuleContext) -> Iterator[Finding]:
+    tuning = ctx.spec.model.tuning
+    if tuning is None:
+        return
+    for param, space in tuning.params.items():
+        if not isinstance(space, Distribution):
+            continue
+        at: Loc = ("model", "tuning", "params", param)
+        name = f"model.tuning.params.{param}"
+        if tuning.search == "grid":
+            yield Finding(
+                f"{name}: grid search tries listed values only; a {space.kind.value} "
+                "distribution needs random or halving search",
+                (("model", "tuning", "search"), at),
+                hint="set model.tuning.search to random or halving, or list the values",
+            )
+        if space.low >= space.high:
+            yield Finding(
+                f"{name}: low ({space.low:g}) must be below high ({space.high:g})",
+                ((*at, "low"), at),
+                hint="swap low and high, or list the one value",
+            )
+        if space.kind is DistributionKind.LOG_UNIFORM and space.low <= 0:
+            yield Finding(
+                f"{name}: a log-uniform distribution needs low > 0 (got {space.low:g})",
+                ((*at, "low"), at),
+                hint="use e.g. low: 0.001, or the uniform distribution for ranges from 0",
+            )
+        if space.kind is DistributionKind.INT and not (
+            space.low.is_integer() and space.high.is_integer()
+        ):
+            yield Finding(
+                f"{name}: an int distribution needs whole numbers for low and high",
+                ((*at, "low"), at),
+                hint="use whole numbers, or the uniform distribution for floats",
+            )
+    if tuning.search != "halving" and ctx.written("model", "tuning", "factor"):
+        yield Finding(
+            "model.tuning.factor: only successive halving uses a factor",
+            (("model", "tuning", "factor"),),
+            hint="set model.tuning.search: halving, or remove factor",
         )
 
 
