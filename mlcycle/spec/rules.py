@@ -998,6 +998,8 @@ def _extra_not_installed(ctx: RuleContext) -> Iterator[Finding]:
     store = ctx.raw("store", "url")
     if isinstance(store, str) and extras.for_url(store) is not None:
         needs.append((("store", "url"), "store.url", extras.POSTGRES))
+    if ctx.raw("tracking", "mlflow"):
+        needs.append((("tracking", "mlflow"), "tracking.mlflow", extras.MLFLOW))
     for at, what, extra in needs:
         if not extra.installed():
             yield Finding(

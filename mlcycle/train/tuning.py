@@ -220,6 +220,10 @@ def make_search(estimator: Any, tuning: TuningSpec, *, scoring: str, seed: int) 
             space,
             n_candidates=count_candidates(tuning),
             factor=tuning.factor,
+            # The last round gets all rows, the first as many as that leaves: scikit-learn's
+            # default ("smallest") starts on a handful of rows, where a fold may hold one
+            # class and every score is NaN.
+            min_resources="exhaust",
             random_state=seed,
             **common,
         )
