@@ -132,6 +132,39 @@ def test_runs_cli_json_table_and_comparison(example: Example) -> None:
     assert "tuning candidates" in human.stdout and "cv score" in human.stdout
     assert cli("models", "-C", str(root)).code == 0  # the listing is unchanged
 
+    # the HTML report has a runs view, each tuned run opening onto its candidates
+    page = api.report(root).path.read_text()
+    assert "<table id='runs'>" in page
+    assert all(run_id in page for run_id in ids)
+    assert page.count("<summary>3 candidates</summary>") == 2
+
+
+def test_the_report_escapes_what_a_run_holds() -> None:
+    from mlcycle.agents.production import ProductionReport
+    from mlcycle.api.report import render_html
+    from mlcycle.registry.runs import Run
+
+    hostile = "<script>alert(1)</script>"
+    run = Run(
+        id=hostile,
+        project="p",
+        purpose=hostile,
+        started_at="2026-01-01T00:00:00Z",
+        finished_at="2026-01-01T00:00:01Z",
+        outcome=Outcome.FAILED,
+        error=hostile,
+        tuning={"trials": [{"params": {hostile: hostile}, "mean_score": 0.5, "rank": 1}]},
+    )
+    page = render_html(
+        title="p",
+        pattern="open",
+        entries=[],
+        current=None,
+        production=ProductionReport(project="p", metrics=(), overall=(), windows=()),
+        runs=[run],
+    )
+    assert "<script>" not in page and "&lt;script&gt;" in page
+
 
 # --- MLflow ---------------------------------------------------------------------------
 
@@ -251,4 +284,4 @@ def test_tracking_without_the_extra_is_refused_before_training(
     assert_clean_failure_output(result)
     assert "tracking.mlflow needs the [mlflow] extra" in result.stderr
     assert 'pip install "mlcycle-cli[mlflow]"' in result.stderr
-    assert api.runs(root).runs == ()  # nothing ran
+    assert not (root / ".mlcycle" / "registry" / "cancer-open" / "runs").exists()  # nothing ran
