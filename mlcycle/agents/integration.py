@@ -207,19 +207,23 @@ def procure(
         from mlcycle.data.validation import DataRejectedError
 
         outcome = Outcome.REJECTED if isinstance(e, DataRejectedError) else Outcome.FAILED
-        error = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{e}"
-        _record_run(
-            spec,
-            registry,
-            attempt,
-            outcome,
-            release,
-            purpose,
-            spec_hash,
-            git_commit,
-            error=error or type(e).__name__,
-            progress=progress,
-        )
+        interrupted = isinstance(e, KeyboardInterrupt)
+        error = "interrupted" if interrupted else f"{e}"
+        # The original error is what the user must see: recording it may not replace it.
+        with contextlib.suppress(Exception):
+            _record_run(
+                spec,
+                registry,
+                attempt,
+                outcome,
+                release,
+                purpose,
+                spec_hash,
+                git_commit,
+                error=error or type(e).__name__,
+                progress=progress,
+                track=not interrupted,  # Ctrl-C means stop now, not after a network call
+            )
         raise
     run, warnings = _record_run(
         spec,
@@ -367,6 +371,7 @@ def _record_run(
     gate: GateResult | None = None,
     error: str | None = None,
     progress: Progress = NULL_PROGRESS,
+    track: bool = True,
 ) -> tuple[Run | None, tuple[str, ...]]:
     """Write the run record, then log it to the tracking server the spec declares.
 
@@ -410,7 +415,7 @@ def _record_run(
     except MlcycleError as e:
         log.warning("run %s was not recorded: %s", run.id, e)
         return None, (f"the run was not recorded: {e}",)
-    if spec.tracking.mlflow:
+    if spec.tracking.mlflow and track:
         run, warning = _track(spec, registry, attempt, run, entry, progress)
         if warning:
             warnings.append(warning)
@@ -458,11 +463,12 @@ def _track(
             trust=trust,
             code_paths=code_paths,
         )
-    except MlcycleError as e:
-        from mlcycle.redact import mask_url
+    except Exception as e:  # whatever the client raises, the model stands
+        from mlcycle.redact import mask_url, scrub
 
-        return run.with_tracking("mlflow", {"url": mask_url(url), "error": str(e)}), (
-            f"run {run.id} is recorded locally but not in MLflow: {e}"
+        said = str(e) if isinstance(e, MlcycleError) else scrub(f"{type(e).__name__}: {e}", url)
+        return run.with_tracking("mlflow", {"url": mask_url(url), "error": said}), (
+            f"run {run.id} is recorded locally but not in MLflow: {said}"
         )
     finally:
         progress.done()
