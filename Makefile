@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test coverage lint typecheck check bench clean docker-env browser postgres checkov mlflow-venv
+.PHONY: install demo test coverage lint typecheck check bench clean docker-env browser postgres checkov mlflow
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +27,10 @@ typecheck: $(STAMP)
 # The image tests build and run real containers: docker-env brings up the engine, and
 # MLCYCLE_REQUIRE_DOCKER=1 makes them fail (not skip) if it is missing. Likewise the
 # PostgreSQL tests run against the server `postgres` starts (a database per test).
-# MLCYCLE_REQUIRE_CHECKOV=1: the Kubernetes hardening test fails (not skips) without checkov.
+# MLCYCLE_REQUIRE_CHECKOV=1: the Kubernetes hardening test fails (not skips) without checkov;
+# MLCYCLE_REQUIRE_MLFLOW=1: the tracking tests fail (not skip) without an mlflow server.
 PG_PORT ?= 54329
-test: $(STAMP) lint typecheck docker-env browser postgres checkov mlflow-venv
+test: $(STAMP) lint typecheck docker-env browser postgres checkov mlflow
 	MLCYCLE_REQUIRE_DOCKER=1 MLCYCLE_REQUIRE_POSTGRES=1 MLCYCLE_REQUIRE_CHECKOV=1 \
 	MLCYCLE_REQUIRE_MLFLOW=1 \
 	MLCYCLE_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:$(PG_PORT)/postgres \
@@ -71,9 +72,9 @@ $(CHECKOV_VENV)/.installed:
 
 checkov: $(CHECKOV_VENV)/.installed
 
-# The full MLflow (server, `mlflow models serve`) the interop tests run for real, in a venv
-# of its own: mlcycle's dev environment has only mlflow-skinny, the [mlflow] extra.
-# MLCYCLE_REQUIRE_MLFLOW=1: those tests fail (not skip) without it.
+# The full mlflow (server, UI, SQL backend), whose `mlflow server` the tracking tests start
+# on 127.0.0.1; a venv of its own: mlflow pins many libraries mlcycle's venv has newer.
+# mlcycle itself only needs the client side, mlflow-skinny (the [mlflow] extra).
 MLFLOW_VENV := .venv-mlflow
 MLFLOW_VERSION := 3.17.2
 $(MLFLOW_VENV)/.installed:
@@ -81,7 +82,7 @@ $(MLFLOW_VENV)/.installed:
 	$(MLFLOW_VENV)/bin/pip install --quiet 'mlflow==$(MLFLOW_VERSION)' skops
 	touch $@
 
-mlflow-venv: $(MLFLOW_VENV)/.installed
+mlflow: $(MLFLOW_VENV)/.installed
 
 # Headless Chromium renders the HTML report in its test (Debian's package).
 browser:

@@ -8,7 +8,8 @@ breast cancer data (30 features), one-row JSON requests. Prints:
   for 1 and 2 workers (prediction log on, to a SQLite file);
 - open loop: a Python asyncio sender firing at a fixed rate, latency measured from
   each request's scheduled time (so a stalled server cannot hide its queue);
-- optionally `mlflow models serve` on the same model, when mlflow is importable.
+- optionally `mlflow models serve` on the same model, when the full mlflow is importable
+  (the [mlflow] extra installs only mlflow-skinny; `pip install mlflow` for this).
 
     .venv/bin/python benchmarks/bench_serve.py [--duration 5] [--workers 1 2]
         [--concurrency 1 8 32 64] [--server-arg=--max-batch-rows=1 ...]
@@ -271,7 +272,7 @@ def mlflow_ratio(pipeline: Any, workdir: Path, lua: Path, duration: float, ours:
     mlflow.sklearn.save_model(pipeline, path)
     port = free_port()
     # `models serve` needs the full mlflow (the [mlflow] extra is mlflow-skinny):
-    # `make mlflow-venv`'s, else whichever `mlflow` is on PATH.
+    # `make mlflow`'s, else whichever `mlflow` is on PATH.
     venv = Path(__file__).resolve().parents[1] / ".venv-mlflow" / "bin"
     command = str(venv / "mlflow") if (venv / "mlflow").exists() else "mlflow"
     env = dict(os.environ, PATH=f"{venv}{os.pathsep}{os.environ.get('PATH', '')}")

@@ -46,16 +46,18 @@ def without(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
 def test_the_heavy_libraries_only_some_projects_need_are_extras() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     core = " ".join(project["dependencies"])
-    for module in ("pyarrow", "psycopg"):
+    for module in ("pyarrow", "psycopg", "mlflow"):
         assert module not in core
     optional = project["optional-dependencies"]
     assert any(r.startswith("pyarrow") for r in optional["parquet"])
     assert any(r.startswith("psycopg") for r in optional["postgres"])
     assert any(r.startswith("oras") for r in optional["oci"])
     assert "oras" not in core
+    # the client side only: the server's dependencies are not mlcycle's to install
+    assert [r for r in optional["mlflow"] if r.startswith("mlflow")] == ["mlflow-skinny>=3.8"]
     # `make install` installs .[dev]: the tests need every extra.
     dev = " ".join(optional["dev"])
-    assert "pyarrow" in dev and "psycopg" in dev
+    assert "pyarrow" in dev and "psycopg" in dev and "mlflow-skinny" in dev
     # serve/transport.py subclasses uvicorn's internal protocol: a bounded range.
     (uvicorn,) = [r for r in project["dependencies"] if r.startswith("uvicorn")]
     assert "<" in uvicorn
@@ -135,3 +137,19 @@ def test_a_parquet_source_names_the_extra_when_read(tmp_path: Path, without) -> 
     without("pyarrow")
     with pytest.raises(extras.MissingExtraError, match=r"events.data: reading Parquet needs"):
         load_dataset(spec)
+
+
+def test_validate_names_the_mlflow_extra(tmp_path: Path, without) -> None:  # type: ignore[no-untyped-def]
+    without("mlflow")
+    write_spec(
+        tmp_path,
+        spec_text(
+            "data:\n  source:\n    path: d.csv\n  label: y\n"
+            + DATA_LABEL_MODEL
+            + "tracking:\n  mlflow: http://127.0.0.1:5005\n"
+        ),
+    )
+    report = validate_file(tmp_path / "lifecycle.yaml")
+    (found,) = [d for d in report.diagnostics if d.rule == "extra-not-installed"]
+    assert "tracking.mlflow needs the [mlflow] extra (mlflow is not installed)" in found.message
+    assert found.hint == 'install it: pip install "mlcycle-cli[mlflow]"'

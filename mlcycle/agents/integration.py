@@ -26,6 +26,7 @@ from mlcycle.progress import NULL_PROGRESS, Progress
 if TYPE_CHECKING:
     from mlcycle.data import Dataset, SourceInfo, Window
     from mlcycle.registry import Entry, OnnxForm, Registry
+    from mlcycle.registry.runs import Outcome, Run
     from mlcycle.spec.model import Spec
     from mlcycle.train import GateResult, TrainResult
 
@@ -68,6 +69,8 @@ class ProcureResult:
     inspection); None only when the gate rejected it and it was not kept.
     `baseline` is the entry that was current when the gate ran (relative
     conditions were measured against it); `comparison` its figures the gate used.
+    `run` is the run record of this procurement; `warnings` what the user should
+    know that did not stop it (a tracking server that could not take the run).
     """
 
     entry: Entry | None
@@ -76,6 +79,8 @@ class ProcureResult:
     data: SourceInfo
     baseline: Entry | None
     comparison: Comparison | None = None
+    run: Run | None = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -94,6 +99,9 @@ class ProcureResult:
             "comparison": self.comparison.as_dict() if self.comparison else None,
             "data": self.data.as_dict(),
             "training": {k: v for k, v in self.training.as_dict().items() if k not in ("metrics",)},
+            "run": self.run.id if self.run else None,
+            "tracking": dict(self.run.tracking) if self.run else {},
+            "warnings": list(self.warnings),
         }
 
 
@@ -117,6 +125,7 @@ def procure(
     registry: Registry,
     *,
     release: str,
+    purpose: str = "train",
     window: Window | None = None,
     dataset: Dataset | None = None,
     previous: Entry | None = None,
@@ -144,7 +153,122 @@ def procure(
     the procurement with nothing written. With `validate`, the fetched rows are first
     checked against the current generation's data profile (`validate_data`):
     failing data raises `DataRejectedError` (exit 3) before anything is trained.
+
+    Every call is recorded as a run (`registry.runs()`, see `registry/runs.py`),
+    whatever its outcome, with `purpose` (the command: train, release, update); when
+    the spec declares `tracking.mlflow`, the run is logged there too. A tracking
+    server that fails leaves a warning in `ProcureResult.warnings` and a note in the
+    local record; it never fails the procurement.
     """
+    from mlcycle.extras import MLFLOW, require
+    from mlcycle.registry.runs import Outcome
+
+    if spec.tracking.mlflow:
+        require(MLFLOW, what="tracking.mlflow")  # before an hour of training, not after
+    attempt = _Attempt(started_at=_utc_now())
+    try:
+        result = _procure(
+            spec,
+            registry,
+            attempt,
+            release=release,
+            window=window,
+            dataset=dataset,
+            previous=previous,
+            keep_rejected=keep_rejected,
+            make_current=make_current,
+            validate=validate,
+            extra={
+                **({"recipe_hash": recipe_hash} if recipe_hash else {}),
+                **(extra or {}),
+            },
+            verify=verify,
+            progress=progress,
+            spec_hash=spec_hash,
+            git_commit=git_commit,
+        )
+    except ProcurementRejected as rejected:
+        run, warnings = _record_run(
+            spec,
+            registry,
+            attempt,
+            Outcome.REJECTED,
+            release,
+            purpose,
+            spec_hash,
+            git_commit,
+            entry=rejected.result.entry,
+            gate=rejected.result.gate,
+            progress=progress,
+        )
+        rejected.result = replace(rejected.result, run=run, warnings=warnings)
+        raise
+    except BaseException as e:
+        from mlcycle.data.validation import DataRejectedError
+
+        outcome = Outcome.REJECTED if isinstance(e, DataRejectedError) else Outcome.FAILED
+        interrupted = isinstance(e, KeyboardInterrupt)
+        error = "interrupted" if interrupted else f"{e}"
+        # The original error is what the user must see: recording it may not replace it.
+        with contextlib.suppress(Exception):
+            _record_run(
+                spec,
+                registry,
+                attempt,
+                outcome,
+                release,
+                purpose,
+                spec_hash,
+                git_commit,
+                error=error or type(e).__name__,
+                progress=progress,
+                track=not interrupted,  # Ctrl-C means stop now, not after a network call
+            )
+        raise
+    run, warnings = _record_run(
+        spec,
+        registry,
+        attempt,
+        Outcome.REGISTERED,
+        release,
+        purpose,
+        spec_hash,
+        git_commit,
+        entry=result.entry,
+        gate=result.gate,
+        progress=progress,
+    )
+    return replace(result, run=run, warnings=warnings)
+
+
+@dataclass
+class _Attempt:
+    """What one procurement got to before it ended, for its run record."""
+
+    started_at: str
+    dataset: Dataset | None = None
+    training: TrainResult | None = None
+    data: Mapping[str, Any] | None = None
+
+
+def _procure(
+    spec: Spec,
+    registry: Registry,
+    attempt: _Attempt,
+    *,
+    release: str,
+    window: Window | None,
+    dataset: Dataset | None,
+    previous: Entry | None,
+    keep_rejected: bool,
+    make_current: bool,
+    validate: bool,
+    extra: Mapping[str, Any],
+    verify: Callable[[TrainResult], None] | None,
+    progress: Progress,
+    spec_hash: str | None = None,
+    git_commit: str | None = None,
+) -> ProcureResult:
     from mlcycle.data import Window, load_dataset
     from mlcycle.registry import Status
     from mlcycle.registry.code import project_code
@@ -154,6 +278,7 @@ def procure(
     code = project_code(spec)
     if dataset is None:
         dataset = load_dataset(spec, window or Window(), progress=progress)
+    attempt.dataset = dataset
     if validate:
         validate_data(spec, registry.current(), dataset)
     previous_model = None
@@ -171,6 +296,7 @@ def procure(
         previous_model=previous_model,
         progress=progress,
     )
+    attempt.training = training
     baseline = registry.current()
     comparison = None
     if baseline is not None:
@@ -185,6 +311,7 @@ def procure(
         progress.start(f"register the model in {release}")
         try:
             data = data_record(spec, dataset, previous if previous_model else None)
+            attempt.data = data
             entry = registry.register(
                 training.model,
                 release=release,
@@ -197,9 +324,9 @@ def procure(
                 status=Status.CANDIDATE if gate.passed else Status.REJECTED,
                 extra={
                     **_training_record(training, previous),
-                    # What an update compares with where git cannot tell (no repository).
-                    **({"recipe_hash": recipe_hash} if recipe_hash else {}),
-                    **(extra or {}),
+                    # recipe_hash: what an update compares with where git cannot tell (no
+                    # repository); the caller's extras.
+                    **extra,
                 },
                 make_current=make_current and gate.passed,
                 code=code,
@@ -222,6 +349,145 @@ def procure(
     if not gate.passed:
         raise ProcurementRejected(result, kept=entry is not None)
     return result
+
+
+def _utc_now() -> str:
+    from mlcycle.registry.local import utc_now
+
+    return utc_now()
+
+
+def _record_run(
+    spec: Spec,
+    registry: Registry,
+    attempt: _Attempt,
+    outcome: Outcome,
+    release: str,
+    purpose: str,
+    spec_hash: str | None,
+    git_commit: str | None,
+    *,
+    entry: Entry | None = None,
+    gate: GateResult | None = None,
+    error: str | None = None,
+    progress: Progress = NULL_PROGRESS,
+    track: bool = True,
+) -> tuple[Run | None, tuple[str, ...]]:
+    """Write the run record, then log it to the tracking server the spec declares.
+
+    Neither may hide what the procurement did: a run that cannot be recorded is
+    logged and reported as a warning, as is a tracking server that fails (the
+    local record then says why in `tracking.mlflow.error`).
+    """
+    import logging
+
+    from mlcycle.errors import MlcycleError
+    from mlcycle.registry.local import whoami
+    from mlcycle.registry.runs import Run, new_run_id
+
+    log = logging.getLogger(__name__)
+    training = attempt.training
+    run = Run(
+        id=new_run_id(attempt.started_at),
+        project=spec.name,
+        purpose=purpose,
+        started_at=attempt.started_at,
+        finished_at=_utc_now(),
+        outcome=outcome,
+        release=release,
+        generation=entry.generation if entry is not None else None,
+        data=attempt.dataset.info.as_dict() if attempt.dataset is not None else {},
+        spec_hash=spec_hash,
+        git_commit=git_commit,
+        params=_run_params(spec, training),
+        metrics=dict(training.metrics) if training is not None else {},
+        gate=gate.as_dict() if gate is not None else None,
+        tuning=training.tuning.as_dict() if training and training.tuning else None,
+        fit_seconds=training.fit_seconds if training is not None else None,
+        steps=training.steps if training is not None else (),
+        error=error,
+        created_by=whoami(),
+    )
+    warnings: list[str] = []
+    try:
+        store = registry.runs()
+        store.save(run)
+    except MlcycleError as e:
+        log.warning("run %s was not recorded: %s", run.id, e)
+        return None, (f"the run was not recorded: {e}",)
+    if spec.tracking.mlflow and track:
+        run, warning = _track(spec, registry, attempt, run, entry, progress)
+        if warning:
+            warnings.append(warning)
+            log.warning("%s", warning)
+        try:
+            store.save(run)
+        except MlcycleError as e:  # the first record stands; only the server's answer is lost
+            warnings.append(f"the tracking server's answer was not recorded: {e}")
+    return run, tuple(warnings)
+
+
+def _track(
+    spec: Spec,
+    registry: Registry,
+    attempt: _Attempt,
+    run: Run,
+    entry: Entry | None,
+    progress: Progress,
+) -> tuple[Run, str | None]:
+    """Log `run` to the spec's MLflow server; the run with its answer, and a warning."""
+    from mlcycle.errors import MlcycleError
+    from mlcycle.registry.tracking import log_run
+
+    url = str(spec.tracking.mlflow)
+    training = attempt.training
+    features: list[dict[str, Any]] = []
+    if attempt.data is not None:
+        features = list(attempt.data.get("features") or ())
+    elif attempt.dataset is not None and training is not None:
+        features = feature_schema(attempt.dataset.X)
+    progress.start("log the run to MLflow")
+    try:
+        trust = registry.trust_for(entry) if entry is not None else None
+        if trust is None and training is not None:
+            from mlcycle.registry.trust import TrustPolicy
+
+            trust = TrustPolicy.for_project(spec.root, spec.model.code)
+        # As declared (files and packages): MLflow puts each on sys.path when loading.
+        code_paths = [spec.resolve(p.rstrip("/")) for p in spec.model.code]
+        answer = log_run(
+            url,
+            run,
+            model=training.model if training is not None else None,
+            features=features,
+            trust=trust,
+            code_paths=code_paths,
+        )
+    except Exception as e:  # whatever the client raises, the model stands
+        from mlcycle.redact import mask_url, scrub
+
+        said = str(e) if isinstance(e, MlcycleError) else scrub(f"{type(e).__name__}: {e}", url)
+        return run.with_tracking("mlflow", {"url": mask_url(url), "error": said}), (
+            f"run {run.id} is recorded locally but not in MLflow: {said}"
+        )
+    finally:
+        progress.done()
+    return run.with_tracking("mlflow", answer), None
+
+
+def _run_params(spec: Spec, training: TrainResult | None) -> dict[str, Any]:
+    """The declared step parameters (`STEP__PARAM`, as tuning names them), tuned ones over."""
+    params: dict[str, Any] = {}
+    lowered = [s.class_path.rpartition(".")[2].lower() for s in spec.model.pipeline]
+    for i, step in enumerate(spec.model.pipeline):
+        name = lowered[i]
+        if lowered.count(name) > 1:  # make_pipeline numbers repeated steps
+            name = f"{name}-{lowered[: i + 1].count(name)}"
+        for key, value in step.params.items():
+            params[f"{name}__{key}"] = value
+    if training is not None and training.tuning is not None:
+        params.update(training.tuning.best_params)
+    return params
 
 
 def compare_with_current(

@@ -479,6 +479,7 @@ def update(
         spec,
         registry,
         release=current.release,
+        purpose="update",
         window=window,
         dataset=dataset,
         previous=previous if spec.update.warm_start else None,

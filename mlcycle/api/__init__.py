@@ -9,7 +9,7 @@ from __future__ import annotations
 from mlcycle.api.agents import duration_flag, evaluate_production, production_check, update
 from mlcycle.api.deploy import deploy, manifest_history
 from mlcycle.api.export import export
-from mlcycle.api.learn import evaluate, models, train
+from mlcycle.api.learn import evaluate, model, models, runs, train
 from mlcycle.api.release import history, release
 from mlcycle.api.report import report
 from mlcycle.api.spec import plan, validate
@@ -23,6 +23,7 @@ __all__ = [
     "export",
     "history",
     "manifest_history",
+    "model",
     "models",
     "plan",
     "production_check",
@@ -30,6 +31,7 @@ __all__ = [
     "release",
     "report",
     "retire",
+    "runs",
     "train",
     "update",
     "validate",

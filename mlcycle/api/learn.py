@@ -14,8 +14,10 @@ if TYPE_CHECKING:
     from mlcycle.agents import ProcureResult
     from mlcycle.data import SourceInfo, Window
     from mlcycle.registry import Entry, ModelRef, State
+    from mlcycle.registry.runs import Run
     from mlcycle.spec.model import Spec
     from mlcycle.train import GateResult
+    from mlcycle.train.tuning import Trial
 
 # Development trainings live in the pseudo-release `dev`; `release` makes real ones.
 DEV_RELEASE = "dev"
@@ -265,4 +267,108 @@ def models(path: str | Path | None = None) -> ModelListing:
         stages=held,
         deregistered=unsynced,
         deprecation=stages.deprecation,
+    )
+
+
+@dataclass(frozen=True)
+class RunListing:
+    """The project's training runs, oldest first, and the metric names they share."""
+
+    project: str
+    runs: tuple[Run, ...]
+    metrics: tuple[str, ...]
+    total: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready description: each run as its record holds it."""
+        return {
+            "project": self.project,
+            "total": self.total,
+            "metrics": list(self.metrics),
+            "runs": [r.as_dict() for r in self.runs],
+        }
+
+
+def runs(
+    path: str | Path | None = None,
+    *,
+    last: int | None = None,
+    ids: tuple[str, ...] = (),
+) -> RunListing:
+    """Every training run of the project (`train`, `release`, `update`), whatever came of
+    it; the `last` N only, or the runs `ids` name (a unique prefix of an id suffices)."""
+    from mlcycle.api.project import open_project
+    from mlcycle.errors import UsageError
+
+    project = open_project(path)
+    found = project.registry.runs().runs()
+    total = len(found)
+    if ids:
+        chosen = []
+        for wanted in ids:
+            matches = [r for r in found if r.id.startswith(wanted)]
+            if len(matches) != 1:
+                known = ", ".join(r.id for r in found[-5:]) or "none yet"
+                raise UsageError(
+                    f"run {wanted!r} {'matches no run' if not matches else 'is ambiguous'}",
+                    hint=f"`mlcycle runs` lists them (latest: {known})",
+                )
+            chosen.append(matches[0])
+        found = chosen
+    elif last is not None:
+        found = found[-last:] if last > 0 else []
+    names: dict[str, None] = dict.fromkeys(project.spec.evaluation.metrics)
+    for run in found:
+        names.update(dict.fromkeys(run.metrics))
+    return RunListing(
+        project=project.spec.name, runs=tuple(found), metrics=tuple(names), total=total
+    )
+
+
+@dataclass(frozen=True)
+class ModelDetail:
+    """One registry entry in full: its record, status, stages, and what tuning tried."""
+
+    entry: Entry
+    state: State
+    current: bool
+    stages: tuple[str, ...]
+
+    @property
+    def trials(self) -> tuple[Trial, ...]:
+        """Every tuning candidate recorded with the entry (none when it was not tuned)."""
+        from mlcycle.train.tuning import Trial
+
+        tuning = (self.entry.extra.get("training") or {}).get("tuning") or {}
+        return tuple(Trial.from_dict(t) for t in tuning.get("trials") or ())
+
+    @property
+    def tuning(self) -> Mapping[str, Any] | None:
+        """The tuning record (search, scoring, best parameters and score, trials)."""
+        return (self.entry.extra.get("training") or {}).get("tuning")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The entry as the registry records it, with status, stages and current marker."""
+        return {
+            **self.entry.as_dict(),
+            "status": self.state.value,
+            "retired": None if self.entry.retired is None else dict(self.entry.retired),
+            "stages": list(self.stages),
+            "current": self.current,
+            "tuning": self.tuning,
+        }
+
+
+def model(ref: str, path: str | Path | None = None) -> ModelDetail:
+    """`models show REF`: one entry (`RELEASE/GENERATION`, `RELEASE` for its newest, or
+    `current`) with every tuning candidate it recorded."""
+    listing = models(path)
+    from mlcycle.api.project import open_project
+
+    entry = open_project(path).registry.get(ref)
+    return ModelDetail(
+        entry=entry,
+        state=listing.state_of(entry),
+        current=entry.ref == listing.current,
+        stages=tuple(listing.stages_of(entry)),
     )

@@ -491,6 +491,7 @@ def _procure_unattended(project: Project, plan: ReleasePlan, progress: Progress)
         project.spec,
         project.registry,
         release=plan.version,
+        purpose="release",
         spec_hash=project.spec_hash,
         recipe_hash=project.recipe_hash,
         git_commit=plan.commit,
@@ -508,6 +509,7 @@ def _procure_unattended(project: Project, plan: ReleasePlan, progress: Progress)
         data=result.data,
         reproduction=reproduction[0] if reproduction else None,
         training=result.training,
+        warnings=result.warnings,
     )
 
 

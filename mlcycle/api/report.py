@@ -1,6 +1,7 @@
 """`report`: one self-contained HTML page on how the lifecycle is doing.
 
-It shows the models in the registry, the production metrics of each served
+It shows the models in the registry, the training runs (every attempt, with its
+tuning candidates), the production metrics of each served
 generation over time (one inline SVG chart per metric; no scripts, no network),
 and data drift. Every value from the project is escaped: the page is safe to
 open whatever the spec or the store hold.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mlcycle.agents.production import ProductionReport, WindowMetrics
     from mlcycle.registry import Entry
+    from mlcycle.registry.runs import Run
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b")
 WIDTH, HEIGHT, PAD = 720, 260, 48
@@ -54,6 +57,7 @@ def report(
     project = open_project(path)
     entries = project.registry.entries()
     current = project.registry.current()
+    runs = project.registry.runs().runs()
     production = production_report(project, window=duration_flag(window, "--window"), record=False)
     page = render_html(
         title=project.spec.name,
@@ -61,6 +65,7 @@ def report(
         entries=entries,
         current=None if current is None else str(current.ref),
         production=production,
+        runs=runs,
     )
     target = output or project.root / ".mlcycle" / "report.html"
     try:
@@ -83,6 +88,7 @@ def render_html(
     entries: list[Entry],
     current: str | None,
     production: ProductionReport,
+    runs: Sequence[Run] = (),
 ) -> str:
     """The report page (see the module docstring)."""
     e = html.escape
@@ -99,6 +105,8 @@ def render_html(
         f"<p>{e(pattern)}. Generated {e(_stamp())} by mlcycle.</p>",
         "<h2>Models</h2>",
         _entries_table(entries, current),
+        "<h2>Training runs</h2>",
+        _runs_table(runs),
         "<h2>Production metrics</h2>",
     ]
     if not production.overall:
@@ -199,6 +207,48 @@ def _entries_table(entries: list[Entry], current: str | None) -> str:
     return (
         f"<table id='models'><tr><th>model</th><th>status</th>{head}<th>rows</th>"
         f"<th>created</th></tr>{''.join(rows)}</table>"
+    )
+
+
+def _runs_table(runs: Sequence[Run]) -> str:
+    """Every training run, newest first: outcome, model, metrics, tuning candidates; a
+    run that was tuned opens onto its candidates' cross-validated scores."""
+    e = html.escape
+    if not runs:
+        return "<p id='no-runs'>No training runs recorded yet.</p>"
+    names: dict[str, None] = {}
+    for run in runs:
+        names.update(dict.fromkeys(run.metrics))
+    head = "".join(f"<th>{e(n)}</th>" for n in names)
+    rows = []
+    for run in reversed(runs):
+        cls = {"rejected": "rejected", "failed": "rejected"}.get(run.outcome.value, "")
+        cells = "".join(f"<td>{_num(run.metrics.get(n))}</td>" for n in names)
+        trials = (run.tuning or {}).get("trials") or []
+        detail = ""
+        if trials:
+            lines = "".join(
+                f"<tr><td>{e(str(t.get('rank', '')))}</td>"
+                f"<td>{_num(t.get('mean_score'))}</td><td>{_num(t.get('std_score'))}</td>"
+                f"<td>{_num(t.get('fit_seconds'))}</td>"
+                f"<td>{e(', '.join(f'{k}={v}' for k, v in (t.get('params') or {}).items()))}"
+                "</td></tr>"
+                for t in trials
+            )
+            detail = (
+                f"<details><summary>{len(trials)} candidates</summary><table>"
+                "<tr><th>rank</th><th>cv score</th><th>± std</th><th>fit s</th>"
+                f"<th>params</th></tr>{lines}</table></details>"
+            )
+        why = f"<br><small>{e(run.error)}</small>" if run.error else ""
+        rows.append(
+            f"<tr class='{cls}'><td>{e(run.id)}</td><td>{e(run.purpose)}</td>"
+            f"<td>{e(run.outcome.value)}{why}</td><td>{e(run.ref or '')}</td>{cells}"
+            f"<td>{e(str(run.data.get('rows', '')))}</td><td>{detail}</td></tr>"
+        )
+    return (
+        f"<table id='runs'><tr><th>run</th><th>by</th><th>outcome</th><th>model</th>{head}"
+        f"<th>rows</th><th>tuning</th></tr>{''.join(rows)}</table>"
     )
 
 

@@ -11,7 +11,9 @@ if TYPE_CHECKING:
     from mlcycle.data.validation import Anomaly
     from mlcycle.errors import GateFailure, GateRejectedError
     from mlcycle.registry import Entry, ModelRef
+    from mlcycle.registry.runs import Run
     from mlcycle.train import GateCheck
+    from mlcycle.train.tuning import Trial
 
 
 def number(value: float | None, digits: int = 4) -> str:
@@ -208,3 +210,74 @@ def entries_table(
             )
         )
     render.table(title, columns, rows, markup=True)
+
+
+def params_text(params: Mapping[str, Any]) -> str:
+    """`C=0.1 max_iter=120`: parameters by their last name (`STEP__` dropped), compact."""
+    parts = []
+    for name, value in params.items():
+        short = name.rpartition("__")[2]
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        parts.append(f"{short}={shown}")
+    return " ".join(parts)
+
+
+def trials_table(
+    trials: Sequence[Trial], *, title: str, best: Mapping[str, Any] | None = None
+) -> None:
+    """Every tuning candidate: rank, cross-validated score (mean ± std), fit time, params;
+    `*` marks the one chosen (`best`: its parameters; in halving's last round)."""
+    from rich.markup import escape
+
+    from mlcycle.cli import render
+
+    halving = any(t.round is not None for t in trials)
+    last = max((t.round or 0 for t in trials), default=0)
+    columns = ("", "rank", *(("round", "rows") if halving else ()), "cv score", "± std", "fit s")
+    rows = []
+    for t in trials:
+        chosen = best is not None and dict(t.params) == dict(best) and (t.round or 0) == last
+        rows.append(
+            (
+                "[bold green]*[/]" if chosen else "",
+                str(t.rank),
+                *((str(t.round), str(t.resources)) if halving else ()),
+                number(t.mean_score),
+                number(t.std_score),
+                f"{t.fit_seconds:.3f}",
+                escape(params_text(t.params)),
+            )
+        )
+    render.table(title, (*columns, "params"), rows, markup=True)
+
+
+def runs_table(runs: Sequence[Run], metrics: Sequence[str], *, title: str) -> None:
+    """Training runs, oldest first: id, when, what ran it, outcome, model, metrics."""
+    from rich.markup import escape
+
+    from mlcycle.cli import render
+
+    # The id starts with the UTC time the run started: no separate column for it.
+    columns = ("run", "by", "outcome", "model", *metrics, "tuned", "fit s")
+    rows = []
+    for r in runs:
+        rows.append(
+            (
+                escape(r.id),
+                escape(r.purpose),
+                outcome(r.outcome.value),
+                escape(r.ref or (r.release or "")),
+                *(number(r.metrics.get(m)) for m in metrics),
+                str(r.candidates) if r.candidates else "",
+                "" if r.fit_seconds is None else f"{r.fit_seconds:.2f}",
+            )
+        )
+    render.table(title, columns, rows, markup=True)
+
+
+OUTCOME_COLOURS = {"registered": "green", "rejected": "yellow", "failed": "red"}
+
+
+def outcome(value: str) -> str:
+    """A run's outcome, coloured."""
+    return f"[{OUTCOME_COLOURS.get(value, 'default')}]{value}[/]"

@@ -26,6 +26,7 @@ from mlcycle.spec.model import Procurement
 
 if TYPE_CHECKING:
     from mlcycle.registry.manifests import ManifestStore
+    from mlcycle.registry.runs import RunStore
 
 
 class Registry(ABC):
@@ -120,6 +121,14 @@ class Registry(ABC):
     @abstractmethod
     def manifests(self) -> ManifestStore:
         """The project's serving manifests: what a dynamic deployment serves, and its history."""
+
+    def runs(self) -> RunStore:
+        """The project's run records: every training attempt (`registry/runs.py`).
+
+        A backend keeps them where it keeps its entries, so a shared registry shares
+        them too; one that cannot says so here.
+        """
+        raise RegistryError(f"{self.describe()} keeps no run records")
 
     @abstractmethod
     def change_token(self) -> Hashable:

@@ -67,6 +67,7 @@ from mlcycle.registry.refs import (
     is_release,
     release_key,
 )
+from mlcycle.registry.runs import LocalRunStore
 from mlcycle.registry.trust import DEFAULT_POLICY, TrustPolicy
 from mlcycle.spec.code import code_hashes
 from mlcycle.spec.model import Procurement
@@ -141,6 +142,10 @@ class LocalRegistry(Registry):
     def manifests_dir(self) -> Path:
         """Directory reserved for serving manifests."""
         return self.base / "manifests"
+
+    def runs(self) -> LocalRunStore:
+        """The run records, one JSON file per run in `runs/` beside the releases."""
+        return LocalRunStore(self.base / "runs")
 
     def manifests(self) -> ManifestStore:
         """The serving manifests, numbered JSON files in `manifests_dir`."""

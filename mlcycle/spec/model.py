@@ -244,16 +244,50 @@ class StepSpec:
     params: Mapping[str, Any] = field(default_factory=dict)
 
 
+class DistributionKind(StrEnum):
+    """The shapes a tuned parameter may be sampled from."""
+
+    LOG_UNIFORM = "log-uniform"
+    UNIFORM = "uniform"
+    INT = "int"
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """A range a tuned parameter is sampled from (`{distribution, low, high}` in the spec).
+
+    `int` includes both ends; `log-uniform` needs 0 < low.
+    """
+
+    kind: DistributionKind
+    low: float
+    high: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """The spec's form of the distribution."""
+        return {"distribution": self.kind.value, "low": self.low, "high": self.high}
+
+
 @dataclass(frozen=True)
 class TuningSpec:
-    """Grid or random search with cross-validation."""
+    """Grid, random or successive-halving search with cross-validation.
 
-    params: Mapping[str, tuple[Any, ...]]
+    Each parameter has a tuple of candidate values or a `Distribution` to sample
+    (random and halving search only).
+    """
+
+    params: Mapping[str, tuple[Any, ...] | Distribution]
     search: str = "grid"
     cv: int = 3
     iterations: int = 10
     scoring: str | None = None
     n_jobs: int = 1
+    factor: int = 3
+
+    @property
+    def has_distributions(self) -> bool:
+        """Whether some parameter is sampled from a distribution rather than listed."""
+        return any(isinstance(v, Distribution) for v in self.params.values())
 
 
 @dataclass(frozen=True)
@@ -556,12 +590,13 @@ def _model(raw: Mapping[str, Any]) -> ModelSpec:
     if raw.get("tuning"):
         t = raw["tuning"]
         tuning = TuningSpec(
-            params={k: tuple(v) for k, v in t["params"].items()},
+            params={k: _tuned(v) for k, v in t["params"].items()},
             search=t.get("search", "grid"),
             cv=t.get("cv", 3),
             iterations=t.get("iterations", 10),
             scoring=t.get("scoring"),
             n_jobs=t.get("n_jobs", 1),
+            factor=t.get("factor", 3),
         )
     return ModelSpec(
         pipeline=tuple(steps),
@@ -571,6 +606,14 @@ def _model(raw: Mapping[str, Any]) -> ModelSpec:
         seed=raw.get("seed", 0),
         tuning=tuning,
     )
+
+
+def _tuned(raw: Any) -> tuple[Any, ...] | Distribution:
+    if isinstance(raw, Mapping):
+        return Distribution(
+            DistributionKind(raw["distribution"]), float(raw["low"]), float(raw["high"])
+        )
+    return tuple(raw)
 
 
 def _evaluation(raw: Mapping[str, Any]) -> EvaluationSpec:

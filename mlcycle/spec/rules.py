@@ -26,6 +26,8 @@ from mlcycle.spec.model import (
     Condition,
     DataAccess,
     Deployment,
+    Distribution,
+    DistributionKind,
     Liaison,
     Procurement,
     RewardKind,
@@ -563,6 +565,51 @@ def _tuning_steps(ctx: RuleContext) -> Iterator[Finding]:
         )
 
 
+@rule("tuning-distribution", "error", "tuning distributions are ranges the search can sample")
+def _tuning_distributions(ctx: RuleContext) -> Iterator[Finding]:
+    tuning = ctx.spec.model.tuning
+    if tuning is None:
+        return
+    for param, space in tuning.params.items():
+        if not isinstance(space, Distribution):
+            continue
+        at: Loc = ("model", "tuning", "params", param)
+        name = f"model.tuning.params.{param}"
+        if tuning.search == "grid":
+            yield Finding(
+                f"{name}: grid search tries listed values only; a {space.kind.value} "
+                "distribution needs random or halving search",
+                (("model", "tuning", "search"), at),
+                hint="set model.tuning.search to random or halving, or list the values",
+            )
+        if space.low >= space.high:
+            yield Finding(
+                f"{name}: low ({space.low:g}) must be below high ({space.high:g})",
+                ((*at, "low"), at),
+                hint="swap low and high, or list the one value",
+            )
+        if space.kind is DistributionKind.LOG_UNIFORM and space.low <= 0:
+            yield Finding(
+                f"{name}: a log-uniform distribution needs low > 0 (got {space.low:g})",
+                ((*at, "low"), at),
+                hint="use e.g. low: 0.001, or the uniform distribution for ranges from 0",
+            )
+        if space.kind is DistributionKind.INT and not (
+            space.low.is_integer() and space.high.is_integer()
+        ):
+            yield Finding(
+                f"{name}: an int distribution needs whole numbers for low and high",
+                ((*at, "low"), at),
+                hint="use whole numbers, or the uniform distribution for floats",
+            )
+    if tuning.search != "halving" and ctx.written("model", "tuning", "factor"):
+        yield Finding(
+            "model.tuning.factor: only successive halving uses a factor",
+            (("model", "tuning", "factor"),),
+            hint="set model.tuning.search: halving, or remove factor",
+        )
+
+
 def _local_files(ctx: RuleContext) -> Iterator[tuple[str, Loc]]:
     """Files the spec names that must exist before anything runs, and where."""
     data = ctx.spec.data
@@ -999,6 +1046,8 @@ def _extra_not_installed(ctx: RuleContext) -> Iterator[Finding]:
     artifacts = ctx.raw("registry", "artifacts")
     if isinstance(artifacts, str) and artifacts.startswith("oci:"):
         needs.append((("registry", "artifacts"), "registry.artifacts", extras.OCI))
+    if ctx.raw("tracking", "mlflow"):
+        needs.append((("tracking", "mlflow"), "tracking.mlflow", extras.MLFLOW))
     for at, what, extra in needs:
         if not extra.installed():
             yield Finding(

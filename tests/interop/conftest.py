@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # A full MLflow install (server and `mlflow models serve`), in a venv of its own:
-# `make mlflow-venv` creates it; its pins need not agree with mlcycle's dev environment.
+# `make mlflow` creates it; its pins need not agree with mlcycle's dev environment.
 MLFLOW_VENV = ROOT / ".venv-mlflow"
 
 
@@ -18,7 +18,7 @@ def mlflow_command() -> Path:
     """The real `mlflow` command; skips the test without it, unless MLCYCLE_REQUIRE_MLFLOW=1."""
     command = MLFLOW_VENV / "bin" / "mlflow"
     if not command.exists():
-        reason = f"no full MLflow install at {MLFLOW_VENV} (make mlflow-venv)"
+        reason = f"no full MLflow install at {MLFLOW_VENV} (make mlflow)"
         if os.environ.get("MLCYCLE_REQUIRE_MLFLOW") == "1":
             pytest.fail(reason)
         pytest.skip(reason)

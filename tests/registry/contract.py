@@ -229,6 +229,41 @@ class RegistryContract:
             "gate; 0.3.0/2 is retired (`mlcycle retire`))"
         )
 
+    def test_runs_are_kept_whole_and_in_order(self, registry: Registry) -> None:
+        # Issue 16, item 2: every backend keeps its project's training runs.
+        from mlcycle.registry.runs import Outcome, Run
+
+        store = registry.runs()
+        assert store.runs() == []
+        first = Run(
+            id="20260101T000000Z-aaaaaa",
+            project=registry.project,
+            purpose="train",
+            started_at="2026-01-01T00:00:00Z",
+            finished_at="2026-01-01T00:01:00Z",
+            outcome=Outcome.FAILED,
+            error="no rows",
+        )
+        second = Run(
+            id="20260102T000000Z-bbbbbb",
+            project=registry.project,
+            purpose="release",
+            started_at="2026-01-02T00:00:00Z",
+            finished_at="2026-01-02T00:01:00Z",
+            outcome=Outcome.REGISTERED,
+            release="1.0.0",
+            generation=1,
+            metrics={"accuracy": 0.9, "roc_auc": float("nan")},
+            tuning={"trials": [{"params": {"C": 0.1}, "mean_score": 0.8, "rank": 1}]},
+        )
+        store.save(second)
+        store.save(first)
+        assert [r.id for r in store.runs()] == [first.id, second.id]
+        store.save(second.with_tracking("mlflow", {"run_id": "abc"}))  # replaced, whole
+        (_, again) = store.runs()
+        assert again.tracking == {"mlflow": {"run_id": "abc"}} and again.ref == "1.0.0/1"
+        assert again.metrics["accuracy"] == 0.9 and again.candidates == 1
+
     def test_empty_registry(self, registry: Registry) -> None:
         assert registry.entries() == []
         assert registry.releases() == []

@@ -177,6 +177,13 @@ CASES = [
         "  tuning:\n    params:\n      logistic__C: [1.0]  #!\n",
     ),
     Case(
+        "tuning-distribution",
+        "data:\n  source: {path: d.csv}\n  label: y\nmodel:\n"
+        "  pipeline: [sklearn.linear_model.LogisticRegression]\n"
+        "  tuning:\n    search: random\n    params:\n"
+        "      logisticregression__C: {distribution: log-uniform, low: 0, high: 1}  #!\n",
+    ),
+    Case(
         "file-exists",
         "data:\n  source: {path: nothere.csv}  #!\n  label: y\n" + DATA_LABEL_MODEL,
     ),

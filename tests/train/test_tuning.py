@@ -122,3 +122,69 @@ def test_unknown_tuning_scorer() -> None:
     spec = TuningSpec(params={"logisticregression__C": (1.0,)})
     with pytest.raises(TrainingError, match=r"model\.tuning\.scoring: unknown metric 'acuracy'"):
         make_search(logit(), spec, scoring="acuracy", seed=0)
+
+
+# --- issue 13, item 6: distributions, successive halving, every candidate recorded ---
+
+
+def test_random_search_samples_distributions_and_records_every_trial(cancer: Any) -> None:
+    from mlcycle.spec.model import Distribution, DistributionKind
+
+    X, y = cancer
+    spec = TuningSpec(
+        params={
+            "logisticregression__C": Distribution(DistributionKind.LOG_UNIFORM, 0.001, 100.0),
+            "logisticregression__max_iter": Distribution(DistributionKind.INT, 50, 200),
+            "logisticregression__tol": Distribution(DistributionKind.UNIFORM, 1e-5, 1e-3),
+        },
+        search="random",
+        iterations=7,
+        cv=2,
+    )
+    _, result = tune(logit(), X, y, spec, scoring="roc_auc", seed=0)
+    assert (result.candidates, result.fits, len(result.trials)) == (7, 14, 7)
+    Cs = [t.params["logisticregression__C"] for t in result.trials]
+    assert all(0.001 <= c <= 100.0 for c in Cs) and len(set(Cs)) == 7  # sampled, not listed
+    assert all(isinstance(t.params["logisticregression__max_iter"], int) for t in result.trials)
+    assert all(50 <= t.params["logisticregression__max_iter"] <= 200 for t in result.trials)
+    best = min(result.trials, key=lambda t: t.rank)
+    assert best.params == dict(result.best_params)
+    assert best.mean_score == pytest.approx(result.best_score)
+    assert all(t.fit_seconds > 0 and t.std_score >= 0 for t in result.trials)
+    recorded = json.loads(json.dumps(result.as_dict()))["trials"]
+    assert [r["rank"] for r in recorded] == [t.rank for t in result.trials]
+    assert set(recorded[0]) == {"params", "mean_score", "std_score", "fit_seconds", "rank"}
+
+
+def test_halving_search_runs_rounds_on_growing_rows(cancer: Any) -> None:
+    from mlcycle.spec.model import Distribution, DistributionKind
+
+    X, y = cancer
+    spec = TuningSpec(
+        params={"logisticregression__C": Distribution(DistributionKind.LOG_UNIFORM, 0.001, 100.0)},
+        search="halving",
+        iterations=9,
+        factor=3,
+        cv=2,
+    )
+    best, result = tune(logit(), X, y, spec, scoring="roc_auc", seed=0)
+    rounds = sorted({t.round for t in result.trials})
+    assert rounds[0] == 0 and len(rounds) >= 2
+    first = [t for t in result.trials if t.round == 0]
+    last = [t for t in result.trials if t.round == rounds[-1]]
+    assert len(first) == 9 and len(last) < len(first)
+    assert last[0].resources is not None and first[0].resources is not None
+    assert last[0].resources > first[0].resources
+    assert result.search == "halving" and result.fits == len(result.trials) * 2
+    assert best.get_params()["logisticregression__C"] == result.best_params["logisticregression__C"]
+    assert "round" in json.loads(json.dumps(result.as_dict()))["trials"][0]
+
+
+def test_grid_search_refuses_a_distribution() -> None:
+    from mlcycle.spec.model import Distribution, DistributionKind
+
+    spec = TuningSpec(
+        params={"logisticregression__C": Distribution(DistributionKind.UNIFORM, 0.1, 1.0)}
+    )
+    with pytest.raises(TrainingError, match="grid search tries listed values only"):
+        make_search(logit(), spec, scoring="roc_auc", seed=0)

@@ -3,6 +3,7 @@
 from mlcycle.cli.commands import init  # noqa: F401  # isort: skip
 from mlcycle.cli.commands import spec  # noqa: F401  # isort: skip
 from mlcycle.cli.commands import learn  # noqa: F401  # isort: skip
+from mlcycle.cli.commands import runs  # noqa: F401  # isort: skip
 from mlcycle.cli.commands import serving  # noqa: F401  # isort: skip
 from mlcycle.cli.commands import release  # noqa: F401  # isort: skip
 from mlcycle.cli.commands import stages  # noqa: F401  # isort: skip

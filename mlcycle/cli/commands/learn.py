@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from mlcycle.agents import ProcureResult
     from mlcycle.agents.production import Drift, ProductionReport
     from mlcycle.api.agents import ProductionCheck
-    from mlcycle.api.learn import EvaluationReport, ModelListing
+    from mlcycle.api.learn import EvaluationReport, ModelDetail, ModelListing
 
 _LOWER_HELP = "Start of the data window on the ordinal column (inclusive), e.g. 100 or 2026-01-01."
 _UPPER_HELP = "End of the data window on the ordinal column (exclusive)."
@@ -100,6 +100,10 @@ def _render_procured(result: ProcureResult) -> None:
             f"[green]registered[/] {escape(str(result.entry.ref))} as a candidate; "
             "`mlcycle models` lists the registry"
         )
+    if result.run is not None:
+        out.print(f"run {escape(result.run.id)} recorded; `mlcycle runs` lists the runs")
+    for warning in result.warnings:
+        render.warning(warning)
 
 
 @app.command()
@@ -297,15 +301,33 @@ def _worst_drift(drift: Drift | None) -> tuple[str, str]:
     return (views.number(worst[1], 3), worst[0]) if worst else ("n/a", "")
 
 
-@app.command()
+# `models` lists the registry; `models show REF` shows one entry in full. A group whose
+# callback lists when no subcommand follows keeps `mlcycle models [--json]` as it was.
+models_app = typer.Typer(
+    name="models",
+    help="List the registry: releases, generations, status, stages, metrics; * marks current.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+    rich_markup_mode="rich",
+)
+app.add_typer(models_app)
+
+
+@models_app.callback()
 def models(
+    ctx: typer.Context,
     project: Path | None = project_option(),
     as_json: bool = json_option("the registry"),
 ) -> None:
-    """List the registry: releases, generations, status, stages, metrics; * marks current."""
+    """List the registry: releases, generations, status, stages, metrics; * marks current.
+
+    `mlcycle models show REF` shows one model in full, with every tuning candidate.
+    """
     from mlcycle import api
     from mlcycle.cli import render
 
+    if ctx.invoked_subcommand is not None:
+        return
     listing = api.models(project)
     if as_json:
         render.print_json(listing.as_dict(), kind="models")
@@ -334,3 +356,59 @@ def _render_models(listing: ModelListing) -> None:
         render.warning(warning)
     if listing.current is None:
         render.stdout().print("no model is current yet (a release makes one current)")
+
+
+@models_app.command("show")
+def models_show(
+    ref: str = typer.Argument(
+        ..., help="The model: RELEASE/GENERATION, RELEASE (its newest) or current."
+    ),
+    project: Path | None = project_option(),
+    as_json: bool = json_option("the model"),
+) -> None:
+    """Show one model: its record, metrics, data, and every candidate tuning tried."""
+    from mlcycle import api
+    from mlcycle.cli import render
+
+    detail = api.model(ref, project)
+    if as_json:
+        render.print_json(detail.as_dict(), kind="model")
+    else:
+        _render_model(detail)
+
+
+def _render_model(detail: ModelDetail) -> None:
+    from rich.markup import escape
+
+    from mlcycle.cli import render, views
+
+    entry = detail.entry
+    out = render.stdout()
+    marker = ", current" if detail.current else ""
+    out.print(f"[bold]{entry.project} {entry.ref}[/]: {views.state(detail.state.value)}{marker}")
+    facts = [
+        ("created", f"{entry.created_at} by {entry.created_by}"),
+        ("stages", ", ".join(detail.stages) or "none"),
+        ("data", views.describe_window(entry.data)),
+        ("spec hash", (entry.spec_hash or "n/a")[:16]),
+        ("git commit", (entry.git_commit or "n/a")[:12]),
+        ("artifact", f"{entry.artifact.sha256[:16]}"),
+    ]
+    for name, value in facts:
+        out.print(f"  {name}: {escape(value)}")
+    views.metrics_table(entry.metrics, title="held-out metrics")
+    tuning = detail.tuning
+    if not tuning:
+        out.print("not tuned")
+        return
+    best = ", ".join(f"{k}={v}" for k, v in (tuning.get("best_params") or {}).items())
+    search, scoring = str(tuning.get("search")), str(tuning.get("scoring"))
+    out.print(
+        f"tuning: {escape(search)} search by {escape(scoring)}, "
+        f"best {views.number(tuning.get('best_score'))} with {escape(best)}"
+    )
+    views.trials_table(
+        detail.trials,
+        title="tuning candidates (* chosen)",
+        best=tuning.get("best_params") or {},
+    )

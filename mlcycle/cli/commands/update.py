@@ -101,3 +101,5 @@ def _render(result: UpdateResult) -> None:
     if procured.gate.checks:
         views.gate_table(procured.gate.checks, comparison=procured.comparison)
     out.print(f"[green]published[/] {escape(str(procured.entry.ref))} as the current model")
+    for warning in procured.warnings:
+        render.warning(warning)

@@ -1,0 +1,137 @@
+"""A real MLflow tracking server for the tests that log to one (issue 16, item 2).
+
+The server is the full `mlflow` in a venv of its own: `make mlflow` creates
+`.venv-mlflow` (its pins clash with mlcycle's dev dependencies, like checkov's);
+`MLCYCLE_MLFLOW=/path/to/bin/mlflow` points elsewhere. Without one the tests skip,
+unless MLCYCLE_REQUIRE_MLFLOW=1 (`make test` sets it): then they fail.
+
+`start_mlflow_server` runs `mlflow server` with a SQLite backend and a local artifact
+root in a temporary directory, on 127.0.0.1 and a free port, and waits until it
+answers `/health`; `MlflowServer.api` queries its REST API the way any client does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def mlflow_executable() -> str:
+    """The full mlflow's command, or skip (fail under MLCYCLE_REQUIRE_MLFLOW=1)."""
+    found = os.environ.get("MLCYCLE_MLFLOW") or next(
+        (str(p) for p in [ROOT / ".venv-mlflow" / "bin" / "mlflow"] if p.is_file()), None
+    )
+    if found is None:
+        if os.environ.get("MLCYCLE_REQUIRE_MLFLOW") == "1":
+            pytest.fail("the mlflow server is missing: `make mlflow` installs it in .venv-mlflow")
+        pytest.skip("no mlflow server to test against (`make mlflow`)")
+    return found
+
+
+@dataclass(frozen=True)
+class MlflowServer:
+    """A running tracking server: its URL and its REST API."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def api(self, endpoint: str, **query: Any) -> Any:
+        """GET `/api/2.0/mlflow/ENDPOINT?QUERY` and the decoded JSON answer."""
+        url = f"{self.url}/api/2.0/mlflow/{endpoint}"
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return json.loads(response.read())
+
+    def post(self, endpoint: str, body: dict[str, Any]) -> Any:
+        """POST a JSON body to `/api/2.0/mlflow/ENDPOINT` and decode the answer."""
+        request = urllib.request.Request(
+            f"{self.url}/api/2.0/mlflow/{endpoint}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def start_mlflow_server(directory: Path) -> Iterator[MlflowServer]:
+    """`mlflow server` on SQLite and a local artifact root under `directory`."""
+    executable = mlflow_executable()
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = (directory / "server.log").open("wb")
+    process = subprocess.Popen(
+        [
+            executable,
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{directory / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(directory / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        cwd=directory,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        # Its own process group: the server's workers stop with it.
+        start_new_session=True,
+    )
+    server = MlflowServer(f"http://127.0.0.1:{port}", process)
+    try:
+        # Starting creates the database schema: tens of seconds on a busy machine. The
+        # bound is a failure deadline, not a timing assertion.
+        deadline = time.monotonic() + 300
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(
+                    "mlflow server exited: " + (directory / "server.log").read_text()[-2000:]
+                )
+            try:
+                with urllib.request.urlopen(f"{server.url}/health", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("mlflow server did not start in 300 s")
+            time.sleep(0.5)
+        yield server
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
