@@ -155,6 +155,7 @@ class SqlRegistry(Registry):
         self.engine: Engine = create_engine(url)
         self._metadata, self._projects, self._entries, self._manifests, self._locks = _tables()
         self._ready = False
+        self._pid = os.getpid()
         self._thread_lock = threading.Lock()  # release lock of an in-memory database
 
     def __repr__(self) -> str:
@@ -426,6 +427,11 @@ class SqlRegistry(Registry):
 
     def _ensure(self) -> None:
         """Create the tables and this project's row, once per process and registry."""
+        if self._pid != os.getpid():
+            # A forked serving worker must not share its parent's connections (one
+            # socket, two conversations): it opens its own, leaving the parent's alone.
+            self.engine.dispose(close=False)
+            self._pid = os.getpid()
         if self._ready:
             return
         import sqlalchemy as sa
