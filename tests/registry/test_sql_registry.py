@@ -14,11 +14,13 @@ from typing import Any
 
 import pytest
 
-from mlcycle.registry import Registry
+from mlcycle.errors import ExitCode, RegistryError, UsageError
+from mlcycle.registry import LocalRegistry, Registry, open_registry
 from mlcycle.registry.blobs import DirectoryBlobStore
 from mlcycle.registry.sql import SqlRegistry
 from tests.registry.conftest import register, same_predictions
 from tests.registry.contract import RegistryContract
+from tests.registry.test_local_registry import make_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -159,3 +161,60 @@ def test_the_release_lock_dies_with_its_holder_and_names_it_meanwhile(
         assert not held.is_set()
     thread.join(60)
     assert held.is_set()
+
+
+# --- choosing the backend -----------------------------------------------------------------
+
+
+def test_open_registry_picks_the_backend_by_url_and_the_environment_wins(
+    tmp_path: Path, logit: Any
+) -> None:
+    db = tmp_path / "team.db"
+    spec = make_spec(
+        tmp_path,
+        {"registry": {"url": f"sqlite:///{db}", "artifacts": "file:shared"}},
+    )
+    declared = open_registry(spec, environ={})
+    assert isinstance(declared, SqlRegistry)
+    assert declared.describe() == f"sqlite:///{db} (artifacts file:{tmp_path / 'shared'})"
+    entry = register(declared, logit)
+    # The cache of pulled files lives under registry.path; the blobs in the store.
+    path = declared.artifact_path(entry)
+    assert path.is_relative_to(tmp_path / ".mlcycle" / "registry" / "churn" / "cache")
+    assert (tmp_path / "shared" / f"sha256-{entry.artifact.sha256}").is_file()
+
+    other = tmp_path / "ci.db"
+    env = {
+        "MLCYCLE_REGISTRY_URL": f"sqlite:///{other}",
+        "MLCYCLE_ARTIFACTS_URL": f"file:{tmp_path / 'ci-artifacts'}",
+    }
+    overridden = open_registry(spec, environ=env)
+    assert isinstance(overridden, SqlRegistry)
+    assert overridden.entries() == []
+    ci_artifacts = tmp_path / "ci-artifacts"
+    assert overridden.describe() == f"sqlite:///{other} (artifacts file:{ci_artifacts})"
+    # Without any URL it is the local directory, as always.
+    assert isinstance(open_registry(make_spec(tmp_path, {}), environ={}), LocalRegistry)
+
+
+def test_credentials_never_show_in_what_the_registry_says(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path, {})
+    with pytest.raises(UsageError) as info:
+        open_registry(spec, environ={"MLCYCLE_REGISTRY_URL": "mysql://team:hunter2@db/reg"})
+    assert str(info.value) == (
+        "churn: the registry URL mysql://team:***@db/reg names no registry backend"
+    )
+    assert "postgresql:, sqlite:" in (info.value.hint or "")
+    assert info.value.exit_code == ExitCode.USAGE
+
+    # Nothing listens on port 1: the driver's error is reported, the password masked.
+    url = "postgresql://team:hunter2@127.0.0.1:1/reg"
+    registry = open_registry(spec, environ={"MLCYCLE_REGISTRY_URL": url})
+    assert "hunter2" not in registry.describe() and "hunter2" not in repr(registry)
+    with pytest.raises(RegistryError) as failed:
+        registry.entries()
+    message = str(failed.value)
+    assert message.startswith("postgresql://team:***@127.0.0.1:1/reg (artifacts file:")
+    assert "database error while creating the registry's tables" in message
+    assert "hunter2" not in message + (failed.value.hint or "")
+    assert failed.value.exit_code == ExitCode.RUNTIME
