@@ -79,6 +79,9 @@ def _sql(spec: Spec, url: str, env: Mapping[str, str]) -> Registry:
     from mlcycle.registry.blobs import open_blob_store
     from mlcycle.registry.sql import SqlRegistry
 
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        url = prefix + str(spec.resolve(url[len(prefix) :]))  # relative to the spec, as paths are
     cache = spec.resolve(spec.registry.path)
     artifacts = env.get(ARTIFACTS_URL_VARIABLE) or spec.registry.artifacts
     if not artifacts:

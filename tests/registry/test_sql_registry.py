@@ -63,6 +63,12 @@ print(register(registry, fit_logit(), make_current=True).ref, flush=True)
 """
 
 
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, database: str) -> str:
+    if database == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
+    return f"sqlite:///{tmp_path / 'registry.db'}"
+
+
 def writer(url: str, tmp_path: Path, mode: str = "register", kill_at: str | None = None) -> Any:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if kill_at is not None:
@@ -106,12 +112,14 @@ def test_a_writer_killed_at_any_step_leaves_nothing_half_visible(
 
 
 @pytest.mark.slow
-def test_concurrent_writers_on_postgres_get_distinct_generations(
-    postgres_url: str, tmp_path: Path
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_concurrent_writers_get_distinct_generations(
+    request: pytest.FixtureRequest, tmp_path: Path, database: str
 ) -> None:
+    url = database_url(request, tmp_path, database)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WRITER, postgres_url, str(tmp_path), "register"],
+            [sys.executable, "-c", WRITER, url, str(tmp_path), "register"],
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             stdout=subprocess.PIPE,
@@ -126,7 +134,7 @@ def test_concurrent_writers_on_postgres_get_distinct_generations(
         assert proc.returncode == 0, err
         printed += out.split()
     assert sorted(printed) == [f"0.1.0/{n}" for n in range(1, 5)]
-    registry = sql_registry(postgres_url, tmp_path)
+    registry = sql_registry(url, tmp_path)
     assert [e.generation for e in registry.entries()] == [1, 2, 3, 4]
 
 
@@ -135,11 +143,7 @@ def test_concurrent_writers_on_postgres_get_distinct_generations(
 def test_the_release_lock_dies_with_its_holder_and_names_it_meanwhile(
     request: pytest.FixtureRequest, tmp_path: Path, database: str
 ) -> None:
-    url = (
-        request.getfixturevalue("postgres_url")
-        if database == "postgresql"
-        else f"sqlite:///{tmp_path / 'registry.db'}"
-    )
+    url = database_url(request, tmp_path, database)
     killed = writer(url, tmp_path, mode="hold-release-lock")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert killed.stdout.split() == ["holding"]
@@ -193,6 +197,9 @@ def test_open_registry_picks_the_backend_by_url_and_the_environment_wins(
     assert overridden.entries() == []
     ci_artifacts = tmp_path / "ci-artifacts"
     assert overridden.describe() == f"sqlite:///{other} (artifacts file:{ci_artifacts})"
+    # A relative SQLite path is relative to the spec, wherever mlcycle runs.
+    relative = open_registry(spec, environ={"MLCYCLE_REGISTRY_URL": "sqlite:///reg/team.db"})
+    assert relative.describe().startswith(f"sqlite:///{tmp_path / 'reg' / 'team.db'} ")
     # Without any URL it is the local directory, as always.
     assert isinstance(open_registry(make_spec(tmp_path, {}), environ={}), LocalRegistry)
 
