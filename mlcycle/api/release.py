@@ -165,7 +165,8 @@ def release(
     from mlcycle.gitops import Repo
 
     project = open_project(path)
-    remote, fetched = _sync_tags(project, remote)
+    asked = remote
+    remote, fetched = _sync_tags(project, asked)
 
     def planned(repo: Repo) -> ReleasePlan:
         plan = _plan(
@@ -194,8 +195,11 @@ def release(
                 origin = str(model)
                 model = _download(project, origin, stack, progress)
             _check_pickle(_model_file(project, model), trust_pickle)
-        # ... and again under it: the version is the one free now.
+        # ... and again under it: the version is the one free now. The tags are fetched
+        # again first: the release that held the lock, in this clone or in another one
+        # sharing the registry, may have pushed the version this one would have taken.
         with _release_lock(project, progress), Repo.find(project.root) as repo:
+            fetched += tuple(_sync_tags(project, asked)[1])
             plan = planned(repo)
             return _carry_out(
                 project,

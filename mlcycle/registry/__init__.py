@@ -5,14 +5,19 @@ trainings outside a release; generations (1, 2, …) are new data with the same
 code. Every entry carries its metrics, gate result, data record, spec hash, git
 commit, library versions and the SHA-256 of its artifact. `current` names the
 entry production serves. The embedded backend keeps everything under the
-project (`registry.path`, default `.mlcycle/registry`); see `local.py`.
+project (`registry.path`, default `.mlcycle/registry`); see `local.py`. A team
+shares one registry in a database (`registry.url`) with its files in an artifact
+store (`registry.artifacts`); see `sql.py` and `blobs.py`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Final
 
-from mlcycle.errors import RegistryError
+from mlcycle.errors import RegistryError, UsageError
+from mlcycle.redact import mask_url
 from mlcycle.registry.artifacts import (
     ArtifactInfo,
     OnnxArtifact,
@@ -31,8 +36,21 @@ if TYPE_CHECKING:
     from mlcycle.spec.model import Spec
 
 
-def open_registry(spec: Spec) -> Registry:
-    """The registry the spec declares; RegistryError when it declares none."""
+REGISTRY_URL_VARIABLE: Final = "MLCYCLE_REGISTRY_URL"
+ARTIFACTS_URL_VARIABLE: Final = "MLCYCLE_ARTIFACTS_URL"
+
+
+def open_registry(spec: Spec, *, environ: Mapping[str, str] | None = None) -> Registry:
+    """The registry the spec declares; RegistryError when it declares none.
+
+    Without a `registry.url` (nor MLCYCLE_REGISTRY_URL) it is the local directory
+    `registry.path`. With one, the backend is the builder of the URL's scheme (one
+    per scheme, as MLflow picks its stores): `sqlite:` and `postgresql:` make a
+    SqlRegistry, its files in `registry.artifacts` (or MLCYCLE_ARTIFACTS_URL;
+    default `file:` + `artifacts` under `registry.path`), pulled copies cached
+    under `registry.path`. The variables win over the spec, for CI jobs and pods.
+    """
+    env = os.environ if environ is None else environ
     backend = spec.registry.backend
     if backend == "none":
         raise RegistryError(
@@ -41,8 +59,42 @@ def open_registry(spec: Spec) -> Registry:
         )
     if backend != "local":
         raise RegistryError(f"{spec.name}: unknown registry backend {backend!r}")
-    # Library names only: a generation's project names come from its own stored code.
-    return LocalRegistry(spec.resolve(spec.registry.path), spec.name)
+    url = env.get(REGISTRY_URL_VARIABLE) or spec.registry.url
+    if not url:
+        # Library names only: a generation's project names come from its own stored code.
+        return LocalRegistry(spec.resolve(spec.registry.path), spec.name)
+    scheme = url.split(":", 1)[0].split("+", 1)[0].lower() if ":" in url else ""
+    builder = _BUILDERS.get(scheme)
+    if builder is None:
+        known = ", ".join(f"{s}:" for s in sorted(_BUILDERS))
+        raise UsageError(
+            f"{spec.name}: the registry URL {mask_url(url)} names no registry backend",
+            hint=f"use a database URL of one of the schemes {known} (registry.url, or "
+            f"{REGISTRY_URL_VARIABLE})",
+        )
+    return builder(spec, url, env)
+
+
+def _sql(spec: Spec, url: str, env: Mapping[str, str]) -> Registry:
+    from mlcycle.registry.blobs import open_blob_store
+    from mlcycle.registry.sql import SqlRegistry
+
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        url = prefix + str(spec.resolve(url[len(prefix) :]))  # relative to the spec, as paths are
+    cache = spec.resolve(spec.registry.path)
+    artifacts = env.get(ARTIFACTS_URL_VARIABLE) or spec.registry.artifacts
+    if not artifacts:
+        artifacts = f"file:{cache / 'artifacts'}"
+    blobs = open_blob_store(artifacts, base=spec.root, cache=cache / "blobs")
+    return SqlRegistry(url, spec.name, blobs=blobs, cache=cache / spec.name / "cache")
+
+
+# URL scheme → builder(spec, url, environment): where a new backend plugs in.
+_BUILDERS: dict[str, Callable[[Spec, str, Mapping[str, str]], Registry]] = {
+    "sqlite": _sql,
+    "postgresql": _sql,
+}
 
 
 __all__ = [

@@ -150,9 +150,9 @@ class LocalRegistry(Registry):
     def manifests(self) -> ManifestStore:
         """The serving manifests, numbered JSON files in `manifests_dir`."""
         # Imported here: manifests.py takes utc_now and whoami from this module.
-        from mlcycle.registry.manifests import ManifestStore
+        from mlcycle.registry.manifests import DirectoryManifestStore
 
-        return ManifestStore(self.manifests_dir, self.project)
+        return DirectoryManifestStore(self.manifests_dir, self.project)
 
     def change_token(self) -> Hashable:
         """Modification times of the manifest and release directories.
@@ -241,22 +241,16 @@ class LocalRegistry(Registry):
         onnx: OnnxForm | None = None,
     ) -> Entry:
         """Store `model` as a new generation of `release` (see Registry.register)."""
-        release = check_release(release)
-        status_ = _choice(Status, status, "status")
-        procurement_ = _choice(Procurement, procurement, "procurement")
-        if generation is not None:
-            ModelRef(release, generation)  # validates the number
-        record = {
-            "metrics": _metrics(metrics),
-            "gate": _mapping(gate, "gate"),
-            "data": _mapping(data, "data"),
-            "extra": _mapping(extra, "extra"),
-        }
-        if status_ is Status.CANDIDATE and record["gate"].get("passed") is False:
-            raise UsageError(
-                "register: the gate record says the model failed, but status is 'candidate'",
-                hint="register a model that failed its gate with status='rejected'",
-            )
+        release, status_, procurement_, record = check_registration(
+            release=release,
+            status=status,
+            procurement=procurement,
+            generation=generation,
+            metrics=metrics,
+            gate=gate,
+            data=data,
+            extra=extra,
+        )
         versions = library_versions(onnx=onnx is not None)
         created_at, created_by = utc_now(), whoami()
 
@@ -492,22 +486,11 @@ class LocalRegistry(Registry):
 
         The model may name what the staged code defines, and nothing else of the project.
         """
-        trust = self.trust
-        staged = staging / CODE_DIR
-        if staged.is_dir():
-            files = {
-                p.relative_to(staged).as_posix(): p.read_bytes()
-                for p in sorted(staged.rglob("*.py"))
-            }
-            trust = trust.with_code(files, root=None, origin="the model.code stored with it")
-        return save_model(model, staging / ARTIFACT_STEM, trust=trust)
+        return stage_artifact(model, staging, self.trust)
 
     def _stage_code(self, code: Mapping[str, bytes], staging: Path) -> dict[str, str]:
         """Write the model code under `code/` of the staging directory; its hashes."""
-        if not code:
-            return {}
-        write_code(staging / CODE_DIR, code)
-        return code_hashes(code)
+        return stage_code(code, staging)
 
     def _publish(self, staging: Path, target: Path) -> None:
         """Move a complete staged entry into place: the one step that makes it visible."""
@@ -829,6 +812,62 @@ def _pointer_ref(raw: Any, *, where: str) -> ModelRef:
 
 def _key(ref: ModelRef) -> tuple[str | None, int | None]:
     return (ref.release, ref.generation)
+
+
+def check_registration(
+    *,
+    release: str,
+    status: Status | str,
+    procurement: Procurement | str,
+    generation: int | None,
+    metrics: Mapping[str, float],
+    gate: Mapping[str, Any] | None,
+    data: Mapping[str, Any] | None,
+    extra: Mapping[str, Any] | None,
+) -> tuple[str, Status, Procurement, dict[str, Any]]:
+    """`register`'s arguments checked (UsageError) and made plain JSON, for every backend.
+
+    Returns the release, status, procurement and the record (metrics, gate, data, extra).
+    """
+    release = check_release(release)
+    status_ = _choice(Status, status, "status")
+    procurement_ = _choice(Procurement, procurement, "procurement")
+    if generation is not None:
+        ModelRef(release, generation)  # validates the number
+    record = {
+        "metrics": _metrics(metrics),
+        "gate": _mapping(gate, "gate"),
+        "data": _mapping(data, "data"),
+        "extra": _mapping(extra, "extra"),
+    }
+    if status_ is Status.CANDIDATE and record["gate"].get("passed") is False:
+        raise UsageError(
+            "register: the gate record says the model failed, but status is 'candidate'",
+            hint="register a model that failed its gate with status='rejected'",
+        )
+    return release, status_, procurement_, record
+
+
+def stage_artifact(model: Any, staging: Path, trust: TrustPolicy) -> ArtifactInfo:
+    """Save the artifact into `staging`, after its model code (see `stage_code`).
+
+    The model may name what the staged code defines, and nothing else of the project.
+    """
+    staged = staging / CODE_DIR
+    if staged.is_dir():
+        files = {
+            p.relative_to(staged).as_posix(): p.read_bytes() for p in sorted(staged.rglob("*.py"))
+        }
+        trust = trust.with_code(files, root=None, origin="the model.code stored with it")
+    return save_model(model, staging / ARTIFACT_STEM, trust=trust)
+
+
+def stage_code(code: Mapping[str, bytes], staging: Path) -> dict[str, str]:
+    """Write the model code under `code/` of `staging`; its hashes."""
+    if not code:
+        return {}
+    write_code(staging / CODE_DIR, code)
+    return code_hashes(code)
 
 
 def _choice(enum: Any, value: Any, name: str) -> Any:

@@ -8,10 +8,11 @@ A manifest names the release in play, the selector (the spec's
   picks them up without a new manifest;
 - `pinned`: exactly the listed `RELEASE/GENERATION` entries.
 
-Manifests live in the registry under `<project>/manifests/NNNNNN.json`, are
-numbered 1, 2, ..., never overwritten (created with O_EXCL, so two publishers
-cannot both take a number) and validated against `schemas/manifest.schema.json`
-when written and read. The active manifest is the highest number; rolling back
+Manifests are numbered 1, 2, ..., never overwritten (two publishers never
+take one number) and validated against `schemas/manifest.schema.json` when
+written and read. Each registry backend keeps them its way: the local one as
+files `<project>/manifests/NNNNNN.json` (created with O_EXCL), the SQL one as
+rows (sql.py). The active manifest is the highest number; rolling back
 publishes a copy of an older one as the next number, so history only grows.
 """
 
@@ -20,7 +21,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -156,8 +158,93 @@ def _reward_from_document(doc: Mapping[str, Any] | None) -> RewardSpec | None:
     return RewardSpec(RewardKind(doc["kind"]), None if scale is None else float(scale))
 
 
-class ManifestStore:
-    """The manifests of one project in its local registry."""
+class ManifestStore(ABC):
+    """The manifests of one project; a registry backend supplies where they are kept.
+
+    A backend implements `numbers`, `get` and `_append`; publishing, the active
+    manifest, the history and rollback are written once here.
+    """
+
+    project: str
+
+    @abstractmethod
+    def numbers(self) -> list[int]:
+        """Published manifest numbers, ascending."""
+
+    @abstractmethod
+    def get(self, number: int) -> Manifest:
+        """Manifest `number`; RegistryError when it is missing or invalid."""
+
+    @abstractmethod
+    def _append(self, document: Callable[[int], dict[str, Any]]) -> dict[str, Any]:
+        """Store `document(n)` as manifest n, n the next free number; return what was stored.
+
+        Atomic: no reader sees a partial manifest, two publishers never take one number,
+        and a manifest is never replaced.
+        """
+
+    def active(self) -> Manifest | None:
+        """The newest manifest, or None when none was published."""
+        numbers = self.numbers()
+        return self.get(numbers[-1]) if numbers else None
+
+    def history(self) -> list[Manifest]:
+        """Every manifest, oldest first."""
+        return [self.get(n) for n in self.numbers()]
+
+    def publish(
+        self,
+        *,
+        release: str,
+        selector: Mapping[str, Any],
+        mode: str,
+        arms: int,
+        pinned: Sequence[str] = (),
+        note: str | None = None,
+    ) -> Manifest:
+        """Store the next manifest (validated); never replaces one."""
+
+        def document(number: int) -> dict[str, Any]:
+            doc = Manifest(
+                project=self.project,
+                number=number,
+                release=release,
+                mode=mode,
+                selector=dict(selector),
+                arms=arms,
+                pinned=tuple(pinned),
+                created_at=utc_now(),
+                created_by=whoami(),
+                note=note,
+            ).as_dict()
+            _validate(doc, where=f"manifest {number}")
+            return doc
+
+        return _from_dict(self._append(document))
+
+    def rollback(self, number: int | None = None) -> Manifest:
+        """Publish a copy of manifest `number` (default: the one before the active one)."""
+        numbers = self.numbers()
+        if number is None:
+            if len(numbers) < 2:
+                raise UsageError(
+                    f"{self.project}: there is no earlier manifest to roll back to",
+                    hint="`mlcycle deploy --history` lists the manifests",
+                )
+            number = numbers[-2]
+        old = self.get(number)
+        return self.publish(
+            release=old.release,
+            selector=old.selector,
+            mode=old.mode,
+            arms=old.arms,
+            pinned=old.pinned,
+            note=f"rollback to manifest {number}",
+        )
+
+
+class DirectoryManifestStore(ManifestStore):
+    """Manifests as numbered JSON files in one directory (the local registry's)."""
 
     def __init__(self, directory: Path, project: str) -> None:
         self.directory = Path(directory)
@@ -187,46 +274,14 @@ class ManifestStore:
             ) from None
         except (OSError, ValueError) as e:
             raise RegistryError(f"{path}: unreadable manifest ({e})") from e
-        _validate(raw, where=str(path))
-        return _from_dict(raw)
+        return parse_manifest(raw, where=str(path))
 
-    def active(self) -> Manifest | None:
-        """The newest manifest, or None when none was published."""
-        numbers = self.numbers()
-        return self.get(numbers[-1]) if numbers else None
-
-    def history(self) -> list[Manifest]:
-        """Every manifest, oldest first."""
-        return [self.get(n) for n in self.numbers()]
-
-    def publish(
-        self,
-        *,
-        release: str,
-        selector: Mapping[str, Any],
-        mode: str,
-        arms: int,
-        pinned: Sequence[str] = (),
-        note: str | None = None,
-    ) -> Manifest:
-        """Write the next manifest; never replaces one (O_EXCL), retries on a race."""
+    def _append(self, document: Callable[[int], dict[str, Any]]) -> dict[str, Any]:
+        """Write the next file; O_EXCL-like (link), so a race retries with the next number."""
         self.directory.mkdir(parents=True, exist_ok=True)
         for _ in range(20):
             number = (self.numbers() or [0])[-1] + 1
-            manifest = Manifest(
-                project=self.project,
-                number=number,
-                release=release,
-                mode=mode,
-                selector=dict(selector),
-                arms=arms,
-                pinned=tuple(pinned),
-                created_at=utc_now(),
-                created_by=whoami(),
-                note=note,
-            )
-            doc = manifest.as_dict()
-            _validate(doc, where=f"manifest {number}")
+            doc = document(number)
             data = (json.dumps(doc, indent=2) + "\n").encode("utf-8")
             tmp = self.directory / f".{number:06d}.{os.getpid()}.tmp"
             tmp.write_bytes(data)
@@ -238,28 +293,14 @@ class ManifestStore:
                 continue
             finally:
                 tmp.unlink(missing_ok=True)
-            return manifest
+            return doc
         raise RegistryError(f"{self.directory}: could not take a manifest number (contention)")
 
-    def rollback(self, number: int | None = None) -> Manifest:
-        """Publish a copy of manifest `number` (default: the one before the active one)."""
-        numbers = self.numbers()
-        if number is None:
-            if len(numbers) < 2:
-                raise UsageError(
-                    f"{self.project}: there is no earlier manifest to roll back to",
-                    hint="`mlcycle deploy --history` lists the manifests",
-                )
-            number = numbers[-2]
-        old = self.get(number)
-        return self.publish(
-            release=old.release,
-            selector=old.selector,
-            mode=old.mode,
-            arms=old.arms,
-            pinned=old.pinned,
-            note=f"rollback to manifest {number}",
-        )
+
+def parse_manifest(raw: Any, *, where: str) -> Manifest:
+    """The manifest a stored document describes, after checking it against the schema."""
+    _validate(raw, where=where)
+    return _from_dict(raw)
 
 
 @cache
