@@ -87,7 +87,7 @@ class ServeOptions:
     queue_deadline: float | None = 0.1
     """Seconds a request may wait between arriving and its model work; one that waited
     longer is shed with 503 at once (None: no limit). See `serve/admission.py`."""
-    queue_target: float = 0.01
+    queue_target: float = 0.025
     """While the shortest wait of the last 100 ms exceeded this (a standing queue), the
     deadline is twice this instead (CoDel's target; one loop turn of a worker at
     capacity takes a few milliseconds, which is no queue)."""
