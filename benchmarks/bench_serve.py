@@ -463,8 +463,11 @@ async def burst(port: int, body: bytes, rate: float, duration: float, pool: int)
     while client.outstanding > 0 and time.perf_counter() < drain:
         await asyncio.sleep(0.01)
     result.elapsed = time.perf_counter() - start
-    result.failed += client.outstanding  # never answered
     client.queue.clear()
+    settle = time.perf_counter() + 2  # let the requests already sent be answered
+    while len(client.idle) < len(client.live) and time.perf_counter() < settle:
+        await asyncio.sleep(0.01)
+    result.failed += client.outstanding  # never answered
     result.per_worker = await client.spread()
     client.close()
     return result
