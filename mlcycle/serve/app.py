@@ -89,8 +89,8 @@ class ServeOptions:
     longer is shed with 503 at once (None: no limit). See `serve/admission.py`."""
     queue_target: float = 0.025
     """While the shortest wait of the last 100 ms exceeded this (a standing queue), the
-    deadline is twice this instead (CoDel's target; one loop turn of a worker at
-    capacity takes a few milliseconds, which is no queue)."""
+    deadline is twice this instead (CoDel's target; at capacity with 64 connections one
+    loop turn of a worker takes 10-20 ms, which is no queue to cut)."""
     max_connections: int | None = 1024
     """Open connections per worker; the requests of one opened beyond get 503 and it is
     closed (None: no budget)."""
