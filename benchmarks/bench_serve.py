@@ -1,26 +1,41 @@
-"""Serving benchmark: the reference model behind `mlcycle.serve`, driven by wrk.
+"""Serving benchmark: the reference model behind `mlcycle.serve`, closed loop and bursts.
 
 Reference model (DESIGN.md section 6): StandardScaler + LogisticRegression on sklearn's
-breast cancer data (30 features), one-row JSON requests. Prints:
+breast cancer data (30 features), one-row JSON requests. Prints, from one run, so that
+the figures are comparable (the machine may be shared: absolute numbers are noisy, the
+side-by-side ones less so):
 
 - the in-process floor: one sklearn `predict` and one ONNX Runtime call on one row;
+- `mlflow models serve` on the same model, closed loop at c=32 (when an mlflow is
+  found: `MLCYCLE_BENCH_MLFLOW`, else `make mlflow`'s .venv-mlflow, else the `mlflow`
+  beside this Python);
 - closed loop (wrk, Lua POST script): req/s and p50/p90/p99 at several concurrencies,
-  for 1 and 2 workers (prediction log on, to a SQLite file);
-- open loop: a Python asyncio sender firing at a fixed rate, latency measured from
-  each request's scheduled time (so a stalled server cannot hide its queue);
-- optionally `mlflow models serve` on the same model, when the full mlflow is importable
-  (the [mlflow] extra installs only mlflow-skinny; `pip install mlflow` for this).
+  for 1 and 2 workers (prediction log on, to a SQLite file), with the ratio to MLflow;
+- bursts: an open loop at 0.5x, 1x, 2x and 4x the measured capacity (wrk's best 2xx/s)
+  through a bounded pool of keep-alive connections, as a real client has. Latency is
+  measured from each request's scheduled time (so neither a stalled server nor the
+  client's wait for a free connection can hide a queue). For each round: admitted
+  (200) p50/p99, rejected (503) p50/p99, share shed, connections opened, how requests
+  spread over the worker processes, the server's memory, and how soon after the burst
+  a fresh request is served again;
+- the same 2x burst on fresh servers: with 1 worker, the default `max_inflight` and a
+  fixed 16 (does a tight concurrency limit beat the sojourn check?); with 2 workers,
+  one shared listening socket and one SO_REUSEPORT socket per worker (`--reuse-port`),
+  to compare how they spread the connections.
 
-    .venv/bin/python benchmarks/bench_serve.py [--duration 5] [--workers 1 2]
-        [--concurrency 1 8 32 64] [--server-arg=--max-batch-rows=1 ...]
+    .venv/bin/python benchmarks/bench_serve.py [--duration 5] [--burst-duration 10]
+        [--workers 1 2] [--concurrency 1 8 32 64] [--loads 0.5 1 2 4] [--pool 64]
+        [--server-arg=--max-batch-rows=1 ...]
 
-Needs `wrk` (Debian: apt-get install wrk) for the closed-loop part.
+Needs `wrk` (Debian: apt-get install wrk) for the closed loop (and so for capacity;
+without it, pass `--capacity REQ_PER_S`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -34,6 +49,8 @@ import tempfile
 import time
 import urllib.request
 import warnings
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +160,21 @@ class Server:
         if workers > 1:
             time.sleep(2.0)  # let every worker finish starting, not just the first
 
+    def rss_mb(self) -> float:
+        """Resident memory of the server and its worker processes, in MB."""
+        total = 0
+        pending = [self.process.pid]
+        while pending:
+            pid = pending.pop()
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+                total += int(re.search(r"VmRSS:\s+(\d+)", status)[1])  # type: ignore[index]
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    pending += [int(c) for c in (task / "children").read_text().split()]
+            except (OSError, TypeError):
+                continue
+        return total / 1024
+
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         try:
@@ -193,17 +225,21 @@ def run_wrk(url: str, lua: Path, concurrency: int, duration: float) -> dict[str,
         check=True,
     ).stdout
     result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])}  # type: ignore[index]
+    total = re.search(r"(\d+) requests in", out)
     for pct in ("50", "90", "99"):
         match = re.search(rf"^\s+{pct}%\s+(\S+)", out, re.M)
         result[f"p{pct}"] = _ms(match[1]) if match else float("nan")
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     result["non2xx"] = float(errors[1]) if errors else 0.0
+    # Goodput: the 2xx answers per second (a shed request is answered, not served).
+    share_ok = 1 - result["non2xx"] / float(total[1]) if total and float(total[1]) else 1.0
+    result["ok_rps"] = result["rps"] * share_ok
     return result
 
 
-def lua_script(body: dict[str, Any], workdir: Path) -> Path:
+def lua_script(body: dict[str, Any], workdir: Path, name: str = "post.lua") -> Path:
     text = json.dumps(body).replace("\\", "\\\\").replace("'", "\\'")
-    path = workdir / "post.lua"
+    path = workdir / name
     path.write_text(
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
         f"wrk.body = '{text}'\n"
@@ -211,95 +247,455 @@ def lua_script(body: dict[str, Any], workdir: Path) -> Path:
     return path
 
 
-async def open_loop(port: int, body: bytes, rate: float, duration: float) -> dict[str, float]:
-    """Fire at `rate` req/s for `duration` s over a pool of keep-alive connections."""
+# --- bursts: an open loop through a bounded connection pool ------------------------------
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection of the pool: one request at a time, no pipelining."""
+
+    def __init__(self, client: BurstClient) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.scheduled = 0.0
+        self.written = 0.0
+        self.busy = False
+        self.requests = 0
+        self.probe: asyncio.Future[bytes] | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(self.buffer[:end]).lower()
+        at = head.find(b"content-length:")
+        stop = head.find(b"\r\n", at)
+        length = int(head[at + 15 : stop if stop > 0 else len(head)])
+        total = end + 4 + length
+        if len(self.buffer) < total:
+            return
+        body = bytes(self.buffer[end + 4 : total])
+        del self.buffer[:total]
+        self.busy = False
+        if self.probe is not None:
+            self.probe.set_result(body)
+            return
+        self.client.answered(self, int(head[9:12]), b"connection: close" in head)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.probe is not None and not self.probe.done():
+            self.probe.set_exception(ConnectionError("closed"))
+        self.client.lost(self)
+
+
+@dataclass
+class Round:
+    """What one burst round saw (latencies in seconds from the scheduled send)."""
+
+    offered: float
+    sent: float = 0.0
+    elapsed: float = 0.0
+    latency: dict[int, list[float]] = field(default_factory=dict)
+    wire: dict[int, list[float]] = field(default_factory=dict)
+    """Seconds from writing the request to its answer: the server's share of the latency."""
+    failed: int = 0
+    """Requests that got no answer (connection reset or refused)."""
+    opened: int = 0
+    per_worker: dict[int, list[int]] = field(default_factory=dict)
+    """Worker pid: [connections, requests] (connections still open at the end)."""
+    recovery: float = float("nan")
+    rss_mb: float = 0.0
+
+
+class BurstClient:
+    """Sends requests at scheduled times over at most `pool` connections, FIFO."""
+
+    def __init__(self, port: int, request: bytes, pool: int, result: Round) -> None:
+        self.port = port
+        self.request = request
+        self.pool = pool
+        self.result = result
+        self.loop = asyncio.get_running_loop()
+        self.idle: list[_Connection] = []
+        self.live: set[_Connection] = set()
+        self.connecting = 0
+        self.queue: deque[float] = deque()
+        self.outstanding = 0
+
+    def submit(self, scheduled: float) -> None:
+        self.outstanding += 1
+        if self.idle:
+            self._send(self.idle.pop(), scheduled)
+            return
+        self.queue.append(scheduled)
+        self._grow()
+
+    def _grow(self) -> None:
+        if self.queue and len(self.live) + self.connecting < self.pool:
+            self.connecting += 1
+            self.result.opened += 1
+            task = self.loop.create_task(
+                self.loop.create_connection(lambda: _Connection(self), "127.0.0.1", self.port)
+            )
+            task.add_done_callback(self._connected)
+
+    def _connected(self, task: asyncio.Task[Any]) -> None:
+        self.connecting -= 1
+        if task.cancelled():  # the round is over
+            return
+        if task.exception() is not None:
+            # Refused or reset while connecting: the queued request waits for another.
+            self.result.failed += 1
+            if self.queue:
+                self.queue.popleft()
+                self.outstanding -= 1
+            self.loop.call_later(0.01, self._grow)
+            return
+        _, connection = task.result()
+        self.live.add(connection)
+        self._next(connection)
+
+    def _next(self, connection: _Connection) -> None:
+        if self.queue:
+            self._send(connection, self.queue.popleft())
+        else:
+            self.idle.append(connection)
+
+    def _send(self, connection: _Connection, scheduled: float) -> None:
+        connection.scheduled = scheduled
+        connection.busy = True
+        connection.requests += 1
+        assert connection.transport is not None
+        connection.written = time.perf_counter()
+        connection.transport.write(self.request)
+
+    def answered(self, connection: _Connection, status: int, close: bool) -> None:
+        now = time.perf_counter()
+        self.result.latency.setdefault(status, []).append(now - connection.scheduled)
+        self.result.wire.setdefault(status, []).append(now - connection.written)
+        self.outstanding -= 1
+        if close:
+            assert connection.transport is not None
+            connection.transport.close()
+        else:
+            self._next(connection)
+
+    def lost(self, connection: _Connection) -> None:
+        self.live.discard(connection)
+        if connection in self.idle:
+            self.idle.remove(connection)
+        if connection.busy:
+            connection.busy = False
+            self.result.failed += 1
+            self.outstanding -= 1
+        self._grow()
+
+    async def spread(self) -> dict[int, list[int]]:
+        """Which worker each open connection reached (GET /healthz on it), and its load."""
+        workers: dict[int, list[int]] = {}
+        for connection in list(self.idle):
+            connection.probe = self.loop.create_future()
+            assert connection.transport is not None
+            connection.transport.write(b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n")
+            try:
+                body = await asyncio.wait_for(connection.probe, 10)
+            except (ConnectionError, TimeoutError):
+                continue
+            counts = workers.setdefault(json.loads(body)["worker"], [0, 0])
+            counts[0] += 1
+            counts[1] += connection.requests
+        return workers
+
+    def close(self) -> None:
+        for connection in list(self.live):
+            if connection.transport is not None:
+                connection.transport.close()
+
+
+async def _probe(port: int, request: bytes) -> int:
+    """One request on a fresh connection: its status (0 when the connection failed)."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
+    except (OSError, TimeoutError):
+        return 0
+    try:
+        writer.write(request)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+        return int(head[9:12])
+    except (OSError, TimeoutError, asyncio.IncompleteReadError):
+        return 0
+    finally:
+        writer.close()
+
+
+async def burst(port: int, body: bytes, rate: float, duration: float, pool: int) -> Round:
+    """Fire `rate` req/s for `duration` s through `pool` connections; then measure how
+    soon a fresh request is served (200) again, and how the connections spread."""
     request = (
         b"POST /v1/predict HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
         + f"Content-Length: {len(body)}\r\n\r\n".encode()
         + body
     )
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-    latencies: list[float] = []
-    failures: dict[str, int] = {}
-
-    async def one(scheduled: float) -> None:
-        conn = idle.pop() if idle else await asyncio.open_connection("127.0.0.1", port)
-        reader, writer = conn
-        writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = int(re.search(rb"content-length: (\d+)", head, re.I)[1])  # type: ignore[index]
-        await reader.readexactly(length)
-        latencies.append(time.perf_counter() - scheduled)
-        status = head[9:12].decode()
-        if status != "200":
-            failures[status] = failures.get(status, 0) + 1
-        idle.append(conn)
-
-    loop = asyncio.get_running_loop()
-    start = time.perf_counter() + 0.05
+    result = Round(offered=rate)
+    client = BurstClient(port, request, pool, result)
     total = int(rate * duration)
-    tasks = []
-    for i in range(total):
-        scheduled = start + i / rate
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(loop.create_task(one(scheduled)))
-    await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - start
-    for _, writer in idle:
-        writer.close()
-    ordered = sorted(latencies)
-    return {
-        "sent_rps": total / elapsed,
-        "p50": ordered[len(ordered) // 2] * 1e3,
-        "p90": ordered[int(len(ordered) * 0.9)] * 1e3,
-        "p99": ordered[int(len(ordered) * 0.99)] * 1e3,
-        "max": ordered[-1] * 1e3,
-        "failures": sum(failures.values()),
-        "statuses": failures,
-        "connections": len(idle),
-    }
+    start = time.perf_counter() + 0.02
+    sent = 0
+    while sent < total:
+        due = min(total, int((time.perf_counter() - start) * rate) + 1)
+        while sent < due:
+            # Scheduled times, not send times: what waits for a connection is late.
+            client.submit(start + sent / rate)
+            sent += 1
+        await asyncio.sleep(0.001)
+    ended = time.perf_counter()
+    result.sent = total / (ended - start)
+    # Recovery: a fresh client's request, every 10 ms, until one is served.
+    while await _probe(port, request) != 200 and time.perf_counter() - ended < 30:
+        await asyncio.sleep(0.01)
+    result.recovery = time.perf_counter() - ended
+    # What still waits in the client's queue after a few seconds is counted as failed
+    # (a real client would have given up on it by then).
+    drain = time.perf_counter() + 5
+    while client.outstanding > 0 and time.perf_counter() < drain:
+        await asyncio.sleep(0.01)
+    result.elapsed = time.perf_counter() - start
+    client.queue.clear()
+    settle = time.perf_counter() + 2  # let the requests already sent be answered
+    while len(client.idle) < len(client.live) and time.perf_counter() < settle:
+        await asyncio.sleep(0.01)
+    result.failed += client.outstanding  # never answered
+    result.per_worker = await client.spread()
+    client.close()
+    return result
 
 
-def mlflow_ratio(pipeline: Any, workdir: Path, lua: Path, duration: float, ours: float) -> None:
+def run_burst(port: int, body: bytes, rate: float, duration: float, pool: int) -> Round:
+    """`burst` on a uvloop loop, with this process's garbage collector held off."""
+    import uvloop
+
+    # This process holds sklearn, pandas and onnxruntime: a full garbage collection
+    # here stalls the sender for ~100 ms and looks like a server stall.
+    gc.collect()
+    gc.freeze()
+    gc.disable()
     try:
-        import mlflow.sklearn
-    except ImportError:
-        print("\n(mlflow is not installed: skipping the mlflow comparison)")
-        return
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(burst(port, body, rate, duration, pool))
+    finally:
+        gc.enable()
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1e3
+
+
+def print_round(load: float, r: Round) -> None:
+    ok = r.latency.get(200, [])
+    shed = r.latency.get(503, [])
+    other = sum(len(v) for k, v in r.latency.items() if k not in (200, 503))
+    answered = len(ok) + len(shed) + other
+    share = len(shed) / answered if answered else float("nan")
+    spread = " ".join(f"{c}c/{n}r" for c, n in sorted(r.per_worker.values(), reverse=True))
+    wire_ok, wire_shed = r.wire.get(200, []), r.wire.get(503, [])
+    print(
+        f"{load:>4g}x {r.offered:>6.0f} {len(ok) / r.elapsed:>6.0f} "
+        f"{_pct(ok, 0.5):>7.1f} {_pct(ok, 0.99):>7.1f} {_pct(shed, 0.5):>7.1f} "
+        f"{_pct(shed, 0.99):>7.1f} {_pct(wire_ok, 0.99):>7.1f} {_pct(wire_shed, 0.99):>7.1f} "
+        f"{share:>6.1%} {other + r.failed:>6} {r.opened:>5} "
+        f"{r.rss_mb:>6.0f} {r.recovery * 1e3:>6.0f}  {spread}"
+    )
+
+
+BURST_HEADER = (
+    f"{'load':>5} {'rate':>6} {'ok/s':>6} {'ok p50':>7} {'ok p99':>7} "
+    f"{'503 p50':>7} {'503 p99':>7} {'w ok99':>7} {'w 50399':>7} {'shed':>6} {'fail':>6} "
+    f"{'conns':>5} {'rss MB':>6} {'recov':>6}  per worker: connections/requests\n"
+    "(latency in ms from the scheduled send; w: from the request's write, the server's "
+    "share; fail: unanswered, incl. what still queued in the client 5 s after the burst; "
+    "recov: ms after the burst until a fresh connection's request is served)"
+)
+
+
+# --- MLflow ------------------------------------------------------------------------------
+
+
+def find_mlflow() -> Path | None:
+    """The `mlflow` executable: MLCYCLE_BENCH_MLFLOW, else the full MLflow `make mlflow`
+    installs in .venv-mlflow (`models serve` needs more than the [mlflow] extra's
+    mlflow-skinny), else the one beside this Python (a venv's scripts are not on PATH
+    unless it is activated)."""
+    override = os.environ.get("MLCYCLE_BENCH_MLFLOW")
+    if override:
+        return Path(override) if Path(override).is_file() else None
+    for candidate in (
+        Path(__file__).resolve().parents[1] / ".venv-mlflow" / "bin" / "mlflow",
+        Path(sys.executable).parent / "mlflow",
+    ):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+_SAVE_MLFLOW_MODEL = """
+import sys
+from sklearn.datasets import load_breast_cancer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+import mlflow.sklearn
+
+X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=0))
+mlflow.sklearn.save_model(pipeline.fit(X, y), sys.argv[1])
+"""
+
+
+def mlflow_closed_loop(
+    workdir: Path, body: dict[str, Any], duration: float
+) -> dict[str, float] | None:
+    """`mlflow models serve` on the reference model, wrk at c=32 (None: no mlflow).
+
+    The same rows in the form MLflow's scoring server reads as a DataFrame
+    (`dataframe_records`; it answers 400 to `instances` given as objects).
+    """
+    mlflow = find_mlflow()
+    if mlflow is None:
+        print(
+            "\n(no mlflow beside this Python and MLCYCLE_BENCH_MLFLOW unset: "
+            "skipping the MLflow comparison)"
+        )
+        return None
+    bindir = mlflow.parent
+    # mlflow's own Python saves the model (this one may not have mlflow installed), and
+    # its scripts directory goes first on PATH: `models serve` starts its server by name.
+    python = bindir / "python"
     path = workdir / "mlflow-model"
-    mlflow.sklearn.save_model(pipeline, path)
+    subprocess.run(
+        [str(python if python.is_file() else sys.executable), "-c", _SAVE_MLFLOW_MODEL, path],
+        check=True,
+        capture_output=True,
+    )
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
     port = free_port()
-    # `models serve` needs the full mlflow (the [mlflow] extra is mlflow-skinny):
-    # `make mlflow`'s, else whichever `mlflow` is on PATH.
-    venv = Path(__file__).resolve().parents[1] / ".venv-mlflow" / "bin"
-    command = str(venv / "mlflow") if (venv / "mlflow").exists() else "mlflow"
-    env = dict(os.environ, PATH=f"{venv}{os.pathsep}{os.environ.get('PATH', '')}")
     process = subprocess.Popen(
-        [command, "models", "serve", "-m", str(path), "-p", str(port), "--env-manager", "local"],
+        [
+            str(mlflow),
+            "models",
+            "serve",
+            "-m",
+            str(path),
+            "-p",
+            str(port),
+            "--env-manager",
+            "local",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
+        start_new_session=True,
     )
     try:
         wait_ready(f"http://127.0.0.1:{port}/ping", process)
-        result = run_wrk(f"http://127.0.0.1:{port}/invocations", lua, 32, duration)
-        print(
-            f"\nmlflow models serve, c=32: {result['rps']:.0f} req/s, p99 {result['p99']:.1f} ms;"
-            f" mlcycle is {ours / result['rps']:.1f}x"
+        lua = lua_script({"dataframe_records": body["instances"]}, workdir, "mlflow.lua")
+        check = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps({"dataframe_records": body["instances"]}).encode(),
+            headers={"Content-Type": "application/json"},
         )
+        with urllib.request.urlopen(check, timeout=60) as response:  # answers, and warm
+            json.loads(response.read())
+        result = run_wrk(f"http://127.0.0.1:{port}/invocations", lua, 32, duration)
     finally:
-        process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
         process.wait(30)
+    print(
+        f"\n== mlflow models serve ({mlflow}) ==\n"
+        f"c=32: {result['ok_rps']:.0f} req/s (2xx), p50 {result['p50']:.1f} ms, "
+        f"p99 {result['p99']:.1f} ms, non-2xx {result['non2xx']:.0f}"
+    )
+    return result
+
+
+# --- main --------------------------------------------------------------------------------
+
+
+def closed_loop(
+    server: Server, lua: Path, args: argparse.Namespace, mlflow: dict[str, float] | None
+) -> float:
+    """wrk at each concurrency; returns the best 2xx/s (the capacity bursts scale from)."""
+    columns = ("req/s", "p50 ms", "p90 ms", "p99 ms", "non-2xx", "2xx/s")
+    print(f"{'conc':>5} " + " ".join(f"{c:>8}" for c in columns) + "  vs mlflow c=32")
+    capacity = 0.0
+    for c in args.concurrency:
+        r = run_wrk(f"{server.url}/v1/predict", lua, c, args.duration)
+        ratio = (
+            f"  {r['ok_rps'] / mlflow['ok_rps']:.0f}x"
+            if mlflow and mlflow["ok_rps"] and c == 32
+            else ""
+        )
+        print(
+            f"{c:>5} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p90']:>8.2f} "
+            f"{r['p99']:>8.2f} {r['non2xx']:>8.0f} {r['ok_rps']:>8.0f}{ratio}"
+        )
+        capacity = max(capacity, r["ok_rps"])
+    return capacity
+
+
+def bursts(
+    server: Server, body: bytes, capacity: float, args: argparse.Namespace
+) -> dict[float, Round]:
+    print(
+        f"\nbursts: {args.burst_duration:g} s each, pool of {args.pool} connections, "
+        f"capacity {capacity:.0f} req/s"
+    )
+    print(BURST_HEADER)
+    rounds = {}
+    for load in args.loads:
+        time.sleep(1.0)  # let the prediction log catch up with the round before
+        r = run_burst(server.port, body, load * capacity, args.burst_duration, args.pool)
+        r.rss_mb = server.rss_mb()
+        print_round(load, r)
+        rounds[load] = r
+    low, high, top = rounds.get(0.5), rounds.get(2), rounds.get(4)
+    if low and high:
+        base = _pct(low.latency.get(200, []), 0.99)
+        print(
+            f"2x vs 0.5x: admitted p99 {_pct(high.latency.get(200, []), 0.99) / base:.1f}x; "
+            f"rejected p99 at 2x {_pct(high.latency.get(503, []), 0.99):.1f} ms "
+            f"({_pct(high.wire.get(503, []), 0.99):.1f} ms from the write)"
+            + (f"; after 4x, served again in {top.recovery * 1e3:.0f} ms" if top else "")
+            + f"; memory {min(r.rss_mb for r in rounds.values()):.0f}-"
+            f"{max(r.rss_mb for r in rounds.values()):.0f} MB"
+        )
+    return rounds
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("--burst-duration", type=float, default=10.0, help="seconds per burst")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
-    parser.add_argument("--rates", type=float, nargs="+", default=[1000, 3000, 6000])
+    parser.add_argument(
+        "--loads", type=float, nargs="+", default=[0.5, 1, 2, 4], help="x the capacity"
+    )
+    parser.add_argument("--pool", type=int, default=64, help="the burst client's connections")
+    parser.add_argument("--capacity", type=float, default=None, help="req/s, instead of wrk's")
+    parser.add_argument("--no-mlflow", action="store_true", help="skip the MLflow comparison")
+    parser.add_argument(
+        "--no-compare",
+        action="store_true",
+        help="skip the 2x variants (fixed max_inflight 16; shared socket vs SO_REUSEPORT)",
+    )
     parser.add_argument("--server-arg", action="append", default=[], help="passed to the server")
     args = parser.parse_args()
 
@@ -307,11 +703,19 @@ def main() -> int:
     pipeline, X, model, body = train(workdir)
     in_process_floor(pipeline, X)
     lua = lua_script(body, workdir)
+    encoded = json.dumps(body).encode()
     have_wrk = shutil.which("wrk") is not None
     if not have_wrk:
         print("\n(wrk not found: install it with `apt-get install wrk`; skipping the closed loop)")
-    best_c32 = 0.0
-    print(f"\nmachine: {os.cpu_count()} cores; load generator on the same machine")
+        if args.capacity is None:
+            raise SystemExit("without wrk, pass --capacity REQ_PER_S for the bursts")
+    print(
+        f"\nmachine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
+        "load generators on the same machine"
+    )
+    mlflow = None
+    if have_wrk and not args.no_mlflow:
+        mlflow = mlflow_closed_loop(workdir, body, args.duration)
     for workers in args.workers:
         server = Server(model, workdir, workers, args.server_arg)
         try:
@@ -320,40 +724,32 @@ def main() -> int:
                 f"\n== {workers} worker(s), {backend} backend, prediction log on "
                 f"{' '.join(args.server_arg)}=="
             )
+            capacity = args.capacity
             if have_wrk:
-                columns = ("req/s", "p50 ms", "p90 ms", "p99 ms", "non-2xx")
-                print(f"{'conc':>5} " + " ".join(f"{c:>8}" for c in columns))
-                for c in args.concurrency:
-                    r = run_wrk(f"{server.url}/v1/predict", lua, c, args.duration)
-                    print(
-                        f"{c:>5} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p90']:>8.2f} "
-                        f"{r['p99']:>8.2f} {r['non2xx']:>8.0f}"
-                    )
-                    if c == 32:
-                        best_c32 = max(best_c32, r["rps"])
-            encoded = json.dumps(body).encode()
-            time.sleep(2.0)  # let the prediction log catch up with the closed-loop runs
-            for rate in args.rates:
-                # This process holds sklearn, pandas and onnxruntime: a full garbage
-                # collection here stalls the sender for ~100 ms and looks like a server
-                # stall. Freeze the heap and keep the collector off while firing.
-                gc.collect()
-                gc.freeze()
-                gc.disable()
-                try:
-                    r = asyncio.run(open_loop(server.port, encoded, rate, 3.0))
-                finally:
-                    gc.enable()
-                print(
-                    f"open loop {rate:>6.0f} req/s for 3 s: sent {r['sent_rps']:.0f}/s, "
-                    f"p50 {r['p50']:.2f} ms, p90 {r['p90']:.2f} ms, p99 {r['p99']:.2f} ms, "
-                    f"max {r['max']:.1f} ms, connections {r['connections']}, "
-                    f"non-200 {r['statuses'] or 0}"
-                )
+                measured = closed_loop(server, lua, args, mlflow)
+                capacity = capacity or measured
+            assert capacity
+            bursts(server, encoded, capacity, args)
         finally:
             server.stop()
-    if have_wrk:
-        mlflow_ratio(pipeline, workdir, lua, args.duration, best_c32)
+        if args.no_compare:
+            continue
+        if workers == 1:
+            title = "the default max_inflight (256), then a fixed 16"
+            variants: list[list[str]] = [[], ["--max-inflight", "16"]]
+        else:
+            title = "one shared socket, then SO_REUSEPORT"
+            variants = [[], ["--reuse-port"]]
+        print(f"\n2x bursts, {workers} worker(s): {title}")
+        print(BURST_HEADER)
+        for extra in variants:
+            server = Server(model, workdir, workers, [*args.server_arg, *extra])
+            try:
+                r = run_burst(server.port, encoded, 2 * capacity, args.burst_duration, args.pool)
+                r.rss_mb = server.rss_mb()
+                print_round(2, r)
+            finally:
+                server.stop()
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

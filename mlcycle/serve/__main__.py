@@ -57,6 +57,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=SERVE_WORKERS)
     parser.add_argument("--store", default=DEFAULT_STORE_URL, help="SQLAlchemy URL, or 'none'")
     parser.add_argument("--max-inflight", type=int, default=ServeOptions.max_inflight)
+    parser.add_argument(
+        "--queue-deadline-ms",
+        type=float,
+        default=1000 * (ServeOptions.queue_deadline or 0),
+        help="shed a request that waited longer before its model work (0: never)",
+    )
+    parser.add_argument("--queue-target-ms", type=float, default=1000 * ServeOptions.queue_target)
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=ServeOptions.max_connections or 0,
+        help="open connections per worker; more get 503 (0: no budget)",
+    )
+    parser.add_argument("--backlog", type=int, default=ServeOptions.backlog)
     parser.add_argument("--max-batch-rows", type=int, default=ServeOptions.max_batch_rows)
     parser.add_argument("--batch-wait-ms", type=float, default=0.0)
     parser.add_argument("--max-body-bytes", type=int, default=ServeOptions.max_body_bytes)
@@ -97,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         options = ServeOptions(
             max_inflight=args.max_inflight,
+            queue_deadline=args.queue_deadline_ms / 1000.0 or None,
+            queue_target=args.queue_target_ms / 1000.0,
+            max_connections=args.max_connections or None,
+            backlog=args.backlog,
             max_batch_rows=args.max_batch_rows,
             batch_wait=args.batch_wait_ms / 1000.0,
             max_body_bytes=args.max_body_bytes,

@@ -45,10 +45,12 @@ import orjson
 from mlcycle import __version__
 from mlcycle.serve import ids as id_tools
 from mlcycle.serve import openapi
+from mlcycle.serve.admission import SojournLimit
 from mlcycle.serve.batching import MicroBatcher
 from mlcycle.serve.codec import Codec, RequestError, json_type
 from mlcycle.serve.metrics import Metrics
 from mlcycle.serve.model import ModelSource, RequestInfo, Router, ServedModel, resolve_source
+from mlcycle.serve.transport import ARRIVAL, OVER_BUDGET
 from mlcycle.spec.model import DEFAULT_MAX_ROWS, Retention
 from mlcycle.store.log import PredictionLog
 from mlcycle.store.outcomes import OutcomeRule, check_outcome
@@ -85,6 +87,19 @@ class ServeOptions:
     """Requests a worker answers at once before it sheds more with 503 (per worker)."""
     retry_after: int = 1
     """Seconds a shed client is told to wait (`Retry-After`)."""
+    queue_deadline: float | None = 0.1
+    """Seconds a request may wait between arriving and its model work; one that waited
+    longer is shed with 503 at once (None: no limit). See `serve/admission.py`."""
+    queue_target: float = 0.025
+    """While the shortest wait of the last 100 ms exceeded this (a standing queue), the
+    deadline is twice this instead (CoDel's target; at capacity with 64 connections one
+    loop turn of a worker takes 10-20 ms, which is no queue to cut)."""
+    max_connections: int | None = 1024
+    """Open connections per worker; the requests of one opened beyond get 503 and it is
+    closed (None: no budget)."""
+    backlog: int = 1024
+    """Connections the kernel queues for accepting (listen backlog; capped by the
+    system's net.core.somaxconn)."""
     max_batch_rows: int = 512
     """Rows per micro-batch; 1 disables batching."""
     batch_wait: float = 0.0
@@ -173,6 +188,13 @@ class ServingApp:
         self.log: PredictionLog | None = None
         self.ready = False
         self._inflight = 0
+        deadline = self.options.queue_deadline
+        self._sojourn = (
+            None
+            if deadline is None
+            else SojournLimit(target=min(self.options.queue_target, deadline), deadline=deadline)
+        )
+        self._retry_after = [(b"retry-after", str(self.options.retry_after).encode())]
         self._ids = id_tools.IdGenerator()
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mlcycle-serve")
         # Feedback talks to the store and may wait seconds for ids another worker has not
@@ -370,13 +392,7 @@ class ServingApp:
                 # connection, never one of the slots for model work.
                 body = await self._read_body(scope, receive, binary=route.binary)
                 read = True
-                if self._inflight >= self.options.max_inflight:
-                    self.metrics.shed += 1
-                    raise RequestError(
-                        503,
-                        "the server is overloaded; retry later",
-                        headers=[(b"retry-after", str(self.options.retry_after).encode())],
-                    )
+                self._admit(scope)
                 self._inflight += 1
                 self.metrics.inflight = self._inflight
                 counted = True
@@ -543,6 +559,27 @@ class ServingApp:
             asyncio.get_running_loop().call_later(self._sweep_every(), self._sweep)
         else:
             self._sweeping = False
+
+    def _admit(self, scope: Scope) -> None:
+        """Shed with 503 + Retry-After what should not start its model work now: a
+        request on a connection beyond the budget, one beyond `max_inflight`, one that
+        waited too long since it arrived while others are in flight (CoDel; see
+        `serve/admission.py`)."""
+        headers = self._retry_after
+        if scope.get(OVER_BUDGET):
+            headers = [*headers, (b"connection", b"close")]
+        elif self._inflight < self.options.max_inflight:
+            arrival = scope.get(ARRIVAL)
+            if arrival is None or self._sojourn is None:
+                return
+            now = time.monotonic()
+            # A request with no other in flight is served however long it waited (in a
+            # stall, say): shedding it would spare no one behind it. CoDel never drops
+            # the last packet of a queue either.
+            if self._sojourn.admit(now - arrival, now) or self._inflight == 0:
+                return
+        self.metrics.shed += 1
+        raise RequestError(503, "the server is overloaded; retry later", headers=headers)
 
     def _select(self, scope: Scope, route: _Route, payload: Any) -> ServedModel:
         if not self.ready:

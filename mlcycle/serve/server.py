@@ -158,7 +158,11 @@ def _run_uvicorn(app: ServingApp, sock: socket.socket, options: ServeOptions) ->
     config = uvicorn.Config(
         app,
         loop="auto",
-        http=http_protocol(header_timeout=options.header_timeout, linger_time=options.body_timeout),
+        http=http_protocol(
+            header_timeout=options.header_timeout,
+            linger_time=options.body_timeout,
+            max_connections=options.max_connections,
+        ),
         ws="none",
         lifespan="on",
         access_log=False,
@@ -169,7 +173,7 @@ def _run_uvicorn(app: ServingApp, sock: socket.socket, options: ServeOptions) ->
         # Nothing here reads the client address; the middleware that rewrites it from
         # X-Forwarded-For would cost every request a header scan for nothing.
         proxy_headers=False,
-        backlog=2048,
+        backlog=options.backlog,
     )
     server = uvicorn.Server(config)
     try:

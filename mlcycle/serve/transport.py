@@ -11,7 +11,7 @@ costs one segment instead of two.
 Nothing waits longer than the current loop turn, and closing the connection sends what
 is gathered first, so the bytes on the wire and their order are exactly uvicorn's.
 
-The protocol adds two things uvicorn does not do:
+The protocol adds four things uvicorn does not do:
 
 - A header deadline. uvicorn waits forever for a new connection's first request and
   for the rest of a request's headers (its keep-alive timeout only runs between
@@ -27,6 +27,14 @@ The protocol adds two things uvicorn does not do:
   arrives until the client closes, for at most `linger_time` seconds and
   `linger_bytes` bytes.
 
+- A connection budget. A connection opened while the worker already holds
+  `max_connections` is marked (`scope[OVER_BUDGET]`): the app answers its requests
+  503 + `Retry-After` and closes it, without doing their work (`admission.py`).
+- An arrival time. When a request has been read in full, `scope[ARRIVAL]` records when
+  it arrived (`time.monotonic()`, moved back by the event loop's lag: what waited in
+  the kernel while the loop was busy waited all the same), so that the app can shed a
+  request that waited too long before its model work starts.
+
 Both deadlines are checked by one sweep per event loop (a few times a second over the
 open connections), so a request pays for two attribute writes, not for a timer.
 """
@@ -34,10 +42,17 @@ open connections), so a request pays for two attribute writes, not for a timer.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
+
+from mlcycle.serve.admission import LoopLag
 
 LINGER_BYTES = 64 * 1024 * 1024
 """Most a lingering connection discards before it is reset anyway."""
+ARRIVAL = "mlcycle.arrival"
+"""Scope key: when the request arrived (`time.monotonic()`), set once it is read in full."""
+OVER_BUDGET = "mlcycle.over_budget"
+"""Scope key, set (True) on the requests of a connection opened beyond the budget."""
 
 _TIMEOUT_BODY = b'{"error":"the request headers did not arrive in time"}'
 _TIMEOUT_RESPONSE = (
@@ -138,8 +153,10 @@ def http_protocol(
     header_timeout: float = 10.0,
     linger_time: float = 10.0,
     linger_bytes: int = LINGER_BYTES,
+    max_connections: int | None = None,
 ) -> type[asyncio.Protocol] | str:
-    """uvicorn's httptools protocol with the header deadline, lingering close and coalescing.
+    """uvicorn's httptools protocol with the header deadline, lingering close, coalescing,
+    the connection budget and arrival times.
 
     "auto" (uvicorn's pure-Python h11 protocol, without those) when httptools is missing.
     """
@@ -154,6 +171,10 @@ def http_protocol(
         # uvicorn makes one protocol object per connection, all sharing the server's
         # `connections` set: one sweep over it serves them all.
         sweeping = False
+        lag: LoopLag | None = None
+        """The event loop's heartbeat, started with the first connection."""
+        over_budget = False
+        """Opened while the worker held `max_connections` already."""
         deadline: float | None = None
         """When this connection is closed unless something changes (None: no deadline)."""
         started = False
@@ -164,6 +185,10 @@ def http_protocol(
         def connection_made(self, transport: Any) -> None:
             wrapped: Any = _LingeringTransport(transport, self.loop, self)
             super().connection_made(wrapped)
+            if ServingHttpProtocol.lag is None:
+                ServingHttpProtocol.lag = LoopLag(self.loop)
+            if max_connections is not None and len(self.connections) > max_connections:
+                self.over_budget = True
             self.deadline = self.loop.time() + header_timeout
             if not ServingHttpProtocol.sweeping:
                 ServingHttpProtocol.sweeping = True
@@ -189,6 +214,12 @@ def http_protocol(
 
         def on_message_complete(self) -> None:
             self.started = False
+            scope = self.scope
+            now = time.monotonic()
+            lag = self.lag
+            scope[ARRIVAL] = now if lag is None else now - lag.lag(now)  # type: ignore[literal-required]
+            if self.over_budget:
+                scope[OVER_BUDGET] = True  # type: ignore[literal-required]
             super().on_message_complete()
 
         def on_response_complete(self) -> None:

@@ -1,0 +1,119 @@
+"""Admission control: what would be answered late is answered 503 at once instead.
+
+Past capacity, a queue forms somewhere; a 503 protects the server and its clients only
+when it comes before the queue, not after it. Each worker process checks three things,
+none of which costs a request more than a few attribute reads:
+
+- A connection budget (`ServeOptions.max_connections`, in `transport.py`): the
+  protocol marks every request of a connection opened beyond the budget, and the app
+  answers it 503 + `Retry-After` and closes it, without parsing or predicting. Together
+  with a bounded accept backlog (`ServeOptions.backlog`) this keeps the connections a
+  worker serves, and so the length of one event-loop turn, bounded.
+- The sojourn time of a request (`SojournLimit`): how long it waited between arriving
+  and the start of its model work. The engine cannot see when bytes reached the kernel,
+  so a request's arrival is the moment its last byte was read, moved back by the event
+  loop's lag (`LoopLag`: a request read just after the loop stalled for 300 ms waited
+  in the kernel for up to that long). Sojourn is checked CoDel-style, as Facebook's
+  Thrift servers and Wangle do ("Fail at Scale", ACM Queue 2015): a request that waited
+  longer than `queue_deadline` is shed; and while a standing queue exists (the
+  shortest wait seen in the last `interval` exceeded `queue_target`), so is any that
+  waited longer than twice the target. A burst is absorbed; a queue that stays is cut.
+- Requests in flight (`ServeOptions.max_inflight`): the fixed cap on requests doing
+  model or store work at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+INTERVAL = 0.1
+"""Seconds over which the shortest sojourn is taken to tell a standing queue (CoDel's)."""
+_CATCH_UP_TURNS = 3
+"""Loop turns after a late beat in which what is read is charged with the lateness: the
+turn that accepts what queued, the one that reads it, and one to spare."""
+
+
+class LoopLag:
+    """How late an event loop runs, measured by a heartbeat every `period` seconds.
+
+    `lag()` is what a request read now may have waited in the kernel because the loop
+    was busy: how late the last beat fired (for the few loop turns after it in which
+    the loop reads what piled up meanwhile, new connections included), or how overdue
+    the next beat is (the loop is busy now). About one loop turn under load, the whole
+    stall right after a stall (a blocking call, a garbage collection, a process that
+    got no CPU), 0 when idle. A request that arrives once the loop has caught up is not
+    charged with the stall before it.
+    """
+
+    __slots__ = ("_beats", "_handle", "_last", "_late", "_loop", "_period")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, period: float = 0.01) -> None:
+        self._loop = loop
+        self._period = period
+        self._last = time.monotonic()
+        self._late = 0.0
+        self._beats = 0
+        self._handle = loop.call_later(period, self._beat)
+
+    def _beat(self) -> None:
+        now = time.monotonic()
+        self._late = max(0.0, now - self._last - self._period)
+        self._last = now
+        self._beats += 1
+        self._handle = self._loop.call_later(self._period, self._beat)
+        if self._late:
+            self._loop.call_soon(self._settle, self._beats, _CATCH_UP_TURNS)
+
+    def _settle(self, beat: int, turns: int) -> None:
+        if beat != self._beats:  # a later beat measured the loop again
+            return
+        if turns > 1:
+            self._loop.call_soon(self._settle, beat, turns - 1)
+        else:
+            self._late = 0.0
+
+    def lag(self, now: float) -> float:
+        """Seconds the loop is behind at `now` (a `time.monotonic()` reading)."""
+        overdue = now - self._last - self._period
+        return self._late if self._late > overdue else overdue
+
+    def stop(self) -> None:
+        """Stop the heartbeat."""
+        self._handle.cancel()
+
+
+class SojournLimit:
+    """CoDel for requests: shed those that waited too long before their model work.
+
+    `admit(sojourn, now)` is called once per request as its model work would start;
+    False means answer 503 now. See the module docstring for the rule.
+    """
+
+    __slots__ = ("_interval_end", "_shortest", "deadline", "interval", "overloaded", "target")
+
+    def __init__(self, *, target: float, deadline: float, interval: float = INTERVAL) -> None:
+        self.target = target
+        self.deadline = deadline
+        self.interval = interval
+        self.overloaded = False
+        """Whether the last interval saw a standing queue (its shortest wait > target)."""
+        self._shortest = math.inf
+        self._interval_end = 0.0
+
+    def admit(self, sojourn: float, now: float) -> bool:
+        """Whether a request that waited `sojourn` seconds (at time `now`) is served."""
+        if now >= self._interval_end:
+            # A standing queue: every request of the interval just ended waited longer
+            # than the target. Not when a whole interval since then went by without any
+            # request (the queue is gone), nor before the first request.
+            self.overloaded = (
+                self.target < self._shortest < math.inf and now < self._interval_end + self.interval
+            )
+            self._shortest = math.inf
+            self._interval_end = now + self.interval
+        if sojourn < self._shortest:
+            self._shortest = sojourn
+        limit = 2 * self.target if self.overloaded else self.deadline
+        return sojourn <= limit

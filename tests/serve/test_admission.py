@@ -1,0 +1,149 @@
+"""Admission control: a request that waited too long, or came over the connection budget,
+is answered 503 + Retry-After at once; the server stays up and serves what comes next.
+
+The waits are made deterministic by freezing the server process (SIGSTOP): what is sent
+meanwhile waits in the kernel, as it would behind a stalled or starved event loop.
+No assertion here is about time.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlcycle.serve.admission import SojournLimit
+from tests.serve.conftest import launch, metric, rows_of
+
+pytestmark = pytest.mark.slow
+
+
+def _request(body: Any) -> bytes:
+    data = json.dumps(body).encode()
+    return (
+        b"POST /v1/predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(data)}\r\n\r\n".encode()
+        + data
+    )
+
+
+def _response(sock: socket.socket) -> tuple[int, dict[str, str], Any]:
+    """Read one response from `sock`: status, lower-cased headers, JSON body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"the connection closed before a response: {data!r}"
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    lines = head.decode().split("\r\n")
+    headers = {
+        name.strip().lower(): value.strip()
+        for name, value in (line.split(":", 1) for line in lines[1:])
+    }
+    length = int(headers["content-length"])
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    return int(lines[0].split()[1]), headers, json.loads(rest[:length])
+
+
+def test_requests_that_waited_past_the_deadline_are_shed_and_the_server_recovers(
+    model_dir: Path, tmp_path: Path, cancer: Any
+) -> None:
+    server = launch(model_dir / "model.skops", tmp_path, "--queue-deadline-ms", "50")
+    body = {"instances": rows_of(cancer[0], 0, 1)}
+    try:
+        assert server.post("/v1/predict", body).status == 200
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            # The kernel accepts the connections and holds their requests while the
+            # engine is frozen: they wait ten times the deadline before it reads them.
+            late = [
+                socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(3)
+            ]
+            for sock in late:
+                sock.sendall(_request(body))
+            time.sleep(0.5)
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        answers = []
+        for sock in late:
+            with sock:
+                answers.append(_response(sock))
+        # One request goes first and is served (shedding the last of a queue spares
+        # no one); those queued behind it waited too long and are shed at once.
+        statuses = sorted(status for status, _, _ in answers)
+        assert statuses[0] == 200
+        assert 503 in statuses
+        for status, headers, reply in answers:
+            if status == 503:
+                assert headers["retry-after"] == "1"
+                assert "overloaded" in reply["error"]
+
+        # Up, and serving again: what arrives now has not waited.
+        assert server.get("/healthz").status == 200
+        answered = server.post("/v1/predict", body)
+        assert answered.status == 200
+        assert len(answered.json["predictions"]) == 1
+        assert metric(server, "mlcycle_shed_requests_total") == statuses.count(503)
+    finally:
+        server.stop()
+
+
+def test_a_connection_over_the_budget_gets_503_and_is_closed(
+    model_dir: Path, tmp_path: Path, cancer: Any
+) -> None:
+    server = launch(model_dir / "model.skops", tmp_path, "--max-connections", "2")
+    request = _request({"instances": rows_of(cancer[0], 0, 1)})
+    try:
+        held = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(2)]
+        for sock in held:  # answered: the engine holds both connections now
+            sock.sendall(request)
+            assert _response(sock)[0] == 200
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as extra:
+            extra.sendall(request)
+            status, headers, reply = _response(extra)
+            assert status == 503
+            assert headers["retry-after"] == "1"
+            assert headers["connection"] == "close"
+            assert "overloaded" in reply["error"]
+            assert extra.recv(1) == b""  # closed by the server
+        # The connections within the budget keep being served...
+        held[0].sendall(request)
+        assert _response(held[0])[0] == 200
+        for sock in held:
+            sock.close()
+
+        # ...and once they are gone, a new connection is within the budget again.
+        def served() -> bool:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+                sock.sendall(request)
+                return _response(sock)[0] == 200
+
+        assert any(served() for _ in range(50))
+    finally:
+        server.stop()
+
+
+def test_sojourn_limit_cuts_a_standing_queue_not_a_burst() -> None:
+    limit = SojournLimit(target=0.005, deadline=0.1, interval=0.1)
+    # A burst: waits above the target, below the deadline, but the shortest one was short.
+    assert all(limit.admit(wait, 0.01 * i) for i, wait in enumerate([0.0, 0.05, 0.08, 0.09]))
+    assert not limit.admit(0.2, 0.05)  # past the deadline: always shed
+    # The next interval judges the last one: its shortest wait (0) was within the target.
+    assert limit.admit(0.05, 0.11)
+    assert not limit.overloaded
+    # A standing queue: no wait in this interval was shorter than 40 ms...
+    for i in range(5):
+        limit.admit(0.04 + 0.001 * i, 0.12 + 0.01 * i)
+    # ...so the next one cuts waits above twice the target.
+    assert not limit.admit(0.02, 0.25)
+    assert limit.overloaded
+    assert limit.admit(0.009, 0.26)
+    # A whole interval without requests: the queue is gone.
+    assert limit.admit(0.05, 1.0)
+    assert not limit.overloaded
