@@ -1,9 +1,11 @@
-"""A real MLflow tracking server for the tests that log to one (issue 16, item 2).
+"""The full `mlflow` command and a real MLflow tracking server, for every test that needs
+one (run tracking, `release --model runs:/...`, `mlflow models serve` on an export).
 
-The server is the full `mlflow` in a venv of its own: `make mlflow` creates
-`.venv-mlflow` (its pins clash with mlcycle's dev dependencies, like checkov's);
-`MLCYCLE_MLFLOW=/path/to/bin/mlflow` points elsewhere. Without one the tests skip,
-unless MLCYCLE_REQUIRE_MLFLOW=1 (`make test` sets it): then they fail.
+The full `mlflow` lives in a venv of its own: `make mlflow` creates `.venv-mlflow`
+(its pins clash with mlcycle's dev dependencies, like checkov's);
+`MLCYCLE_MLFLOW=/path/to/bin/mlflow` points elsewhere. `mlflow_command` finds it;
+without one the test skips, unless MLCYCLE_REQUIRE_MLFLOW=1 (`make test` sets it):
+then it fails. `mlflow_env` is the environment to run it in.
 
 `start_mlflow_server` runs `mlflow server` with a SQLite backend and a local artifact
 root in a temporary directory, on 127.0.0.1 and a free port, and waits until it
@@ -16,7 +18,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -29,19 +30,29 @@ from typing import Any
 
 import pytest
 
+from tests.serve.conftest import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def mlflow_executable() -> str:
+def mlflow_command() -> Path:
     """The full mlflow's command, or skip (fail under MLCYCLE_REQUIRE_MLFLOW=1)."""
-    found = os.environ.get("MLCYCLE_MLFLOW") or next(
-        (str(p) for p in [ROOT / ".venv-mlflow" / "bin" / "mlflow"] if p.is_file()), None
-    )
+    venv = ROOT / ".venv-mlflow" / "bin" / "mlflow"
+    found = os.environ.get("MLCYCLE_MLFLOW") or (str(venv) if venv.is_file() else None)
     if found is None:
+        reason = f"no full MLflow install at {venv.parents[1]} (`make mlflow` creates it)"
         if os.environ.get("MLCYCLE_REQUIRE_MLFLOW") == "1":
-            pytest.fail("the mlflow server is missing: `make mlflow` installs it in .venv-mlflow")
-        pytest.skip("no mlflow server to test against (`make mlflow`)")
-    return found
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return Path(found)
+
+
+def mlflow_env(command: Path) -> dict[str, str]:
+    """This environment for `command`'s own venv: without the test's PYTHONPATH and
+    VIRTUAL_ENV, and its bin first on PATH (`mlflow models serve` starts `uvicorn` by name)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PATH"] = f"{command.parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
 
 
 @dataclass(frozen=True)
@@ -71,22 +82,16 @@ class MlflowServer:
             return json.loads(response.read())
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def start_mlflow_server(directory: Path) -> Iterator[MlflowServer]:
     """`mlflow server` on SQLite and a local artifact root under `directory`."""
-    executable = mlflow_executable()
+    command = mlflow_command()
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = (directory / "server.log").open("wb")
     process = subprocess.Popen(
         [
-            executable,
+            str(command),
             "server",
             "--host",
             "127.0.0.1",
@@ -100,6 +105,7 @@ def start_mlflow_server(directory: Path) -> Iterator[MlflowServer]:
             "1",
         ],
         cwd=directory,
+        env=mlflow_env(command),
         stdout=log,
         stderr=subprocess.STDOUT,
         # Its own process group: the server's workers stop with it.
@@ -109,7 +115,7 @@ def start_mlflow_server(directory: Path) -> Iterator[MlflowServer]:
     try:
         # Starting creates the database schema: tens of seconds on a busy machine. The
         # bound is a failure deadline, not a timing assertion.
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 600
         while True:
             if process.poll() is not None:
                 raise AssertionError(
@@ -122,7 +128,7 @@ def start_mlflow_server(directory: Path) -> Iterator[MlflowServer]:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise AssertionError("mlflow server did not start in 300 s")
+                raise AssertionError("mlflow server did not start in 600 s")
             time.sleep(0.5)
         yield server
     finally:

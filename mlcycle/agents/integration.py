@@ -437,6 +437,7 @@ def _track(
 ) -> tuple[Run, str | None]:
     """Log `run` to the spec's MLflow server; the run with its answer, and a warning."""
     from mlcycle.errors import MlcycleError
+    from mlcycle.registry.code import project_code
     from mlcycle.registry.tracking import log_run
 
     url = str(spec.tracking.mlflow)
@@ -453,15 +454,21 @@ def _track(
             from mlcycle.registry.trust import TrustPolicy
 
             trust = TrustPolicy.for_project(spec.root, spec.model.code)
-        # As declared (files and packages): MLflow puts each on sys.path when loading.
-        code_paths = [spec.resolve(p.rstrip("/")) for p in spec.model.code]
+        # The model code as the registry stores it (the entry's copy when there is one),
+        # shipped the way `export --format mlflow` ships it.
+        if entry is not None:
+            code_root, code_files = registry.code_dir(entry), sorted(entry.code)
+        else:
+            code_root, code_files = spec.root, sorted(project_code(spec))
         answer = log_run(
             url,
             run,
             model=training.model if training is not None else None,
             features=features,
             trust=trust,
-            code_paths=code_paths,
+            versions=entry.versions if entry is not None else None,
+            code_root=code_root if code_files else None,
+            code_files=code_files,
         )
     except Exception as e:  # whatever the client raises, the model stands
         from mlcycle.redact import mask_url, scrub

@@ -133,6 +133,8 @@ def _export_mlflow(name: str, registry: Registry, entry: Entry, target: Path) ->
         target,
         features=features,
         versions=entry.versions,
+        # The policy the model was just loaded under: MLflow's loader trusts the same names.
+        is_trusted=registry.trust_for(entry).is_trusted,
         code_root=registry.code_dir(entry) if entry.code else None,
         code_files=sorted(entry.code),
         metadata={

@@ -4,11 +4,15 @@ An MLflow model directory is an `MLmodel` YAML file naming its flavors, the
 serialized model, the environment files (`requirements.txt`, `python_env.yaml`,
 `conda.yaml`) and a `code/` directory MLflow puts on `sys.path` before loading.
 
-Written (`save_model_dir`): the scikit-learn flavor and `python_function`, the model
-serialized as skops (MLflow's sklearn flavor reads skops with the list of trusted
-type names recorded in `MLmodel`; pickle is never written), a signature from the
-recorded feature schema, requirements pinned to the versions the model was made
-with, and the model's own code as MLflow code paths.
+Written (`save_model_dir`, the one MLflow-model writer: `export --format mlflow` and
+the models that run tracking logs to an MLflow server both use it): the scikit-learn
+flavor and `python_function`, the model serialized as skops (MLflow's sklearn flavor
+reads skops with the list of trusted type names recorded in `MLmodel`: exactly the
+names the model holds, each accepted by the caller's trust policy; pickle is never
+written), a signature from the recorded feature schema (nullable columns optional),
+requirements and `python_env.yaml` pinned to the versions the model was made with,
+and the model's own code as MLflow code paths. The directory is written beside its
+target and renamed into place.
 
 Read (`read_model_dir`): only `MLmodel` is parsed here (PyYAML, MLflow itself is not
 needed); the caller loads the model file under its own trust policy, and a pickle
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -130,6 +134,7 @@ def save_model_dir(
     *,
     features: Sequence[Mapping[str, Any]],
     versions: Mapping[str, str],
+    is_trusted: Callable[[str], bool],
     code_root: Path | None = None,
     code_files: Sequence[str] = (),
     metadata: Mapping[str, Any] | None = None,
@@ -139,20 +144,23 @@ def save_model_dir(
     `features` is the feature schema (dicts of `name`, `type` as a JSON type, and
     `nullable`), in the model's column order; `versions` the library versions the
     model was made with (`library_versions()`: `python`, `sklearn`, `numpy`, ...), pinned
-    in `requirements.txt` and `python_env.yaml`; `code_files` the model's own code
-    (paths relative to `code_root`), shipped as MLflow code paths so that loading
-    the model imports it. `metadata` goes into `MLmodel` as is.
+    in `requirements.txt` and `python_env.yaml`; `is_trusted` the caller's trust policy
+    (`TrustPolicy.is_trusted`): every name the model's skops form builds must pass it,
+    and exactly those names are recorded as trusted for MLflow's loader; `code_files`
+    the model's own code (paths relative to `code_root`, as `model.code` stores them),
+    shipped as MLflow code paths so that loading the model imports it. `metadata` goes
+    into `MLmodel` as is.
 
     `directory` must not exist or be empty; it is written beside itself and renamed
     into place, so it is never seen half-written. MissingExtraError (exit 2) without
-    the [mlflow] extra, UsageError for a directory in the way.
+    the [mlflow] extra; UsageError for a directory in the way or a feature type MLflow
+    has no column for; RuntimeFailure for a model skops cannot store, a name the trust
+    policy refuses, or MLflow failing to write.
     """
     require(MLFLOW, what="writing an MLflow model")
     import mlflow
     import mlflow.sklearn
-    import skops.io as sio
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
+    from mlflow.exceptions import MlflowException
 
     target = Path(directory)
     check_target(target)
@@ -162,45 +170,30 @@ def save_model_dir(
             "mlcycle writes no pickle",
             hint=f"upgrade MLflow: {MLFLOW.command}",
         )
-    names = tuple(str(f["name"]) for f in features)
-    signature = (
-        ModelSignature(
-            inputs=Schema(
-                [
-                    ColSpec(
-                        COLUMN_TYPES.get(str(f.get("type", "number")), "double"),
-                        str(f["name"]),
-                        required=not bool(f.get("nullable")),
-                    )
-                    for f in features
-                ]
-            )
-        )
-        if features
-        else None
-    )
+    signature = model_signature(features)
     requirements = pinned_requirements(versions, mlflow_version=mlflow.__version__)
-    # The names skops must be allowed to build: exactly those the model holds, which the
-    # caller's trust policy already accepted when the model was loaded.
-    trusted = sorted(sio.get_untrusted_types(data=sio.dumps(model)))
+    trusted = skops_names(model, is_trusted)
     code = sorted({Path(p).parts[0] for p in code_files})
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         written = staging / "model"
-        mlflow.sklearn.save_model(
-            model,
-            str(written),
-            serialization_format=SKOPS,
-            skops_trusted_types=trusted,
-            signature=signature,
-            pip_requirements=list(requirements),
-            code_paths=[str(Path(code_root) / c) for c in code] if code and code_root else None,
-            metadata=dict(metadata or {}),
-        )
+        try:
+            mlflow.sklearn.save_model(
+                model,
+                str(written),
+                serialization_format=SKOPS,
+                skops_trusted_types=trusted,
+                signature=signature,
+                pip_requirements=list(requirements),
+                code_paths=[str(Path(code_root) / c) for c in code] if code and code_root else None,
+                metadata=dict(metadata or {}),
+            )
+        except MlflowException as e:
+            raise RuntimeFailure(f"writing the MLflow model {target} failed: {e.message}") from e
         _pin_python(written, versions.get("python"))
         if target.exists():
-            target.rmdir()  # empty (checked above): the rename puts the export there
+            target.rmdir()  # empty (checked above): the rename puts the model there
         written.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -208,9 +201,62 @@ def save_model_dir(
         directory=target,
         serialization=SKOPS,
         requirements=requirements,
-        features=names,
+        features=tuple(str(f["name"]) for f in features),
         code=tuple(code),
     )
+
+
+def model_signature(features: Sequence[Mapping[str, Any]]) -> Any:
+    """An MLflow input signature from a feature schema; None for an empty schema.
+
+    A nullable feature is an optional column (MLflow's `required: false`), so a model
+    trained with missing values accepts them. UsageError for a type with no MLflow column.
+    """
+    if not features:
+        return None
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    columns: list[Any] = []
+    for feature in features:
+        kind = str(feature.get("type", "number"))
+        if kind not in COLUMN_TYPES:
+            raise UsageError(
+                f"feature {feature.get('name')!r}: type {kind!r} has no MLflow column type",
+                hint=f"feature types are {', '.join(COLUMN_TYPES)}",
+            )
+        columns.append(
+            ColSpec(
+                COLUMN_TYPES[kind],
+                str(feature["name"]),
+                required=not bool(feature.get("nullable")),
+            )
+        )
+    return ModelSignature(inputs=Schema(columns))
+
+
+def skops_names(model: Any, is_trusted: Callable[[str], bool]) -> list[str]:
+    """The names beyond skops' defaults that loading `model` builds, each one trusted.
+
+    RuntimeFailure when skops cannot represent the model or `is_trusted` refuses a name:
+    the same refusal the registry makes when it stores a model.
+    """
+    import skops.io as sio
+
+    try:
+        names = sio.get_untrusted_types(data=sio.dumps(model))
+    except Exception as e:  # skops raises whatever the object's reduction raises
+        raise RuntimeFailure(
+            f"the model cannot be stored as skops ({type(e).__name__}: {e})",
+            hint="use classes defined at module level (no lambdas or local functions)",
+        ) from e
+    refused = sorted(n for n in names if not is_trusted(n))
+    if refused:
+        raise RuntimeFailure(
+            f"the model holds code mlcycle does not trust: {', '.join(refused)}",
+            hint="list the file that defines them in model.code",
+        )
+    return sorted(names)
 
 
 def pinned_requirements(versions: Mapping[str, str], *, mlflow_version: str) -> tuple[str, ...]:

@@ -3,10 +3,11 @@
 Each run becomes an MLflow run in the experiment named after the project: its
 parameters, held-out metrics (and fit time, tuning's best score), tags (release,
 generation, data window, spec hash, git commit, outcome, mlcycle's run id) and,
-when a model was trained, the model as an MLflow model (`save_mlflow_model`:
-sklearn flavor, skops). Every tuning candidate is a child run (MLflow's own
-convention for searches: tag `mlflow.parentRunId`) with its parameters and its
-cross-validated mean/std score and fit time.
+when a model was trained, the model as an MLflow model, written by the same
+`interop.mlflow.save_model_dir` as `export --format mlflow` (sklearn flavor, skops).
+Every tuning candidate is a child run (MLflow's own convention for searches: tag
+`mlflow.parentRunId`) with its parameters and its cross-validated mean/std score and
+fit time.
 
 The local run record is written first and stays the record of truth: a tracking
 server that is down or refuses the run raises `TrackingError`, which the caller
@@ -68,9 +69,16 @@ def log_run(
     model: Any = None,
     features: Sequence[Mapping[str, Any]] = (),
     trust: TrustPolicy | None = None,
-    code_paths: Sequence[Path] = (),
+    versions: Mapping[str, str] | None = None,
+    code_root: Path | None = None,
+    code_files: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Log `run` (and `model`, when given) to the MLflow server at `url`.
+    """Log `run` (and `model`, when given with its `trust` policy) to the MLflow server at
+    `url`.
+
+    The model is written as `export --format mlflow` writes it (`save_model_dir`):
+    `features` its schema, `versions` the library versions it was made with (this
+    Python's by default), `code_files` its own code relative to `code_root`.
 
     Returns what the local record keeps of it: `{"url", "experiment_id", "run_id",
     "model_uri"}`. Raises MissingExtraError without the [mlflow] extra and
@@ -105,18 +113,21 @@ def log_run(
                 _log_trial(client, experiment_id, run, run_id, n, trial, started)
             model_uri = None
             if model is not None and trust is not None:
-                from mlcycle.train.mlflow_model import save_mlflow_model
+                from mlcycle.interop.mlflow import save_model_dir
+                from mlcycle.registry.artifacts import library_versions
 
                 with tempfile.TemporaryDirectory(prefix="mlcycle-mlflow-") as tmp:
-                    path = save_mlflow_model(
+                    written = save_model_dir(
                         model,
                         Path(tmp) / MODEL_PATH,
                         features=features,
+                        versions=versions if versions is not None else library_versions(),
                         is_trusted=trust.is_trusted,
-                        code_paths=code_paths,
+                        code_root=code_root,
+                        code_files=code_files,
                         metadata={"mlcycle_run": run.id, "release": run.release, "ref": run.ref},
                     )
-                    client.log_artifacts(run_id, str(path), MODEL_PATH)
+                    client.log_artifacts(run_id, str(written.directory), MODEL_PATH)
                 model_uri = f"runs:/{run_id}/{MODEL_PATH}"
             client.set_terminated(run_id, _STATUS[run.outcome], end_time=_millis(run.finished_at))
         except MlflowException as e:

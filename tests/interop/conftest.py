@@ -1,28 +1,13 @@
-"""Fixtures for interop: a released project, rows to predict, the real `mlflow` command."""
+"""Fixtures for interop: a released project, rows to predict, what the engine serves.
+
+The real `mlflow` command and tracking server are in tests/mlflow_server.py."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-# A full MLflow install (server and `mlflow models serve`), in a venv of its own:
-# `make mlflow` creates it; its pins need not agree with mlcycle's dev environment.
-MLFLOW_VENV = ROOT / ".venv-mlflow"
-
-
-def mlflow_command() -> Path:
-    """The real `mlflow` command; skips the test without it, unless MLCYCLE_REQUIRE_MLFLOW=1."""
-    command = MLFLOW_VENV / "bin" / "mlflow"
-    if not command.exists():
-        reason = f"no full MLflow install at {MLFLOW_VENV} (make mlflow)"
-        if os.environ.get("MLCYCLE_REQUIRE_MLFLOW") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return command
 
 
 def rows(root: Path, n: int = 8) -> list[dict[str, Any]]:

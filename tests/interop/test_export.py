@@ -4,7 +4,6 @@ Runtime load from the export answers what `mlcycle serve` answers."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -18,8 +17,9 @@ from mlcycle import api
 from mlcycle.api.project import open_project
 from mlcycle.errors import RegistryError, UsageError
 from mlcycle.extras import MissingExtraError
-from tests.interop.conftest import mlflow_command, rows, served
+from tests.interop.conftest import rows, served
 from tests.learn.conftest import mlcycle
+from tests.mlflow_server import mlflow_command, mlflow_env
 from tests.serve.conftest import free_port
 
 
@@ -154,9 +154,6 @@ def test_mlflow_models_serve_answers_what_mlcycle_serves(released: Path, tmp_pat
     api.export(released, ref="current", format="mlflow", directory=target)
     port = free_port()
     log = tmp_path / "mlflow.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    # `mlflow models serve` starts `uvicorn` by name: its venv's bin comes first.
-    env["PATH"] = f"{command.parent}{os.pathsep}{env.get('PATH', '')}"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [
@@ -165,7 +162,7 @@ def test_mlflow_models_serve_answers_what_mlcycle_serves(released: Path, tmp_pat
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=env,
+            env=mlflow_env(command),
             cwd=tmp_path,
         )
     try:

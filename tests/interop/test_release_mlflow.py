@@ -161,75 +161,38 @@ def test_runs_and_models_uris_of_the_declared_tracking_server_are_released(
 ) -> None:
     """A real `mlflow server` (SQLite backend, local artifacts): a model logged to a run and
     registered is released by `runs:/` and by `models:/` URI, read under the trust policy."""
-    import os
-    import time
-    import urllib.request
-
     import mlflow
     import mlflow.sklearn
     import skops.io as sio
 
-    from tests.interop.conftest import mlflow_command
-    from tests.serve.conftest import free_port
+    from tests.mlflow_server import start_mlflow_server
 
-    command = mlflow_command()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env["PATH"] = f"{command.parent}{os.pathsep}{env.get('PATH', '')}"
-    log = tmp_path / "mlflow-server.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [
-                *(command, "server", "--host", "127.0.0.1", "--port", str(port)),
-                *("--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"),
-                *("--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=tmp_path,
-        )
     try:
-        deadline = time.monotonic() + 600  # a loaded machine starts it slowly
-        while True:
-            assert server.poll() is None, log.read_text()
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=5) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.5)
-        model = hand_model(interactive)
-        mlflow.set_tracking_uri(url)
-        with mlflow.start_run() as run:
-            mlflow.sklearn.log_model(
-                model,
-                name="model",
-                serialization_format="skops",
-                skops_trusted_types=sio.get_untrusted_types(data=sio.dumps(model)),
-                registered_model_name="byhand",
-            )
-        spec = interactive / "lifecycle.yaml"
-        spec.write_text(spec.read_text() + f"\ntracking:\n  mlflow: {url}\n")
-        git(interactive, "commit", "-qam", "declare the tracking server")
+        with start_mlflow_server(tmp_path / "mlflow") as server:
+            url = server.url
+            model = hand_model(interactive)
+            mlflow.set_tracking_uri(url)
+            with mlflow.start_run() as run:
+                mlflow.sklearn.log_model(
+                    model,
+                    name="model",
+                    serialization_format="skops",
+                    skops_trusted_types=sio.get_untrusted_types(data=sio.dumps(model)),
+                    registered_model_name="byhand",
+                )
+            spec = interactive / "lifecycle.yaml"
+            spec.write_text(spec.read_text() + f"\ntracking:\n  mlflow: {url}\n")
+            git(interactive, "commit", "-qam", "declare the tracking server")
 
-        uri = f"runs:/{run.info.run_id}/model"
-        first = api.release(interactive, model=uri)
-        assert first.entry is not None and first.entry.artifact.format == "skops"
-        assert first.entry.extra["model_file"] == uri
-        second = api.release(interactive, model="models:/byhand/1")
-        assert second.entry is not None and second.entry.release == "0.2.0"
-        assert second.entry.extra["model_file"] == "models:/byhand/1"
-        with pytest.raises(RuntimeFailure, match=r"cannot download models:/byhand/7") as info:
-            api.release(interactive, model="models:/byhand/7")
-        assert info.value.exit_code == 1
+            uri = f"runs:/{run.info.run_id}/model"
+            first = api.release(interactive, model=uri)
+            assert first.entry is not None and first.entry.artifact.format == "skops"
+            assert first.entry.extra["model_file"] == uri
+            second = api.release(interactive, model="models:/byhand/1")
+            assert second.entry is not None and second.entry.release == "0.2.0"
+            assert second.entry.extra["model_file"] == "models:/byhand/1"
+            with pytest.raises(RuntimeFailure, match=r"cannot download models:/byhand/7") as info:
+                api.release(interactive, model="models:/byhand/7")
+            assert info.value.exit_code == 1
     finally:
         mlflow.set_tracking_uri("")
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()

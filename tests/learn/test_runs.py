@@ -19,7 +19,8 @@ from mlcycle import api
 from mlcycle.agents import ProcurementRejected
 from mlcycle.errors import DataError
 from mlcycle.registry.runs import Outcome
-from tests.mlflow_server import MlflowServer, free_port, start_mlflow_server
+from tests.mlflow_server import MlflowServer, start_mlflow_server
+from tests.serve.conftest import free_port
 from tests.spec.helpers import assert_clean_failure_output, cli
 
 Example = Callable[[str], Path]
@@ -239,6 +240,10 @@ def test_runs_are_logged_to_the_declared_mlflow_server(
     registry = open_project(root).registry
     expected = registry.load_model(served.entry).predict(features)
     assert list(loaded.predict(features)) == list(expected)
+    # One MLflow-model writer: what the run logged is what `export --format mlflow` writes.
+    exported = api.export(root, ref="dev/1", format="mlflow", directory=tmp_path / "exported")
+    for name in ("requirements.txt", "python_env.yaml"):
+        assert (Path(local) / name).read_text() == (exported.directory / name).read_text()
 
 
 def test_a_rejected_run_is_logged_with_its_outcome(
