@@ -356,7 +356,18 @@ def _plan(
         )
     if on is not None and on.source != "git":
         log.info("releasing from branch %s (from %s)", on.name, on.source)
-    latest = repo.latest_version(fmt, spec.name)
+    tags = repo.release_tags(fmt, spec.name)
+    on_head = [t.name for t in tags if t.commit == commit]
+    if on_head:
+        # GTO allows one version per commit (`gto show` fails on a second one), and a
+        # version is the code of its commit: a new version needs a new commit.
+        raise UsageError(
+            f"HEAD ({commit[:12]}) already carries {', '.join(on_head)}: commit the change "
+            "you want to release",
+            hint="a commit holds one version (as in GTO); commit your change and release "
+            f"that, or retrain {spec.name} on new data with `mlcycle update`",
+        )
+    latest = tags[-1].version if tags else None
     if version is not None:
         target: Version = Version.parse(version.removeprefix("v"))
         if latest is not None and not latest < target:
