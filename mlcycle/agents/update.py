@@ -392,7 +392,9 @@ def check_triggers(
             next((d for d in report.drift if d.model == str(current.ref)), None) if report else None
         )
         worst = drift.worst if drift else None
-        if drift is None or worst is None:
+        if drift is not None and drift.note is not None:
+            checks.append(TriggerCheck("drift", False, f"{drift.note}{span}: not judged"))
+        elif drift is None or worst is None:
             checks.append(TriggerCheck("drift", False, f"no served inputs{span} to compare yet"))
         else:
             feature, psi = worst

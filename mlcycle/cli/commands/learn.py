@@ -288,6 +288,9 @@ def _render_production(report: ProductionReport) -> None:
     for w in report.overall:
         for note in w.notes:
             render.warning(f"{w.model}: {note}")
+    for d in report.drift:
+        if d.note is not None:
+            render.warning(f"{d.model}: {d.note}: drift is not judged on so few served inputs")
 
 
 def _worst_drift(drift: Drift | None) -> tuple[str, str]:
