@@ -46,6 +46,7 @@ from mlcycle.spec.model import Liaison, Procurement
 if TYPE_CHECKING:
     from mlcycle.api.project import Project
     from mlcycle.data import SourceInfo
+    from mlcycle.data.validation import DataRejection
     from mlcycle.gitops import ReleaseTag, Repo, Version
     from mlcycle.registry import Entry, State, TrustPolicy
     from mlcycle.train import GateResult, TrainResult
@@ -730,10 +731,16 @@ class History:
 
     project: str
     items: tuple[HistoryItem, ...]
+    data_rejections: tuple[DataRejection, ...] = ()
+    """New rows data validation refused (no generation holds them), oldest first."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready description."""
-        return {"project": self.project, "releases": [i.as_dict() for i in self.items]}
+        return {
+            "project": self.project,
+            "releases": [i.as_dict() for i in self.items],
+            "data_rejections": [r.as_dict() for r in self.data_rejections],
+        }
 
 
 def history(path: str | Path | None = None) -> History:
@@ -741,6 +748,7 @@ def history(path: str | Path | None = None) -> History:
     orphans marked)."""
     from mlcycle.api.project import open_project
     from mlcycle.api.stages import Stages, read_stages
+    from mlcycle.data.validation import DataRejection
     from mlcycle.gitops import Repo, TagFormat
     from mlcycle.registry.refs import DEV, release_key
 
@@ -773,4 +781,5 @@ def history(path: str | Path | None = None) -> History:
         )
         for v in versions
     )
-    return History(project=spec.name, items=items)
+    refused = tuple(DataRejection.from_dict(r) for r in registry.data_rejections())
+    return History(project=spec.name, items=items, data_rejections=refused)

@@ -11,7 +11,7 @@ from typer.core import TyperArgument, TyperCommand
 from mlcycle import __version__
 
 if TYPE_CHECKING:
-    import click
+    from typer import _click  # typer 0.28 vendors click: its Context is this one
 
 
 class _Argument(TyperArgument):
@@ -21,7 +21,7 @@ class _Argument(TyperArgument):
     type (`<str>`, `<path>`) in the help, which read as unfilled placeholders.
     """
 
-    def make_metavar(self, ctx: click.Context, *, usage: bool = False) -> str:
+    def make_metavar(self, ctx: _click.Context, *, usage: bool = False) -> str:
         name = self.metavar or (self.name or "").upper()
         if self.nargs != 1:
             name += "..."

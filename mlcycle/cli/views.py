@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mlcycle.agents.integration import Comparison
-    from mlcycle.data.validation import Anomaly
+    from mlcycle.data.validation import Anomaly, DataRejection
     from mlcycle.errors import GateFailure, GateRejectedError
     from mlcycle.registry import Entry, ModelRef
     from mlcycle.train import GateCheck
@@ -208,3 +208,13 @@ def entries_table(
             )
         )
     render.table(title, columns, rows, markup=True)
+
+
+def data_rejections(rejections: Sequence[DataRejection]) -> None:
+    """One line per refusal of new rows (no model holds them, so no table row does)."""
+    from rich.markup import escape
+
+    from mlcycle.cli import render
+
+    for refused in rejections:
+        render.stdout().print(f"[red]rejected data[/] {escape(refused.describe())}")

@@ -333,6 +333,7 @@ def _render_models(listing: ModelListing) -> None:
         stages=listing.stages,
         states={str(e.ref): listing.state_of(e).value for e in listing.entries},
     )
+    views.data_rejections(listing.data_rejections)
     for warning in listing.warnings:
         render.warning(warning)
     if listing.current is None:

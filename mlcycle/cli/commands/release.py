@@ -206,6 +206,7 @@ def _render_history(result: History) -> None:
         rows,
         markup=True,
     )
+    views.data_rejections(result.data_rejections)
 
 
 def _name(author: str | None) -> str:
