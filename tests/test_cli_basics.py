@@ -79,29 +79,17 @@ def _terminal(width: int) -> tuple[Any, Any]:
     )
 
 
-HISTORY = (
-    "",
-    "version",
-    "status",
-    "stages",
-    "date",
-    "commit",
-    "author",
-    "roc_auc",
-    "accuracy",
-    "generations",
-)
+HISTORY = ("", "version", "status", "stages", "date", "commit", "author", "roc_auc", "generations")
 HISTORY_ROWS = [
     (
         "*",
         "0.1.0",
         "released",
-        "prod,staging",
+        "prod",
         "2026-12-01 22:33:21",
         "1a2b3c4d5e",
         "Ada Lovelace",
         "0.9569",
-        "0.9000",
         "1,2,3",
     ),
     (
@@ -113,7 +101,6 @@ HISTORY_ROWS = [
         "5e4d3c2b1a",
         "mlcycle tests",
         "0.9612",
-        "0.9133",
         "1",
     ),
 ]
@@ -125,8 +112,9 @@ def test_an_80_column_terminal_wraps_cells_between_words_never_inside_one() -> N
     buffer, console = _terminal(80)
     render.table("churn releases", HISTORY, HISTORY_ROWS, console=console)
     text = buffer.getvalue()
-    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
-    words = text.replace("│", " ").replace("┃", " ").split()
+    assert "…" not in text and max(len(line.rstrip()) for line in text.splitlines()) <= 80
+    assert "───" in text  # a table, under its header rule (not the one-block-per-row form)
+    words = text.split()
     # Every word of every header and cell is there whole (rich alone printed `release|d`).
     for cell in (*HISTORY, *(c for row in HISTORY_ROWS for c in row)):
         for word in cell.split():

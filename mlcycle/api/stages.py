@@ -428,12 +428,14 @@ def _check_retirable(project: Project, ref: Any, targets: list[Entry]) -> None:
         needed = sorted(set(manifest.pinned) & {str(r) for r in retiring})
         why = f"pins {', '.join(needed)}"
     else:
-        left = [
+        serving = [
             e
             for e in project.registry.entries()
-            if e.release == manifest.release and e.is_candidate and e.ref not in retiring
+            if e.release == manifest.release and e.is_candidate
         ]
-        needed = [] if left else [manifest.release]
+        # Only a retirement that takes the last of them away (a manifest with none left
+        # is already broken, and retiring something else does not make it worse).
+        needed = [manifest.release] if serving and all(e.ref in retiring for e in serving) else []
         why = f"follows release {manifest.release}, and this retires its last serving generation"
     if needed:
         raise UsageError(

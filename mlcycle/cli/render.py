@@ -125,13 +125,24 @@ def table(
     if not out.is_terminal:
         _plain_table(out, title, headers, texts)
         return
-    widths = _column_widths(headers, texts, out.width)
-    if widths is None:
-        _records(out, title, headers, cells, markup)
-        return
+    from rich import box
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left")
+    # Two spaces between columns, else one when that is what lets every word fit.
+    for gap in (1, 0):
+        widths = _column_widths(headers, texts, out.width - (len(headers) * (1 + gap) - 1))
+        if widths is not None:
+            break
+    else:
+        _records(out, title, headers, cells, markup)
+        return
+    t = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,  # a rule under the header; columns apart by spaces
+        show_edge=False,
+        padding=(0, gap, 0, 0),
+    )
     for column, width in zip(headers, widths, strict=True):
         t.add_column(column, width=width, overflow="fold")
     for row in cells:
@@ -139,20 +150,19 @@ def table(
     out.print(t)
 
 
-def _column_widths(headers: list[str], rows: list[list[str]], total: int) -> list[int] | None:
-    """Column widths within `total` terminal columns that break no word; None if none do.
+def _column_widths(headers: list[str], rows: list[list[str]], room: int) -> list[int] | None:
+    """Column widths that fit in `room` characters and break no word; None if none do.
 
     Each column gets its longest word, then what is left goes to the columns whose
     longest cell is wider, in proportion to what they lack.
     """
-    overhead = 3 * len(headers) + 1  # rich's default box: a rule and a space each side
     columns = [[h, *(r[i] for r in rows if i < len(r))] for i, h in enumerate(headers)]
     least = [max((len(w) for c in col for w in c.split()), default=0) or 1 for col in columns]
     most = [
         max(max((len(line) for line in c.splitlines()), default=0) for c in col) or 1
         for col in columns
     ]
-    room = total - overhead - sum(least)
+    room -= sum(least)
     if room < 0:
         return None
     lack = [m - n for m, n in zip(most, least, strict=True)]

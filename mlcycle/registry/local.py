@@ -8,6 +8,7 @@ Layout under `root` (the spec's `registry.path`, default `.mlcycle/registry`):
       releases/<release>/<generation>/code/          its model code, if any (see code.py)
       current.json     the pointer to the entry production serves, with its history
       retired.json     the retired entries (`retire`), each with who, when and why
+      data-rejections.json  new rows data validation refused in `update` (no entry holds them)
       manifests/       reserved for serving manifests (a later issue)
       .lock            flock'ed by every writer; holds the holder's pid
       .release.lock    flock'ed by a release from choosing its version to its tag
