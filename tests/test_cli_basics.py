@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 import jsonschema
 import pytest
@@ -67,20 +68,66 @@ def test_a_piped_table_prints_full_plain_rows() -> None:
     assert lines[2].split() == list(ROW)  # nothing cut to `2026-12-…` at 20 columns
 
 
-def test_a_narrow_terminal_folds_cells_instead_of_cutting_them() -> None:
+def _terminal(width: int) -> tuple[Any, Any]:
     import io
 
     from rich.console import Console
 
+    buffer = io.StringIO()
+    return buffer, Console(
+        file=buffer, width=width, height=25, force_terminal=True, color_system=None
+    )
+
+
+HISTORY = ("", "version", "status", "stages", "date", "commit", "author", "roc_auc", "generations")
+HISTORY_ROWS = [
+    (
+        "*",
+        "0.1.0",
+        "released",
+        "prod",
+        "2026-12-01 22:33:21",
+        "1a2b3c4d5e",
+        "Ada Lovelace",
+        "0.9569",
+        "1,2,3",
+    ),
+    (
+        "",
+        "0.2.0",
+        "retired",
+        "",
+        "2026-12-02 04:27:11",
+        "5e4d3c2b1a",
+        "mlcycle tests",
+        "0.9612",
+        "1",
+    ),
+]
+
+
+def test_an_80_column_terminal_wraps_cells_between_words_never_inside_one() -> None:
     from mlcycle.cli import render
 
-    buffer = io.StringIO()
-    narrow = Console(file=buffer, width=30, force_terminal=True, color_system=None)
-    render.table("models", COLUMNS, [ROW], console=narrow)
+    buffer, console = _terminal(80)
+    render.table("churn releases", HISTORY, HISTORY_ROWS, console=console)
     text = buffer.getvalue()
-    assert "…" not in text
-    # Each column's pieces, read top to bottom, give back the whole header and cell.
-    for bar, wanted in (("┃", COLUMNS), ("│", ROW)):
-        lines = [line for line in text.splitlines() if line.startswith(bar)]
-        pieces = [[part.strip() for part in line.split(bar)[1:-1]] for line in lines]
-        assert ["".join(column) for column in zip(*pieces, strict=True)] == list(wanted)
+    assert "…" not in text and max(len(line.rstrip()) for line in text.splitlines()) <= 80
+    assert "───" in text  # a table, under its header rule (not the one-block-per-row form)
+    words = text.split()
+    # Every word of every header and cell is there whole (rich alone printed `release|d`).
+    for cell in (*HISTORY, *(c for row in HISTORY_ROWS for c in row)):
+        for word in cell.split():
+            assert word in words, (word, text)
+
+
+def test_a_terminal_too_narrow_for_whole_words_gets_one_block_per_row() -> None:
+    from mlcycle.cli import render
+
+    buffer, console = _terminal(30)
+    render.table("models", COLUMNS, [ROW], console=console)
+    lines = [line.rstrip() for line in buffer.getvalue().splitlines()]
+    assert lines[0] == "models"
+    assert [line.split() for line in lines[2:]] == [
+        [column, value] for column, value in zip(COLUMNS, ROW, strict=True)
+    ]

@@ -5,6 +5,7 @@ It walks the live command tree, so commands added later are covered too.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -54,3 +55,20 @@ def test_help_renders(path: tuple[str, ...], command: Any) -> None:
     result = CliRunner().invoke(app, [*path, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage" in result.output
+
+
+PLACEHOLDER = re.compile(r"\{[A-Za-z_]+\}|<[a-z_]+>")
+
+
+@pytest.mark.parametrize(("path", "command"), COMMANDS, ids=[_name(p) for p, _ in COMMANDS])
+def test_help_shows_values_in_capitals(path: tuple[str, ...], command: Any) -> None:
+    """typer 0.28 printed `mlcycle init [OPTIONS] {name}`, `name <str>`, `--port <int>`."""
+    result = CliRunner().invoke(app, [*path, "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert not PLACEHOLDER.findall(result.output), result.output
+    usage = next(line for line in result.output.splitlines() if "Usage:" in line)
+    for param in command.params:
+        if param.param_type_name == "argument":
+            shown = param.metavar or ""
+            assert shown.isupper(), (param.name, shown)
+            assert (shown if param.required else f"[{shown}]") in usage.split(), usage

@@ -599,12 +599,13 @@ def data_record(spec: Spec, dataset: Dataset, continued: Entry | None = None) ->
 
     `features` (name and JSON type, in the model's column order) is what the
     serving engine and bundles describe as the model's input. `profile` is the
-    features' schema and statistics the next generation's data is checked against;
-    a model `continued` from another (warm start) has seen that one's data too.
+    features' and the label's schema and statistics the next generation's data is
+    checked against; a model `continued` from another (warm start) has seen that
+    one's data too.
     """
     from mlcycle.data.validation import DataProfile, merge, profile
 
-    learned = profile(dataset.X)
+    learned = profile(_with_label(dataset, spec.data.label))
     before = DataProfile.from_dict(continued.data.get("profile")) if continued else None
     return {
         **dataset.info.as_dict(),
@@ -631,7 +632,10 @@ def validate_data(spec: Spec, current: Entry | None, dataset: Dataset) -> None:
     learned = DataProfile.from_dict(current.data.get("profile"))
     if learned is None:
         return
-    frame = dataset.X
+    label = spec.data.label
+    # Generations registered before the label was profiled have no profile of it.
+    known = label is not None and learned.column(label) is not None
+    frame = _with_label(dataset, label) if known else dataset.X
     watermark = current.data.get("watermark")
     if dataset.ordinal is not None and watermark is not None:
         # Another ordinal type than recorded: every row is checked.
@@ -647,7 +651,17 @@ def validate_data(spec: Spec, current: Entry | None, dataset: Dataset) -> None:
         frame = frame[[c for c in frame.columns if learned.column(str(c)) is not None]]
     anomalies = check(learned, frame, spec.data.validation)
     if anomalies:
-        raise DataRejectedError(anomalies, against=str(current.ref), rows=len(frame))
+        raise DataRejectedError(
+            anomalies, against=str(current.ref), rows=len(frame), data=dataset.info.as_dict()
+        )
+
+
+def _with_label(dataset: Dataset, label: str | None) -> Any:
+    """The features and the label in one frame: a label that changes (new classes, a
+    shifted range) is as much a data anomaly as a feature that does."""
+    if label is None or label in dataset.X.columns:
+        return dataset.X
+    return dataset.X.assign(**{label: dataset.y.to_numpy()})
 
 
 def feature_schema(frame: Any) -> list[dict[str, Any]]:

@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 # Fewer outcomes than this make a metric too noisy to act on (triggers ignore it).
 MIN_OUTCOMES: Final = 30
 PSI_BINS: Final = 10
+MIN_DRIFT_ROWS: Final = 100
+"""Served inputs below which drift is not judged. PSI over `PSI_BINS` deciles of a
+sample of N inputs that did not drift is about (bins - 1) / N from sampling alone:
+1.5 at 6 inputs (far above the usual limit of 0.25), 0.09 at 100 (below the 0.1
+that PSI practice reads as "no change"); 100 is also 10 expected inputs per bin."""
 
 
 def _labels(rows: Sequence[JoinedRow]) -> tuple[list[Any], list[Any]]:
@@ -157,9 +162,22 @@ class Drift:
     psi: Mapping[str, float]
 
     @property
+    def enough(self) -> bool:
+        """Whether enough inputs were served for the PSI to mean drift (`MIN_DRIFT_ROWS`)."""
+        return self.served_rows >= MIN_DRIFT_ROWS
+
+    @property
+    def note(self) -> str | None:
+        """Why the PSI is not judged, when it is not."""
+        if self.enough:
+            return None
+        return f"too few rows for drift ({self.served_rows} < {MIN_DRIFT_ROWS})"
+
+    @property
     def worst(self) -> tuple[str, float] | None:
-        """The feature that moved most, and its PSI."""
-        if not self.psi:
+        """The feature that moved most, and its PSI; None when nothing can be judged
+        (no feature, or too few rows: the PSI is then sampling noise)."""
+        if not self.psi or not self.enough:
             return None
         name = max(self.psi, key=lambda k: self.psi[k])
         return name, self.psi[name]
@@ -172,6 +190,7 @@ class Drift:
             "served_rows": self.served_rows,
             "psi": dict(self.psi),
             "worst": None if worst is None else {"feature": worst[0], "psi": worst[1]},
+            "note": self.note,
         }
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlcycle.data.validation import DataRejectedError
 from mlcycle.errors import DataError, RegistryError, UsageError
 from mlcycle.progress import NULL_PROGRESS, Progress
 from mlcycle.spec.model import Update
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from mlcycle.agents.integration import ProcureResult
     from mlcycle.agents.production import ProductionReport
+    from mlcycle.data.validation import DataRejection
     from mlcycle.registry import Entry, Registry
     from mlcycle.spec.model import Spec
 
@@ -72,6 +74,8 @@ class UpdateResult:
     data_mode: str
     waiting_on: Entry | None = None
     """A rejected generation trained on the rows a new one would see: nothing was trained."""
+    waiting_on_data: DataRejection | None = None
+    """A data validation refusal of the rows a new generation would see: nothing was trained."""
 
     @property
     def retrained(self) -> bool:
@@ -93,6 +97,15 @@ class UpdateResult:
                 + "; ".join(f"{c.name}: {c.detail}" for c in fired)
                 + ")"
             )
+        if self.waiting_on_data is not None:
+            refused = self.waiting_on_data
+            return (
+                f"waiting for new rows since data validation refused {refused.rows} rows "
+                f"against {refused.against} ({refused.conditions}; no rows after "
+                f"{refused.data.get('ordinal')} {refused.data.get('watermark')}; it fired on "
+                + "; ".join(f"{c.name}: {c.detail}" for c in fired)
+                + ")"
+            )
         if fired:
             return "; ".join(f"{c.name}: {c.detail}" for c in fired)
         return "no trigger fired"
@@ -107,6 +120,9 @@ class UpdateResult:
             "reason": self.reason,
             "data": self.data_mode,
             "waiting_since_rejection": str(self.waiting_on.ref) if self.waiting_on else None,
+            "waiting_since_data_rejection": (
+                self.waiting_on_data.as_dict() if self.waiting_on_data else None
+            ),
             "result": self.procured.as_dict() if self.procured else None,
         }
 
@@ -392,7 +408,9 @@ def check_triggers(
             next((d for d in report.drift if d.model == str(current.ref)), None) if report else None
         )
         worst = drift.worst if drift else None
-        if drift is None or worst is None:
+        if drift is not None and drift.note is not None:
+            checks.append(TriggerCheck("drift", False, f"{drift.note}{span}: not judged"))
+        elif drift is None or worst is None:
             checks.append(TriggerCheck("drift", False, f"no served inputs{span} to compare yet"))
         else:
             feature, psi = worst
@@ -442,7 +460,8 @@ def update(
             current=current, checks=checks, forced=False, procured=None, data_mode=mode
         )
     rejection = None if force else _standing_rejection(spec, registry, current, spec_hash)
-    if rejection is not None:
+    refused = None if force else _standing_data_rejection(spec, registry, current, spec_hash)
+    if rejection is not None or refused is not None:
         return UpdateResult(
             current=current,
             checks=checks,
@@ -450,6 +469,7 @@ def update(
             procured=None,
             data_mode=mode,
             waiting_on=rejection,
+            waiting_on_data=None if rejection is not None else refused,
         )
     previous: Entry | None = None
     dataset = None
@@ -475,29 +495,35 @@ def update(
         window = Window()
     else:
         window = Window()
-    result = procure(
-        spec,
-        registry,
-        release=current.release,
-        purpose="update",
-        window=window,
-        dataset=dataset,
-        previous=previous if spec.update.warm_start else None,
-        spec_hash=spec_hash,
-        recipe_hash=recipe_hash,
-        git_commit=git_commit,
-        keep_rejected=True,
-        make_current=True,
-        validate=True,
-        extra={
-            "update": {
-                "reason": [c.as_dict() for c in checks if c.fired],
-                "forced": force,
-                "data": mode,
-            }
-        },
-        progress=progress,
-    )
+    try:
+        result = procure(
+            spec,
+            registry,
+            release=current.release,
+            purpose="update",
+            window=window,
+            dataset=dataset,
+            previous=previous if spec.update.warm_start else None,
+            spec_hash=spec_hash,
+            recipe_hash=recipe_hash,
+            git_commit=git_commit,
+            keep_rejected=True,
+            make_current=True,
+            validate=True,
+            extra={
+                "update": {
+                    "reason": [c.as_dict() for c in checks if c.fired],
+                    "forced": force,
+                    "data": mode,
+                }
+            },
+            progress=progress,
+        )
+    except DataRejectedError as e:
+        # Kept like a rejected generation, so that the next run waits for new rows
+        # instead of refusing the same ones again (and `models`/`history` show it).
+        registry.record_data_rejection(e.rejection(spec_hash).as_dict())
+        raise
     return UpdateResult(
         current=current, checks=checks, forced=force, procured=result, data_mode=mode
     )
@@ -527,6 +553,29 @@ def _standing_rejection(
     newest = max(later, key=lambda e: e.generation)
     if newest.status is not Status.REJECTED:
         return None
+    if spec_hash is not None and newest.spec_hash != spec_hash:
+        return None
+    watermark = newest.data.get("watermark")
+    if watermark is None or count_new_rows(spec, watermark) > 0:
+        return None
+    return newest
+
+
+def _standing_data_rejection(
+    spec: Spec, registry: Registry, current: Entry, spec_hash: str | None
+) -> DataRejection | None:
+    """The newest refusal of new rows against `current` that another run would repeat.
+
+    Like `_standing_rejection`: it stands until rows arrive after the refused rows'
+    watermark or the spec changes (e.g. looser `data.validation`).
+    """
+    from mlcycle.data import count_new_rows
+    from mlcycle.data.validation import DataRejection
+
+    kept = [r for r in registry.data_rejections() if r.get("against") == str(current.ref)]
+    if not kept:
+        return None
+    newest = DataRejection.from_dict(kept[-1])
     if spec_hash is not None and newest.spec_hash != spec_hash:
         return None
     watermark = newest.data.get("watermark")

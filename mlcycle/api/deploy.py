@@ -154,11 +154,10 @@ def _noting_uncommitted(project: Project, result: DeployResult) -> DeployResult:
 
 def _entry(project: Project, ref: str | None) -> Entry:
     from mlcycle.errors import RegistryError
-    from mlcycle.registry import ModelRef
 
     registry = project.registry
     if ref is not None:
-        return registry.get(ModelRef.parse(ref))
+        return _named(project, ref)
     if project.spec.deployment.stage is not None:
         from mlcycle.api.stages import stage_entry
 
@@ -170,6 +169,20 @@ def _entry(project: Project, ref: str | None) -> Entry:
             hint="release one first: mlcycle release --bump minor",
         )
     return current
+
+
+def _named(project: Project, ref: str) -> Entry:
+    """The model `ref` names; UsageError (exit 2) when it may not serve, as `promote` says."""
+    from mlcycle.api.stages import named_entry
+    from mlcycle.registry import ModelRef
+
+    entry = named_entry(project.registry, ModelRef.parse(ref), ref)
+    if not entry.is_candidate:
+        raise UsageError(
+            f"{project.spec.name} {entry.ref} {entry.unservable} and cannot be deployed",
+            hint="deploy a model that may serve: `mlcycle models` lists them",
+        )
+    return entry
 
 
 def _deploy_wrapped(
@@ -273,7 +286,6 @@ def _deploy_dynamic(
     progress: Progress,
 ) -> DeployResult:
     from mlcycle.package import release_image, write_engine_context
-    from mlcycle.registry import ModelRef
     from mlcycle.registry.manifests import FOLLOW, PINNED, selector_document
     from mlcycle.spec.model import SelectorKind
 
@@ -293,11 +305,7 @@ def _deploy_dynamic(
                     hint="set deployment.selector.model: VERSION/GENERATION or "
                     "deployment.stage, or pass REF",
                 )
-            entry = (
-                _entry(project, None)
-                if pinned_ref is None
-                else registry_.get(ModelRef.parse(pinned_ref))
-            )
+            entry = _entry(project, None) if pinned_ref is None else _named(project, pinned_ref)
         else:
             entry = _entry(project, ref)
         if build:

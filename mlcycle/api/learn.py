@@ -13,6 +13,7 @@ from mlcycle.progress import NULL_PROGRESS, Progress
 if TYPE_CHECKING:
     from mlcycle.agents import ProcureResult
     from mlcycle.data import SourceInfo, Window
+    from mlcycle.data.validation import DataRejection
     from mlcycle.registry import Entry, ModelRef, State
     from mlcycle.registry.runs import Run
     from mlcycle.spec.model import Spec
@@ -180,6 +181,8 @@ class ModelListing:
     (`gto deprecate` ran, `mlcycle retire` did not): listed as retired, like `history`."""
     deprecation: str | None = None
     """The tag by which GTO deprecated the whole project, if any (`gto deprecate NAME`)."""
+    data_rejections: tuple[DataRejection, ...] = ()
+    """New rows data validation refused (nothing was trained from them), oldest first."""
 
     def stages_of(self, entry: Entry) -> tuple[str, ...]:
         """The stages `entry` holds."""
@@ -220,6 +223,7 @@ class ModelListing:
             "current": None if self.current is None else str(self.current),
             "metrics": list(self.metrics),
             "warnings": list(self.warnings),
+            "data_rejections": [r.as_dict() for r in self.data_rejections],
             "entries": [
                 {
                     **e.as_dict(),
@@ -238,6 +242,7 @@ def models(path: str | Path | None = None) -> ModelListing:
     the stages each holds."""
     from mlcycle.api.project import open_project
     from mlcycle.api.stages import project_stages
+    from mlcycle.data.validation import DataRejection
 
     project = open_project(path)
     registry = project.registry
@@ -267,6 +272,7 @@ def models(path: str | Path | None = None) -> ModelListing:
         stages=held,
         deregistered=unsynced,
         deprecation=stages.deprecation,
+        data_rejections=tuple(DataRejection.from_dict(r) for r in registry.data_rejections()),
     )
 
 

@@ -47,6 +47,7 @@ from mlcycle.spec.model import Liaison, Procurement
 if TYPE_CHECKING:
     from mlcycle.api.project import Project
     from mlcycle.data import SourceInfo
+    from mlcycle.data.validation import DataRejection
     from mlcycle.gitops import ReleaseTag, Repo, Version
     from mlcycle.registry import Entry, State, TrustPolicy
     from mlcycle.train import GateResult, TrainResult
@@ -394,7 +395,18 @@ def _plan(
         )
     if on is not None and on.source != "git":
         log.info("releasing from branch %s (from %s)", on.name, on.source)
-    latest = repo.latest_version(fmt, spec.name)
+    tags = repo.release_tags(fmt, spec.name)
+    on_head = [t.name for t in tags if t.commit == commit]
+    if on_head:
+        # GTO allows one version per commit (`gto show` fails on a second one), and a
+        # version is the code of its commit: a new version needs a new commit.
+        raise UsageError(
+            f"HEAD ({commit[:12]}) already carries {', '.join(on_head)}: commit the change "
+            "you want to release",
+            hint="a commit holds one version (as in GTO); commit your change and release "
+            f"that, or retrain {spec.name} on new data with `mlcycle update`",
+        )
+    latest = tags[-1].version if tags else None
     if version is not None:
         target: Version = Version.parse(version.removeprefix("v"))
         if latest is not None and not latest < target:
@@ -798,10 +810,16 @@ class History:
 
     project: str
     items: tuple[HistoryItem, ...]
+    data_rejections: tuple[DataRejection, ...] = ()
+    """New rows data validation refused (no generation holds them), oldest first."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready description."""
-        return {"project": self.project, "releases": [i.as_dict() for i in self.items]}
+        return {
+            "project": self.project,
+            "releases": [i.as_dict() for i in self.items],
+            "data_rejections": [r.as_dict() for r in self.data_rejections],
+        }
 
 
 def history(path: str | Path | None = None) -> History:
@@ -809,6 +827,7 @@ def history(path: str | Path | None = None) -> History:
     orphans marked)."""
     from mlcycle.api.project import open_project
     from mlcycle.api.stages import Stages, read_stages
+    from mlcycle.data.validation import DataRejection
     from mlcycle.gitops import Repo, TagFormat
     from mlcycle.registry.refs import DEV, release_key
 
@@ -841,4 +860,5 @@ def history(path: str | Path | None = None) -> History:
         )
         for v in versions
     )
-    return History(project=spec.name, items=items)
+    refused = tuple(DataRejection.from_dict(r) for r in registry.data_rejections())
+    return History(project=spec.name, items=items, data_rejections=refused)

@@ -181,7 +181,7 @@ def stage_entry(project: Project, stage: str, *, stages: Stages | None = None) -
             hint=f"promote one: mlcycle promote RELEASE --stage {stage}",
         )
     ref = held.ref or held.version
-    entry = _entry(project.registry, ModelRef.parse(ref), f"stage {stage} ({held.tag})")
+    entry = named_entry(project.registry, ModelRef.parse(ref), f"stage {stage} ({held.tag})")
     if not entry.is_candidate:
         raise UsageError(
             f"{name}: stage {stage} holds {entry.ref}, which is {entry.state}",
@@ -243,7 +243,7 @@ def promote(
     project = open_project(path)
     spec = project.spec
     registry = project.registry
-    entry = _entry(registry, ModelRef.parse(ref), ref)
+    entry = named_entry(registry, ModelRef.parse(ref), ref)
     if not entry.is_candidate:
         raise UsageError(
             f"{spec.name} {entry.ref} is {entry.state} and cannot be promoted",
@@ -295,6 +295,8 @@ class RetireResult:
     current: str | None
     """The current model afterwards."""
     pushed: bool
+    warnings: tuple[str, ...] = ()
+    """What the retirement changed beyond the models, e.g. a stage it left empty."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready description."""
@@ -304,6 +306,7 @@ class RetireResult:
             "tag": self.tag,
             "current": self.current,
             "pushed": self.pushed,
+            "warnings": list(self.warnings),
         }
 
 
@@ -318,8 +321,12 @@ def retire(
     """Retire the release or generation `ref` names (see the module doc).
 
     Running it again for a release GTO (or an interrupted run) already tagged retires
-    the registry's entries without a second tag. UsageError (exit 2) for an unknown
-    REF; GitError (exit 1) when git fails, and then nothing is retired.
+    the registry's entries without a second tag; once both are retired, running it
+    again is refused as GTO's `deprecate` refuses it ("already retired", exit 2).
+    UsageError (exit 2) for an unknown REF and for a model the active serving manifest
+    needs (deploy another model first); GitError (exit 1) when git fails, and then
+    nothing is retired. A stage the retired release held goes back to the model
+    promoted there before, or is left empty: the result's warnings say which.
     """
     from mlcycle.api.project import open_project
     from mlcycle.gitops import Action, EventTag, Repo, release_message
@@ -335,7 +342,7 @@ def retire(
             hint="e.g. mlcycle retire 0.1.0 (the release), or 0.1.0/2 (one generation)",
         )
     if parsed.generation is not None:
-        targets = [_entry(registry, parsed, ref)]
+        targets = [named_entry(registry, parsed, ref)]
     else:
         targets = [e for e in registry.entries() if e.release == parsed.release]
         if not targets:
@@ -343,6 +350,8 @@ def retire(
                 f"{spec.name}: no release {parsed.release} in the registry",
                 hint="`mlcycle history` lists the releases",
             )
+    _check_retirable(project, parsed, targets)
+    stages_before = project_stages(project)
     note: dict[str, Any] = {"reason": reason} if reason else {}
     tag: str | None = None
     pushed = False
@@ -403,14 +412,95 @@ def retire(
         tag=tag,
         current=None if current is None else str(current.ref),
         pushed=pushed,
+        warnings=_stage_changes(stages_before, project_stages(project), targets),
     )
+
+
+def _check_retirable(project: Project, ref: Any, targets: list[Entry]) -> None:
+    """UsageError when there is nothing left to retire, or when serving needs a target."""
+    from mlcycle.registry.manifests import PINNED
+
+    name = project.spec.name
+    if all(e.retired for e in targets) and not _deregistration_missing(project, ref):
+        raise UsageError(
+            f"{name} {ref} is already retired; nothing to do",
+            hint="`mlcycle history` and `mlcycle models` show what is retired",
+        )
+    manifest = project.registry.manifests().active()
+    if manifest is None:
+        return
+    retiring = {e.ref for e in targets}
+    if manifest.mode == PINNED:
+        needed = sorted(set(manifest.pinned) & {str(r) for r in retiring})
+        why = f"pins {', '.join(needed)}"
+    else:
+        serving = [
+            e
+            for e in project.registry.entries()
+            if e.release == manifest.release and e.is_candidate
+        ]
+        # Only a retirement that takes the last of them away (a manifest with none left
+        # is already broken, and retiring something else does not make it worse).
+        needed = [manifest.release] if serving and all(e.ref in retiring for e in serving) else []
+        why = f"follows release {manifest.release}, and this retires its last serving generation"
+    if needed:
+        raise UsageError(
+            f"{name}: the active serving manifest ({manifest.number}) {why}; retiring it "
+            "would leave the deployment nothing to serve: deploy another model first",
+            hint="mlcycle deploy REF (another release or generation), then retire this one",
+        )
+
+
+def _deregistration_missing(project: Project, ref: Any) -> bool:
+    """Whether `ref` is a tagged release that has no GTO deregistration tag yet (a
+    retirement to finish in git, e.g. after its generations were retired one by one)."""
+    from mlcycle.gitops import Action, Repo, TagFormat
+    from mlcycle.registry import DEV
+
+    if ref.generation is not None or ref.release == DEV:
+        return False
+    name = project.spec.name
+    try:
+        with Repo.find(project.root) as repo:
+            tagged = any(
+                str(t.version) == ref.release
+                for t in repo.release_tags(TagFormat(project.spec.release.tag_format), name)
+            )
+            return tagged and not any(
+                e.tag.action is Action.DEREGISTER and str(e.tag.version) == ref.release
+                for e in repo.event_tags(name)
+            )
+    except GitError:
+        return False
+
+
+def _stage_changes(before: Stages, after: Stages, targets: list[Entry]) -> tuple[str, ...]:
+    """Warnings for the stages a retired model held: left empty, or handed back."""
+    versions = {e.release for e in targets}
+    refs = {str(e.ref) for e in targets}
+    said = []
+    for stage, held in sorted(before.assignments.items()):
+        if held.version not in versions or (held.ref is not None and held.ref not in refs):
+            continue
+        now = after.assignments.get(stage)
+        if now is None:
+            said.append(
+                f"stage {stage} is left empty (it held {held.ref or held.version}): "
+                f"promote another model with `mlcycle promote REF --stage {stage}`"
+            )
+        elif now != held:
+            said.append(
+                f"stage {stage} goes back to {now.ref or now.version}, promoted there before"
+            )
+    return tuple(said)
 
 
 # --- shared ----------------------------------------------------------------------------
 
 
-def _entry(registry: Registry, ref: Any, text: str) -> Entry:
-    """The entry `ref` names, whatever its status; UsageError (exit 2) when none does."""
+def named_entry(registry: Registry, ref: Any, text: str) -> Entry:
+    """The entry `ref` names, whatever its status (the caller says what it may not do
+    with a retired or rejected one); UsageError (exit 2) when none does."""
     from mlcycle.registry import ModelRef
 
     if ref.release is not None and ref.generation is None:

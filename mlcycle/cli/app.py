@@ -2,11 +2,57 @@
 
 from __future__ import annotations
 
+import copy
+from typing import TYPE_CHECKING, Any
+
 import typer
+from typer.core import TyperArgument, TyperCommand
 
 from mlcycle import __version__
 
-app = typer.Typer(
+if TYPE_CHECKING:
+    from typer import _click  # typer 0.28 vendors click: its Context is this one
+
+
+class _Argument(TyperArgument):
+    """An argument that reads the same in usage and help: `REF`, `[PATH]`.
+
+    typer 0.28 writes a required argument as `{ref}` in the usage line and adds its
+    type (`<str>`, `<path>`) in the help, which read as unfilled placeholders.
+    """
+
+    def make_metavar(self, ctx: _click.Context, *, usage: bool = False) -> str:
+        name = self.metavar or (self.name or "").upper()
+        if self.nargs != 1:
+            name += "..."
+        return f"[{name}]" if usage and not self.required else name
+
+
+class _Command(TyperCommand):
+    """A command whose help names every value in capitals (`--stage STAGE`, `REF`), as
+    click did, instead of typer 0.28's `{ref}` and `<str>`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            takes_value = not getattr(param, "is_flag", False) and not getattr(param, "count", 0)
+            if param.metavar is None and param.name and takes_value:
+                param.metavar = param.name.upper()
+            if isinstance(param, TyperArgument):
+                param.__class__ = _Argument
+                # Rich help prints `<TYPE>` beside an argument whose type has no metavar.
+                param.type = copy.copy(param.type)
+                param.type.get_metavar = lambda param, ctx: ""  # type: ignore[method-assign]
+
+
+class _Typer(typer.Typer):
+    """Every command made with `_Command` (see `_Argument`)."""
+
+    def command(self, *args: Any, cls: type[TyperCommand] | None = None, **kwargs: Any) -> Any:
+        return super().command(*args, cls=cls or _Command, **kwargs)
+
+
+app = _Typer(
     name="mlcycle",
     help=(
         "Declare an ML product's lifecycle in lifecycle.yaml, validate it, "

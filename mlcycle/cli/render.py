@@ -107,11 +107,13 @@ def table(
 ) -> None:
     """A table of rows on stdout (or `console`) that never drops a character.
 
-    On a terminal: a rich table whose cells fold onto more lines when the terminal
-    is too narrow (rich's default cuts them to `versi…`). Piped or redirected: plain,
-    aligned rows at their full width, for `grep`, `cut` and logs. Cells are plain
-    text unless `markup` is set; then only the caller's own markup may appear in
-    them (escape any user data).
+    On a terminal: a rich table whose columns are each at least as wide as their
+    longest word, so cells wrap between words and never inside one (rich alone folds
+    `release|d` or cuts `versi…`). When even that does not fit the terminal, one
+    block of `column  value` lines per row. Piped or redirected: plain, aligned rows
+    at their full width, for `grep`, `cut` and logs. Cells are plain text unless
+    `markup` is set; then only the caller's own markup may appear in them (escape
+    any user data).
     """
     from rich.markup import escape
     from rich.text import Text
@@ -119,18 +121,71 @@ def table(
     out = console or stdout()
     headers = list(columns)
     cells = [["" if v is None else str(v) for v in row] for row in rows]
+    texts = [[Text.from_markup(c).plain if markup else c for c in row] for row in cells]
     if not out.is_terminal:
-        texts = [[Text.from_markup(c).plain if markup else c for c in row] for row in cells]
         _plain_table(out, title, headers, texts)
         return
+    from rich import box
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left")
-    for column in headers:
-        t.add_column(column, overflow="fold")
+    # Two spaces between columns, else one when that is what lets every word fit.
+    for gap in (1, 0):
+        widths = _column_widths(headers, texts, out.width - (len(headers) * (1 + gap) - 1))
+        if widths is not None:
+            break
+    else:
+        _records(out, title, headers, cells, markup)
+        return
+    t = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,  # a rule under the header; columns apart by spaces
+        show_edge=False,
+        padding=(0, gap, 0, 0),
+    )
+    for column, width in zip(headers, widths, strict=True):
+        t.add_column(column, width=width, overflow="fold")
     for row in cells:
         t.add_row(*(row if markup else [escape(c) for c in row]))
     out.print(t)
+
+
+def _column_widths(headers: list[str], rows: list[list[str]], room: int) -> list[int] | None:
+    """Column widths that fit in `room` characters and break no word; None if none do.
+
+    Each column gets its longest word, then what is left goes to the columns whose
+    longest cell is wider, in proportion to what they lack.
+    """
+    columns = [[h, *(r[i] for r in rows if i < len(r))] for i, h in enumerate(headers)]
+    least = [max((len(w) for c in col for w in c.split()), default=0) or 1 for col in columns]
+    most = [
+        max(max((len(line) for line in c.splitlines()), default=0) for c in col) or 1
+        for col in columns
+    ]
+    room -= sum(least)
+    if room < 0:
+        return None
+    lack = [m - n for m, n in zip(most, least, strict=True)]
+    if sum(lack) <= room:
+        return most
+    return [n + (room * d) // sum(lack) for n, d in zip(least, lack, strict=True)]
+
+
+def _records(
+    out: Console, title: str | None, headers: list[str], rows: list[list[str]], markup: bool
+) -> None:
+    """A table too wide for the terminal: one block of `column  value` lines per row."""
+    from rich.text import Text
+
+    width = max((len(h) for h in headers), default=0)
+    if title:
+        out.print(title, markup=False, highlight=False, soft_wrap=True)
+    for row in rows:
+        out.print()
+        for header, value in zip(headers, row, strict=False):
+            if header or value:
+                cell = Text.from_markup(value) if markup else Text(value)
+                out.print(Text(header.ljust(width) + "  ") + cell, highlight=False, soft_wrap=True)
 
 
 def _plain_table(

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mlcycle.agents.integration import Comparison
-    from mlcycle.data.validation import Anomaly
+    from mlcycle.data.validation import Anomaly, DataRejection
     from mlcycle.errors import GateFailure, GateRejectedError
     from mlcycle.registry import Entry, ModelRef
     from mlcycle.registry.runs import Run
@@ -281,3 +281,13 @@ OUTCOME_COLOURS = {"registered": "green", "rejected": "yellow", "failed": "red"}
 def outcome(value: str) -> str:
     """A run's outcome, coloured."""
     return f"[{OUTCOME_COLOURS.get(value, 'default')}]{value}[/]"
+
+
+def data_rejections(rejections: Sequence[DataRejection]) -> None:
+    """One line per refusal of new rows (no model holds them, so no table row does)."""
+    from rich.markup import escape
+
+    from mlcycle.cli import render
+
+    for refused in rejections:
+        render.stdout().print(f"[red]rejected data[/] {escape(refused.describe())}")

@@ -160,13 +160,75 @@ class Anomaly:
         )
 
 
+@dataclass(frozen=True)
+class DataRejection:
+    """A refusal of new rows, as the registry keeps it: nothing was trained, so no
+    entry holds it. The training agent waits for rows after `data["watermark"]`."""
+
+    against: str
+    """The model whose training data the rows were checked against (`RELEASE/GEN`)."""
+    rows: int
+    data: Mapping[str, Any]
+    """What was fetched: location, kind, ordinal, watermark (a `SourceInfo` record)."""
+    anomalies: tuple[Mapping[str, Any], ...]
+    spec_hash: str | None = None
+    at: str = ""
+
+    @property
+    def conditions(self) -> str:
+        """The rules broken, e.g. `basket: out of range <= 0.1, plan: new column`."""
+        return ", ".join(str(a.get("condition")) for a in self.anomalies)
+
+    def describe(self) -> str:
+        """One line for listings: when, which rows, against what, why."""
+        ordinal, watermark = self.data.get("ordinal"), self.data.get("watermark")
+        upto = f" ({ordinal} up to {watermark})" if ordinal and watermark is not None else ""
+        when = self.at.replace("T", " ")[:16]
+        return (
+            f"{when} data validation refused {self.rows} new rows{upto} against {self.against}: "
+            f"{self.conditions}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready record (what `Registry.record_data_rejection` keeps)."""
+        return {
+            "against": self.against,
+            "rows": self.rows,
+            "data": dict(self.data),
+            "anomalies": [dict(a) for a in self.anomalies],
+            "spec_hash": self.spec_hash,
+            "at": self.at,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> DataRejection:
+        """Rebuild from a kept record."""
+        return cls(
+            against=str(raw.get("against")),
+            rows=int(raw.get("rows") or 0),
+            data=dict(raw.get("data") or {}),
+            anomalies=tuple(dict(a) for a in raw.get("anomalies") or ()),
+            spec_hash=raw.get("spec_hash"),
+            at=str(raw.get("at") or ""),
+        )
+
+
 class DataRejectedError(GateRejectedError):
     """New rows failed data validation against the current generation's profile (exit 3)."""
 
-    def __init__(self, anomalies: Sequence[Anomaly], *, against: str, rows: int) -> None:
+    def __init__(
+        self,
+        anomalies: Sequence[Anomaly],
+        *,
+        against: str,
+        rows: int,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
         self.anomalies = tuple(anomalies)
         self.against = against
         self.rows = rows
+        self.data = dict(data or {})
+        """What was fetched (`SourceInfo.as_dict()`): its watermark is what to wait past."""
         names = ", ".join(a.condition for a in self.anomalies)
         super().__init__(
             failures=[a.failure() for a in self.anomalies],
@@ -176,6 +238,16 @@ class DataRejectedError(GateRejectedError):
         self.hint = (
             "fix the data at its source (or wait for it to be fixed), loosen "
             "data.validation in the spec, or make a release if the change is intended"
+        )
+
+    def rejection(self, spec_hash: str | None) -> DataRejection:
+        """The record the registry keeps of this refusal."""
+        return DataRejection(
+            against=self.against,
+            rows=self.rows,
+            data=self.data,
+            anomalies=tuple(a.as_dict() for a in self.anomalies),
+            spec_hash=spec_hash,
         )
 
     def as_dict(self) -> dict[str, Any]:

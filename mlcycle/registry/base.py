@@ -8,6 +8,7 @@ where a backend can answer them faster.
 
 from __future__ import annotations
 
+import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping
@@ -27,6 +28,8 @@ from mlcycle.spec.model import Procurement
 if TYPE_CHECKING:
     from mlcycle.registry.manifests import ManifestStore
     from mlcycle.registry.runs import RunStore
+
+log = logging.getLogger(__name__)
 
 
 class Registry(ABC):
@@ -149,6 +152,17 @@ class Registry(ABC):
         cleared). `note` (who, why, the git tag) is kept with each. Returns the
         entries now retired; RegistryError when `ref` names none.
         """
+
+    def record_data_rejection(self, record: Mapping[str, Any]) -> None:
+        """Keep the record of new rows data validation refused (nothing was trained, so
+        no entry holds it): which rows (`window`), against which model (`against`), the
+        anomalies and the spec hash. A backend that keeps none leaves the training
+        agent to check the same rows again at every run."""
+        log.info("%s: this registry keeps no data rejections", self.project)
+
+    def data_rejections(self) -> list[dict[str, Any]]:
+        """The records `record_data_rejection` kept, oldest first."""
+        return []
 
     # --- queries, written once on top of the storage methods -------------------------
 

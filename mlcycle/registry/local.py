@@ -8,6 +8,7 @@ Layout under `root` (the spec's `registry.path`, default `.mlcycle/registry`):
       releases/<release>/<generation>/code/          its model code, if any (see code.py)
       current.json     the pointer to the entry production serves, with its history
       retired.json     the retired entries (`retire`), each with who, when and why
+      data-rejections.json  new rows data validation refused in `update` (no entry holds them)
       manifests/       reserved for serving manifests (a later issue)
       .lock            flock'ed by every writer; holds the holder's pid
       .release.lock    flock'ed by a release from choosing its version to its tag
@@ -81,6 +82,7 @@ ENTRY_FILE: Final = "entry.json"
 RELEASE_LOCK_FILE: Final = ".release.lock"
 CURRENT_FILE: Final = "current.json"
 RETIRED_FILE: Final = "retired.json"
+DATA_REJECTIONS_FILE: Final = "data-rejections.json"
 ARTIFACT_STEM: Final = "model"
 DEFAULT_LOCK_TIMEOUT: Final = 30.0
 HISTORY_LIMIT: Final = 20
@@ -370,6 +372,34 @@ class LocalRegistry(Registry):
                     fsync_dir(self.base)
         log.info("retired %s", ", ".join(str(e.ref) for e in done))
         return done
+
+    def record_data_rejection(self, record: Mapping[str, Any]) -> None:
+        """Append to data-rejections.json (see Registry.record_data_rejection)."""
+        doing = "recording a data rejection"
+        with self._writing(doing), self._locked(doing):
+            kept = [
+                *self.data_rejections(),
+                {**plain(dict(record)), "at": utc_now(), "by": whoami()},
+            ]
+            path = self.base / DATA_REJECTIONS_FILE
+            _write_json(path, {"schema": 1, "rejections": kept}, atomic=True)
+
+    def data_rejections(self) -> list[dict[str, Any]]:
+        """data-rejections.json's records, oldest first; [] when there are none."""
+        path = self.base / DATA_REJECTIONS_FILE
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as e:
+            raise RegistryError(
+                f"{path}: unreadable ({e})",
+                hint="delete it: the training agent then checks the rejected rows again",
+            ) from e
+        records = raw.get("rejections") if isinstance(raw, dict) else None
+        return (
+            [dict(r) for r in records if isinstance(r, dict)] if isinstance(records, list) else []
+        )
 
     def remove_release(self, release: str) -> list[Entry]:
         """Remove every entry of `release` at once; returns the removed entries."""

@@ -10,9 +10,9 @@ lists and compares them; a tracking server (MLflow) receives the same record.
 Runs are kept behind `RunStore` (two calls: `save`, `runs`), which each registry
 backend provides (`Registry.runs()`), so a shared registry keeps the team's runs
 in the same place as its models. The local backend writes one JSON file per run
-under `.mlcycle/registry/PROJECT/runs/`, atomically; a record is rewritten once
-more, whole, when the tracking server's answer (its run id, or why it failed) is
-known.
+under `.mlcycle/registry/PROJECT/runs/`, atomically; the SQL backend one row per
+run in `registry_runs` (sql.py: SqlRunStore). A record is rewritten once more,
+whole, when the tracking server's answer (its run id, or why it failed) is known.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Several machines (clones, CI jobs, serving pods) that name the same database
 (`registry.url`, any SQLAlchemy URL: SQLite for one machine, PostgreSQL for a
 team) and the same artifact store (`registry.artifacts`, see blobs.py) share
-releases, generations, the current pointer, retirements and serving manifests.
+releases, generations, the current pointer, retirements, serving manifests,
+training runs and data validation's refusals.
 
 Tables (created on first use, beside the prediction store's if it is the same
 database):
@@ -14,6 +15,10 @@ database):
                         holds elsewhere) and its retirement record
     registry_manifests  one row per serving manifest (numbered per project)
     registry_locks      who holds the release lock (for the waiter's message)
+    registry_runs       one row per training run: its record's JSON, whole
+                        (registry/runs.py), rewritten when a tracking server answers
+    registry_data_rejections  one row per refusal of new rows by data validation
+                        (numbered per project; no entry holds them)
 
 How a write stays atomic and serialised: every write transaction starts by
 bumping its project's `version`, which takes that row's lock (PostgreSQL holds
@@ -69,6 +74,7 @@ from mlcycle.registry.local import (
 )
 from mlcycle.registry.manifests import ManifestStore, parse_manifest
 from mlcycle.registry.refs import DEV, ModelRef, as_ref, check_release, release_key
+from mlcycle.registry.runs import RUN_SCHEMA, Run, RunStore
 from mlcycle.registry.trust import DEFAULT_POLICY, TrustPolicy
 from mlcycle.spec.model import Procurement
 
@@ -123,7 +129,23 @@ def _tables() -> Any:
         sa.Column("name", sa.String(40), primary_key=True),
         sa.Column("holder", sa.Text, nullable=False),
     )
-    return metadata, projects, entries, manifests, locks
+    runs = sa.Table(
+        "registry_runs",
+        metadata,
+        sa.Column("project", name, primary_key=True),
+        sa.Column("id", sa.String(100), primary_key=True),
+        sa.Column("started_at", sa.String(40), nullable=False),
+        sa.Column("document", sa.Text, nullable=False),
+    )
+    rejections = sa.Table(
+        "registry_data_rejections",
+        metadata,
+        sa.Column("project", name, primary_key=True),
+        sa.Column("number", sa.Integer, primary_key=True),
+        sa.Column("at", sa.String(40), nullable=False),
+        sa.Column("document", sa.Text, nullable=False),
+    )
+    return metadata, projects, entries, manifests, locks, runs, rejections
 
 
 class SqlRegistry(Registry):
@@ -153,7 +175,15 @@ class SqlRegistry(Registry):
         self.lock_timeout = lock_timeout
         self.trust = trust
         self.engine: Engine = create_engine(url)
-        self._metadata, self._projects, self._entries, self._manifests, self._locks = _tables()
+        (
+            self._metadata,
+            self._projects,
+            self._entries,
+            self._manifests,
+            self._locks,
+            self._runs,
+            self._rejections,
+        ) = _tables()
         self._ready = False
         self._pid = os.getpid()
         self._thread_lock = threading.Lock()  # release lock of an in-memory database
@@ -322,6 +352,27 @@ class SqlRegistry(Registry):
         log.info("retired %s", ", ".join(str(e.ref) for e in done))
         return done
 
+    def record_data_rejection(self, record: Mapping[str, Any]) -> None:
+        """Keep a refusal of new rows as the next numbered row (see
+        Registry.record_data_rejection), in one write transaction."""
+        import sqlalchemy as sa
+
+        kept = {**plain(dict(record)), "at": utc_now(), "by": whoami()}
+        c = self._rejections.c
+        with self._writing("recording a data rejection") as conn:
+            # The write transaction serialises the project's writers: no two take one number.
+            last = conn.execute(
+                sa.select(sa.func.max(c.number)).where(c.project == self.project)
+            ).scalar()
+            conn.execute(
+                self._rejections.insert().values(
+                    project=self.project,
+                    number=(last or 0) + 1,
+                    at=kept["at"],
+                    document=json.dumps(kept, allow_nan=False),
+                )
+            )
+
     def remove_release(self, release: str) -> list[Entry]:
         """Remove every entry of `release` in one transaction; returns the removed entries.
 
@@ -414,6 +465,32 @@ class SqlRegistry(Registry):
     def manifests(self) -> ManifestStore:
         """The serving manifests, rows of `registry_manifests`."""
         return SqlManifestStore(self)
+
+    def runs(self) -> RunStore:
+        """The run records, rows of `registry_runs`: every machine sees the team's runs."""
+        return SqlRunStore(self)
+
+    def data_rejections(self) -> list[dict[str, Any]]:
+        """The refusals of new rows `record_data_rejection` kept, oldest first."""
+        import sqlalchemy as sa
+
+        c = self._rejections.c
+        with self._reading() as conn:
+            rows = conn.execute(
+                sa.select(c.number, c.document).where(c.project == self.project).order_by(c.number)
+            ).all()
+        found = []
+        for number, text in rows:
+            try:
+                raw = json.loads(text)
+            except ValueError as e:
+                raise RegistryError(
+                    f"{self.describe()}: damaged data rejection {number} of {self.project} ({e})",
+                    hint="delete its row: the training agent then checks those rows again",
+                ) from e
+            if isinstance(raw, dict):
+                found.append(raw)
+        return found
 
     def artifact_path(self, entry: Entry) -> Path:
         """The entry's artifact in the local cache (pulled and verified on first use)."""
@@ -886,6 +963,64 @@ class SqlManifestStore(ManifestStore):
                 )
             )
         return doc
+
+
+class SqlRunStore(RunStore):
+    """Run records as rows, one per run id; a later save of the same id replaces it.
+
+    A save is its own short transaction and does not bump the project's `version`:
+    runs are no part of what serving polls for, and a run's record must not wait
+    for (or time out behind) a long registry write.
+    """
+
+    def __init__(self, registry: SqlRegistry) -> None:
+        self.registry = registry
+        self.project = registry.project
+
+    def save(self, run: Run) -> None:
+        import sqlalchemy as sa
+
+        registry = self.registry
+        table = registry._runs
+        document = json.dumps(run.as_dict(), allow_nan=False)
+        registry._ensure()
+        try:
+            with registry.engine.begin() as conn:
+                # Delete then insert: a portable upsert, whole, in one transaction.
+                conn.execute(
+                    table.delete().where(table.c.project == self.project, table.c.id == run.id)
+                )
+                conn.execute(
+                    table.insert().values(
+                        project=self.project,
+                        id=run.id,
+                        started_at=run.started_at,
+                        document=document,
+                    )
+                )
+        except sa.exc.SQLAlchemyError as e:
+            raise registry._database_error(e, f"recording run {run.id}") from e
+
+    def runs(self) -> list[Run]:
+        import sqlalchemy as sa
+
+        c = self.registry._runs.c
+        with self.registry._reading() as conn:
+            rows = conn.execute(sa.select(c.id, c.document).where(c.project == self.project)).all()
+        found = []
+        # Ids start with the UTC start time: sorted as strings here (as the local
+        # store sorts file names), whatever collation the database would use.
+        for run_id, text in sorted(rows):
+            where = f"{self.registry.describe()} run {run_id}"
+            try:
+                raw = json.loads(text)
+            except ValueError as e:
+                raise RegistryError(f"{where}: unreadable run record ({e})") from e
+            schema = raw.get("schema") if isinstance(raw, Mapping) else None
+            if isinstance(schema, int) and schema > RUN_SCHEMA:
+                continue  # written by a newer mlcycle: its layout is not ours to guess
+            found.append(Run.from_dict(raw, where=where))
+        return found
 
 
 # --- helpers ------------------------------------------------------------------------

@@ -37,6 +37,9 @@ def test_the_release_records_the_training_data_profile(adaptive: Callable[[], Pa
     assert columns["mean_radius"]["kind"] == "numeric"
     assert columns["mean_radius"]["min"] < columns["mean_radius"]["max"]
     assert columns["mean_radius"]["null_share"] == 0
+    # The label too: new classes or a shifted range are anomalies as much as a feature's.
+    assert columns["malignant"]["kind"] == "numeric"
+    assert (columns["malignant"]["min"], columns["malignant"]["max"]) == (0, 1)
 
 
 def test_update_refuses_shifted_rows_then_trains_on_good_ones(
@@ -56,14 +59,33 @@ def test_update_refuses_shifted_rows_then_trains_on_good_ones(
     )
     assert "Traceback" not in refused.output
     assert refs(root) == ["0.1.0/1"]  # nothing trained, nothing registered
+
+    # The refusal is recorded: the next run waits for new rows instead of refusing the
+    # same ones again, as it does after a gate rejection.
     again = cli("update", "--json", cwd=root)
-    assert again.code == 3
-    (anomaly,) = json.loads(again.stdout)["anomalies"]
+    assert again.code == 0, again.output
+    waiting = json.loads(again.stdout)
+    assert waiting["retrained"] is False
+    assert waiting["reason"].startswith(
+        "waiting for new rows since data validation refused 120 rows against 0.1.0/1 "
+        "(mean_radius: out of range <= 0.1; no rows after seq 689; it fired on new_rows"
+    )
+    (anomaly,) = waiting["waiting_since_data_rejection"]["anomalies"]
     assert anomaly["condition"] == "mean_radius: out of range <= 0.1"
     assert anomaly["value"] == 1.0
+    # ... and the listings show it.
+    for verb in ("models", "history"):
+        shown = cli(verb, cwd=root)
+        assert "rejected data" in shown.stdout, shown.output
+        assert (
+            "data validation refused 120 new rows (seq up to 689) against 0.1.0/1: "
+            "mean_radius: out of range <= 0.1"
+        ) in " ".join(shown.stdout.split())
+        (kept,) = json.loads(cli(verb, "--json", cwd=root).stdout)["data_rejections"]
+        assert (kept["against"], kept["rows"], kept["data"]["watermark"]) == ("0.1.0/1", 120, 689)
 
-    # The feed is fixed: the spoiled rows go, good ones arrive.
-    sql(root, "DELETE FROM events WHERE seq > 569")
+    # The feed is fixed: the spoiled rows are repaired and good ones arrive after them.
+    sql(root, "UPDATE events SET mean_radius = mean_radius / 10 WHERE seq > 569")
     append_rows(root, 120)
     result = api.update(root)
     assert result.retrained and result.procured is not None

@@ -116,3 +116,25 @@ def test_missing_values_are_a_bucket_of_their_own() -> None:
     half_missing = (0.5 - 1e-4) * np.log(0.5 / 1e-4)
     assert drifted["site"] == pytest.approx(half_missing + 2 * 0.25 * np.log(2), rel=1e-9)
     assert drifted["x"] > half_missing  # and the present half is from the lower half only
+
+
+def test_drift_is_not_judged_on_too_few_served_inputs(tmp_path: Path) -> None:
+    """The PSI of six inputs is mostly sampling noise (see MIN_DRIFT_ROWS): not judged."""
+    from mlcycle.agents.production import MIN_DRIFT_ROWS
+    from tests.learn.conftest import mlcycle
+
+    root = site_project(tmp_path)
+    serve(root, [{"site": SITES[i % 3], "level": i % 4} for i in range(6)])
+    drift = api.evaluate_production(root, record=False).drift[0]
+    assert drift.served_rows == 6 and set(drift.psi) == {"site", "level"}  # kept in --json
+    assert drift.worst is None
+    assert drift.note == f"too few rows for drift (6 < {MIN_DRIFT_ROWS})"
+    assert drift.as_dict()["note"] == drift.note and drift.as_dict()["worst"] is None
+    shown = mlcycle("evaluate", "--production", cwd=root)
+    assert shown.code == 0, shown.err
+    assert f"too few rows for drift (6 < {MIN_DRIFT_ROWS})" in " ".join(shown.err.split())
+
+    # Ids p0..p99: the first six are those already logged.
+    serve(root, [{"site": SITES[i % 3], "level": i % 4} for i in range(MIN_DRIFT_ROWS)])
+    judged = api.evaluate_production(root, record=False).drift[0]
+    assert judged.note is None and judged.worst is not None

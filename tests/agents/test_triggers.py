@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,7 @@ def report(value: float | None, outcomes: int, psi: float | None = None) -> Prod
         outcomes=outcomes,
         metrics={"roc_auc": value},
     )
-    drift = () if psi is None else (Drift(model="0.1.0/1", served_rows=10, psi={"x": psi}),)
+    drift = () if psi is None else (Drift(model="0.1.0/1", served_rows=100, psi={"x": psi}),)
     return ProductionReport(
         project="p", metrics=("roc_auc",), overall=(window,), windows=(), drift=drift
     )
@@ -93,3 +94,17 @@ def test_drift_fires_above_the_psi_limit(spec: Spec) -> None:
         production=lambda: report(0.95, 500, psi=0.6),
     )
     assert not fired(calm, "drift") and fired(moved, "drift")
+
+
+def test_drift_does_not_fire_on_too_few_served_inputs(spec: Spec) -> None:
+    few = report(0.95, 500, psi=1.5)
+    few = replace(few, drift=(replace(few.drift[0], served_rows=6),))
+    checks = check_triggers(
+        spec,
+        FakeEntry(age_days=0, watermark=569),  # type: ignore[arg-type]
+        production=lambda: few,
+    )
+    drift = next(c for c in checks if c.name == "drift")
+    assert not drift.fired
+    assert drift.detail.startswith("too few rows for drift (6 < 100)")
+    assert drift.detail.endswith(": not judged")

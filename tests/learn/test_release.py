@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -107,6 +108,7 @@ def test_ignored_files_do_not_make_the_tree_dirty(project: Callable[..., Path]) 
 def test_version_must_increase_and_tag_must_be_free(project: Callable[..., Path]) -> None:
     root = project()
     assert mlcycle("release", "--version", "1.0.0", cwd=root).code == 0
+    git(root, "commit", "-q", "--allow-empty", "-m", "next change")  # one version per commit
     lower = mlcycle("release", "--version", "0.9.0", cwd=root)
     assert lower.code == 2
     assert "not greater than the latest release 1.0.0" in lower.err
@@ -118,6 +120,31 @@ def test_version_must_increase_and_tag_must_be_free(project: Callable[..., Path]
     taken = mlcycle("release", "--version", "1.1.0", cwd=root)
     assert taken.code == 2
     assert registry_state(root) == [("1.0.0/1", "released")]
+
+
+def test_a_commit_that_carries_a_version_is_not_released_again(
+    project: Callable[..., Path],
+) -> None:
+    """GTO allows one version per commit: `gto show` fails on a second one."""
+    root = project()
+    assert mlcycle("release", cwd=root).code == 0
+    for args in (("release",), ("release", "--dry-run"), ("release", "--version", "2.0.0")):
+        again = mlcycle(*args, cwd=root)
+        assert again.code == 2, again.err
+        assert "error: HEAD (" in again.err
+        assert "already carries churn@v0.1.0: commit the change you want to release" in again.err
+        assert "hint: " in again.err and "Traceback" not in again.err
+    assert tags(root) == ["churn@v0.1.0"]
+    assert registry_state(root) == [("0.1.0/1", "released")]
+    gto = Path(sys.executable).with_name("gto")
+    shown = subprocess.run([gto, "show", "--json"], cwd=root, capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    # After a commit, the next version is released as usual and GTO still reads both.
+    git(root, "commit", "-q", "--allow-empty", "-m", "a change")
+    assert mlcycle("release", cwd=root).code == 0
+    shown = subprocess.run([gto, "show", "--json"], cwd=root, capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert tags(root) == ["churn@v0.1.0", "churn@v0.2.0"]
 
 
 def test_detached_head_needs_an_explicit_version(project: Callable[..., Path]) -> None:
@@ -231,6 +258,7 @@ def test_interactive_release_of_a_model_trained_by_hand(project: Callable[..., P
     assert entry["data"]["reproducible"] is False
     assert entry["data"]["sha256"]
 
+    git(root, "commit", "-q", "--allow-empty", "-m", "next change")  # one version per commit
     human = mlcycle("release", "--model", root / "model.skops", "--bump", "patch", cwd=root)
     assert human.code == 0, human.err
     assert "warning: interactive procurement" in human.err

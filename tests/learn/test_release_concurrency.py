@@ -32,16 +32,32 @@ def quick_project(root: Path) -> Path:
     return root
 
 
+def racer_checkouts(root: Path, count: int) -> list[Path]:
+    """`count` worktrees of `root`, each on its own branch and commit (a commit holds one
+    version), all sharing `root`'s registry: one project released from many commits."""
+    (root / ".git" / "info" / "exclude").write_text(".mlcycle\n")  # the symlinks below
+    checkouts = []
+    for i in range(count):
+        checkout = root.parent / f"racer{i}"
+        git(root, "worktree", "add", "-q", "-b", f"racer{i}", str(checkout))
+        git(checkout, "commit", "-q", "--allow-empty", "-m", f"change {i}")
+        (checkout / ".mlcycle").symlink_to(root / ".mlcycle", target_is_directory=True)
+        checkouts.append(checkout)
+    (root / ".mlcycle").mkdir(exist_ok=True)
+    return checkouts
+
+
 def start_releases(root: Path, count: int, *args: str) -> list[tuple[int, str, str]]:
-    """Start `count` `mlcycle release ARGS --json` at once; (exit code, stdout, stderr) each."""
+    """Start `count` `mlcycle release ARGS --json` at once, each from its own commit
+    (`racer_checkouts`); (exit code, stdout, stderr) each."""
     outputs = root.parent / "outputs"  # outside the repository: the tree stays clean
     outputs.mkdir(exist_ok=True)
     procs = []
-    for i in range(count):
+    for i, checkout in enumerate(racer_checkouts(root, count)):
         out = (outputs / f"out{i}").open("w")
         err = (outputs / f"err{i}").open("w")
         command = [sys.executable, "-m", "mlcycle", "release", *args, "--json"]
-        procs.append((subprocess.Popen(command, cwd=root, stdout=out, stderr=err), out, err))
+        procs.append((subprocess.Popen(command, cwd=checkout, stdout=out, stderr=err), out, err))
     results = []
     for i, (proc, out, err) in enumerate(procs):
         code = proc.wait()
@@ -68,6 +84,10 @@ def test_concurrent_bumps_each_release_their_own_version(tmp_path: Path, count: 
     # Every tag has its registry entry and every entry its tag: nothing lost.
     assert sorted(git(root, "tag", "--list").split()) == sorted(f"churn@v{v}" for v in expected)
     assert registry_refs(root) == sorted(f"{v}/1" for v in expected)
+    # One version per commit, so GTO reads them all.
+    gto = Path(sys.executable).with_name("gto")
+    shown = subprocess.run([gto, "show", "--json"], cwd=root, capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
     history = mlcycle("history", "--json", cwd=root).json()["releases"]
     assert {h["status"] for h in history} == {"released"}
     # The newest release is current, and it is there to be served.

@@ -252,9 +252,62 @@ def test_retire_takes_a_release_out_of_service_for_good(project: Path) -> None:
         ("0.1.0", "released", True),
         ("0.2.0", "retired", False),
     ]
-    # Again: nothing new is tagged.
-    assert api.retire(project, ref="0.2.0").tag == "churn@v0.2.0!#3"
+    # Again: refused as GTO's `deprecate` refuses it, and nothing new is tagged.
+    with pytest.raises(UsageError, match=r"churn 0\.2\.0 is already retired; nothing to do"):
+        api.retire(project, ref="0.2.0")
     assert git(project, "tag").split().count("churn@v0.2.0!#3") == 1
+    # Its stage went back to the model promoted there before, and the result said so.
+    assert result.warnings == ("stage prod goes back to 0.1.0/1, promoted there before",)
+
+
+def test_retiring_the_model_in_a_stage_says_the_stage_is_left_empty(project: Path) -> None:
+    api.promote(project, ref="0.2.0", stage="prod")
+    result = api.retire(project, ref="0.2.0")
+    assert result.warnings == (
+        "stage prod is left empty (it held 0.2.0/1): promote another model with "
+        "`mlcycle promote REF --stage prod`",
+    )
+    cli = mlcycle("retire", "0.1.0/1", cwd=project)  # a generation: no stage, no warning
+    assert cli.code == 0 and "warning" not in cli.err
+    twice = mlcycle("retire", "0.1.0/1", cwd=project)
+    assert twice.code == ExitCode.USAGE and "0.1.0/1 is already retired" in twice.err
+
+
+def test_retire_renders_the_emptied_stage(project: Path) -> None:
+    api.promote(project, ref="0.1.0", stage="prod")
+    cli = mlcycle("retire", "0.1.0", cwd=project)
+    assert cli.code == 0, cli.err
+    assert "warning: stage prod is left empty (it held 0.1.0/1)" in " ".join(cli.err.split())
+
+
+def test_deploying_a_retired_release_is_a_usage_error(project: Path, tmp_path: Path) -> None:
+    api.retire(project, ref="0.1.0")
+    with pytest.raises(UsageError, match=r"churn 0\.1\.0/1 is retired .*and cannot be deployed"):
+        api.deploy(project, ref="0.1.0", context_only=tmp_path / "ctx")
+    cli = mlcycle("deploy", "0.1.0", "--context-only", tmp_path / "ctx", cwd=project)
+    assert cli.code == ExitCode.USAGE, cli.err  # like `promote 0.1.0` (it was 1)
+    assert "cannot be deployed" in cli.err and "Traceback" not in cli.err
+    assert not (tmp_path / "ctx").exists()
+
+
+def test_what_the_active_manifest_serves_is_not_retired(project: Path) -> None:
+    from mlcycle.registry.manifests import FOLLOW, PINNED
+
+    reg = registry(project)
+    reg.manifests().publish(
+        release="0.1.0", selector={"kind": "pinned"}, mode=PINNED, arms=1, pinned=["0.1.0/1"]
+    )
+    for ref in ("0.1.0", "0.1.0/1"):
+        with pytest.raises(UsageError, match=r"pins 0\.1\.0/1.*deploy another model first"):
+            api.retire(project, ref=ref)
+    assert not reg.get("0.1.0/1").retired
+    assert "!" not in git(project, "tag")  # refused before any tag
+    api.retire(project, ref="0.2.0")  # not served: retires
+    # Following a release: its last serving generation stays.
+    reg.manifests().publish(release="0.1.0", selector={"kind": "latest"}, mode=FOLLOW, arms=1)
+    cli = mlcycle("retire", "0.1.0", cwd=project)
+    assert cli.code == ExitCode.USAGE
+    assert "follows release 0.1.0" in cli.err and "deploy another model first" in cli.err
 
 
 def test_a_release_gto_deprecated_is_retired_by_running_retire(project: Path) -> None:
@@ -407,3 +460,11 @@ def test_every_json_document_names_its_format(
     result = mlcycle(*args, cwd=project)
     document = json.loads(result.out)
     assert document["format"] == f"mlcycle/{kind}@1", result.err
+
+
+def test_history_shows_the_author_by_name_and_json_keeps_the_email(project: Path) -> None:
+    table = mlcycle("history", cwd=project)
+    assert table.code == 0, table.err
+    assert "mlcycle tests" in table.out and "tests@mlcycle.invalid" not in table.out
+    rows = mlcycle("history", "--json", cwd=project).json()["releases"]
+    assert {r["author"] for r in rows} == {"mlcycle tests <tests@mlcycle.invalid>"}

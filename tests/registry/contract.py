@@ -264,6 +264,45 @@ class RegistryContract:
         assert again.tracking == {"mlflow": {"run_id": "abc"}} and again.ref == "1.0.0/1"
         assert again.metrics["accuracy"] == 0.9 and again.candidates == 1
 
+    def test_runs_survive_reopening(self, make_registry: Callable[[], Registry]) -> None:
+        # A shared registry shares its runs: another process opening it sees them.
+        from mlcycle.registry.runs import Outcome, Run
+
+        run = Run(
+            id="20260103T000000Z-cccccc",
+            project=make_registry().project,
+            purpose="update",
+            started_at="2026-01-03T00:00:00Z",
+            finished_at="2026-01-03T00:01:00Z",
+            outcome=Outcome.REJECTED,
+            gate={"passed": False},
+        )
+        make_registry().runs().save(run)
+        (again,) = make_registry().runs().runs()
+        assert again == run
+
+    def test_data_rejections_are_kept_in_order(self, make_registry: Callable[[], Registry]) -> None:
+        # Issue fixes/update: a refusal of new rows is kept by every backend, so that
+        # `update` waits for new rows instead of refusing the same ones at every run.
+        registry = make_registry()
+        assert registry.data_rejections() == []
+        first = {"against": "1.0.0/1", "rows": 40, "data": {"watermark": 10}, "anomalies": []}
+        second = {
+            "against": "1.0.0/2",
+            "rows": 7,
+            "data": {"ordinal": "t", "watermark": 17},
+            "anomalies": [{"condition": "plan: new column", "value": float("nan")}],
+            "spec_hash": "abc",
+        }
+        registry.record_data_rejection(first)
+        registry.record_data_rejection(second)
+        kept = make_registry().data_rejections()  # reopened: kept by the store itself
+        assert [r["against"] for r in kept] == ["1.0.0/1", "1.0.0/2"]
+        assert kept[1]["data"] == {"ordinal": "t", "watermark": 17}
+        assert kept[1]["anomalies"] == [{"condition": "plan: new column", "value": None}]
+        assert kept[1]["spec_hash"] == "abc" and kept[0]["rows"] == 40
+        assert all(r["at"] and r["by"] for r in kept)
+
     def test_empty_registry(self, registry: Registry) -> None:
         assert registry.entries() == []
         assert registry.releases() == []

@@ -135,6 +135,14 @@ def test_three_clones_share_one_registry(
         server.terminate()
         server.wait(timeout=60)
 
+    # Their training runs are the team's too: B lists A's release and C's update.
+    assert not any("not recorded" in w for w in released.warnings)
+    runs = api.runs(b).runs
+    assert [(r.purpose, r.outcome.value, r.ref) for r in runs] == [
+        ("release", "registered", "0.1.0/1"),
+        ("update", "registered", "0.1.0/2"),
+    ]
+
 
 @pytest.mark.slow
 def test_clones_releasing_at_the_same_moment_get_distinct_versions(
@@ -145,6 +153,9 @@ def test_clones_releasing_at_the_same_moment_get_distinct_versions(
     first one's registry entries for leftovers of an interrupted release."""
     a, b, c = machines
     assert api.release(a, push=True).plan.version == "0.1.0"
+    # A commit holds one version (branch `fixes`): each clone releases a change of its own.
+    for clone in (a, c):
+        git(clone, "commit", "--allow-empty", "-qm", f"a change made on {clone.name}")
     go = tmp_path / "go"
     procs = []
     for clone in (a, c):

@@ -292,6 +292,9 @@ def _render_production(report: ProductionReport) -> None:
     for w in report.overall:
         for note in w.notes:
             render.warning(f"{w.model}: {note}")
+    for d in report.drift:
+        if d.note is not None:
+            render.warning(f"{d.model}: {d.note}: drift is not judged on so few served inputs")
 
 
 def _worst_drift(drift: Drift | None) -> tuple[str, str]:
@@ -352,6 +355,7 @@ def _render_models(listing: ModelListing) -> None:
         stages=listing.stages,
         states={str(e.ref): listing.state_of(e).value for e in listing.entries},
     )
+    views.data_rejections(listing.data_rejections)
     for warning in listing.warnings:
         render.warning(warning)
     if listing.current is None:

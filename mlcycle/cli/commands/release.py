@@ -197,7 +197,7 @@ def _render_history(result: History) -> None:
                 _escape(",".join(item.stages)),
                 (row["date"] or "")[:19].replace("T", " "),
                 (row["commit"] or "")[:10],
-                _escape(row["author"] or ""),
+                _escape(_name(row["author"])),
                 *(views.number(row["metrics"].get(m)) for m in metrics),
                 ",".join(map(str, row["generations"])),
             )
@@ -208,6 +208,12 @@ def _render_history(result: History) -> None:
         rows,
         markup=True,
     )
+    views.data_rejections(result.data_rejections)
+
+
+def _name(author: str | None) -> str:
+    """`Ada <ada@example.com>` as `Ada`: the table's column stays narrow (--json has both)."""
+    return (author or "").split(" <", 1)[0]
 
 
 def _escape(text: str) -> str:

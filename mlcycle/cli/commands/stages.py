@@ -82,3 +82,5 @@ def retire(
         if result.current
         else "no model is current now: release one (`mlcycle release`)"
     )
+    for warning in result.warnings:
+        render.warning(warning)
