@@ -50,7 +50,7 @@ coverage: $(STAMP) docker-env browser postgres
 
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
-	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 # Docker engine, local registry on 127.0.0.1:5000 and the base image, for the image tests.
 docker-env:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from oip_binary import v2_binary, wrk_script
 
 
 def free_port() -> int:
@@ -113,28 +114,10 @@ def bodies(rows: np.ndarray, features: list[str]) -> dict[str, tuple[bytes, dict
         ],
         "outputs": [{"name": "predict"}, {"name": "predict_proba"}],
     }
-    raw = rows.astype("<f8").tobytes()
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "x",
-                    "shape": list(rows.shape),
-                    "datatype": "FP64",
-                    "parameters": {"binary_data_size": len(raw)},
-                }
-            ],
-            "parameters": {"binary_data_output": True},
-        }
-    ).encode()
-    binary_headers = {
-        "Content-Type": "application/octet-stream",
-        "Inference-Header-Content-Length": str(len(header)),
-    }
     v1 = {"instances": [dict(zip(features, map(float, row), strict=True)) for row in rows]}
     return {
         "v2 JSON": (json.dumps(v2_json).encode(), json_headers),
-        "v2 binary": (header + raw, binary_headers),
+        "v2 binary": v2_binary(rows),
         "v1 instances (JSON)": (json.dumps(v1).encode(), json_headers),
     }
 
@@ -222,12 +205,7 @@ def throughput(
     url: str, body: bytes, headers: dict[str, str], workdir: Path, duration: float
 ) -> tuple[float, float]:
     """wrk's requests/s and median latency (ms) POSTing `body` over 16 connections."""
-    # Every byte as a Lua decimal escape: binary bodies pass through unchanged.
-    escaped = "".join(f"\\{b}" for b in body)
-    lines = ['wrk.method = "POST"', f'wrk.body = "{escaped}"']
-    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
-    script = workdir / "post.lua"
-    script.write_text("\n".join(lines) + "\n")
+    script = wrk_script(body, headers, workdir / "post.lua")
     out = subprocess.run(
         ["wrk", "-t2", "-c16", f"-d{duration:g}s", "--latency", "-s", str(script), url],
         capture_output=True,

@@ -11,6 +11,8 @@ side-by-side ones less so):
   beside this Python);
 - closed loop (wrk, Lua POST script): req/s and p50/p90/p99 at several concurrencies,
   for 1 and 2 workers (prediction log on, to a SQLite file), with the ratio to MLflow;
+  then the same row at c=32 as an Open Inference Protocol v2 request with binary tensor
+  data (`/v2/models/bench/infer`, Inference-Header-Content-Length; oip_binary.py);
 - bursts: an open loop at 0.5x, 1x, 2x and 4x the measured capacity (wrk's best 2xx/s)
   through a bounded pool of keep-alive connections, as a real client has. Latency is
   measured from each request's scheduled time (so neither a stalled server nor the
@@ -55,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from oip_binary import v2_binary, wrk_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -625,29 +628,53 @@ def mlflow_closed_loop(
     return result
 
 
+V2_INFER = "/v2/models/bench/infer"
+
+
 # --- main --------------------------------------------------------------------------------
 
 
 def closed_loop(
-    server: Server, lua: Path, args: argparse.Namespace, mlflow: dict[str, float] | None
+    server: Server,
+    lua: Path,
+    binary: Path,
+    args: argparse.Namespace,
+    mlflow: dict[str, float] | None,
 ) -> float:
-    """wrk at each concurrency; returns the best 2xx/s (the capacity bursts scale from)."""
+    """wrk at each concurrency on /v1/predict, then at c=32 with the same row as OIP v2
+    binary tensor data; returns the best v1 2xx/s (the capacity bursts scale from)."""
     columns = ("req/s", "p50 ms", "p90 ms", "p99 ms", "non-2xx", "2xx/s")
-    print(f"{'conc':>5} " + " ".join(f"{c:>8}" for c in columns) + "  vs mlflow c=32")
-    capacity = 0.0
-    for c in args.concurrency:
-        r = run_wrk(f"{server.url}/v1/predict", lua, c, args.duration)
+    print(
+        f"{'request':<9} {'conc':>5} " + " ".join(f"{c:>8}" for c in columns) + "  vs mlflow c=32"
+    )
+
+    def row(label: str, c: int, r: dict[str, float]) -> None:
         ratio = (
             f"  {r['ok_rps'] / mlflow['ok_rps']:.0f}x"
             if mlflow and mlflow["ok_rps"] and c == 32
             else ""
         )
         print(
-            f"{c:>5} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p90']:>8.2f} "
+            f"{label:<9} {c:>5} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p90']:>8.2f} "
             f"{r['p99']:>8.2f} {r['non2xx']:>8.0f} {r['ok_rps']:>8.0f}{ratio}"
         )
+
+    capacity = 0.0
+    for c in args.concurrency:
+        r = run_wrk(f"{server.url}/v1/predict", lua, c, args.duration)
+        row("v1 JSON", c, r)
         capacity = max(capacity, r["ok_rps"])
+        if c == 32 or (c == args.concurrency[-1] and 32 not in args.concurrency):
+            # Right after the v1 run at c=32: the machine's load drifts, neighbours compare.
+            row("v2 binary", 32, run_wrk(f"{server.url}{V2_INFER}", binary, 32, args.duration))
     return capacity
+
+
+def check_binary(server: Server, body: bytes, headers: dict[str, str]) -> None:
+    """One binary request answered 200 (wrk would only count the failures)."""
+    request = urllib.request.Request(f"{server.url}{V2_INFER}", data=body, headers=headers)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
 
 
 def bursts(
@@ -703,6 +730,9 @@ def main() -> int:
     pipeline, X, model, body = train(workdir)
     in_process_floor(pipeline, X)
     lua = lua_script(body, workdir)
+    # The same row as the v1 body, as OIP v2 binary tensor data.
+    v2_body, v2_headers = v2_binary(X.to_numpy()[:1].astype(np.float64))
+    binary = wrk_script(v2_body, v2_headers, workdir / "v2-binary.lua")
     encoded = json.dumps(body).encode()
     have_wrk = shutil.which("wrk") is not None
     if not have_wrk:
@@ -726,7 +756,8 @@ def main() -> int:
             )
             capacity = args.capacity
             if have_wrk:
-                measured = closed_loop(server, lua, args, mlflow)
+                check_binary(server, v2_body, v2_headers)
+                measured = closed_loop(server, lua, binary, args, mlflow)
                 capacity = capacity or measured
             assert capacity
             bursts(server, encoded, capacity, args)
