@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib.util
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -99,14 +100,10 @@ def check_class_path(class_path: str) -> Unresolved | None:
     """
     module_name, _, attr = class_path.rpartition(".")
     parts = module_name.split(".")
-    try:
-        top = importlib.util.find_spec(parts[0])
-    except (ImportError, ValueError):
-        top = None
-    if top is None:
+    found_top = _top_package(parts[0])
+    if found_top is None:
         return Unresolved(f"the package '{parts[0]}' is not installed here")
-    locations = [Path(p) for p in (top.submodule_search_locations or [])]
-    file = Path(top.origin) if top.origin and top.origin not in ("built-in", "frozen") else None
+    file, locations = found_top
     for depth, part in enumerate(parts[1:], start=1):
         found = _submodule(locations, part)
         if found is None:
@@ -126,7 +123,152 @@ def check_class_path(class_path: str) -> Unresolved | None:
     return Unresolved(f"{module_name} has no '{attr}'", f"{module_name}.{close}" if close else None)
 
 
+def constructor_params(class_path: str, *, file: Path | None = None) -> frozenset[str] | None:
+    """The parameter names `class_path`'s constructor takes, read from source; None if unknown.
+
+    The class is found as `check_class_path` finds it, following the re-exports
+    of package `__init__` files (`from ._logistic import LogisticRegression`)
+    and, when the class defines no `__init__`, its bases. These names are what
+    scikit-learn's `get_params()` returns. Unknown (None) when anything on the
+    way is not plain Python source, or the constructor takes `**kwargs`: then
+    any name may be right and the check is left to `train`. `file` is the
+    module's source when it is not installed (the project's model code).
+    """
+    module_name, _, attr = class_path.rpartition(".")
+    file = file or _module_file(module_name)
+    return None if file is None else _class_params(str(file), attr, _MAX_HOPS)
+
+
 # --- internals ------------------------------------------------------------------------
+
+# Re-exports and base classes followed before giving up (sklearn needs about 4).
+_MAX_HOPS: Final = 12
+
+
+def _top_package(name: str) -> tuple[Path | None, list[Path]] | None:
+    """The top-level package's file and search locations, found without importing it."""
+    try:
+        top = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        top = None
+    if top is None:
+        return None
+    locations = [Path(p) for p in (top.submodule_search_locations or [])]
+    file = Path(top.origin) if top.origin and top.origin not in ("built-in", "frozen") else None
+    return file, locations
+
+
+@cache
+def _module_file(module_name: str) -> Path | None:
+    """The `.py` file of an (unimported) module, or None when there is none."""
+    parts = module_name.split(".")
+    found = _top_package(parts[0])
+    if found is None:
+        return None
+    file, locations = found
+    for part in parts[1:]:
+        sub = _submodule(locations, part)
+        if sub is None:
+            return None
+        file, locations = sub
+    return file if file is not None and file.suffix == ".py" else None
+
+
+@cache
+def _tree(file: str) -> ast.Module | None:
+    try:
+        return ast.parse(Path(file).read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+def _package_of(file: str) -> str | None:
+    """The dotted name of the package `file` belongs to, from the folders holding `__init__`."""
+    path = Path(file).parent
+    parts: list[str] = []
+    while (path / "__init__.py").is_file():
+        parts.insert(0, path.name)
+        path = path.parent
+    return ".".join(parts) or None
+
+
+def _imported_from(file: str, node: ast.ImportFrom) -> Path | None:
+    """The file of the module a `from ... import` in `file` reads."""
+    if node.level == 0:
+        return _module_file(node.module or "")
+    package = _package_of(file)
+    if package is None:
+        return None
+    base = package.split(".")
+    if node.level > 1:
+        base = base[: -(node.level - 1)]
+    if not base:
+        return None
+    return _module_file(".".join([*base, *([node.module] if node.module else [])]))
+
+
+def _class_def(file: str, name: str) -> ast.ClassDef | None:
+    """The top-level class `name` of `file`, parsing only its lines when they stand alone.
+
+    Parsing a whole model module costs ~20 ms; the class alone, a fraction.
+    """
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return None
+    start = re.search(rf"^class {re.escape(name)}\b", text, re.MULTILINE)
+    if start is None:
+        return None
+    # The class ends at the next line that starts a top-level statement.
+    end = re.compile(r"^[A-Za-z_@]", re.MULTILINE).search(text, text.find("\n", start.end()) + 1)
+    try:
+        snippet = ast.parse(text[start.start() : end.start() if end else len(text)])
+    except SyntaxError:  # e.g. a string literal with lines at column 0: read it all
+        tree = _tree(file)
+        snippet = tree if tree is not None else ast.Module(body=[], type_ignores=[])
+    return next((n for n in snippet.body if isinstance(n, ast.ClassDef) and n.name == name), None)
+
+
+def _class_params(file: str, name: str, hops: int) -> frozenset[str] | None:
+    if hops <= 0:
+        return None
+    found = _class_def(file, name)
+    if found is not None:
+        return _params_of(file, found, hops)
+    tree = _tree(file)
+    if tree is None:
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                if (alias.asname or alias.name) == name:
+                    source = _imported_from(file, node)
+                    return (
+                        None if source is None else _class_params(str(source), alias.name, hops - 1)
+                    )
+    return None
+
+
+def _params_of(file: str, cls: ast.ClassDef, hops: int) -> frozenset[str] | None:
+    for node in cls.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "__init__":
+            args = node.args
+            if args.vararg is not None or args.kwarg is not None:
+                return None
+            positional = [*args.posonlyargs, *args.args][1:]  # without self
+            return frozenset(a.arg for a in [*positional, *args.kwonlyargs])
+    # No __init__ of its own: the first base (in MRO order, for single chains) that has one.
+    for base in cls.bases:
+        if not isinstance(base, ast.Name):
+            return None
+        if base.id == "object":
+            continue
+        params = _class_params(file, base.id, hops - 1)
+        if params is None:
+            return None
+        if params:
+            return params
+    return frozenset()
 
 
 def _submodule(locations: list[Path], part: str) -> tuple[Path | None, list[Path]] | None:

@@ -17,7 +17,13 @@ from typing import Any
 
 from mlcycle import extras
 from mlcycle.redact import has_password, mask_url
-from mlcycle.spec.classpath import ALL_METRICS, ALLOWED_PREFIXES, METRICS_BY_TASK, check_class_path
+from mlcycle.spec.classpath import (
+    ALL_METRICS,
+    ALLOWED_PREFIXES,
+    METRICS_BY_TASK,
+    check_class_path,
+    constructor_params,
+)
 from mlcycle.spec.code import project_names
 from mlcycle.spec.code import scan as scan_code
 from mlcycle.spec.diagnostics import Diagnostic, Severity
@@ -46,6 +52,7 @@ class Finding:
     message: str
     at: tuple[Loc, ...]
     hint: str | None = None
+    on_key: bool = False  # point at the key written at `at`, not at its value
 
 
 @dataclass(frozen=True)
@@ -122,7 +129,7 @@ def _place(doc: LoadedDocument, r: Rule, finding: Finding) -> Diagnostic:
     for part in path:
         node = node[part]
     # A section is pointed at by its key (its line names it); a scalar by its value.
-    on_key = isinstance(node, (dict, list)) and bool(path)
+    on_key = (finding.on_key or isinstance(node, (dict, list))) and bool(path)
     return doc.diagnostic(
         path,
         finding.message,
@@ -539,17 +546,106 @@ def _metric_names(ctx: RuleContext) -> Iterator[Finding]:
             yield Finding(f"{_name(at)}: {problem[0]}", (at,), problem[1])
 
 
+def _step_names(spec: Spec) -> list[str]:
+    """make_pipeline's names of the steps: the class name in lowercase, numbered if repeated."""
+    lowered = [s.class_path.rpartition(".")[2].lower() for s in spec.model.pipeline]
+    return [
+        f"{n}-{lowered[: i + 1].count(n)}" if lowered.count(n) > 1 else n
+        for i, n in enumerate(lowered)
+    ]
+
+
+def _step_params(ctx: RuleContext) -> list[frozenset[str] | None]:
+    """Each step's constructor parameter names, read from source (None: unknown)."""
+    spec = ctx.spec
+    code = {}
+    if spec.model.code:
+        files, _ = scan_code(spec.root, spec.model.code)
+        code = {f.module: spec.root / f.path for f in files}
+    found: list[frozenset[str] | None] = []
+    for step in spec.model.pipeline:
+        module = step.class_path.rpartition(".")[0]
+        if module in code:
+            found.append(constructor_params(step.class_path, file=code[module]))
+        elif module.split(".")[0] in ALLOWED_PREFIXES:
+            found.append(constructor_params(step.class_path))
+        else:
+            found.append(None)  # refused by pipeline-step-allowed
+    return found
+
+
+def _unknown_param(name: str, known: frozenset[str], owner: str) -> tuple[str, str]:
+    """(message, hint) for a parameter `owner`'s constructor does not take."""
+    close = _close_param(name, known)
+    listed = ", ".join(sorted(known)[:8]) + (", ..." if len(known) > 8 else "")
+    hint = (
+        f"did you mean '{close}'?"
+        if close
+        else (f"its parameters: {listed}" if known else f"{owner} takes no parameters")
+    )
+    return f"{owner} has no parameter '{name}'", hint
+
+
+def _close_param(name: str, known: frozenset[str]) -> str | None:
+    exact = [k for k in sorted(known) if k.lower() == name.lower()]
+    if exact:
+        return exact[0]
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.7)
+    return close[0] if close else None
+
+
+@rule(
+    "step-params-exist",
+    "error",
+    "pipeline step and tuning parameters are ones the step's class takes",
+    scope="imports",
+)
+def _step_params_exist(ctx: RuleContext) -> Iterator[Finding]:
+    spec = ctx.spec
+    if not spec.model.pipeline or spec.model.entrypoint:
+        return
+    params = _step_params(ctx)
+    for (i, path, at), step, known in zip(_steps(ctx), spec.model.pipeline, params, strict=True):
+        if known is None:
+            continue
+        for name in step.params:
+            if name in known:
+                continue
+            message, hint = _unknown_param(name, known, path.rpartition(".")[2])
+            yield Finding(
+                f"model.pipeline step {i + 1}: {message}", ((*at, name), at), hint, on_key=True
+            )
+    if spec.model.tuning is None:
+        return
+    steps = zip(spec.model.pipeline, params, strict=True)
+    by_name = dict(zip(_step_names(spec), steps, strict=True))
+    for key in spec.model.tuning.params:
+        step_name, sep, rest = key.partition("__")
+        if not sep or step_name not in by_name:
+            continue  # tuning-names-steps says so
+        step, known = by_name[step_name]
+        # `step__estimator__C` sets a parameter of a nested estimator: only the first is checked.
+        name = rest.partition("__")[0]
+        if known is None or name in known:
+            continue
+        message, hint = _unknown_param(name, known, step.class_path.rpartition(".")[2])
+        close = _close_param(name, known)
+        if close:
+            hint = f"did you mean '{step_name}__{close}{rest[len(name) :]}'?"
+        yield Finding(
+            f"model.tuning.params: '{key}': {message}",
+            (("model", "tuning", "params", key), ("model", "tuning", "params")),
+            hint,
+            on_key=True,
+        )
+
+
 @rule("tuning-names-steps", "error", "tuning parameters name pipeline steps")
 def _tuning_steps(ctx: RuleContext) -> Iterator[Finding]:
     spec = ctx.spec
     if spec.model.tuning is None or not spec.model.pipeline or spec.model.entrypoint:
         return
-    # make_pipeline's names: the class name in lowercase, numbered when repeated.
-    lowered = [s.class_path.rpartition(".")[2].lower() for s in spec.model.pipeline]
-    names = {
-        f"{n}-{lowered[: i + 1].count(n)}" if lowered.count(n) > 1 else n
-        for i, n in enumerate(lowered)
-    }
+    names = set(_step_names(spec))
     for param in spec.model.tuning.params:
         step, sep, _ = param.partition("__")
         if not sep or step in names:

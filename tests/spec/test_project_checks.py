@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mlcycle import api
-from mlcycle.spec.classpath import ALL_METRICS, check_class_path
+from mlcycle.spec.classpath import ALL_METRICS, check_class_path, constructor_params
 from mlcycle.spec.code import scan
 from tests.conftest import build_file_tree
 from tests.spec.helpers import assert_clean_failure_output, cli, marked_lines
@@ -190,3 +190,115 @@ def test_sqlite_files_are_checked(tmp_path: Path, missing: str) -> None:
     build_file_tree(tmp_path, {"lifecycle.yaml": text})
     messages = [str(d["message"]) for d in diagnostics(tmp_path / "lifecycle.yaml")]
     assert any(f"{missing} does not exist" in m for m in messages)
+
+
+PARAMS = (
+    HEAD
+    + """\
+data:
+  source: {path: data.csv}
+  label: y
+model:
+  code: [features.py]
+  pipeline:
+    - features.AddSquares:
+        factr: 2  #!
+    - sklearn.preprocessing.StandardScaler:
+        with_mean: false
+    - sklearn.linear_model.LogisticRegression:
+        c: 1.0  #!
+        max_iters: 100  #!
+  tuning:
+    params:
+      logisticregression__C: [0.1, 1.0]
+      logisticregression__max_iters: [50, 100]  #!
+      addsquares__factor: [1, 2]
+      standardscaler__zzz: [true]  #!
+evaluation:
+  metrics: [accuracy]
+"""
+)
+
+PARAM_FEATURES = (
+    "from sklearn.base import BaseEstimator, TransformerMixin\n\n"
+    "class AddSquares(TransformerMixin, BaseEstimator):\n"
+    "    def __init__(self, factor=2):\n"
+    "        self.factor = factor\n"
+)
+
+
+def test_misspelled_step_and_tuning_parameters_are_found_at_their_keys(tmp_path: Path) -> None:
+    build_file_tree(
+        tmp_path, {"lifecycle.yaml": PARAMS, "features.py": PARAM_FEATURES, "data.csv": "y\n"}
+    )
+    found = [
+        d for d in diagnostics(tmp_path / "lifecycle.yaml") if d["rule"] == "step-params-exist"
+    ]
+    messages = "\n".join(f"{d['line']}: {d['message']} / {d.get('hint')}" for d in found)
+    assert sorted(d["line"] for d in found) == marked_lines(PARAMS), messages
+    for expected in (
+        "step 1: AddSquares has no parameter 'factr' / did you mean 'factor'?",
+        "step 3: LogisticRegression has no parameter 'c' / did you mean 'C'?",
+        "has no parameter 'max_iters' / did you mean 'max_iter'?",
+        "'logisticregression__max_iters': LogisticRegression has no parameter 'max_iters' / "
+        "did you mean 'logisticregression__max_iter'?",
+        "'standardscaler__zzz': StandardScaler has no parameter 'zzz' / its parameters: "
+        "copy, with_mean, with_std",
+    ):
+        assert expected in messages, messages
+
+    result = cli("validate", str(tmp_path / "lifecycle.yaml"))
+    assert result.code == 2
+    assert_clean_failure_output(result)
+    # At the key, as written: `c` of step 3 and the tuning key.
+    assert (
+        "lifecycle.yaml:20:9: error: model.pipeline step 3: LogisticRegression has no parameter 'c'"
+        in (result.stderr)
+    )
+    assert "lifecycle.yaml:25:7: error: model.tuning.params: 'logisticregression__max_iters'" in (
+        result.stderr
+    )
+    skipped = cli("validate", "--no-import", str(tmp_path / "lifecycle.yaml"))
+    assert skipped.code == 0, skipped.output
+    assert "has no parameter" not in skipped.output
+
+
+def test_right_parameters_and_open_constructors_pass(tmp_path: Path) -> None:
+    text = PARAMS.replace("factr", "factor").replace("c: 1.0", "C: 1.0")
+    text = text.replace("max_iters", "max_iter").replace("zzz", "with_std")
+    # A constructor taking **kwargs accepts any name: train decides.
+    features = PARAM_FEATURES.replace("factor=2):", "factor=2, **kw):")
+    build_file_tree(tmp_path, {"lifecycle.yaml": text, "features.py": features, "data.csv": "y\n"})
+    assert [d for d in diagnostics(tmp_path / "lifecycle.yaml") if d["severity"] == "error"] == []
+    build_file_tree(tmp_path, {"lifecycle.yaml": text.replace("factor: 2", "anything: 2")})
+    assert [d for d in diagnostics(tmp_path / "lifecycle.yaml") if d["severity"] == "error"] == []
+
+
+def test_constructor_params_are_get_params_for_every_sklearn_estimator() -> None:
+    """Read from source without importing, they agree with what scikit-learn says."""
+    code = (
+        "import sys, json\n"
+        "from mlcycle.spec.classpath import constructor_params as c\n"
+        "print(json.dumps([sorted(c('sklearn.linear_model.LogisticRegression') or []),"
+        " 'sklearn' in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    names, imported = json.loads(out.stdout)
+    assert "C" in names and "max_iter" in names and not imported
+
+    import importlib
+
+    from sklearn.utils import all_estimators
+
+    checked = 0
+    for name, cls in all_estimators():
+        parts = cls.__module__.split(".")
+        public = next(
+            ".".join(parts[:k])
+            for k in range(len(parts), 0, -1)
+            if not any(p.startswith("_") for p in parts[:k])
+            and hasattr(importlib.import_module(".".join(parts[:k])), name)
+        )
+        assert constructor_params(f"{public}.{name}") == set(cls._get_param_names()), name
+        checked += 1
+    assert checked > 150

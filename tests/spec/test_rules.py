@@ -177,6 +177,11 @@ CASES = [
         "  tuning:\n    params:\n      logistic__C: [1.0]  #!\n",
     ),
     Case(
+        "step-params-exist",
+        "data:\n  source: {path: d.csv}\n  label: y\nmodel:\n  pipeline:\n"
+        "    - sklearn.linear_model.LogisticRegression:\n        max_iters: 50  #!\n",
+    ),
+    Case(
         "tuning-distribution",
         "data:\n  source: {path: d.csv}\n  label: y\nmodel:\n"
         "  pipeline: [sklearn.linear_model.LogisticRegression]\n"
