@@ -261,7 +261,7 @@ def run_job(ci: str, job: Job, remote: Path, runner: dict[str, str], tmp: Path) 
 
 def laptop_project(tmp: Path, pattern: str, env: dict[str, str], shared: Path) -> Path:
     """`mlcycle init`, the steps the pattern asks for before CI can release, a first
-    release tag made on the laptop, everything pushed to a bare remote."""
+    release tag made on the laptop, a commit after it, everything pushed to a bare remote."""
     laptop = tmp / "laptop"
     run = {"cwd": tmp, "env": env, "capture_output": True, "text": True, "check": False}
     init = subprocess.run(["mlcycle", "init", NAME, "--pattern", pattern, "-d", str(laptop)], **run)
@@ -280,6 +280,11 @@ def laptop_project(tmp: Path, pattern: str, env: dict[str, str], shared: Path) -
         spec.write_text(text)
         git(laptop, "commit", "-qam", "Shared registry and store for the CI agents")
     git(laptop, "tag", "-a", "-m", "released on a laptop", LAPTOP_TAG)
+    # CI releases the work done since: a commit holds one version (GTO), and `release`
+    # refuses a commit that already carries one.
+    (laptop / "CHANGES.md").write_text("- work after the laptop release\n")
+    git(laptop, "add", "CHANGES.md")
+    git(laptop, "commit", "-qm", "Work after the laptop release")
     remote = tmp / "remote.git"
     git(tmp, "init", "-q", "--bare", str(remote))
     git(laptop, "remote", "add", "origin", str(remote))
