@@ -261,3 +261,15 @@ def test_a_registry_url_from_the_environment_needs_no_secret_of_the_spec_url(
     monkeypatch.setenv("MLCYCLE_ARTIFACTS_URL", f"file:{tmp_path / 'artifacts'}")
     assert api.models(root).entries == ()
     assert (tmp_path / "registry.db").is_file()  # the variable's registry was opened
+
+
+@pytest.mark.parametrize("url", [f"s3://key:{SECRET}@h/x", f"oci:key:{SECRET}@h/x"])
+def test_a_bad_artifact_store_url_is_named_without_its_password(url: str, tmp_path: Path) -> None:
+    """`MLCYCLE_ARTIFACTS_URL=s3://KEY:SECRET@...` printed `unknown artifact store URL
+    's3://KEY:SECRET@...'`."""
+    from mlcycle.errors import UsageError
+    from mlcycle.registry.blobs import open_blob_store
+
+    with pytest.raises(UsageError) as refused:
+        open_blob_store(url, base=tmp_path, cache=tmp_path / "cache")
+    assert SECRET not in refused.value.message and "***" in refused.value.message
