@@ -131,3 +131,20 @@ def test_a_terminal_too_narrow_for_whole_words_gets_one_block_per_row() -> None:
     assert [line.split() for line in lines[2:]] == [
         [column, value] for column, value in zip(COLUMNS, ROW, strict=True)
     ]
+
+
+def test_progress_with_no_step_prints_nothing() -> None:
+    """`deploy` and a refused `release` printed a blank line on stderr: the progress
+    display was stopped with no bar in it."""
+    import contextlib
+    import io
+
+    from mlcycle.cli.progress import RichProgress
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), RichProgress():
+        pass
+    assert err.getvalue() == ""
+    with contextlib.redirect_stderr(err), RichProgress() as progress:
+        progress.start("fetch the data")
+    assert "fetch the data" in err.getvalue()  # a step is still shown

@@ -5,6 +5,7 @@ It walks the live command tree, so commands added later are covered too.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -71,4 +72,22 @@ def test_help_shows_values_in_capitals(path: tuple[str, ...], command: Any) -> N
         if param.param_type_name == "argument":
             shown = param.metavar or ""
             assert shown.isupper(), (param.name, shown)
+            if param.nargs != 1:
+                shown += "..."  # `mlcycle runs [IDS...]`
             assert (shown if param.required else f"[{shown}]") in usage.split(), usage
+
+
+@pytest.mark.parametrize(("path", "command"), COMMANDS, ids=[_name(p) for p, _ in COMMANDS])
+def test_help_text_wraps_to_the_terminal(path: tuple[str, ...], command: Any) -> None:
+    """At 80 columns `deploy --help` printed `... also builds the engine` then a line
+    holding only `image`: each source line of a docstring was wrapped on its own."""
+    result = CliRunner().invoke(app, [*path, "--help"], terminal_width=80)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    start = next(i for i, line in enumerate(lines) if "Usage:" in line) + 1
+    end = next((i for i, line in enumerate(lines) if line.lstrip().startswith("╭")), len(lines))
+    text = [line.strip() for line in lines[start:end]]
+    for line, following in itertools.pairwise(text):
+        if line and following:
+            # A greedy wrap moves a word down only when it does not fit on the line above.
+            assert len(line) + 1 + len(following.split()[0]) > 76, (line, following)

@@ -223,3 +223,53 @@ def test_a_bundle_carries_no_literal_secret(tmp_path: Path) -> None:
     load_bundle(bundle.path)  # its recorded SHA-256 is that of the masked copy
     for path in bundle.path.rglob("*"):
         assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_a_registry_url_from_the_environment_needs_no_secret_of_the_spec_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pods of `deploy --k8s` get MLCYCLE_REGISTRY_URL (and MLCYCLE_ARTIFACTS_URL)
+    from a Secret, and the spec's own `registry.url:
+    postgresql://app:${env:PGPASSWORD}@db/x` from the ConfigMap, without PGPASSWORD:
+    every command stopped at `environment variable PGPASSWORD is not set` (exit 2)."""
+    from mlcycle import api
+    from mlcycle.errors import SpecError
+    from mlcycle.scaffold import init_project
+
+    root = tmp_path / "shop"
+    init_project("shop", pattern="open", directory=root, git=False)
+    spec = root / "lifecycle.yaml"
+    text = spec.read_text()
+    start = text.index("\nregistry:")
+    end = text.index("\n\n", start)
+    spec.write_text(
+        text[:start]
+        + "\nregistry:\n  url: postgresql://app:${env:SHOP_PGPASSWORD}@db.invalid/x\n"
+        + "  artifacts: oci://${env:SHOP_OCI_HOST}/team/shop"
+        + text[end:]
+    )
+    monkeypatch.delenv("SHOP_PGPASSWORD", raising=False)
+    monkeypatch.delenv("SHOP_OCI_HOST", raising=False)
+    monkeypatch.delenv("MLCYCLE_REGISTRY_URL", raising=False)
+    monkeypatch.delenv("MLCYCLE_ARTIFACTS_URL", raising=False)
+    with pytest.raises(SpecError) as refused:
+        api.models(root)  # without the overrides, the references are still required
+    said = " ".join(d.message for d in refused.value.diagnostics)
+    assert "SHOP_PGPASSWORD is not set" in said and "SHOP_OCI_HOST is not set" in said
+
+    monkeypatch.setenv("MLCYCLE_REGISTRY_URL", f"sqlite:///{tmp_path / 'registry.db'}")
+    monkeypatch.setenv("MLCYCLE_ARTIFACTS_URL", f"file:{tmp_path / 'artifacts'}")
+    assert api.models(root).entries == ()
+    assert (tmp_path / "registry.db").is_file()  # the variable's registry was opened
+
+
+@pytest.mark.parametrize("url", [f"s3://key:{SECRET}@h/x", f"oci:key:{SECRET}@h/x"])
+def test_a_bad_artifact_store_url_is_named_without_its_password(url: str, tmp_path: Path) -> None:
+    """`MLCYCLE_ARTIFACTS_URL=s3://KEY:SECRET@...` printed `unknown artifact store URL
+    's3://KEY:SECRET@...'`."""
+    from mlcycle.errors import UsageError
+    from mlcycle.registry.blobs import open_blob_store
+
+    with pytest.raises(UsageError) as refused:
+        open_blob_store(url, base=tmp_path, cache=tmp_path / "cache")
+    assert SECRET not in refused.value.message and "***" in refused.value.message

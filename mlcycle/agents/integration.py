@@ -16,6 +16,7 @@ atomic, so a failure (or Ctrl-C) anywhere leaves the registry as it was.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -211,7 +212,7 @@ def procure(
         error = "interrupted" if interrupted else f"{e}"
         # The original error is what the user must see: recording it may not replace it.
         with contextlib.suppress(Exception):
-            _record_run(
+            _, warnings = _record_run(
                 spec,
                 registry,
                 attempt,
@@ -224,6 +225,9 @@ def procure(
                 progress=progress,
                 track=not interrupted,  # Ctrl-C means stop now, not after a network call
             )
+            # No result carries them on this path: the log is their only way out.
+            for warning in warnings:
+                logging.getLogger(__name__).warning("%s", warning)
         raise
     run, warnings = _record_run(
         spec,
@@ -379,13 +383,10 @@ def _record_run(
     logged and reported as a warning, as is a tracking server that fails (the
     local record then says why in `tracking.mlflow.error`).
     """
-    import logging
-
     from mlcycle.errors import MlcycleError
     from mlcycle.registry.local import whoami
     from mlcycle.registry.runs import Run, new_run_id
 
-    log = logging.getLogger(__name__)
     training = attempt.training
     run = Run(
         id=new_run_id(attempt.started_at),
@@ -413,13 +414,13 @@ def _record_run(
         store = registry.runs()
         store.save(run)
     except MlcycleError as e:
-        log.warning("run %s was not recorded: %s", run.id, e)
-        return None, (f"the run was not recorded: {e}",)
+        return None, (f"run {run.id} was not recorded: {e}",)
+    # The caller shows the warnings it is given; logging them here as well printed each
+    # one twice, once bare (Python's last-resort handler) and once as `warning:`.
     if spec.tracking.mlflow and track:
         run, warning = _track(spec, registry, attempt, run, entry, progress)
         if warning:
             warnings.append(warning)
-            log.warning("%s", warning)
         try:
             store.save(run)
         except MlcycleError as e:  # the first record stands; only the server's answer is lost

@@ -28,12 +28,26 @@ class _Argument(TyperArgument):
         return f"[{name}]" if usage and not self.required else name
 
 
+def _unwrap(text: str | None) -> str | None:
+    """Docstring paragraphs as single lines, so that rich wraps them to the terminal.
+
+    In rich markup mode typer keeps a docstring's line breaks, and rich then wraps each
+    source line on its own: at 80 columns `engine image` became `engine` and a line
+    holding only `image`. A blank line still separates paragraphs.
+    """
+    if not text:
+        return text
+    paragraphs = text.split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+
+
 class _Command(TyperCommand):
     """A command whose help names every value in capitals (`--stage STAGE`, `REF`), as
     click did, instead of typer 0.28's `{ref}` and `<str>`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.help = _unwrap(self.help)
         for param in self.params:
             takes_value = not getattr(param, "is_flag", False) and not getattr(param, "count", 0)
             if param.metavar is None and param.name and takes_value:

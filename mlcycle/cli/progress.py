@@ -50,7 +50,13 @@ class RichProgress:
         tb: TracebackType | None,
     ) -> None:
         if self._bar is not None:
-            self._bar.__exit__(exc_type, exc, tb)
+            if self._bar.tasks:
+                self._bar.__exit__(exc_type, exc, tb)
+            else:
+                # Nothing was drawn: rich would still end the display with a newline off a
+                # terminal, a blank line before `error: ...` or `published serving ...`.
+                self._bar.live.transient = True
+                self._bar.live.stop()
             self._bar = None
 
     def start(self, description: str, total: float | None = None) -> None:

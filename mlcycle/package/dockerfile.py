@@ -55,6 +55,8 @@ from mlcycle.redact import mask_url, mask_urls_in
 from mlcycle.resources import data_path
 
 if TYPE_CHECKING:
+    from importlib.metadata import Distribution
+
     from mlcycle.registry import Entry
     from mlcycle.spec.model import Spec
 
@@ -693,7 +695,53 @@ def _default_wheel(dest: Path) -> Path:
         return path
     if source_tree() is not None:
         return build_wheel(dest)
+    installed = installed_wheel()
+    if installed is not None:
+        return installed
     return download_wheel(dest)
+
+
+def installed_wheel(dist: Distribution | None = None) -> Path | None:
+    """The wheel file mlcycle was installed from, when pip recorded one that is still there.
+
+    `pip install ./mlcycle_cli-0.1.0-py3-none-any.whl` (a wheel from a colleague, from
+    CI, not on any index) leaves its `file:` URL and SHA-256 in `direct_url.json`;
+    without this `deploy` asked the index for a version it never had. A file changed
+    since (rebuilt, same name) does not match its hash and is not used.
+    """
+    import hashlib
+    from importlib import metadata
+    from urllib.parse import unquote
+    from urllib.request import url2pathname
+
+    import mlcycle
+
+    try:
+        dist = dist or metadata.distribution(mlcycle.DISTRIBUTION)
+        recorded = json.loads(dist.read_text("direct_url.json") or "null")
+    except (metadata.PackageNotFoundError, ValueError):
+        return None
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("archive_info"), dict):
+        return None
+    parts = urlsplit(str(recorded.get("url", "")))
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+        return None
+    path = Path(url2pathname(unquote(parts.path)))
+    hashes = recorded["archive_info"].get("hashes") or {}
+    expected = hashes.get("sha256") if isinstance(hashes, dict) else None
+    if expected is None:  # older pips: "hash": "sha256=HEX"
+        algorithm, _, value = str(recorded["archive_info"].get("hash", "")).partition("=")
+        expected = value if algorithm == "sha256" else None
+    if (
+        expected is None
+        or _WHEEL_RE.fullmatch(path.name) is None
+        or not path.name.startswith(f"mlcycle_cli-{mlcycle.__version__}-")
+        or not path.is_file()
+    ):
+        return None
+    if hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+        return None
+    return path
 
 
 def download_wheel(dest: Path) -> Path:

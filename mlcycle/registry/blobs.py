@@ -173,8 +173,12 @@ def open_blob_store(url: str, *, base: Path, cache: Path) -> BlobStore:
     builder = _BUILDERS.get(scheme)
     if builder is None:
         known = ", ".join(f"{s}:" for s in sorted({*_BUILDERS, "oci"}))
+        from mlcycle.redact import mask_url
+
+        # Masked: MLCYCLE_ARTIFACTS_URL=s3://KEY:SECRET@... was shown as written.
         raise UsageError(
-            f"unknown artifact store URL {url!r}", hint=f"use one of the schemes {known}"
+            f"unknown artifact store URL {mask_url(url)!r}",
+            hint=f"use one of the schemes {known}",
         )
     return builder(url, base, cache)
 

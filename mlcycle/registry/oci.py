@@ -79,10 +79,17 @@ def parse_url(url: str, *, env: Mapping[str, str] | None = None) -> OciLocation:
     parts = urlsplit(url)
     example = "oci://HOST[:PORT]/REPOSITORY, e.g. oci://127.0.0.1:5000/team/churn"
     if parts.scheme != "oci" or not parts.hostname:
-        raise UsageError(f"not an OCI artifact store URL: {url!r}", hint=f"write {example}")
-    if parts.username is not None or parts.password is not None:
+        from mlcycle.redact import mask_url
+
         raise UsageError(
-            "the artifact store URL carries credentials; the spec is committed to git",
+            f"not an OCI artifact store URL: {mask_url(url)!r}", hint=f"write {example}"
+        )
+    if parts.username is not None or parts.password is not None:
+        # It may come from MLCYCLE_ARTIFACTS_URL as well as from the spec.
+        raise UsageError(
+            "the artifact store URL carries credentials, and it is no place for them: "
+            "registry.artifacts is committed to git, and the URL is written into the "
+            "ConfigMap of `deploy --k8s`",
             hint=f"drop them from the URL and set {USERNAME_VARIABLE} and {PASSWORD_VARIABLE} "
             "where mlcycle runs (or `docker login HOST`)",
         )

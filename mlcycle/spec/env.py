@@ -23,18 +23,30 @@ def references(value: str) -> list[str]:
     return [m[1] for m in ENV_REFERENCE.finditer(value)]
 
 
+OVERRIDES: dict[Loc, str] = {
+    ("registry", "url"): "MLCYCLE_REGISTRY_URL",
+    ("registry", "artifacts"): "MLCYCLE_ARTIFACTS_URL",
+}
+"""Spec values a variable replaces when set (`mlcycle.registry.open_registry` reads
+them), as CI jobs and the pods of `deploy --k8s` do: the spec's value is then never
+used, so its references need not be set."""
+
+
 def resolve_references(
     doc: LoadedDocument, environ: Mapping[str, str]
 ) -> tuple[Any, list[Diagnostic]]:
     """`doc.data` with every `${env:NAME}` replaced by `environ[NAME]`, and the unset ones.
 
+    A value that a variable of `OVERRIDES` replaces is left as written: a pod given
+    MLCYCLE_REGISTRY_URL from a Secret has no PGPASSWORD for the spec's own URL.
     The document itself is left as it is (its data is what the spec hash covers).
     """
     problems: list[Diagnostic] = []
+    overridden = {path for path, variable in OVERRIDES.items() if environ.get(variable)}
 
     def walk(node: Any, path: Loc) -> Any:
         if isinstance(node, str):
-            if "${env:" not in node:
+            if "${env:" not in node or path in overridden:
                 return node
 
             def value(match: Any) -> str:

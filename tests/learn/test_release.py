@@ -203,6 +203,9 @@ def test_a_release_killed_at_each_step_leaves_a_consistent_state(
         assert tags(root) == []
         history = mlcycle("history", "--json", cwd=root).json()["releases"]
         assert [(h["version"], h["status"]) for h in history] == [("0.1.0", "incomplete")]
+        # ... which says the other cause, with a shared registry: the tag not fetched.
+        shown = mlcycle("history", cwd=root)
+        assert "incomplete" in shown.out and "git fetch --tags" in shown.err
         # ... and removed by the next release of that version, which completes.
         again = mlcycle("release", "--json", cwd=root)
         assert again.code == 0, again.err

@@ -353,3 +353,35 @@ def test_no_engine_suggests_context_only(
 def test_build_needs_a_dockerfile(tmp_path: Path) -> None:
     with pytest.raises(PackagingError, match="no Dockerfile"):
         build_image(tmp_path, "x:1")
+
+
+def test_the_image_takes_the_wheel_mlcycle_was_installed_from(tmp_path: Path) -> None:
+    """`pip install ./mlcycle_cli-VERSION-py3-none-any.whl` then `mlcycle deploy`: the
+    image asked the package index for `mlcycle-cli==VERSION`, which it never had."""
+    import hashlib
+    import json
+    from importlib.metadata import PathDistribution
+
+    import mlcycle
+    from mlcycle.package.dockerfile import installed_wheel
+
+    wheel = tmp_path / "dist dir" / f"mlcycle_cli-{mlcycle.__version__}-py3-none-any.whl"
+    wheel.parent.mkdir()
+    wheel.write_bytes(b"a wheel")
+    info = tmp_path / f"mlcycle_cli-{mlcycle.__version__}.dist-info"
+    info.mkdir()
+
+    def installed_from(url: str, digest: str) -> Path | None:
+        # What pip writes (PEP 610) for an install from a local archive.
+        recorded = {"url": url, "archive_info": {"hashes": {"sha256": digest}}}
+        (info / "direct_url.json").write_text(json.dumps(recorded))
+        return installed_wheel(PathDistribution(info))
+
+    digest = hashlib.sha256(b"a wheel").hexdigest()
+    assert installed_from(wheel.as_uri(), digest) == wheel
+    assert installed_from(wheel.as_uri(), "0" * 64) is None  # rebuilt since: not that one
+    assert installed_from("https://example.com/" + wheel.name, digest) is None
+    (info / "direct_url.json").write_text(json.dumps({"url": "file:///src", "dir_info": {}}))
+    assert installed_wheel(PathDistribution(info)) is None  # an editable/source install
+    wheel.unlink()
+    assert installed_from(wheel.as_uri(), digest) is None  # the file is gone

@@ -33,6 +33,7 @@ def export(
     [bold]mlflow[/]: MLmodel with the sklearn and python_function flavors (stored as skops),
     its feature schema as signature, pinned requirements and its model code; load it with
     mlflow.pyfunc.load_model or serve it with `mlflow models serve`.
+
     [bold]onnx[/]: the ONNX form the engine serves (model.onnx) and its feature order
     (model.json); exit 1 for a model that has none.
     """

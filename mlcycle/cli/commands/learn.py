@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from mlcycle.cli.app import app
+from mlcycle.cli.app import _Typer, app
 from mlcycle.cli.options import json_option, project_option
 
 if TYPE_CHECKING:
@@ -306,7 +306,8 @@ def _worst_drift(drift: Drift | None) -> tuple[str, str]:
 
 # `models` lists the registry; `models show REF` shows one entry in full. A group whose
 # callback lists when no subcommand follows keeps `mlcycle models [--json]` as it was.
-models_app = typer.Typer(
+# `_Typer`, as `app`, so that `models show --help` reads `REF`, not `{ref}` and `<str>`.
+models_app = _Typer(
     name="models",
     help="List the registry: releases, generations, status, stages, metrics; * marks current.",
     invoke_without_command=True,

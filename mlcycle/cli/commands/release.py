@@ -208,6 +208,18 @@ def _render_history(result: History) -> None:
         rows,
         markup=True,
     )
+    from mlcycle.registry import State
+
+    incomplete = [i.version for i in result.items if i.status is State.INCOMPLETE]
+    if incomplete:
+        # With a shared registry the usual cause is a clone that has not fetched the tag
+        # another clone pushed, not the interrupted release the status is named after.
+        render.stderr().print(
+            f"note: {', '.join(incomplete)}: in the registry, but no release tag in this "
+            "clone: `git fetch --tags` when it was released elsewhere; otherwise an "
+            "interrupted release, which the next `mlcycle release` completes",
+            markup=False,
+        )
     views.data_rejections(result.data_rejections)
 
 
