@@ -188,9 +188,19 @@ def test_runs_and_models_uris_of_the_declared_tracking_server_are_released(
             first = api.release(interactive, model=uri)
             assert first.entry is not None and first.entry.artifact.format == "skops"
             assert first.entry.extra["model_file"] == uri
+            # A commit holds one version (GTO): each release of another model is a commit.
+            git(interactive, "commit", "-q", "--allow-empty", "-m", "release the registered model")
             second = api.release(interactive, model="models:/byhand/1")
             assert second.entry is not None and second.entry.release == "0.2.0"
             assert second.entry.extra["model_file"] == "models:/byhand/1"
+            git(
+                interactive,
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-m",
+                "try a version that is not there",
+            )
             with pytest.raises(RuntimeFailure, match=r"cannot download models:/byhand/7") as info:
                 api.release(interactive, model="models:/byhand/7")
             assert info.value.exit_code == 1
