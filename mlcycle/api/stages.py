@@ -206,6 +206,8 @@ class PromoteResult:
     previous: str | None
     """What the stage held before (`RELEASE/GENERATION` or a version), None if nothing."""
     pushed: bool
+    unchanged: bool = False
+    """The model already held the stage: nothing was tagged (`tag` is the tag that put it there)."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready description."""
@@ -218,6 +220,7 @@ class PromoteResult:
             "commit": self.commit,
             "previous": self.previous,
             "pushed": self.pushed,
+            "unchanged": self.unchanged,
         }
 
 
@@ -253,6 +256,23 @@ def promote(
         release = _release_tag(repo, project, entry.release)
         stages = read_stages(repo, spec.name, registry, spec.release.tag_format)
         before = stages.assignments.get(stage)
+        if (
+            before is not None
+            and before.version == entry.release
+            and before.ref in (None, str(entry.ref))
+        ):
+            # Already there: another tag would only bump GTO's counter and blur the history.
+            return PromoteResult(
+                project=spec.name,
+                ref=str(entry.ref),
+                version=entry.release,
+                stage=stage,
+                tag=before.tag,
+                commit=release.commit,
+                previous=before.ref or before.version,
+                pushed=False,
+                unchanged=True,
+            )
         _after_the_last_event(repo, spec.name)
         name = EventTag(
             spec.name, Action.ASSIGN, stage=stage, counter=repo.next_counter(spec.name)

@@ -101,6 +101,19 @@ def test_promote_writes_gto_stage_tags_that_gto_reads(project: Path) -> None:
     assert history == {"0.1.0": ("staging",), "0.2.0": ("prod",)}
 
 
+def test_promoting_a_model_to_the_stage_it_holds_tags_nothing(project: Path) -> None:
+    first = api.promote(project, ref="0.1.0", stage="prod")
+    tags = git(project, "tag").split()
+    again = api.promote(project, ref="0.1.0/1", stage="prod")
+    assert (again.unchanged, again.tag, again.previous) == (True, first.tag, "0.1.0/1")
+    assert git(project, "tag").split() == tags
+    out = mlcycle("promote", "0.1.0", "--stage", "prod", cwd=project)
+    assert out.code == 0
+    assert "0.1.0/1 is already in prod (tag churn#prod#1): nothing to do" in out.out
+    # Another model still moves the stage.
+    assert api.promote(project, ref="0.2.0", stage="prod").tag == "churn#prod#2"
+
+
 def test_stages_gto_assigned_are_read(project: Path) -> None:
     gto(project, "assign", "churn", "--version", "v0.1.0", "--stage", "qa")
     assert "churn#qa#1" in git(project, "tag").split()

@@ -36,6 +36,12 @@ def promote(
     if as_json:
         render.print_json(result.as_dict(), kind="promote")
         return
+    if result.unchanged:
+        render.stdout().print(
+            f"{escape(result.ref)} is already in [bold]{escape(result.stage)}[/] "
+            f"(tag {escape(result.tag)}): nothing to do"
+        )
+        return
     before = f" (was {result.previous})" if result.previous else ""
     render.stdout().print(
         f"[green]promoted[/] {escape(result.ref)} to [bold]{escape(result.stage)}[/]"
