@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import GateRejectedError
@@ -250,6 +251,8 @@ class _Attempt:
     """What one procurement got to before it ended, for its run record."""
 
     started_at: str
+    # the same moment, to the nanosecond: run ids sort by it (`new_run_id`)
+    started_ns: int = field(default_factory=time.time_ns)
     dataset: Dataset | None = None
     training: TrainResult | None = None
     data: Mapping[str, Any] | None = None
@@ -389,7 +392,7 @@ def _record_run(
 
     training = attempt.training
     run = Run(
-        id=new_run_id(attempt.started_at),
+        id=new_run_id(attempt.started_ns),
         project=spec.name,
         purpose=purpose,
         started_at=attempt.started_at,

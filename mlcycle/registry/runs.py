@@ -17,6 +17,7 @@ whole, when the tracking server's answer (its run id, or why it failed) is known
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import json
 import secrets
@@ -151,10 +152,14 @@ class Run:
             raise RegistryError(f"{where}: damaged run record ({type(e).__name__}: {e})") from e
 
 
-def new_run_id(started_at: str) -> str:
-    """A run id that sorts by time and never collides: `20261202T043455Z-1a2b3c`."""
-    stamp = started_at.replace("-", "").replace(":", "")
-    return f"{stamp}-{secrets.token_hex(3)}"
+def new_run_id(started_ns: int) -> str:
+    """A run id that sorts by start time and never collides: `20261202T043455.123456Z-1a2b3c`.
+
+    Microseconds, not seconds: runs of one process often start within the same second,
+    and their order must not come down to the random suffix.
+    """
+    started = dt.datetime.fromtimestamp(started_ns / 1e9, tz=dt.UTC)
+    return f"{started:%Y%m%dT%H%M%S.%f}Z-{secrets.token_hex(3)}"
 
 
 class RunStore(ABC):
