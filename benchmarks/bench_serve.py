@@ -153,6 +153,10 @@ class Server:
                 f"sqlite:///{store}",
                 "--log-level",
                 "warning",
+                # the sojourn check is opt-in (see ServeOptions.queue_deadline); the
+                # bursts measure it
+                "--queue-deadline-ms",
+                "100",
                 *extra,
             ],
             stdout=self.log,

@@ -87,9 +87,13 @@ class ServeOptions:
     """Requests a worker answers at once before it sheds more with 503 (per worker)."""
     retry_after: int = 1
     """Seconds a shed client is told to wait (`Retry-After`)."""
-    queue_deadline: float | None = 0.1
+    queue_deadline: float | None = None
     """Seconds a request may wait between arriving and its model work; one that waited
-    longer is shed with 503 at once (None: no limit). See `serve/admission.py`."""
+    longer is shed with 503 at once (None: no limit). See `serve/admission.py`. Off by
+    default for now: one stall of the loop longer than CoDel's interval (a model swap
+    under load, a process that got no CPU) reads as a standing queue, and the requests
+    queued behind it were shed (a live swap under load lost requests to it in CI).
+    `python -m mlcycle.serve --queue-deadline-ms 100` turns it on."""
     queue_target: float = 0.025
     """While the shortest wait of the last 100 ms exceeded this (a standing queue), the
     deadline is twice this instead (CoDel's target; at capacity with 64 connections one
