@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 import time
@@ -18,7 +19,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def fill_store(root: Path) -> None:
     """Two generations served over three hours; the second one is better."""
     store = PredictionStore(f"sqlite:///{root / '.mlcycle' / 'store.db'}")
-    now = time.time()
+    # From half past an hour, four hours ago: with hourly windows aligned to the clock,
+    # the first generation's two hours touch three windows and the second's hour two,
+    # whatever the time the test runs at (from `time.time() - 3h` it was 3 to 5).
+    start = (math.floor(time.time() / 3600) - 4) * 3600 + 1800
     records, outcomes = [], []
     for i in range(240):
         generation = 1 if i < 160 else 2
@@ -32,7 +36,7 @@ def fill_store(root: Path) -> None:
                 model="live",
                 release="0.1.0",
                 generation=generation,
-                created_at=now - 3 * 3600 + i * 45,
+                created_at=start + i * 45,
                 inputs={"mean_radius": 12.0 + (i % 9)},
                 prediction=prediction,
                 probabilities=[1 - p1, p1],
@@ -62,7 +66,7 @@ def test_report_renders_in_headless_chromium(project_with_traffic: Path, tmp_pat
     result = mlcycle("report", "-o", out, "--json", cwd=project_with_traffic)
     assert result.code == 0, result.err
     data = result.json()
-    assert data["models"] == 2 and data["windows"] >= 4
+    assert data["models"] == 2 and data["windows"] == 5
     dom = subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", out.as_uri()],
         capture_output=True,
