@@ -256,12 +256,9 @@ def promote(
         release = _release_tag(repo, project, entry.release)
         stages = read_stages(repo, spec.name, registry, spec.release.tag_format)
         before = stages.assignments.get(stage)
-        if (
-            before is not None
-            and before.version == entry.release
-            and before.ref in (None, str(entry.ref))
-        ):
+        if before is not None and before.version == entry.release and before.ref == str(entry.ref):
             # Already there: another tag would only bump GTO's counter and blur the history.
+            # (A stage GTO assigned names a version only: promoting names the generation.)
             return PromoteResult(
                 project=spec.name,
                 ref=str(entry.ref),

@@ -161,8 +161,11 @@ def mutated(draw: st.DrawFn) -> tuple[Path, Any]:
         if kind == "delete":
             del parent[last]
         elif kind == "retype":
-            parent[last] = draw(
-                st.sampled_from([v for v in OTHER_TYPES if type(v) is not type(value)])
+            # A copy: a later mutation of this example may edit the value in place, and
+            # editing OTHER_TYPES' own `{}` made later examples draw differently
+            # (hypothesis: FlakyStrategyDefinition, now and then).
+            parent[last] = copy.deepcopy(
+                draw(st.sampled_from([v for v in OTHER_TYPES if type(v) is not type(value)]))
             )
         elif kind == "misspell" and isinstance(value, str) and value:
             i = draw(st.integers(min_value=0, max_value=len(value) - 1))
