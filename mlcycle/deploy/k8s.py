@@ -51,6 +51,7 @@ from mlcycle.errors import PackagingError, UsageError
 from mlcycle.package.dockerfile import IMAGE_UID, PROJECT_MOUNT
 from mlcycle.package.dockerfile import SERVE_PORT as CONTAINER_PORT
 from mlcycle.redact import mask_url, mask_urls_in
+from mlcycle.registry import ARTIFACTS_URL_VARIABLE, registry_urls
 from mlcycle.spec.code import read_code
 from mlcycle.spec.model import Spec
 
@@ -95,7 +96,7 @@ SHARED_SECRET_KEYS: Final = {
     "artifacts-password": "MLCYCLE_ARTIFACTS_PASSWORD",
 }
 ARTIFACTS_KEY: Final = "artifacts-url"
-ARTIFACTS_VARIABLE: Final = "MLCYCLE_ARTIFACTS_URL"
+ARTIFACTS_VARIABLE: Final = ARTIFACTS_URL_VARIABLE
 SPEC_FILE: Final = "lifecycle.yaml"
 
 
@@ -123,8 +124,7 @@ class Shared:
     ) -> Shared:
         """What `spec` declares shared, the environment overriding it as it does for
         every command (MLCYCLE_REGISTRY_URL, MLCYCLE_ARTIFACTS_URL, MLCYCLE_STORE_URL)."""
-        registry_url = env.get("MLCYCLE_REGISTRY_URL") or spec.registry.url
-        artifacts_url = env.get(ARTIFACTS_VARIABLE) or spec.registry.artifacts
+        registry_url, artifacts_url = registry_urls(spec, env)
         store = env.get("MLCYCLE_STORE_URL") or spec.store.url
         # A SQLite store is a file in the pod: nothing another pod could share.
         scheme = store.split(":", 1)[0].split("+", 1)[0].lower()

@@ -40,6 +40,14 @@ REGISTRY_URL_VARIABLE: Final = "MLCYCLE_REGISTRY_URL"
 ARTIFACTS_URL_VARIABLE: Final = "MLCYCLE_ARTIFACTS_URL"
 
 
+def registry_urls(spec: Spec, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The shared registry's database and artifact-store URLs, the variables winning
+    over the spec (for CI jobs and pods); None where neither declares one."""
+    url = environ.get(REGISTRY_URL_VARIABLE) or spec.registry.url
+    artifacts = environ.get(ARTIFACTS_URL_VARIABLE) or spec.registry.artifacts
+    return url or None, artifacts or None
+
+
 def open_registry(spec: Spec, *, environ: Mapping[str, str] | None = None) -> Registry:
     """The registry the spec declares; RegistryError when it declares none.
 
@@ -59,7 +67,7 @@ def open_registry(spec: Spec, *, environ: Mapping[str, str] | None = None) -> Re
         )
     if backend != "local":
         raise RegistryError(f"{spec.name}: unknown registry backend {backend!r}")
-    url = env.get(REGISTRY_URL_VARIABLE) or spec.registry.url
+    url, _ = registry_urls(spec, env)
     if not url:
         # Library names only: a generation's project names come from its own stored code.
         return LocalRegistry(spec.resolve(spec.registry.path), spec.name)
@@ -83,7 +91,7 @@ def _sql(spec: Spec, url: str, env: Mapping[str, str]) -> Registry:
     if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
         url = prefix + str(spec.resolve(url[len(prefix) :]))  # relative to the spec, as paths are
     cache = spec.resolve(spec.registry.path)
-    artifacts = env.get(ARTIFACTS_URL_VARIABLE) or spec.registry.artifacts
+    _, artifacts = registry_urls(spec, env)
     if not artifacts:
         artifacts = f"file:{cache / 'artifacts'}"
     blobs = open_blob_store(artifacts, base=spec.root, cache=cache / "blobs")
@@ -115,5 +123,6 @@ __all__ = [
     "library_versions",
     "load_model",
     "open_registry",
+    "registry_urls",
     "save_model",
 ]
