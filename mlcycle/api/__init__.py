@@ -10,6 +10,7 @@ from mlcycle.api.agents import duration_flag, evaluate_production, production_ch
 from mlcycle.api.deploy import deploy, manifest_history
 from mlcycle.api.export import export
 from mlcycle.api.learn import evaluate, model, models, runs, train
+from mlcycle.api.migrate import migrate
 from mlcycle.api.release import history, release
 from mlcycle.api.report import report
 from mlcycle.api.spec import plan, validate
@@ -23,6 +24,7 @@ __all__ = [
     "export",
     "history",
     "manifest_history",
+    "migrate",
     "model",
     "models",
     "plan",

@@ -501,6 +501,10 @@ class LocalRegistry(Registry):
             )
         return entry
 
+    def pointer(self) -> dict[str, Any] | None:
+        """current.json as written (the entry, who set it when, the history), None if absent."""
+        return self._read_pointer()
+
     def current_history(self) -> list[ModelRef]:
         """Entries that were current before, newest first (may name removed entries)."""
         pointer = self._read_pointer()

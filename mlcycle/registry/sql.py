@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import fcntl
 import hashlib
 import json
@@ -89,6 +90,15 @@ log = logging.getLogger(__name__)
 # project's): an arbitrary constant, so that other applications' locks do not collide.
 ADVISORY_CLASS: Final = 0x6D6C6379  # "mlcy"
 RELEASE_LOCK: Final = "release"
+
+
+class Imported(enum.Enum):
+    """What copying one record in from another registry came to (the `import_*` methods)."""
+
+    COPIED = "copied"  # it was not there: written
+    UPDATED = "updated"  # there, equal, and the copy added what it lacked (a retirement)
+    PRESENT = "present"  # there already, equal: nothing written
+    CONFLICT = "conflict"  # there already, different: nothing written
 
 
 def _tables() -> Any:
@@ -429,6 +439,82 @@ class SqlRegistry(Registry):
                 with contextlib.suppress(Exception):
                     self._record_holder(RELEASE_LOCK, clear=True)
 
+    # --- records copied in as they are (registry/migrate.py) ---------------------------
+    #
+    # Each looks at what the database holds and writes in the same write transaction, so
+    # a record that arrived meanwhile is compared, never overwritten.
+
+    def import_entry(self, entry: Entry) -> Imported:
+        """Insert `entry` as it was written elsewhere (its blobs already stored).
+
+        An equal entry there is PRESENT, or UPDATED when only the source had retired it
+        (the retirement is copied); one with another record under the ref is a CONFLICT.
+        """
+        if entry.project != self.project:
+            raise RegistryError(f"{entry.ref} belongs to {entry.project}, not {self.project}")
+        with self._writing(f"copying {entry.ref} in") as conn:
+            there = self._read_entry(conn, entry.ref)
+            retired = None if entry.retired is None else json.dumps(plain(dict(entry.retired)))
+            if there is None:
+                conn.execute(
+                    self._entries.insert().values(
+                        project=self.project,
+                        release=entry.release,
+                        generation=entry.generation,
+                        status=entry.status.value,
+                        created_at=entry.created_at,
+                        document=json.dumps(entry.as_dict(), allow_nan=False),
+                        retired=retired,
+                    )
+                )
+                return Imported.COPIED
+            if there.as_dict() != entry.as_dict():
+                return Imported.CONFLICT
+            if entry.retired and not there.retired:
+                conn.execute(
+                    self._entries.update().where(*self._row(entry.ref)).values(retired=retired)
+                )
+                return Imported.UPDATED
+            return Imported.PRESENT
+
+    def import_pointer(self, pointer: Mapping[str, Any]) -> Imported:
+        """Make current what `pointer` (current.json of another registry) names, with its
+        history, when nothing is current here; PRESENT when the same entry is, CONFLICT
+        when another one is."""
+        ref = _pointer_ref(pointer, where="the pointer copied in")
+        with self._writing(f"copying the current pointer ({ref}) in") as conn:
+            there = self._pointer(conn)
+            if there is not None:
+                same = _pointer_ref(there, where=self.describe()) == ref
+                return Imported.PRESENT if same else Imported.CONFLICT
+            entry = self._read_entry(conn, ref)
+            if entry is None or not entry.is_candidate:
+                return Imported.CONFLICT  # the pointer would name nothing that may serve
+            self._set_pointer(conn, plain(dict(pointer)))
+            return Imported.COPIED
+
+    def import_data_rejection(self, number: int, record: Mapping[str, Any]) -> Imported:
+        """Insert data rejection `number` as it was recorded elsewhere (see import_entry)."""
+        import sqlalchemy as sa
+
+        c = self._rejections.c
+        document = plain(dict(record))
+        with self._writing(f"copying data rejection {number} in") as conn:
+            text = conn.execute(
+                sa.select(c.document).where(c.project == self.project, c.number == number)
+            ).scalar()
+            if text is not None:
+                return Imported.PRESENT if json.loads(text) == document else Imported.CONFLICT
+            conn.execute(
+                self._rejections.insert().values(
+                    project=self.project,
+                    number=number,
+                    at=str(document.get("at") or utc_now()),
+                    document=json.dumps(document, allow_nan=False),
+                )
+            )
+            return Imported.COPIED
+
     # --- reading ---------------------------------------------------------------------
 
     def entries(self) -> list[Entry]:
@@ -462,11 +548,11 @@ class SqlRegistry(Registry):
         with self._reading() as conn:
             return conn.execute(self._version_query()).scalar()
 
-    def manifests(self) -> ManifestStore:
+    def manifests(self) -> SqlManifestStore:
         """The serving manifests, rows of `registry_manifests`."""
         return SqlManifestStore(self)
 
-    def runs(self) -> RunStore:
+    def runs(self) -> SqlRunStore:
         """The run records, rows of `registry_runs`: every machine sees the team's runs."""
         return SqlRunStore(self)
 
@@ -945,6 +1031,34 @@ class SqlManifestStore(ManifestStore):
             raise RegistryError(f"{where}: unreadable manifest ({e})") from e
         return parse_manifest(raw, where=where)
 
+    def import_manifest(self, manifest: Manifest) -> Imported:
+        """Insert a manifest published elsewhere under its own number (see
+        SqlRegistry.import_entry): PRESENT when an equal one is there, CONFLICT when
+        another one holds the number."""
+        import sqlalchemy as sa
+
+        c = self.registry._manifests.c
+        document = manifest.as_dict()
+        if manifest.project != self.project:
+            raise RegistryError(f"manifest {manifest.number} belongs to {manifest.project}")
+        doing = f"copying serving manifest {manifest.number} in"
+        with self.registry._writing(doing) as conn:
+            text = conn.execute(
+                sa.select(c.document).where(c.project == self.project, c.number == manifest.number)
+            ).scalar()
+            if text is not None:
+                there = parse_manifest(json.loads(text), where=self.registry.describe())
+                return Imported.PRESENT if there.as_dict() == document else Imported.CONFLICT
+            conn.execute(
+                self.registry._manifests.insert().values(
+                    project=self.project,
+                    number=manifest.number,
+                    created_at=manifest.created_at,
+                    document=json.dumps(document),
+                )
+            )
+            return Imported.COPIED
+
     def _append(self, document: Callable[[int], dict[str, Any]]) -> dict[str, Any]:
         import sqlalchemy as sa
 
@@ -1000,6 +1114,31 @@ class SqlRunStore(RunStore):
                 )
         except sa.exc.SQLAlchemyError as e:
             raise registry._database_error(e, f"recording run {run.id}") from e
+
+    def import_run(self, run: Run) -> Imported:
+        """Insert a run recorded elsewhere (see SqlRegistry.import_entry): PRESENT when an
+        equal record is there, CONFLICT when another one holds its id."""
+        import sqlalchemy as sa
+
+        registry = self.registry
+        c = registry._runs.c
+        document = run.as_dict()
+        with registry._writing(f"copying run {run.id} in") as conn:
+            text = conn.execute(
+                sa.select(c.document).where(c.project == self.project, c.id == run.id)
+            ).scalar()
+            if text is not None:
+                there = Run.from_dict(json.loads(text), where=f"{registry.describe()} run {run.id}")
+                return Imported.PRESENT if there.as_dict() == document else Imported.CONFLICT
+            conn.execute(
+                registry._runs.insert().values(
+                    project=self.project,
+                    id=run.id,
+                    started_at=run.started_at,
+                    document=json.dumps(document, allow_nan=False),
+                )
+            )
+            return Imported.COPIED
 
     def runs(self) -> list[Run]:
         import sqlalchemy as sa
