@@ -18,13 +18,14 @@ serves nothing, is not counted; with one worker the figures are the server proce
 Why by hand and not `prometheus_client` in multiprocess mode (which a server of
 several workers would need): `benchmarks/bench_http_internals.py` measures both with the
 same families and label sets, 2 workers. On this 2-core machine, shared and loaded
-(load average 19; best of 5 rounds; prometheus_client 0.26, Python 3.11), one request's
-update (request counter, latency histogram, predictions counter) took 5.4 µs here
-against 56 µs in multiprocess mode (a value in an mmap'd file per worker, behind a
-lock), and a `/metrics` render 7.3 ms against 13.4 ms (every worker's files read and
-merged), this one including the /proc reads. The update is on every request's path, so
-the 10x decides it; the library's multiprocess mode also has no `process_*` metrics.
-The exposition is read back with prometheus_client's own parser in the tests.
+(load average 14-19; best of 5 rounds in each of two runs; prometheus_client 0.26,
+Python 3.11), one request's update (request counter, latency histogram, predictions
+counter) took 2.7-5.4 µs here against 48-56 µs in multiprocess mode (a value in an
+mmap'd file per worker, behind a lock), and a `/metrics` render 3.7-7.3 ms against
+11-13 ms (every worker's files read and merged), this one including the /proc reads.
+The update is on every request's path, so its 10-18x decides it; the library's
+multiprocess mode also has no `process_*` metrics. The exposition is read back with
+prometheus_client's own parser in the tests.
 """
 
 from __future__ import annotations
