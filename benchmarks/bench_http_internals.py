@@ -20,7 +20,7 @@ they still earn it, on the same work both ways, and prints the figures side by s
 Each figure is the best of REPEATS rounds (the least disturbed by the other work on a
 shared machine). Nothing here is asserted: read the numbers.
 
-    .venv/bin/python benchmarks/bench_http_internals.py [--requests 200000] [--scrapes 300]
+    .venv/bin/python benchmarks/bench_http_internals.py [--requests 100000] [--scrapes 200]
 
 Needs the dev extra (prometheus_client, starlette).
 """
@@ -346,8 +346,8 @@ def bench_prometheus(requests: int, scrapes: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=200_000)
-    parser.add_argument("--scrapes", type=int, default=300)
+    parser.add_argument("--requests", type=int, default=100_000)
+    parser.add_argument("--scrapes", type=int, default=200)
     parser.add_argument("--prometheus-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.prometheus_child:
