@@ -72,8 +72,8 @@ def test_a_layer_imports_only_from_below(layer: str) -> None:
 # Layers that sit side by side although one is listed above the other: the agents
 # reach served predictions through the store, never through the serving engine.
 APART = {"agents": "serve"}
-# features_from_frame and compile_onnx (the ONNX form made at registration) move out of
-# serve with the one feature-schema type (issue 12, item 2).
+# compile_onnx: the ONNX form made at registration is made by the engine's own
+# conversion and check (serve/predictor.py), so that what is stored is what it would serve.
 APART_ALLOWED = {("agents/integration.py", "mlcycle.serve.model")}
 
 
@@ -99,3 +99,48 @@ def test_foundations_import_no_layer() -> None:
             continue
         found = [m for _, m in imports(path) if layer_of(m) and (name, m) not in ALLOWED]
         assert found == [], name
+
+
+def module_of(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_cycles() -> list[set[str]]:
+    """The groups of modules that import each other, lazy and TYPE_CHECKING imports
+    included (a cycle there is still two modules that cannot be read apart)."""
+    modules = {module_of(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        graph[name] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            else:
+                continue
+            graph[name] |= {t for t in targets if t in modules and t != name}
+    reach = {name: _reachable(graph, name) for name in graph}
+    groups = {frozenset({m for m in reach[name] if name in reach[m]}) for name in graph}
+    return [set(g) for g in groups if len(g) > 1]
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for nxt in graph[todo.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+# The feature schema, the served model and its predictor: each readable on its own.
+ACYCLIC = ("mlcycle.registry.features", "mlcycle.serve.model", "mlcycle.serve.predictor")
+
+
+@pytest.mark.parametrize("module", ACYCLIC)
+def test_module_is_in_no_import_cycle(module: str) -> None:
+    assert [sorted(g) for g in import_cycles() if module in g] == []

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import GateRejectedError
 from mlcycle.progress import NULL_PROGRESS, Progress
+from mlcycle.registry.features import features_from_frame
 
 if TYPE_CHECKING:
     from mlcycle.data import Dataset, SourceInfo, Window
@@ -674,11 +675,7 @@ def feature_schema(frame: Any) -> list[dict[str, Any]]:
     The serving engine's own reading of a training frame, so that what the registry
     records is exactly what a served model will accept.
     """
-    from mlcycle.serve.model import features_from_frame
-
-    return [
-        {"name": f.name, "type": f.type, "nullable": f.nullable} for f in features_from_frame(frame)
-    ]
+    return [f.as_dict() for f in features_from_frame(frame)]
 
 
 def _onnx_form(model: Any, data: Mapping[str, Any], task: str, sample: Any) -> OnnxForm | None:

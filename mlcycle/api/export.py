@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from mlcycle.errors import RegistryError, UsageError
 from mlcycle.interop.mlflow import check_target
+from mlcycle.registry.features import estimator_features, recorded_features
 
 if TYPE_CHECKING:
     from mlcycle.registry import Entry, Registry
@@ -102,22 +103,9 @@ def export(
 
 def entry_features(entry: Entry, estimator: Any) -> list[dict[str, Any]]:
     """The entry's feature schema as recorded at training (`data.features`), else the
-    estimator's own column names (numbers)."""
-    recorded = entry.data.get("features") or []
-    if recorded:
-        return [
-            {
-                "name": str(f["name"]),
-                "type": str(f.get("type", "number")),
-                "nullable": bool(f.get("nullable", False)),
-            }
-            for f in recorded
-        ]
-    names = getattr(estimator, "feature_names_in_", None)
-    if names is None:
-        count = getattr(estimator, "n_features_in_", None)
-        names = [f"x{i}" for i in range(int(count))] if count is not None else []
-    return [{"name": str(n), "type": "number", "nullable": False} for n in names]
+    estimator's own column names (numbers), as stored dicts."""
+    found = recorded_features(entry.data) or estimator_features(estimator) or ()
+    return [f.as_dict() for f in found]
 
 
 # --- internals ----------------------------------------------------------------------
@@ -176,18 +164,10 @@ def _export_onnx(name: str, registry: Registry, entry: Entry, target: Path) -> E
             hint=f"export it as an MLflow model instead: mlcycle export {entry.ref} "
             "--format mlflow DIR",
         )
-    recorded = entry.data.get("features") or []
     graph = onnx.load_from_string(data).graph
     (matrix,) = graph.input  # the engine's forms have one input: the feature matrix
     precision = onnx.helper.tensor_dtype_to_np_dtype(matrix.type.tensor_type.elem_type).name
-    features: list[dict[str, Any]] = [
-        {
-            "name": str(f["name"]),
-            "type": str(f.get("type", "number")),
-            "nullable": bool(f.get("nullable", False)),
-        }
-        for f in recorded
-    ]
+    features = [f.as_dict() for f in recorded_features(entry.data) or ()]
     description = {
         "format": ONNX_DESCRIPTION_FORMAT,
         "project": name,

@@ -184,7 +184,7 @@ def spec_store_url(spec: Any) -> str:
 
 def served_model_from_bundle(bundle: Bundle) -> ServedModel:
     """The bundled model ready for the engine (what `mlcycle serve --bundle` serves)."""
-    from mlcycle.serve import Feature, ServedModel
+    from mlcycle.serve import ServedModel
 
     metadata = {"sha256": bundle.artifact.sha256, "created_at": bundle.created_at}
     onnx = bundle.load_onnx()  # checked by SHA-256 against bundle.json
@@ -194,7 +194,7 @@ def served_model_from_bundle(bundle: Bundle) -> ServedModel:
         # The form made at release: no conversion, no scikit-learn in the image.
         return ServedModel(
             name=bundle.project,
-            features=tuple(Feature(f.name, f.type, f.nullable) for f in bundle.features),
+            features=bundle.features,
             task=bundle.onnx.task,
             predictor=Predictor.from_onnx(
                 onnx, task=bundle.onnx.task, classes=bundle.onnx.classes, note=bundle.onnx.note
@@ -206,7 +206,7 @@ def served_model_from_bundle(bundle: Bundle) -> ServedModel:
     return ServedModel.from_estimator(
         bundle.load_model(),
         name=bundle.project,
-        features=[Feature(f.name, f.type, f.nullable) for f in bundle.features],
+        features=bundle.features,
         task=bundle.task,
         release=bundle.release,
         generation=bundle.generation,

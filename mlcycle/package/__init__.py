@@ -13,7 +13,6 @@ from __future__ import annotations
 from mlcycle.package.bundle import (
     BUNDLE_FILE,
     Bundle,
-    BundleFeature,
     build_bundle,
     extract_bundle,
     load_bundle,
@@ -46,7 +45,6 @@ __all__ = [
     "BUNDLE_FILE",
     "BuildContext",
     "Bundle",
-    "BundleFeature",
     "ImageInfo",
     "build_bundle",
     "build_image",

@@ -49,6 +49,7 @@ from mlcycle.registry.artifacts import (
     sha256_file,
 )
 from mlcycle.registry.code import CODE_DIR, check_code_path, read_code_checked, write_code
+from mlcycle.registry.features import Feature, estimator_features
 from mlcycle.registry.refs import ModelRef, check_release
 from mlcycle.registry.trust import DEFAULT_POLICY, TrustPolicy
 
@@ -60,7 +61,6 @@ BUNDLE_FILE: Final = "bundle.json"
 SPEC_FILE: Final = "lifecycle.yaml"
 # Version of the bundle.json layout; a reader refuses bundles newer than it knows.
 BUNDLE_SCHEMA: Final = 1
-FEATURE_TYPES: Final = ("number", "integer", "boolean", "string")
 # Distribution names on PyPI of the libraries `library_versions` records.
 DISTRIBUTIONS: Final = {
     "sklearn": "scikit-learn",
@@ -98,19 +98,6 @@ def pinned_requirements(versions: Mapping[str, str], *, where: str, hint: str) -
 
 
 @dataclass(frozen=True)
-class BundleFeature:
-    """One input feature of the bundled model: name and JSON type."""
-
-    name: str
-    type: str = "number"
-    nullable: bool = False
-
-    def as_dict(self) -> dict[str, Any]:
-        """`{"name", "type", "nullable"}`."""
-        return {"name": self.name, "type": self.type, "nullable": self.nullable}
-
-
-@dataclass(frozen=True)
 class Bundle:
     """A bundle on disk (a directory) and what its bundle.json says.
 
@@ -128,7 +115,7 @@ class Bundle:
     spec_hash: str | None
     git_commit: str | None
     versions: Mapping[str, str]
-    features: tuple[BundleFeature, ...]
+    features: tuple[Feature, ...]
     task: str
     output: Mapping[str, Any]
     created_at: str
@@ -240,7 +227,7 @@ def build_bundle(
     dest: Path,
     *,
     spec_file: Path | None = None,
-    features: Sequence[BundleFeature | Mapping[str, Any] | str] | None = None,
+    features: Sequence[Feature | Mapping[str, Any] | str] | None = None,
     task: str | None = None,
 ) -> Bundle:
     """Package the registry entry `entry` as a bundle directory at `dest`.
@@ -610,21 +597,11 @@ def _from_dict(raw: Any, *, path: Path) -> Bundle:
         raise PackagingError(f"{where}: damaged bundle description ({e})") from e
 
 
-def _feature(raw: Any) -> BundleFeature:
-    if isinstance(raw, BundleFeature):
-        feature = raw
-    elif isinstance(raw, str):
-        feature = BundleFeature(raw)
-    elif isinstance(raw, Mapping):
-        feature = BundleFeature(
-            str(raw["name"]), str(raw.get("type", "number")), bool(raw.get("nullable", False))
-        )
-    else:
-        raise TypeError(f"a feature is a name or a {{name, type}} object, not {raw!r}")
+def _feature(raw: Any) -> Feature:
+    feature = Feature.from_dict(raw)  # the type is checked there (a ValueError)
+    # The name ends up in generated files and the image's labels: bounded here.
     if not feature.name or len(feature.name) > _FEATURE_NAME_MAX:
         raise ValueError(f"bad feature name {feature.name!r}")
-    if feature.type not in FEATURE_TYPES:
-        raise ValueError(f"feature {feature.name!r}: unknown type {feature.type!r}")
     return feature
 
 
@@ -655,8 +632,8 @@ def _require_servable(data: bytes, entry: Entry, code: Mapping[str, bytes]) -> N
 
 
 def _recorded_features(
-    entry: Entry, given: Sequence[BundleFeature | Mapping[str, Any] | str] | None
-) -> tuple[BundleFeature, ...] | None:
+    entry: Entry, given: Sequence[Feature | Mapping[str, Any] | str] | None
+) -> tuple[Feature, ...] | None:
     raw = given if given is not None else (entry.data or {}).get("features")
     if not raw:
         return None
@@ -666,20 +643,15 @@ def _recorded_features(
         raise PackagingError(f"{entry.project} {entry.ref}: bad feature schema ({e})") from e
 
 
-def _model_features(model: Any, spec: Spec) -> tuple[BundleFeature, ...]:
-    names = getattr(model, "feature_names_in_", None)
-    if names is not None:
-        return tuple(BundleFeature(str(n)) for n in names)
-    if spec.data.features:
-        return tuple(BundleFeature(n) for n in spec.data.features)
-    count = getattr(model, "n_features_in_", None)
-    if count is None:
+def _model_features(model: Any, spec: Spec) -> tuple[Feature, ...]:
+    found = estimator_features(model, spec.data.features)
+    if found is None:
         raise PackagingError(
             "cannot tell the model's features: none were recorded at training and the "
             "estimator has neither `feature_names_in_` nor `n_features_in_`",
             hint="declare `data.features` in lifecycle.yaml",
         )
-    return tuple(BundleFeature(f"x{i}") for i in range(int(count)))
+    return found
 
 
 def _model_task(model: Any) -> str:

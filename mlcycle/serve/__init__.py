@@ -13,16 +13,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from mlcycle.registry.features import Feature, features_from_frame
     from mlcycle.serve.app import ServeOptions, ServingApp, create_app
     from mlcycle.serve.live import LiveRouter, served_model_from_entry
     from mlcycle.serve.model import (
-        Feature,
         ModelSource,
         RequestInfo,
         Router,
         ServedModel,
         SingleModelRouter,
-        features_from_frame,
     )
     from mlcycle.serve.predictor import Predictor
     from mlcycle.serve.router import SelectorRouter
@@ -31,13 +30,14 @@ if TYPE_CHECKING:
     from mlcycle.store.predictions import OutcomeReport, PredictionStore
 
 _EXPORTS = {
-    "Feature": "mlcycle.serve.model",
+    # The feature schema is the registry's (one type wherever it is held); named here too.
+    "Feature": "mlcycle.registry.features",
     "ModelSource": "mlcycle.serve.model",
     "RequestInfo": "mlcycle.serve.model",
     "Router": "mlcycle.serve.model",
     "ServedModel": "mlcycle.serve.model",
     "SingleModelRouter": "mlcycle.serve.model",
-    "features_from_frame": "mlcycle.serve.model",
+    "features_from_frame": "mlcycle.registry.features",
     "Predictor": "mlcycle.serve.predictor",
     "ServeOptions": "mlcycle.serve.app",
     "ServingApp": "mlcycle.serve.app",

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from mlcycle.serve.model import Feature, ServedModel
+    from mlcycle.registry.features import Feature
+    from mlcycle.serve.model import ServedModel
 
 _NUMBER_TYPES = frozenset({int, float})
 _MAX_LISTED = 5

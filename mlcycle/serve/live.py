@@ -22,11 +22,13 @@ from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import MlcycleError, ServingError, UsageError
-from mlcycle.serve.model import ProcessLocalState, Router
+from mlcycle.registry.features import Feature, recorded_features
+from mlcycle.serve.model import ProcessLocalState, Router, ServedModel
+from mlcycle.serve.predictor import Predictor
 
 if TYPE_CHECKING:
     from mlcycle.registry import Entry, Registry
-    from mlcycle.serve.model import RequestInfo, ServedModel
+    from mlcycle.serve.model import RequestInfo
     from mlcycle.serve.router import SelectorRouter
 
 log = logging.getLogger(__name__)
@@ -42,30 +44,20 @@ def served_model_from_entry(name: str, registry: Any, entry: Entry) -> ServedMod
     registered without one (trained by hand) falls back to the estimator's own
     feature names. A rejected entry is refused (UsageError).
     """
-    from mlcycle.serve.model import Feature, ServedModel
-
     if not entry.is_candidate:
         raise UsageError(
             f"{name} {entry.ref} {entry.unservable} and cannot be served",
             hint="serve a candidate: `mlcycle models` lists them",
         )
-    recorded = entry.data.get("features") or None
+    recorded = recorded_features(entry.data)
     if entry.onnx is not None and recorded:
         return _from_onnx(name, registry, entry, recorded)
     estimator = registry.load_model(entry)
-    features = (
-        [
-            Feature(str(f["name"]), str(f.get("type", "number")), bool(f.get("nullable", False)))
-            for f in recorded
-        ]
-        if recorded
-        else None
-    )
     training = entry.extra.get("training") or {}
     return ServedModel.from_estimator(
         estimator,
         name=name,
-        features=features,
+        features=recorded,
         task=training.get("task"),
         release=entry.release,
         generation=entry.generation,
@@ -73,20 +65,16 @@ def served_model_from_entry(name: str, registry: Any, entry: Entry) -> ServedMod
     )
 
 
-def _from_onnx(name: str, registry: Any, entry: Entry, recorded: Any) -> ServedModel:
+def _from_onnx(
+    name: str, registry: Any, entry: Entry, recorded: tuple[Feature, ...]
+) -> ServedModel:
     """The entry served from the ONNX form stored with it (checked by SHA-256): neither
     skl2onnx nor scikit-learn is imported, which is most of an engine's start."""
-    from mlcycle.serve.model import Feature, ServedModel
-    from mlcycle.serve.predictor import Predictor
-
     assert entry.onnx is not None
     model = registry.load_onnx(entry)
     return ServedModel(
         name=name,
-        features=tuple(
-            Feature(str(f["name"]), str(f.get("type", "number")), bool(f.get("nullable", False)))
-            for f in recorded
-        ),
+        features=recorded,
         task=entry.onnx.task,
         predictor=Predictor.from_onnx(
             model, task=entry.onnx.task, classes=entry.onnx.classes, note=entry.onnx.note

@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlcycle.errors import ServingError
+from mlcycle.registry.features import Feature, estimator_features, parse_features
+from mlcycle.serve.predictor import Predictor, onnx_form
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
     from mlcycle.registry.artifacts import OnnxForm
-    from mlcycle.serve.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -57,31 +58,7 @@ class ProcessLocalState:
         self._init_runtime()
 
 
-JSON_TYPES = ("number", "integer", "boolean", "string")
-"""The JSON types a feature may have."""
-
 TASKS = ("classification", "regression")
-
-
-@dataclass(frozen=True)
-class Feature:
-    """One input feature: its name and JSON type; `nullable` lets it be `null` (NaN)."""
-
-    name: str
-    type: str = "number"
-    nullable: bool = False
-
-    def __post_init__(self) -> None:
-        if self.type not in JSON_TYPES:
-            raise ServingError(
-                f"feature {self.name!r}: unknown type {self.type!r}",
-                hint=f"use one of {', '.join(JSON_TYPES)}",
-            )
-
-    @property
-    def numeric(self) -> bool:
-        """Whether the feature enters the model as a number (booleans as 0/1)."""
-        return self.type != "string"
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,8 +108,6 @@ class ServedModel:
         to sklearn otherwise (`backend="sklearn"` forces sklearn, `"onnx"` makes a
         failed conversion an error).
         """
-        from mlcycle.serve.predictor import Predictor
-
         resolved = resolve_features(estimator, features)
         resolved_task = task or infer_task(estimator)
         predictor = Predictor.from_estimator(
@@ -180,9 +155,7 @@ class ServedModel:
             "task": self.task,
             "output": output,
             "backend": predictor.backend,
-            "features": [
-                {"name": f.name, "type": f.type, "nullable": f.nullable} for f in self.features
-            ],
+            "features": [f.as_dict() for f in self.features],
             "metadata": dict(self.metadata),
         }
 
@@ -303,16 +276,7 @@ def compile_onnx(
     most 1,000 of its rows are used. A model that does not convert is served by
     scikit-learn, and the reason is logged here, once, at registration.
     """
-    from mlcycle.serve.predictor import onnx_form
-
-    declared = (
-        [
-            Feature(str(f["name"]), str(f.get("type", "number")), bool(f.get("nullable")))
-            for f in features
-        ]
-        if features
-        else None
-    )
+    declared = parse_features(features) if features else None
     if sample is not None:
         sample = sample[:1000] if not hasattr(sample, "iloc") else sample.iloc[:1000]
     try:
@@ -340,18 +304,14 @@ def resolve_features(
 ) -> tuple[Feature, ...]:
     """The feature schema: as given (names become numbers) or read from the estimator."""
     if features is None:
-        names = getattr(estimator, "feature_names_in_", None)
-        if names is not None:
-            features = [str(n) for n in names]
-        else:
-            count = getattr(estimator, "n_features_in_", None)
-            if count is None:
-                raise ServingError(
-                    "cannot tell the model's features: the estimator has neither "
-                    "`feature_names_in_` nor `n_features_in_`",
-                    hint="pass features=[...] explicitly, or fit the model on a DataFrame",
-                )
-            features = [f"x{i}" for i in range(int(count))]
+        found = estimator_features(estimator)
+        if found is None:
+            raise ServingError(
+                "cannot tell the model's features: the estimator has neither "
+                "`feature_names_in_` nor `n_features_in_`",
+                hint="pass features=[...] explicitly, or fit the model on a DataFrame",
+            )
+        features = found
     resolved = tuple(Feature(f) if isinstance(f, str) else f for f in features)
     expected = getattr(estimator, "n_features_in_", None)
     if expected is not None and int(expected) != len(resolved):
@@ -359,23 +319,3 @@ def resolve_features(
             f"the estimator takes {int(expected)} features but {len(resolved)} were declared"
         )
     return resolved
-
-
-def features_from_frame(frame: pd.DataFrame) -> tuple[Feature, ...]:
-    """A feature schema from a training DataFrame's dtypes (columns with NaN are nullable)."""
-    import pandas as pd
-
-    features = []
-    for name in frame.columns:
-        column = frame[name]
-        dtype = column.dtype
-        if pd.api.types.is_bool_dtype(dtype):
-            kind = "boolean"
-        elif pd.api.types.is_integer_dtype(dtype):
-            kind = "integer"
-        elif pd.api.types.is_numeric_dtype(dtype):
-            kind = "number"
-        else:
-            kind = "string"
-        features.append(Feature(str(name), kind, nullable=bool(column.isna().any())))
-    return tuple(features)

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from mlcycle import __version__
 
 if TYPE_CHECKING:
-    from mlcycle.serve.model import Feature, ServedModel
+    from mlcycle.registry.features import Feature
+    from mlcycle.serve.model import ServedModel
 
 _ERROR_RESPONSES = {
     "400": "The body is malformed or does not fit the model's schema.",

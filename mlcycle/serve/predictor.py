@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from mlcycle.registry.artifacts import OnnxForm
-    from mlcycle.serve.model import Feature
+    from mlcycle.registry.features import Feature
 
 log = logging.getLogger(__name__)
 

@@ -276,3 +276,45 @@ def test_not_an_archive(tmp_path: Path) -> None:
     (tmp_path / "junk.tar.gz").write_bytes(b"definitely not gzip")
     with pytest.raises(PackagingError, match="not a readable bundle archive"):
         extract_bundle(tmp_path / "junk.tar.gz", tmp_path / "out")
+
+
+def test_an_older_bundle_still_loads_and_serves_the_same_schema(
+    project: Project, tmp_path: Path
+) -> None:
+    """bundle.json as older mlcycles wrote it: features without `nullable`, or bare names."""
+    from mlcycle.registry.features import Feature
+    from mlcycle.serve import Feature as ServedFeature
+
+    bundle_of(project, tmp_path / "b")
+    path = tmp_path / "b" / BUNDLE_FILE
+    raw = json.loads(path.read_text())
+    names = [f["name"] for f in raw["serving"]["features"]]
+    raw["serving"]["features"] = [names[0], *({"name": n, "type": "number"} for n in names[1:])]
+    path.write_text(json.dumps(raw))
+
+    loaded = load_bundle(tmp_path / "b")
+    assert loaded.features == tuple(Feature(n) for n in names)
+    served = served_model_from_bundle(loaded)
+    # One type from bundle.json to the engine; `mlcycle.serve.Feature` names it too.
+    assert ServedFeature is Feature
+    assert all(type(f) is Feature for f in (*loaded.features, *served.features))
+    # GET /v1/model describes it exactly as before.
+    assert served.describe()["features"] == [
+        {"name": n, "type": "number", "nullable": False} for n in names
+    ]
+    # Rewritten, the bundle holds today's form (what test_round_trip pins).
+    assert loaded.as_dict()["serving"]["features"][0] == {
+        "name": names[0],
+        "type": "number",
+        "nullable": False,
+    }
+
+
+def test_an_unknown_feature_type_in_a_bundle_is_damage(project: Project, tmp_path: Path) -> None:
+    bundle_of(project, tmp_path / "b")
+    path = tmp_path / "b" / BUNDLE_FILE
+    raw = json.loads(path.read_text())
+    raw["serving"]["features"][0]["type"] = "float"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(PackagingError, match=r"damaged bundle description.*unknown type 'float'"):
+        load_bundle(tmp_path / "b")

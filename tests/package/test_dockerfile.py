@@ -22,8 +22,9 @@ from mlcycle.package import (
     tag_for_registry,
     write_context,
 )
-from mlcycle.package.bundle import Bundle, BundleFeature
+from mlcycle.package.bundle import Bundle
 from mlcycle.registry import ArtifactInfo
+from mlcycle.registry.features import Feature
 from tests.package.conftest import HOSTILE, Project, make_project
 
 GOLDEN = Path(__file__).parent / "golden" / "Dockerfile"
@@ -235,7 +236,7 @@ def test_golden_dockerfile() -> None:
         spec_hash="ef" * 32,
         git_commit="0" * 40,
         versions={"python": "3.11.7", "sklearn": "1.5.0"},
-        features=(BundleFeature("a"),),
+        features=(Feature("a"),),
         task="classification",
         output={"kind": "label"},
         created_at="2026-01-01T00:00:00+00:00",

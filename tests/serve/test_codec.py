@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from mlcycle.registry.features import Feature
 from mlcycle.serve.codec import Codec, RequestError
-from mlcycle.serve.model import Feature, ServedModel
+from mlcycle.serve.model import ServedModel
 from mlcycle.serve.predictor import SklearnPredictor
 
 

@@ -19,8 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mlcycle.registry.features import Feature
 from mlcycle.serve.codec import Codec, RequestError
-from mlcycle.serve.model import Feature, ServedModel
+from mlcycle.serve.model import ServedModel
 from tests.serve.conftest import GENERATION, NAME, RELEASE, Server, free_port, wait_ready
 
 tritonclient = pytest.importorskip("tritonclient.http")
@@ -341,7 +342,8 @@ def test_binary_bodies_keep_the_servers_limits(server: Server) -> None:
 
 LAUNCHER = """
 import json, pickle, sys
-from mlcycle.serve.model import Feature, ServedModel
+from mlcycle.registry.features import Feature
+from mlcycle.serve.model import ServedModel
 from mlcycle.serve.server import serve
 
 config = json.load(open(sys.argv[1]))

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from mlcycle.errors import ServingError
-from mlcycle.serve.model import Feature, ServedModel, features_from_frame
+from mlcycle.registry.features import Feature, features_from_frame
+from mlcycle.serve.model import ServedModel
 from mlcycle.serve.predictor import OnnxPredictor, Predictor, SklearnPredictor
 
 
