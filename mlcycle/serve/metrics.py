@@ -301,9 +301,12 @@ def render(snapshots: list[dict[str, Any]]) -> str:
             f"# TYPE {p}_{name} {kind}",
             f"{p}_{name} {_num(totals[key])}",
         ]
-    lines.append(f"# HELP {p}_workers Worker processes reporting.")
+    # A restarted worker leaves its predecessor's snapshot behind (its counters still
+    # count); the gauge counts the workers alive now.
+    live = sum(1 for s in snapshots if (s.get("process") or {}).get("alive", True))
+    lines.append(f"# HELP {p}_workers Worker processes alive and reporting.")
     lines.append(f"# TYPE {p}_workers gauge")
-    lines.append(f"{p}_workers {len(snapshots)}")
+    lines.append(f"{p}_workers {live}")
     lines += _render_process(snapshots)
     return "\n".join(lines) + "\n"
 

@@ -101,6 +101,7 @@ def test_process_metrics_add_up_across_workers() -> None:
     assert samples[("process_open_fds", ())] == 40
     assert samples[("process_start_time_seconds", ())] == 1_700_000_000.25
     assert samples[("process_max_fds", ())] == 512
+    assert samples[("mlcycle_workers", ())] == 2
 
 
 def test_a_dead_workers_snapshot_keeps_its_cpu_not_its_memory(tmp_path: Path) -> None:
@@ -122,7 +123,8 @@ def test_a_dead_workers_snapshot_keeps_its_cpu_not_its_memory(tmp_path: Path) ->
     assert samples[("process_open_fds", ())] < 10**9
     assert samples[("process_start_time_seconds", ())] == own["start_time"]
     assert samples[("process_max_fds", ())] == own["max_fds"]
-    assert samples[("mlcycle_workers", ())] == 2
+    # The gauge counts the workers alive now: this process, not the one that exited.
+    assert samples[("mlcycle_workers", ())] == 1
 
 
 def _proc_stat(pid: int) -> tuple[float, float]:
