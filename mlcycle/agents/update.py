@@ -76,6 +76,8 @@ class UpdateResult:
     """A rejected generation trained on the rows a new one would see: nothing was trained."""
     waiting_on_data: DataRejection | None = None
     """A data validation refusal of the rows a new generation would see: nothing was trained."""
+    forced_note: str | None = None
+    """With --force, how the data was chosen when it differs from `data_mode` (no new rows)."""
 
     @property
     def retrained(self) -> bool:
@@ -87,7 +89,7 @@ class UpdateResult:
         """Why the agent did or did not train, in one sentence."""
         fired = [c for c in self.checks if c.fired]
         if self.forced:
-            return "forced with --force"
+            return "forced with --force" + (f": {self.forced_note}" if self.forced_note else "")
         if self.waiting_on is not None:
             watermark = self.waiting_on.data.get("watermark")
             ordinal = self.waiting_on.data.get("ordinal")
@@ -473,6 +475,9 @@ def update(
         )
     previous: Entry | None = None
     dataset = None
+    forced_note = None
+    if force:
+        _require_rows(spec)
     if mode == "increment":
         watermark = current.data.get("watermark")
         if watermark is None:
@@ -482,11 +487,21 @@ def update(
                 "ordinal column",
             )
         if count_new_rows(spec, watermark) == 0:
-            raise DataError(
-                f"no rows after {current.data.get('ordinal')} {watermark} (the watermark of "
-                f"{current.ref}): nothing new to train on",
-                hint="wait for new rows, or set update.data: all to retrain on every row",
+            if not force:
+                raise DataError(
+                    f"no rows after {current.data.get('ordinal')} {watermark} (the watermark "
+                    f"of {current.ref}): nothing new to train on",
+                    hint="wait for new rows, or set update.data: all to retrain on every row",
+                )
+            # --force asks for a generation now: with no increment there is nothing to
+            # continue from, so it is retrained from scratch on the data there is (as
+            # `update.data: all` would), and the gate judges it like any other.
+            mode = "all"
+            forced_note = (
+                f"no rows after {current.data.get('ordinal')} {watermark}, so retrained on "
+                "every row"
             )
+    if mode == "increment":
         window = next_window(watermark)
         previous = current  # continue its state where the estimator can
     elif mode == "window":
@@ -525,8 +540,27 @@ def update(
         registry.record_data_rejection(e.rejection(spec_hash).as_dict())
         raise
     return UpdateResult(
-        current=current, checks=checks, forced=force, procured=result, data_mode=mode
+        current=current,
+        checks=checks,
+        forced=force,
+        procured=result,
+        data_mode=mode,
+        forced_note=forced_note,
     )
+
+
+def _require_rows(spec: Spec) -> None:
+    """UsageError when the data source holds no row at all: even --force has nothing to train on."""
+    from mlcycle.data import count_new_rows
+
+    if spec.data.source is None or spec.data.source.ordinal is None:
+        return  # cannot be counted cheaply; loading the data reports an empty source
+    if count_new_rows(spec, None) == 0:
+        raise UsageError(
+            f"{spec.name}: the data source has no rows, so --force has nothing to train on",
+            hint="load rows into the source declared in `data.source`, then run "
+            "`mlcycle update --force` again",
+        )
 
 
 def _standing_rejection(

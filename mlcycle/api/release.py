@@ -114,6 +114,17 @@ class ReleaseResult:
     reproduction: Reproduction | None = None
     warnings: tuple[str, ...] = ()
 
+    @property
+    def next_step(self) -> str | None:
+        """The command that finishes a release whose tag was made here and not pushed.
+
+        Until the tag reaches the remote, other clones (and a shared registry's other
+        users) see the registry entry without its tag: the release shows as incomplete.
+        """
+        if self.dry_run or self.tag is None or self.pushed:
+            return None
+        return f"git push {self.plan.remote} {self.plan.tag}"
+
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready description for CI: version, tag, metrics, gate."""
         return {
@@ -122,6 +133,7 @@ class ReleaseResult:
             "ref": str(self.entry.ref) if self.entry else None,
             "sha256": self.entry.artifact.sha256 if self.entry else None,
             "pushed": self.pushed,
+            "next_step": self.next_step,
             "metrics": {k: _num(v) for k, v in self.metrics.items()},
             "gate": self.gate.as_dict() if self.gate else None,
             "data": self.data.as_dict() if self.data else None,

@@ -356,7 +356,7 @@ def retire(
     if parsed.release is None:
         raise UsageError(
             f"{ref} moves as models are added; name what to retire",
-            hint="e.g. mlcycle retire 0.1.0 (the release), or 0.1.0/2 (one generation)",
+            hint=registry.pinned_hint(parsed, "retire"),
         )
     if parsed.generation is not None:
         targets = [named_entry(registry, parsed, ref)]

@@ -296,6 +296,17 @@ class Registry(ABC):
         path = self.artifact_path(entry).with_name(entry.onnx.file)
         return read_onnx(path, sha256=entry.onnx.sha256)
 
+    def pinned_hint(self, ref: ModelRef, verb: str) -> str:
+        """The hint for `mlcycle VERB latest|current`, which needs a model that stays put:
+        what `ref` names right now, so that the hint names only models that exist."""
+        entry = self.current() if ref.current else self.latest()
+        if entry is None:
+            return self._known_hint()
+        return (
+            f"{ref} is {entry.ref} now: mlcycle {verb} {entry.ref} (that generation), or "
+            f"mlcycle {verb} {entry.release} (its release)"
+        )
+
     def _known_hint(self) -> str:
         releases = self.releases()
         if not releases:

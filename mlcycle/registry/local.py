@@ -334,7 +334,7 @@ class LocalRegistry(Registry):
         if ref.release is None:
             raise UsageError(
                 f"{ref} moves as models are added; retire a release or RELEASE/GENERATION",
-                hint="e.g. mlcycle retire 0.1.0, or mlcycle retire 0.1.0/2",
+                hint=self.pinned_hint(ref, "retire"),
             )
         doing = f"retiring {ref}"
         with self._writing(doing), self._locked(doing):

@@ -94,7 +94,7 @@ class ModelRef:
             if self.generation < 1:
                 raise UsageError(f"generation {self.generation} is not 1 or more")
             if self.release is None:
-                raise UsageError("a generation needs a release, e.g. 0.1.0/2")
+                raise UsageError("a generation needs a release: RELEASE/GENERATION")
 
     @classmethod
     def parse(cls, text: str) -> ModelRef:
@@ -108,7 +108,11 @@ class ModelRef:
             return CURRENT
         release, sep, generation = raw.partition("/")
         if not is_release(release) or (sep and GENERATION_RE.match(generation) is None):
-            hint = "write latest, current, 0.1.0 (its newest generation), 0.1.0/2, dev or dev/3"
+            # Placeholders, not examples: a made-up 0.1.0/2 reads as a model that exists.
+            hint = (
+                "write latest, current, RELEASE (its newest generation), RELEASE/GENERATION, "
+                "dev or dev/GENERATION; `mlcycle models` lists them"
+            )
             if release.startswith("v") and is_release(release[1:]):
                 hint = f"write {raw[1:]}, without the tag's `v`"
             raise UsageError(f"{text!r} is not a model reference", hint=hint)

@@ -6,8 +6,9 @@ team) and the same artifact store (`registry.artifacts`, see blobs.py) share
 releases, generations, the current pointer, retirements, serving manifests,
 training runs and data validation's refusals.
 
-Tables (created on first use, beside the prediction store's if it is the same
-database):
+Tables (created by the first write, beside the prediction store's if it is the
+same database; readers never create them: a read-only command against a database
+without them reads an empty registry):
 
     registry_projects   one row per project: `version` (the change token, bumped
                         by every write) and `current` (the pointer, with its history)
@@ -195,6 +196,7 @@ class SqlRegistry(Registry):
             self._rejections,
         ) = _tables()
         self._ready = False
+        self._present: set[str] = set()  # tables seen to exist (they are never dropped)
         self._pid = os.getpid()
         self._thread_lock = threading.Lock()  # release lock of an in-memory database
 
@@ -325,7 +327,7 @@ class SqlRegistry(Registry):
         if ref.release is None:
             raise UsageError(
                 f"{ref} moves as models are added; retire a release or RELEASE/GENERATION",
-                hint="e.g. mlcycle retire 0.1.0, or mlcycle retire 0.1.0/2",
+                hint=self.pinned_hint(ref, "retire"),
             )
         with self._writing(f"retiring {ref}") as conn:
             if ref.generation is not None:
@@ -546,6 +548,8 @@ class SqlRegistry(Registry):
     def change_token(self) -> Hashable:
         """The project's `version`: every write transaction bumps it (one indexed read)."""
         with self._reading() as conn:
+            if not self._has(conn, self._projects):
+                return None
             return conn.execute(self._version_query()).scalar()
 
     def manifests(self) -> SqlManifestStore:
@@ -562,6 +566,8 @@ class SqlRegistry(Registry):
 
         c = self._rejections.c
         with self._reading() as conn:
+            if not self._has(conn, self._rejections):
+                return []
             rows = conn.execute(
                 sa.select(c.number, c.document).where(c.project == self.project).order_by(c.number)
             ).all()
@@ -588,20 +594,36 @@ class SqlRegistry(Registry):
 
     # --- the database ------------------------------------------------------------------
 
-    def _ensure(self) -> None:
-        """Create the tables and this project's row, once per process and registry."""
+    def _after_fork(self) -> None:
         if self._pid != os.getpid():
             # A forked serving worker must not share its parent's connections (one
             # socket, two conversations): it opens its own, leaving the parent's alone.
             self.engine.dispose(close=False)
             self._pid = os.getpid()
+
+    def _connect(self) -> Connection:
+        """A connection to the database; RegistryError saying where when it cannot be had."""
+        import sqlalchemy as sa
+
+        self._after_fork()
+        try:
+            return self.engine.connect()
+        except sa.exc.SQLAlchemyError as e:
+            raise self._unreachable(e) from e
+
+    def _ensure(self) -> None:
+        """Create the tables and this project's row, once per process and registry.
+
+        Only writers call this: reading creates nothing (see `_has`).
+        """
+        self._after_fork()
         if self._ready:
             return
         import sqlalchemy as sa
 
         for attempt in range(3):
             try:
-                with self.engine.begin() as conn:
+                with self._connect() as conn, conn.begin():
                     if self.dialect == "postgresql":
                         # Two first users creating the tables at once would collide.
                         conn.execute(
@@ -623,13 +645,25 @@ class SqlRegistry(Registry):
                 raise self._database_error(e, "creating the registry's tables") from e
         self._ready = True
 
+    def _has(self, conn: Connection, table: Any) -> bool:
+        """Whether `table` exists. Readers ask instead of creating it: `models` or
+        `history` against a database no one has written to must change nothing (and
+        may have no right to), so a missing table reads as empty."""
+        if self._ready or table.name in self._present:
+            return True
+        import sqlalchemy as sa
+
+        names = set(sa.inspect(conn).get_table_names())
+        self._present |= {t.name for t in self._metadata.sorted_tables if t.name in names}
+        return table.name in self._present
+
     @contextmanager
     def _reading(self) -> Iterator[Connection]:
         import sqlalchemy as sa
 
-        self._ensure()
+        conn = self._connect()
         try:
-            with self.engine.connect() as conn:
+            with conn:
                 yield conn
         except sa.exc.SQLAlchemyError as e:
             raise self._database_error(e, "reading the model registry") from e
@@ -668,13 +702,32 @@ class SqlRegistry(Registry):
         except sa.exc.SQLAlchemyError as e:
             raise self._database_error(e, doing) from e
 
-    def _database_error(self, e: Exception, doing: str) -> RegistryError:
+    def _unreachable(self, e: Exception) -> RegistryError:
+        """The database could not be connected to: down, unreachable, or no such database."""
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.url)
+        if url.get_backend_name() == "sqlite":
+            where = f"the registry database {url.database or ':memory:'}"
+        else:
+            port = f":{url.port}" if url.port else ""
+            where = f"the registry database {url.database} at {url.host or 'localhost'}{port}"
+        return RegistryError(
+            f"cannot reach {where}: {self._driver_words(e)}",
+            hint="check that the database server is running and reachable from here and that "
+            "the database exists, or fix the URL (registry.url, or MLCYCLE_REGISTRY_URL)",
+        )
+
+    def _driver_words(self, e: Exception) -> str:
         reason = getattr(e, "orig", None) or e
         # The driver's words, first line only, and never a URL with its password.
         words = str(reason).strip()
-        text = scrub(words.splitlines()[0] if words else "", self.url)
+        return scrub(words.splitlines()[0] if words else "", self.url) or type(e).__name__
+
+    def _database_error(self, e: Exception, doing: str) -> RegistryError:
+        text = self._driver_words(e)
         return RegistryError(
-            f"{self.describe()}: database error while {doing}: {text or type(e).__name__}",
+            f"{self.describe()}: database error while {doing}: {text}",
             hint="check that the database is reachable and writable (registry.url, or "
             "MLCYCLE_REGISTRY_URL)",
         )
@@ -708,6 +761,8 @@ class SqlRegistry(Registry):
     def _read_entries(self, conn: Connection) -> list[Entry]:
         import sqlalchemy as sa
 
+        if not self._has(conn, self._entries):
+            return []
         rows = conn.execute(sa.select(self._entries).where(self._entries.c.project == self.project))
         found = [self._entry(row) for row in rows]
         found.sort(key=lambda e: (release_key(e.release), e.generation))
@@ -716,6 +771,8 @@ class SqlRegistry(Registry):
     def _read_entry(self, conn: Connection, ref: ModelRef) -> Entry | None:
         import sqlalchemy as sa
 
+        if not self._has(conn, self._entries):
+            return None
         row = conn.execute(sa.select(self._entries).where(*self._row(ref))).first()
         return None if row is None else self._entry(row)
 
@@ -752,6 +809,8 @@ class SqlRegistry(Registry):
     def _pointer(self, conn: Connection) -> dict[str, Any] | None:
         import sqlalchemy as sa
 
+        if not self._has(conn, self._projects):
+            return None
         text = conn.execute(
             sa.select(self._projects.c.current).where(self._projects.c.project == self.project)
         ).scalar()
@@ -1005,6 +1064,8 @@ class SqlManifestStore(ManifestStore):
 
         c = self.registry._manifests.c
         with self.registry._reading() as conn:
+            if not self.registry._has(conn, self.registry._manifests):
+                return []
             found = conn.execute(
                 sa.select(c.number).where(c.project == self.project).order_by(c.number)
             ).scalars()
@@ -1016,9 +1077,12 @@ class SqlManifestStore(ManifestStore):
 
         c = self.registry._manifests.c
         with self.registry._reading() as conn:
-            text = conn.execute(
-                sa.select(c.document).where(c.project == self.project, c.number == number)
-            ).scalar()
+            present = self.registry._has(conn, self.registry._manifests)
+            text = None
+            if present:
+                text = conn.execute(
+                    sa.select(c.document).where(c.project == self.project, c.number == number)
+                ).scalar()
         if text is None:
             raise RegistryError(
                 f"{self.project}: no manifest {number}",
@@ -1145,6 +1209,8 @@ class SqlRunStore(RunStore):
 
         c = self.registry._runs.c
         with self.registry._reading() as conn:
+            if not self.registry._has(conn, self.registry._runs):
+                return []
             rows = conn.execute(sa.select(c.id, c.document).where(c.project == self.project)).all()
         found = []
         # Ids start with the UTC start time: sorted as strings here (as the local

@@ -294,3 +294,40 @@ def test_dual_release_reproduces_research(project: Callable[..., Path]) -> None:
     assert tags(root) == ["twin@v0.1.0"]
     assert [e for e in json.loads(mlcycle("models", "--json", cwd=root).out)["entries"]] != []
     assert registry_state(root) == [("0.1.0/1", "released")]
+
+
+def test_a_release_not_pushed_names_the_push_that_finishes_it(
+    project: Callable[..., Path], tmp_path: Path
+) -> None:
+    from tests.spec.helpers import cli
+
+    root = project()
+    # No remote at all: the tag exists only here, and the output says what to run.
+    alone = cli("release", cwd=root)
+    assert alone.code == 0, alone.output
+    assert (
+        "next: git push origin churn@v0.1.0 (until the tag is pushed, other clones see this "
+        "release as incomplete)"
+    ) in " ".join(alone.stdout.split())
+
+    # A remote, and no --push: the same step, in --json too.
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", remote], check=True)
+    git(root, "remote", "add", "origin", str(remote))
+    (root / "NOTES.md").write_text("more\n")
+    git(root, "add", "NOTES.md")
+    git(root, "commit", "-qm", "notes")
+    unpushed = cli("release", "--json", cwd=root)
+    assert unpushed.code == 0, unpushed.output
+    data = json.loads(unpushed.stdout)
+    assert data["pushed"] is False
+    assert data["next_step"] == "git push origin churn@v0.2.0"
+    assert git(remote, "tag", "--list") == ""
+
+    # Pushed: nothing left to do, and nothing said.
+    (root / "NOTES.md").write_text("more still\n")
+    git(root, "commit", "-qam", "notes")
+    pushed = cli("release", "--push", cwd=root)
+    assert pushed.code == 0, pushed.output
+    assert "next:" not in pushed.stdout
+    assert "pushed to origin" in pushed.stdout

@@ -481,3 +481,34 @@ def test_history_shows_the_author_by_name_and_json_keeps_the_email(project: Path
     assert "mlcycle tests" in table.out and "tests@mlcycle.invalid" not in table.out
     rows = mlcycle("history", "--json", cwd=project).json()["releases"]
     assert {r["author"] for r in rows} == {"mlcycle tests <tests@mlcycle.invalid>"}
+
+
+def test_retire_of_a_moving_ref_hints_only_at_models_that_exist(
+    project: Path, tmp_path: Path
+) -> None:
+    import re
+
+    from mlcycle.registry import CURRENT, LATEST, LocalRegistry
+    from tests.spec.helpers import cli
+
+    known = {"0.1.0", "0.1.0/1", "0.2.0", "0.2.0/1"}
+    for word in ("current", "latest"):
+        refused = cli("retire", word, cwd=project)
+        assert refused.code == ExitCode.USAGE, refused.output
+        hint = " ".join(refused.stderr.split()).split("hint: ", 1)[1]
+        assert hint == (
+            f"{word} is 0.2.0/1 now: mlcycle retire 0.2.0/1 (that generation), or mlcycle "
+            "retire 0.2.0 (its release)"
+        )
+        assert set(re.findall(r"\d+\.\d+\.\d+(?:/\d+)?", hint)) <= known
+    # The registry says the same when called directly.
+    for ref in (CURRENT, LATEST):
+        with pytest.raises(UsageError) as info:
+            registry(project).retire(ref)
+        assert info.value.hint is not None and info.value.hint.startswith(
+            f"{ref} is 0.2.0/1 now: mlcycle retire 0.2.0/1"
+        )
+    # With no model at all, no model is named.
+    with pytest.raises(UsageError) as empty:
+        LocalRegistry(tmp_path / "empty", "churn").retire(CURRENT)
+    assert empty.value.hint == "the registry is empty; train or release a model first"

@@ -214,14 +214,13 @@ def test_credentials_never_show_in_what_the_registry_says(tmp_path: Path) -> Non
     assert "postgresql:, sqlite:" in (info.value.hint or "")
     assert info.value.exit_code == ExitCode.USAGE
 
-    # Nothing listens on port 1: the driver's error is reported, the password masked.
+    # Nothing listens on port 1: where it is and the driver's error, the password masked.
     url = "postgresql://team:hunter2@127.0.0.1:1/reg"
     registry = open_registry(spec, environ={"MLCYCLE_REGISTRY_URL": url})
     assert "hunter2" not in registry.describe() and "hunter2" not in repr(registry)
     with pytest.raises(RegistryError) as failed:
         registry.entries()
     message = str(failed.value)
-    assert message.startswith("postgresql://team:***@127.0.0.1:1/reg (artifacts file:")
-    assert "database error while creating the registry's tables" in message
+    assert message.startswith("cannot reach the registry database reg at 127.0.0.1:1: ")
     assert "hunter2" not in message + (failed.value.hint or "")
     assert failed.value.exit_code == ExitCode.RUNTIME

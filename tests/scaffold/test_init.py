@@ -313,3 +313,43 @@ def test_a_name_with_two_dots_is_refused_because_git_refuses_it_in_tags() -> Non
     with pytest.raises(UsageError, match=r"never '\.\.'") as info:
         check_name("a..b")
     assert info.value.hint == "try 'a.b'"
+
+
+def _init_output(tmp_path: Path, name: str, *, terminal: bool) -> str:
+    """What `mlcycle init` prints on stdout at COLUMNS=80, to a pipe or to a terminal."""
+    import pty
+
+    env = {**os.environ, "COLUMNS": "80"}
+    args = [sys.executable, "-m", "mlcycle", "init", name, "--no-git", "-d", str(tmp_path / name)]
+    if not terminal:
+        done = subprocess.run(args, capture_output=True, text=True, check=False, env=env)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+    leader, follower = pty.openpty()
+    with subprocess.Popen(args, stdout=follower, stderr=subprocess.DEVNULL, env=env) as proc:
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the other end closed (EIO on Linux)
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert proc.wait() == 0
+    os.close(leader)
+    return b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["piped", "terminal"])
+def test_init_lists_its_files_without_trailing_spaces(tmp_path: Path, terminal: bool) -> None:
+    out = _init_output(tmp_path, "neat", terminal=terminal)
+    lines = out.splitlines()
+    assert [line for line in lines if line != line.rstrip()] == []
+    listed = [line for line in lines if line.startswith("  lifecycle.yaml ")]
+    assert len(listed) == 1
+    # Still aligned: every description starts in the same column.
+    files = lines[lines.index(listed[0]) : lines.index(listed[0]) + 4]
+    starts = {len(line) - len(line.split("  ", 2)[-1].lstrip()) for line in files}
+    assert len(starts) == 1, files

@@ -76,7 +76,6 @@ def init(
 
 def _print_result(result: InitResult) -> None:
     from rich.markup import escape
-    from rich.table import Table
 
     from mlcycle.cli import render
 
@@ -85,12 +84,12 @@ def _print_result(result: InitResult) -> None:
         f"Created the [bold]{result.pattern}[/] project [bold]{escape(result.name)}[/] "
         f"in {escape(str(result.directory))}"
     )
-    files = Table.grid(padding=(0, 2))
-    files.add_column(no_wrap=True)
-    files.add_column(style="dim")
+    # Aligned by hand: a rich grid pads every cell to its column's width, the last
+    # one too, which left trailing spaces on every line (in a terminal and piped).
+    width = max((len(created.path) for created in result.files), default=0)
     for created in result.files:
-        files.add_row(f"  {escape(created.path)}", escape(created.about))
-    out.print(files)
+        gap = " " * (width - len(created.path) + 2)
+        out.print(f"  {escape(created.path)}{gap}[dim]{escape(created.about)}[/]")
     commit = result.commit
     if commit is None:
         out.print("git: no repository (--no-git)")

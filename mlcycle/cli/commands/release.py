@@ -156,6 +156,11 @@ def _render_release(result: ReleaseResult) -> None:
         f"registry {ref} (current), commit {plan.commit[:12]}"
         + (f", pushed to {escape(plan.remote)}" if result.pushed else "")
     )
+    if result.next_step is not None:
+        out.print(
+            f"next: [bold]{escape(result.next_step)}[/] (until the tag is pushed, other clones "
+            "see this release as incomplete)"
+        )
 
 
 @app.command()
