@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.data.validation import DataRejectedError
-from mlcycle.errors import DataError, RegistryError, UsageError
+from mlcycle.errors import RegistryError, UsageError
 from mlcycle.progress import NULL_PROGRESS, Progress
 from mlcycle.spec.model import Update
 
@@ -78,6 +78,9 @@ class UpdateResult:
     """A data validation refusal of the rows a new generation would see: nothing was trained."""
     forced_note: str | None = None
     """With --force, how the data was chosen when it differs from `data_mode` (no new rows)."""
+    waiting_for_rows: str | None = None
+    """A trigger fired but the increment holds no row yet (`update.data: increment`): what
+    the agent waits for. Nothing was trained; the next run with new rows trains."""
 
     @property
     def retrained(self) -> bool:
@@ -96,6 +99,12 @@ class UpdateResult:
             return (
                 f"waiting for new rows since rejection of {self.waiting_on.ref} (no rows after "
                 f"{ordinal} {watermark}; it fired on "
+                + "; ".join(f"{c.name}: {c.detail}" for c in fired)
+                + ")"
+            )
+        if self.waiting_for_rows is not None:
+            return (
+                f"waiting for new rows ({self.waiting_for_rows}; it fired on "
                 + "; ".join(f"{c.name}: {c.detail}" for c in fired)
                 + ")"
             )
@@ -125,6 +134,7 @@ class UpdateResult:
             "waiting_since_data_rejection": (
                 self.waiting_on_data.as_dict() if self.waiting_on_data else None
             ),
+            "waiting_for_rows": self.waiting_for_rows,
             "result": self.procured.as_dict() if self.procured else None,
         }
 
@@ -488,10 +498,19 @@ def update(
             )
         if count_new_rows(spec, watermark) == 0:
             if not force:
-                raise DataError(
-                    f"no rows after {current.data.get('ordinal')} {watermark} (the watermark "
-                    f"of {current.ref}): nothing new to train on",
-                    hint="wait for new rows, or set update.data: all to retrain on every row",
+                # A drift or metric trigger fired, but an increment with no rows has
+                # nothing to train on. That is a state to wait in, not a failure: a cron
+                # job would otherwise fail on every run until rows come.
+                return UpdateResult(
+                    current=current,
+                    checks=checks,
+                    forced=False,
+                    procured=None,
+                    data_mode=mode,
+                    waiting_for_rows=(
+                        f"no rows after {current.data.get('ordinal')} {watermark}, the "
+                        f"watermark of {current.ref}"
+                    ),
                 )
             # --force asks for a generation now: with no increment there is nothing to
             # continue from, so it is retrained from scratch on the data there is (as

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,4 +54,31 @@ def test_force_with_no_rows_at_all_is_a_usage_error(adaptive: Callable[[], Path]
     )
     assert "hint: load rows into the source declared in `data.source`" in forced.stderr
     assert_clean_failure_output(forced)
+    assert [str(e.ref) for e in api.models(root).entries] == ["0.1.0/1"]
+
+
+def test_a_trigger_with_an_empty_increment_waits_for_rows(adaptive: Callable[[], Path]) -> None:
+    # The schedule fires (the model is older than a second) but `update.data: increment`
+    # has no row after the watermark: the agent waits, exit 0 — a cron job must not fail
+    # on every run until rows come — and says what it waits for and why it looked.
+    root = adaptive()
+    spec = root / "lifecycle.yaml"
+    spec.write_text(spec.read_text().replace("every: 7d", "every: 1s"))
+    (released,) = api.models(root).entries
+    made = dt.datetime.fromisoformat(released.created_at.replace("Z", "+00:00")).timestamp()
+    while time.time() - made <= 1.0:
+        time.sleep(0.05)  # the schedule trigger needs a model older than 1 s
+
+    result = api.update(root)
+    assert not result.retrained and not result.forced
+    assert result.waiting_for_rows == "no rows after seq 569, the watermark of 0.1.0/1"
+    assert [c.name for c in result.checks if c.fired] == ["every"]
+    assert result.as_dict()["waiting_for_rows"] == result.waiting_for_rows
+
+    human = cli("update", cwd=root)
+    assert human.code == 0, human.output
+    assert (
+        "no new generation: waiting for new rows (no rows after seq 569, the watermark of "
+        "0.1.0/1; it fired on every:"
+    ) in " ".join(human.stdout.split())
     assert [str(e.ref) for e in api.models(root).entries] == ["0.1.0/1"]
