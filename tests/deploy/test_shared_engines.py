@@ -41,7 +41,8 @@ OCI_REGISTRY = ("127.0.0.1", 5000)  # what `make test` / scripts/docker-env.sh r
 TOKEN = "shared-engines-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 NAME = "shared-engines"
-# The spec names the team's registry by variables; the store is the same database.
+# The spec names the team's registry and store (the same database) by variables that
+# only this machine has: the containers get MLCYCLE_REGISTRY_URL and MLCYCLE_STORE_URL.
 SPEC_SHARED = """
 registry:
   backend: local
@@ -50,7 +51,7 @@ registry:
   artifacts: {artifacts}
 
 store:
-  url: {store}
+  url: ${{env:TEAM_STORE_URL}}
 """
 
 
@@ -75,12 +76,13 @@ def shared(docker_engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
         database = stack.enter_context(fresh_postgres_database())
         env = stack.enter_context(pytest.MonkeyPatch.context())
         env.setenv("TEAM_REGISTRY_URL", database)
+        env.setenv("TEAM_STORE_URL", database)
         assert mlcycle("init", NAME, "--pattern", "adaptive", "-d", root).code == 0
         spec = root / "lifecycle.yaml"
         text = spec.read_text()
         # The registry and the store are the spec's last sections.
         text = text[: text.index("\nregistry:")]
-        text += SPEC_SHARED.format(artifacts=artifacts, store=database)
+        text += SPEC_SHARED.format(artifacts=artifacts)
         # One model in service, so that "swapped" is one generation number per engine.
         spec.write_text(text.replace("kind: epsilon-greedy", "kind: latest"))
         assert mlcycle("validate", cwd=root).code == 0
