@@ -83,6 +83,11 @@ def for_url(url: str) -> Extra | None:
     return POSTGRES if scheme in ("postgresql", "postgres", "postgresql+psycopg") else None
 
 
+def for_artifacts(url: str) -> Extra | None:
+    """The extra an artifact store's URL needs by its scheme: `oci://` needs [oci]."""
+    return OCI if url.split(":", 1)[0].lower() == "oci" else None
+
+
 def require(extra: Extra, *, what: str) -> None:
     """MissingExtraError (exit 2) unless `extra` is installed."""
     if not extra.installed():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -70,6 +71,13 @@ def postgres_url() -> Iterator[str]:
     dropped afterwards. Without a server the test is skipped, or fails when
     MLCYCLE_REQUIRE_POSTGRES=1 (as in `make test`).
     """
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """What `postgres_url` yields, for fixtures of a wider scope."""
     import uuid
 
     import sqlalchemy as sa

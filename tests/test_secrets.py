@@ -263,6 +263,41 @@ def test_a_registry_url_from_the_environment_needs_no_secret_of_the_spec_url(
     assert (tmp_path / "registry.db").is_file()  # the variable's registry was opened
 
 
+def test_a_store_url_from_the_environment_wins_for_the_agents_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An engine container or an agent's pod gets MLCYCLE_STORE_URL from a Secret and the
+    spec's `store.url: postgresql://app:${env:PGPASSWORD}@db/x` without PGPASSWORD: every
+    command stopped at `PGPASSWORD is not set`, and `evaluate --production` (the agents'
+    CronJob) read the spec's store, never the variable's."""
+    from mlcycle import api
+    from mlcycle.errors import SpecError
+    from mlcycle.scaffold import init_project
+
+    root = tmp_path / "live"
+    init_project("live", pattern="adaptive", directory=root, git=False)
+    spec = root / "lifecycle.yaml"
+    text = spec.read_text()
+    spec.write_text(
+        text.replace(
+            "url: sqlite:///.mlcycle/store.db",
+            "url: postgresql://app:${env:LIVE_PGPASSWORD}@db.invalid/x",
+        )
+    )
+    monkeypatch.delenv("LIVE_PGPASSWORD", raising=False)
+    monkeypatch.delenv("MLCYCLE_STORE_URL", raising=False)
+    with pytest.raises(SpecError) as refused:
+        api.evaluate_production(root, drift=False)
+    said = " ".join(d.message for d in refused.value.diagnostics)
+    assert "LIVE_PGPASSWORD is not set" in said
+
+    store = tmp_path / "team-store.db"
+    monkeypatch.setenv("MLCYCLE_STORE_URL", f"sqlite:///{store}")
+    report = api.evaluate_production(root, drift=False)
+    assert report.overall == ()
+    assert store.is_file()  # the variable's store was opened
+
+
 @pytest.mark.parametrize("url", [f"s3://key:{SECRET}@h/x", f"oci:key:{SECRET}@h/x"])
 def test_a_bad_artifact_store_url_is_named_without_its_password(url: str, tmp_path: Path) -> None:
     """`MLCYCLE_ARTIFACTS_URL=s3://KEY:SECRET@...` printed `unknown artifact store URL

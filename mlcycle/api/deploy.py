@@ -311,8 +311,16 @@ def _deploy_dynamic(
         if build:
             # The image first: a build that fails publishes nothing.
             tag = release_image(spec, entry.release)
+            shared = _shared(project, dynamic=True)
             made = _make_image(
-                lambda dest: write_engine_context(entry, spec, dest, tag=tag),
+                lambda dest: write_engine_context(
+                    entry,
+                    spec,
+                    dest,
+                    tag=tag,
+                    project_files=shared.files,
+                    extras=_engine_extras(project, shared),
+                ),
                 tag,
                 context_only=context_only,
                 target_registry=_push_target(project, push, registry),
@@ -399,6 +407,20 @@ def _shared(project: Project, *, dynamic: bool) -> Shared:
     from mlcycle.deploy.k8s import Shared
 
     return Shared.declared(project.spec, project.file, os.environ, dynamic=dynamic)
+
+
+def _engine_extras(project: Project, shared: Shared) -> tuple[str, ...]:
+    """mlcycle's extras the engine image needs for the URLs it will open: the shared
+    registry's database and artifact store, the store, and the data the agents read."""
+    from mlcycle import extras
+
+    data = project.spec.data
+    sources = [data.source, data.outcomes.source if data.outcomes else None]
+    urls = [shared.registry_url, shared.store_url, *(s.url for s in sources if s)]
+    needed = {extras.for_url(url) for url in urls if url}
+    if shared.artifacts_url:
+        needed.add(extras.for_artifacts(shared.artifacts_url))
+    return tuple(sorted(e.name for e in needed if e is not None))
 
 
 def manifest_history(path: str | Path | None = None) -> list[Manifest]:

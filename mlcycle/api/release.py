@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Mapping
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -782,6 +783,8 @@ class HistoryItem:
     stages: tuple[str, ...] = ()
     deregistered: bool = False
     """Whether a GTO deregistration tag (`mlcycle retire`, `gto deprecate`) retired it."""
+    hint: str | None = None
+    """What to do about an `incomplete` release (see `history`)."""
 
     @property
     def status(self) -> State:
@@ -813,6 +816,7 @@ class HistoryItem:
             "generations": [e.generation for e in self.entries],
             "current": self.current,
             "stages": list(self.stages),
+            "hint": self.hint,
         }
 
 
@@ -834,6 +838,30 @@ class History:
         }
 
 
+def _untagged_hint(tag: str, entries: Sequence[Entry], *, remote: str, shared: bool) -> str:
+    """What to do about a release in the registry whose tag this clone lacks.
+
+    In a shared registry the usual cause is another clone's release: its tag is on the
+    remote (fetch it) or was never pushed (only that clone can push it). A `mlcycle
+    release` here would take the entries for an interrupted release's and remove them.
+    """
+    made = entries[0] if entries else None
+    where = "" if made is None else f" (commit {(made.git_commit or '?')[:12]}"
+    where += "" if made is None or not made.created_by else f", by {made.created_by}"
+    where += ")" if where else ""
+    if shared:
+        return (
+            f"this clone has no tag {tag}: fetch it (git fetch --tags {remote}); if the "
+            f"remote has none, it was never pushed: in the clone that released it{where}, "
+            f"run git push {remote} {tag}"
+        )
+    return (
+        f"registered but never tagged {tag}: an interrupted release, which the next "
+        f"`mlcycle release` of this version replaces (git fetch --tags {remote} first, "
+        "if it was tagged elsewhere)"
+    )
+
+
 def history(path: str | Path | None = None) -> History:
     """Releases from the git tags joined with their registry entries and stages (and
     orphans marked)."""
@@ -841,16 +869,19 @@ def history(path: str | Path | None = None) -> History:
     from mlcycle.api.stages import Stages, read_stages
     from mlcycle.data.validation import DataRejection
     from mlcycle.gitops import Repo, TagFormat
+    from mlcycle.registry import registry_urls
     from mlcycle.registry.refs import DEV, release_key
 
     project = open_project(path)
     spec = project.spec
     registry = project.registry
     fmt = TagFormat(spec.release.tag_format).validate(spec.name)
+    remote = "origin"
     try:
         with Repo.find(project.root) as repo:
             tags = {str(t.version): t for t in repo.release_tags(fmt, spec.name)}
             stages = read_stages(repo, spec.name, registry, spec.release.tag_format)
+            remote = repo.default_remote() or remote
     except GitError as e:
         if "not a git repository" not in e.message:
             raise
@@ -869,6 +900,14 @@ def history(path: str | Path | None = None) -> History:
             current=current is not None and current.release == v,
             stages=stages.of_version(v),
             deregistered=v in stages.deregistered,
+            hint=None
+            if v in tags
+            else _untagged_hint(
+                fmt.format(spec.name, v),
+                by_release.get(v, ()),
+                remote=remote,
+                shared=registry_urls(spec, os.environ)[0] is not None,
+            ),
         )
         for v in versions
     )

@@ -171,9 +171,19 @@ def _limits(spec: Spec) -> dict[str, Any]:
     }
 
 
+STORE_URL_VARIABLE = "MLCYCLE_STORE_URL"
+
+
 def spec_store_url(spec: Any) -> str:
-    """The spec's store URL with a relative SQLite path made absolute (the engine's cwd varies)."""
-    url: str = spec.store.url
+    """The store's URL: MLCYCLE_STORE_URL, else the spec's, a relative SQLite path made
+    absolute (the engine's cwd varies).
+
+    The variable wins for every command, as MLCYCLE_REGISTRY_URL does for the registry:
+    the pods of `deploy --k8s` and containers of the engine image get it from a Secret,
+    while their spec's own URL has its password masked or references a variable they
+    lack (the agents scored the spec's store, not the engines' one).
+    """
+    url: str = os.environ.get(STORE_URL_VARIABLE) or spec.store.url
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
         path = spec.resolve(url[len(prefix) :])

@@ -14,7 +14,12 @@ Layout of a context directory:
     build/ca-bundle.crt      its CA bundle, when pip uses one (TLS through a proxy)
 
 The generic engine of a dynamic lifecycle (`write_engine_context`) has the same
-layout without bundle/: the image serves the project mounted at /project.
+layout without bundle/: the image serves the project mounted at /project. With a
+shared registry (a database and an artifact store every engine reaches) it needs no
+mount: `project/` holds the project's files the engine reads (lifecycle.yaml with
+its URLs' secrets masked, the model code), copied to /project and owned by the
+image's user, who keeps the artifacts it pulls there (cached by digest). Such an
+image also installs the extras the shared URLs need (`[postgres]`, `[oci]`).
 
 Every spec string is treated as hostile. None reaches a RUN line: library
 versions go to requirements.txt (after a strict version check), the base image
@@ -64,6 +69,7 @@ TEMPLATE: Final = ("templates", "docker", "Dockerfile.tmpl")
 SERVE_PORT: Final = 8080
 IMAGE_UID: Final = 10001
 BUNDLE_DIR: Final = "bundle"
+PROJECT_DIR: Final = "project"
 BUILD_DIR: Final = "build"
 WHEEL_DIR: Final = "wheel"
 CA_FILE: Final = "ca-bundle.crt"
@@ -194,6 +200,10 @@ class _Contents:
     git_commit: str | None
     labels: Mapping[str, str]
     files_root: Path | None = None  # `files` keep their paths relative to it
+    project_files: Mapping[str, str] = field(default_factory=dict)
+    """Text of the project's files for `PROJECT_DIR` (the engine of a shared registry)."""
+    extras: tuple[str, ...] = ()
+    """mlcycle's extras to install besides its own requirements (`postgres`, `oci`)."""
     onnx: bool = False
     """Served from the bundle's ONNX form: the image installs only what serving it needs
     (`serving_requirements`), not scikit-learn, SciPy, pandas, pyarrow or skl2onnx."""
@@ -245,10 +255,32 @@ def _bundle_contents(bundle: Bundle) -> _Contents:
     )
 
 
-def _engine_contents(entry: Entry) -> _Contents:
+def _engine_contents(
+    entry: Entry, project_files: Mapping[str, str], extras: tuple[str, ...]
+) -> _Contents:
+    for path in project_files:
+        # Paths come from the spec (model.code): relative, inside the project, no `..`.
+        parts = Path(path).parts
+        if not parts or Path(path).is_absolute() or ".." in parts or _CONTROL_RE.search(path):
+            raise UsageError(f"{path!r}: not a path inside the project")
+    for extra in extras:
+        if re.fullmatch(r"[a-z0-9][a-z0-9-]*", extra) is None:
+            raise UsageError(f"{extra!r} is not an extra of mlcycle")
+    if project_files:
+        where = "the shared registry"
+        payload = (
+            f"# The project's files (no model, no registry): models come from the shared\n"
+            f"# registry, and the artifacts pulled from it are cached under {PROJECT_MOUNT}.\n"
+            f"COPY --chown={IMAGE_UID}:{IMAGE_UID} {PROJECT_DIR}/ {PROJECT_MOUNT}/"
+        )
+    else:
+        where = "the mounted registry"
+        payload = (
+            f"# No model inside: the project (spec, registry, store) is mounted at {PROJECT_MOUNT}."
+        )
     return _Contents(
         title=f"Serving engine image of {entry.project} "
-        "(dynamic: models are loaded from the mounted registry at run time)",
+        f"(dynamic: models are loaded from {where} at run time)",
         pins=tuple(
             pinned_requirements(
                 entry.versions,
@@ -257,8 +289,7 @@ def _engine_contents(entry: Entry) -> _Contents:
             )
         ),
         files=(),
-        payload=f"# No model inside: the project (spec, registry, store) is mounted at "
-        f"{PROJECT_MOUNT}.",
+        payload=payload,
         workdir=PROJECT_MOUNT,
         command=("mlcycle", "serve", "--project", PROJECT_MOUNT, *_LISTEN),
         project=entry.project,
@@ -267,6 +298,8 @@ def _engine_contents(entry: Entry) -> _Contents:
         spec_hash=entry.spec_hash,
         git_commit=entry.git_commit,
         labels={"io.mlcycle.engine": "dynamic"},
+        project_files=dict(project_files),
+        extras=tuple(sorted(set(extras))),
     )
 
 
@@ -318,17 +351,23 @@ def write_engine_context(
     revision: str | None = None,
     source: str | None = None,
     created: str | None = None,
+    project_files: Mapping[str, str] | None = None,
+    extras: tuple[str, ...] = (),
 ) -> BuildContext:
     """Write the build context of a dynamic lifecycle's serving engine into `dest`.
 
     The image holds mlcycle and the libraries `entry` (the newest model in play)
-    was trained with, and no model: it runs `mlcycle serve --project /project`
-    on the project directory mounted there, and the agents' CronJobs run in it
-    too. `tag` defaults to `IMAGE:RELEASE` of `entry`; the other arguments are
-    those of `write_context`.
+    was trained with, and no model: it runs `mlcycle serve --project /project`,
+    and the agents' CronJobs run in it too. Without `project_files` the project
+    directory is mounted there; with them (relative path → text: lifecycle.yaml,
+    masked, and the model code) they are the image's /project, for a shared
+    registry and store that the engine reaches by URL, so no volume is needed.
+    `extras` are mlcycle's extras those URLs need (`postgres`, `oci`). `tag`
+    defaults to `IMAGE:RELEASE` of `entry`; the other arguments are those of
+    `write_context`.
     """
     return _write(
-        _engine_contents(entry),
+        _engine_contents(entry, project_files or {}, extras),
         spec,
         dest,
         base=base,
@@ -413,7 +452,7 @@ def _fill(
             if not wheel_path.is_file():
                 raise PackagingError(f"{wheel_path}: no such wheel")
             shutil.copy2(wheel_path, wheels / wheel_path.name)
-        dependencies = wheel_requirements(wheels / wheel_path.name)
+        dependencies = wheel_requirements(wheels / wheel_path.name, extras=contents.extras)
         if contents.onnx:
             serving = serving_requirements(dependencies, contents.pins)
             dependencies = [r for r in serving if r not in contents.pins]
@@ -435,6 +474,10 @@ def _fill(
             + "".join(f"{r}\n" for r in dependencies),
             encoding="utf-8",
         )
+        for path, data in sorted(contents.project_files.items()):
+            target = dest / PROJECT_DIR / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(data, encoding="utf-8")
         if contents.files:
             (dest / BUNDLE_DIR).mkdir()
             for item in contents.files:
@@ -600,13 +643,18 @@ def build_wheel(dest: Path, *, source: Path | None = None) -> Path:
     return target
 
 
-def wheel_requirements(wheel: Path) -> list[str]:
-    """The `Requires-Dist` lines of a wheel, without those of its extras.
+def wheel_requirements(wheel: Path, *, extras: tuple[str, ...] = ()) -> list[str]:
+    """The `Requires-Dist` lines of a wheel, with those of `extras` and no other extra's.
 
     They are installed in a step of their own, before mlcycle's code, so that the
-    image's dependency layer is reused while only mlcycle's code changes.
+    image's dependency layer is reused while only mlcycle's code changes. An extra's
+    requirement is written without its marker (pip reads `extra == "oci"` in a
+    requirements file as false); PackagingError names an extra the wheel lacks.
     """
     import zipfile
+
+    from packaging.markers import default_environment
+    from packaging.requirements import InvalidRequirement, Requirement
 
     try:
         with zipfile.ZipFile(wheel) as archive:
@@ -616,16 +664,39 @@ def wheel_requirements(wheel: Path) -> list[str]:
             metadata = archive.read(names[0]).decode("utf-8")
     except (OSError, zipfile.BadZipFile, UnicodeDecodeError) as e:
         raise PackagingError(f"{wheel}: not a readable wheel ({e})") from e
+    headers = metadata.split("\n\n", 1)[0].splitlines()
+    offered = {
+        line.split(":", 1)[1].strip() for line in headers if line.startswith("Provides-Extra:")
+    }
+    missing = sorted(set(extras) - offered)
+    if missing:
+        raise PackagingError(
+            f"{wheel}: mlcycle {wheel.name.split('-')[1]} has no extra "
+            + ", ".join(f"[{m}]" for m in missing)
+            + f" (it has {', '.join(f'[{o}]' for o in sorted(offered)) or 'none'})",
+            hint="build the image with an mlcycle that has it (MLCYCLE_WHEEL)",
+        )
+    environment: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
     found = []
-    for line in metadata.split("\n\n", 1)[0].splitlines():
+    for line in headers:
         if not line.startswith("Requires-Dist:"):
             continue
         requirement = line.split(":", 1)[1].strip()
-        marker = requirement.partition(";")[2]
-        if "extra" in marker:
-            continue
         if not requirement or _CONTROL_RE.search(requirement) or requirement.startswith("-"):
             raise PackagingError(f"{wheel}: odd requirement {requirement!r} in its metadata")
+        marker = requirement.partition(";")[2]
+        if "extra" in marker:
+            try:
+                parsed = Requirement(requirement)
+            except InvalidRequirement as e:
+                raise PackagingError(f"{wheel}: odd requirement {requirement!r} ({e})") from e
+            wanted = parsed.marker is not None and any(
+                parsed.marker.evaluate({**environment, "extra": extra}) for extra in extras
+            )
+            if not wanted:
+                continue
+            parsed.marker = None
+            requirement = str(parsed)
         found.append(requirement)
     return found
 

@@ -26,10 +26,12 @@ def references(value: str) -> list[str]:
 OVERRIDES: dict[Loc, str] = {
     ("registry", "url"): "MLCYCLE_REGISTRY_URL",
     ("registry", "artifacts"): "MLCYCLE_ARTIFACTS_URL",
+    ("store", "url"): "MLCYCLE_STORE_URL",
 }
 """Spec values a variable replaces when set (`mlcycle.registry.open_registry` reads
-them), as CI jobs and the pods of `deploy --k8s` do: the spec's value is then never
-used, so its references need not be set."""
+the registry's, `mlcycle.api.serving.spec_store_url` the store's), as CI jobs, engine
+containers and the pods of `deploy --k8s` do: the spec's value is then never used, so
+its references need not be set."""
 
 
 def resolve_references(

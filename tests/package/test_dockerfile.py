@@ -386,3 +386,87 @@ def test_the_image_takes_the_wheel_mlcycle_was_installed_from(tmp_path: Path) ->
     assert installed_wheel(PathDistribution(info)) is None  # an editable/source install
     wheel.unlink()
     assert installed_from(wheel.as_uri(), digest) is None  # the file is gone
+
+
+# --- the engine of a shared registry ---------------------------------------------------
+
+EXTRAS_METADATA = """Metadata-Version: 2.3
+Name: mlcycle-cli
+Version: 0.1.0
+Requires-Dist: pyyaml>=6
+Requires-Dist: psycopg[binary]>=3.1; extra == "postgres"
+Requires-Dist: oras<0.3,>=0.2.43; extra == 'oci'
+Requires-Dist: pyarrow>=14; extra == "parquet"
+Provides-Extra: oci
+Provides-Extra: parquet
+Provides-Extra: postgres
+"""
+
+
+@pytest.fixture
+def extras_wheel(tmp_path: Path) -> Path:
+    import zipfile
+
+    path = tmp_path / "extras" / "mlcycle_cli-0.1.0-py3-none-any.whl"
+    path.parent.mkdir()
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("mlcycle_cli-0.1.0.dist-info/METADATA", EXTRAS_METADATA)
+    return path
+
+
+def test_the_engine_of_a_shared_registry_holds_the_project_and_the_extras_its_urls_need(
+    project: Project, tmp_path: Path, extras_wheel: Path
+) -> None:
+    """No volume: the image is its own /project (the masked spec, the model code), owned
+    by the engine's user, and installs the drivers of the URLs it opens, unmarked (pip
+    reads `extra == "oci"` in a requirements file as false)."""
+    from mlcycle.package import write_engine_context
+
+    files = {"lifecycle.yaml": "name: x\n", "src/steps.py": "X = 1\n"}
+    ctx = write_engine_context(
+        project.entry,
+        project.spec,
+        tmp_path / "ctx",
+        wheel=extras_wheel,
+        project_files=files,
+        extras=("postgres", "oci"),
+    )
+    assert {
+        str(p.relative_to(ctx.path / "project")): p.read_text()
+        for p in (ctx.path / "project").rglob("*")
+        if p.is_file()
+    } == files
+    requirements = (ctx.path / "build" / "requirements.txt").read_text().splitlines()
+    assert requirements[-3:] == ["pyyaml>=6", "psycopg[binary]>=3.1", "oras<0.3,>=0.2.43"]
+    assert not any("pyarrow" in r for r in requirements)
+    lines = instructions(ctx.dockerfile.read_text())
+    assert "COPY --chown=10001:10001 project/ /project/" in lines
+    assert "from the shared registry at run time" in ctx.dockerfile.read_text()
+
+    # Without files, the project is mounted and nothing is copied (as before).
+    plain = write_engine_context(project.entry, project.spec, tmp_path / "c2", wheel=extras_wheel)
+    assert not (plain.path / "project").exists()
+    assert not any(
+        line.startswith("COPY --chown") for line in instructions(plain.dockerfile.read_text())
+    )
+    assert "oras" not in (plain.path / "build" / "requirements.txt").read_text()
+
+
+def test_an_engine_context_refuses_an_unknown_extra_and_paths_outside_the_project(
+    project: Project, tmp_path: Path, extras_wheel: Path
+) -> None:
+    from mlcycle.package import write_engine_context
+
+    with pytest.raises(PackagingError, match=r"has no extra \[s3\]"):
+        write_engine_context(
+            project.entry, project.spec, tmp_path / "a", wheel=extras_wheel, extras=("s3",)
+        )
+    for path in ("../etc/passwd", "/etc/passwd"):
+        with pytest.raises(UsageError, match="not a path inside the project"):
+            write_engine_context(
+                project.entry,
+                project.spec,
+                tmp_path / "b",
+                wheel=extras_wheel,
+                project_files={path: "x"},
+            )

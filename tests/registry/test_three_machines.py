@@ -194,3 +194,32 @@ def test_clones_releasing_at_the_same_moment_get_distinct_versions(
         assert [(r["version"], r["status"]) for r in history] == [
             ("0.1.0", "released"), ("0.2.0", "released"), ("0.3.0", "released"),
         ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_release_whose_tag_was_never_pushed_says_to_push_it(
+    machines: tuple[Path, Path, Path],
+) -> None:
+    """A released without --push: the shared registry has 0.1.0, the remote no tag. B
+    cannot fetch a tag the remote lacks; what it shows names the command A must run."""
+    a, b, _ = machines
+    assert api.release(a).pushed is False
+    git(b, "fetch", "-q", "--tags")
+    [item] = api.history(b).as_dict()["releases"]
+    assert (item["version"], item["status"], item["tag"]) == ("0.1.0", "incomplete", None)
+    commit = git(a, "rev-parse", "HEAD")[:12]
+    assert item["hint"] == (
+        "this clone has no tag team@v0.1.0: fetch it (git fetch --tags origin); if the "
+        f"remote has none, it was never pushed: in the clone that released it (commit "
+        f"{commit}, by {item['author']}), run git push origin team@v0.1.0"
+    )
+    # `models` lists the registry alone (it knows no git): the model may serve.
+    assert [(str(e.ref), e.state.value) for e in api.models(b).entries] == [("0.1.0/1", "released")]
+    shown = mlcycle("history", cwd=b)
+    assert shown.code == 0, shown.err
+    assert "git push origin team@v0.1.0" in " ".join(shown.err.split())
+    # Pushing the tag from A completes it everywhere.
+    git(a, "push", "-q", "origin", "team@v0.1.0")
+    git(b, "fetch", "-q", "--tags")
+    [item] = api.history(b).as_dict()["releases"]
+    assert (item["status"], item["hint"]) == ("released", None)

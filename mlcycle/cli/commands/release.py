@@ -215,16 +215,11 @@ def _render_history(result: History) -> None:
     )
     from mlcycle.registry import State
 
-    incomplete = [i.version for i in result.items if i.status is State.INCOMPLETE]
-    if incomplete:
-        # With a shared registry the usual cause is a clone that has not fetched the tag
-        # another clone pushed, not the interrupted release the status is named after.
-        render.stderr().print(
-            f"note: {', '.join(incomplete)}: in the registry, but no release tag in this "
-            "clone: `git fetch --tags` when it was released elsewhere; otherwise an "
-            "interrupted release, which the next `mlcycle release` completes",
-            markup=False,
-        )
+    for item in result.items:
+        if item.status is State.INCOMPLETE and item.hint:
+            # With a shared registry the usual cause is another clone's release whose
+            # tag is not here (not fetched, or never pushed), not an interrupted one.
+            render.stderr().print(f"note: {item.version}: {item.hint}", markup=False)
     views.data_rejections(result.data_rejections)
 
 
