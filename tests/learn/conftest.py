@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from tests.inprocess import run_in_process
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
@@ -30,25 +32,38 @@ def example(tmp_path: Path) -> Callable[[str], Path]:
 class Result:
     """A finished CLI run."""
 
-    def __init__(self, proc: subprocess.CompletedProcess[str]) -> None:
-        self.code = proc.returncode
-        self.out = proc.stdout
-        self.err = proc.stderr
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code = code
+        self.out = out
+        self.err = err
 
     def json(self) -> Any:
         return json.loads(self.out)
 
 
-def mlcycle(*args: str | Path, cwd: Path | None = None) -> Result:
-    """Run `python -m mlcycle ARGS` in a subprocess, as a user would."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "mlcycle", *map(str, args)],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=cwd,
-    )
-    return Result(proc)
+# Verbs that keep running (a server) or whose test is about the process itself stay in
+# a subprocess; every other call runs in-process through the CLI's own error funnel,
+# which is what `python -m mlcycle` runs too. A subprocess costs a Python start and
+# the import of scikit-learn (about a second of CPU); the suite makes ~1,000 calls.
+_REAL_PROCESS_VERBS = frozenset({"serve"})
+
+
+def mlcycle(*args: str | Path, cwd: Path | None = None, real: bool = False) -> Result:
+    """Run `mlcycle ARGS` as a user would: in-process through the CLI's entry point
+    (parse, the error funnel, exit code, stdout/stderr), or in a subprocess
+    (`python -m mlcycle`) when `real` or for a verb that serves."""
+    argv = [str(a) for a in args]
+    if real or (argv and argv[0] in _REAL_PROCESS_VERBS):
+        proc = subprocess.run(
+            [sys.executable, "-m", "mlcycle", *argv],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=cwd,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+    code, out, err = run_in_process(argv, cwd=cwd)
+    return Result(code, out, err)
 
 
 def init_and_release(root: Path, pattern: str, *release_args: str) -> Path:
