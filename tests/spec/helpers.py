@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlcycle.cli import app
-from mlcycle.cli.funnel import run
+from tests.inprocess import run_in_process
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parents[2]
@@ -36,14 +33,7 @@ class Result:
 
 def cli(*args: str, cwd: Path | None = None) -> Result:
     """Run `mlcycle ARGS` in-process through the real error funnel (no traceback flag)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.ExitStack() as stack:
-        if cwd is not None:
-            stack.enter_context(contextlib.chdir(cwd))
-        stack.enter_context(contextlib.redirect_stdout(out))
-        stack.enter_context(contextlib.redirect_stderr(err))
-        code = run(app, list(args), debug=False)
-    return Result(int(code), out.getvalue(), err.getvalue())
+    return Result(*run_in_process(list(args), cwd=cwd))
 
 
 def assert_clean_failure_output(result: Result) -> None:
