@@ -14,7 +14,9 @@ over the two newest generations):
   default the registry `make test` runs on 127.0.0.1:5000), given to every command
   as MLCYCLE_REGISTRY_URL / MLCYCLE_ARTIFACTS_URL, as a CI job or a pod would.
 
-For each backend, on its own copy of one project:
+For each backend, on its own copy of one project (the shared backend's engine runs in
+a clone of that copy, as on another machine: it pulls every model it serves from the
+OCI registry once; the local backend's engine can only run in the project itself):
 
 - `release`: wall time of `mlcycle release` (a process: start, train, gate, register,
   tag), RELEASES times on successive commits; the median and every run;
@@ -23,19 +25,20 @@ For each backend, on its own copy of one project:
 - `change token`: one `Registry.change_token()`, what every engine worker runs every
   2 s to notice a change;
 - `ready`: `mlcycle serve` from exec to `/readyz` 200 (for shared: its first pull);
+  both engines then run side by side until the end;
 - `update`: wall time of `mlcycle update --force` (200 new rows each time);
 - `pickup`: from the moment generation N+1 is registered (the registry's change token
   moves) until the running engine's `GET /v1/model` names it, both polled every
   10 ms while `update` runs, UPDATES times;
-- throughput of the running engine before the first swap and after the last (closed
+- throughput of each running engine before the first swap and after the last (closed
   loop, one-row JSON `/v1/predict`, wrk when installed, else a Python client; a 1 s
-  warm-up loop first).
+  warm-up loop first, then REPEAT loops of DURATION s per engine, taking turns).
 
 Without a reachable PostgreSQL server or OCI registry the shared backend is skipped
 with the reason, and the local figures are still printed (exit 0).
 
     .venv/bin/python benchmarks/bench_registry.py [--releases 2] [--updates 2]
-        [--registers 5] [--duration 3] [--concurrency 8]
+        [--registers 5] [--duration 2] [--repeat 3] [--concurrency 8]
         [--postgres postgresql://postgres@127.0.0.1:54329/postgres] [--oci 127.0.0.1:5000]
 """
 
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -60,7 +64,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serve import free_port, lua_script, run_wrk, wait_ready
@@ -74,6 +78,13 @@ class Backend:
     env: dict[str, str]  # added to every mlcycle command's environment
     where: str
     figures: dict[str, Any] = field(default_factory=dict)
+    own_clone: bool = False  # the engine serves from a clone of its own, as on another machine
+    root: Path = Path()  # its copy of the project
+    engine_root: Path = Path()  # where the engine runs
+    registry: Any = None  # the project's registry, opened in this process
+    url: str = ""  # its running engine
+    engine: subprocess.Popen[bytes] | None = None
+    log: IO[bytes] | None = None
 
 
 def mlcycle(*args: str, cwd: Path, env: Mapping[str, str]) -> float:
@@ -308,58 +319,103 @@ def pickup(root: Path, url: str, registry: Any, backend: Backend, workdir: Path)
     )
 
 
-def measure(template: Path, workdir: Path, backend: Backend, args: argparse.Namespace) -> None:
-    root = workdir / backend.name
-    shutil.copytree(template, root, symlinks=True)
-    env, figures = backend.env, backend.figures
-    figures["release"] = []
+def prepare(template: Path, workdir: Path, backend: Backend, args: argparse.Namespace) -> None:
+    """The backend's copy of the project: RELEASES timed releases, then deployed."""
+    backend.root = workdir / backend.name
+    shutil.copytree(template, backend.root, symlinks=True)
+    releases = backend.figures["release"] = []
     for i in range(args.releases):
         if i:
-            git("commit", "--allow-empty", "-q", "-m", f"bench {i}", cwd=root)
-        figures["release"].append(mlcycle("release", cwd=root, env=env))
-        print(f"  {backend.name}: release {i + 1} in {figures['release'][-1]:.2f} s", flush=True)
-    mlcycle("deploy", cwd=root, env=env)
-    registry = open_backend_registry(root, backend)
+            git("commit", "--allow-empty", "-q", "-m", f"bench {i}", cwd=backend.root)
+        releases.append(mlcycle("release", cwd=backend.root, env=backend.env))
+        print(f"  {backend.name}: release {i + 1} in {releases[-1]:.2f} s", flush=True)
+    mlcycle("deploy", cwd=backend.root, env=backend.env)
+    backend.registry = open_backend_registry(backend.root, backend)
+    backend.engine_root = backend.root
+    if backend.own_clone:
+        # Another machine: the same commit, none of this clone's cached model files.
+        backend.engine_root = workdir / f"{backend.name}-engine"
+        git("clone", "-q", str(backend.root), str(backend.engine_root), cwd=workdir)
+
+
+def start_engine(backend: Backend, workdir: Path) -> None:
+    """`mlcycle serve` on the backend's project, timed from exec to ready."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (workdir / f"serve-{backend.name}.log").open("wb")
+    backend.url = f"http://127.0.0.1:{port}"
+    backend.log = (workdir / f"serve-{backend.name}.log").open("wb")
     start = time.perf_counter()
-    process = subprocess.Popen(
+    backend.engine = subprocess.Popen(
         [sys.executable, "-m", "mlcycle", "serve", "--port", str(port), "--workers", "1"],
-        cwd=root,
-        env={**os.environ, **env},
-        stdout=log,
+        cwd=backend.engine_root,
+        env={**os.environ, **backend.env},
+        stdout=backend.log,
         stderr=subprocess.STDOUT,
     )
+    wait_ready(f"{backend.url}/readyz", backend.engine)
+    backend.figures["ready"] = time.perf_counter() - start
+    print(f"  {backend.name}: engine ready in {backend.figures['ready']:.2f} s", flush=True)
+
+
+def stop_engine(backend: Backend) -> None:
+    if backend.engine is None:
+        return
+    backend.engine.send_signal(signal.SIGTERM)
     try:
-        wait_ready(f"{url}/readyz", process)
-        figures["ready"] = time.perf_counter() - start
-        described = describe(url)
-        body = {"instances": [dict.fromkeys((f["name"] for f in described["features"]), 1.0)]}
-        loop = f"{url}/v1/predict"
-        closed_loop(loop, body, args.concurrency, 1.0, workdir)  # warm-up, not counted
-        rps, p99, tool = closed_loop(loop, body, args.concurrency, args.duration, workdir)
-        figures["before"], figures["tool"] = (rps, p99), tool
-        print(f"  {backend.name}: before the swap {rps:,.0f} req/s ({tool})", flush=True)
-        figures["update"], figures["pickup"] = [], []
-        for _ in range(args.updates):
-            pickup(root, url, registry, backend, workdir)
-        closed_loop(loop, body, args.concurrency, 1.0, workdir)
-        figures["after"] = closed_loop(loop, body, args.concurrency, args.duration, workdir)[:2]
-        print(f"  {backend.name}: after the swaps {figures['after'][0]:,.0f} req/s", flush=True)
+        backend.engine.wait(60)
+    except subprocess.TimeoutExpired:
+        backend.engine.kill()
+    if backend.log is not None:
+        backend.log.close()
+
+
+def throughput(backends: list[Backend], when: str, args: argparse.Namespace, workdir: Path):
+    """Closed loops on every engine, taking turns (the machine's speed drifts): the median
+    of `--repeat` loops each, after a 1 s warm-up."""
+    runs: dict[str, list[tuple[float, float]]] = {b.name: [] for b in backends}
+    bodies = {}
+    for b in backends:
+        features = (f["name"] for f in describe(b.url)["features"])
+        bodies[b.name] = {"instances": [dict.fromkeys(features, 1.0)]}
+        closed_loop(f"{b.url}/v1/predict", bodies[b.name], args.concurrency, 1.0, workdir)
+    for _ in range(args.repeat):
+        for b in backends:
+            rps, p99, tool = closed_loop(
+                f"{b.url}/v1/predict", bodies[b.name], args.concurrency, args.duration, workdir
+            )
+            runs[b.name].append((rps, p99))
+            b.figures["tool"] = tool
+    for b in backends:
+        b.figures[when] = (
+            statistics.median(r for r, _ in runs[b.name]),
+            statistics.median(p for _, p in runs[b.name]),
+            [r for r, _ in runs[b.name]],
+        )
+        print(f"  {b.name}: {when} the swaps {_all(b.figures[when][2], '{:,.0f}')} req/s")
+
+
+def measure(backends: list[Backend], template: Path, workdir: Path, args: argparse.Namespace):
+    for b in backends:
+        print(f"{b.name} backend: {b.where}", flush=True)
+        prepare(template, workdir, b, args)
+    try:
+        for b in backends:
+            start_engine(b, workdir)
+        throughput(backends, "before", args, workdir)
+        for b in backends:
+            b.figures["update"], b.figures["pickup"] = [], []
+            for _ in range(args.updates):
+                pickup(b.root, b.url, b.registry, b, workdir)
+        throughput(backends, "after", args, workdir)
     finally:
-        process.send_signal(signal.SIGTERM)
+        for b in backends:
+            stop_engine(b)
+    for b in backends:
         try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-    try:
-        in_process(registry, backend, args.registers)
-    finally:
-        engine = getattr(registry, "engine", None)
-        if engine is not None:
-            engine.dispose()  # its connections would hold the database the run drops
+            in_process(b.registry, b, args.registers)
+        finally:
+            engine = getattr(b.registry, "engine", None)
+            if engine is not None:
+                engine.dispose()  # its connections would hold the database the run drops
 
 
 # --- the table ------------------------------------------------------------------------------
@@ -369,8 +425,8 @@ def _median(values: list[float]) -> str:
     return f"{statistics.median(values):.2f}" if values else "-"
 
 
-def _all(values: list[float]) -> str:
-    return "/".join(f"{v:.2f}" for v in values)
+def _all(values: list[float], fmt: str = "{:.2f}") -> str:
+    return "/".join(fmt.format(v) for v in values)
 
 
 def report(backends: list[Backend], args: argparse.Namespace) -> None:
@@ -422,7 +478,8 @@ def main() -> int:
     parser.add_argument("--releases", type=int, default=2, help="releases timed per backend")
     parser.add_argument("--updates", type=int, default=2, help="generations picked up per backend")
     parser.add_argument("--registers", type=int, default=5, help="library registrations timed")
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds per closed loop")
+    parser.add_argument("--duration", type=float, default=2.0, help="seconds per closed loop")
+    parser.add_argument("--repeat", type=int, default=3, help="closed loops per engine and phase")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument(
         "--postgres",
@@ -436,35 +493,20 @@ def main() -> int:
     skipped = postgres_problem(args.postgres) or oci_problem(args.oci)
     workdir = Path(tempfile.mkdtemp(prefix="bench-registry-"))
     try:
-        mlcycle(
-            "init",
-            "live",
-            "--pattern",
-            "adaptive",
-            "-d",
-            str(workdir / "live"),
-            cwd=workdir,
-            env={},
-        )
-        template = workdir / "live"
-        local = Backend("local", {}, "the project's .mlcycle/registry")
-        backends = [local]
-        print("local backend: .mlcycle/registry", flush=True)
-        measure(template, workdir, local, args)
-        if skipped:
-            print(f"\nshared backend skipped: {skipped}")
-        else:
-            with postgres_database(args.postgres) as database:
+        with contextlib.ExitStack() as stack:
+            backends = [Backend("local", {}, "the project's .mlcycle/registry")]
+            if not skipped:
+                database = stack.enter_context(postgres_database(args.postgres))
                 artifacts = f"oci://{args.oci}/bench/{uuid.uuid4().hex[:12]}"
-                shared = Backend(
-                    "shared",
-                    {"MLCYCLE_REGISTRY_URL": database, "MLCYCLE_ARTIFACTS_URL": artifacts},
-                    f"{database.rsplit('@', 1)[-1]} + {artifacts}",
-                )
-                print(f"shared backend: {shared.where}", flush=True)
-                measure(template, workdir, shared, args)
-                backends.append(shared)
+                where = f"{database.rsplit('@', 1)[-1]} + {artifacts}"
+                variables = {"MLCYCLE_REGISTRY_URL": database, "MLCYCLE_ARTIFACTS_URL": artifacts}
+                backends.append(Backend("shared", variables, where, own_clone=True))
+            init = ("init", "live", "--pattern", "adaptive", "-d", str(workdir / "live"))
+            mlcycle(*init, cwd=workdir, env={})
+            measure(backends, workdir / "live", workdir, args)
         report(backends, args)
+        if skipped:
+            print(f"shared backend skipped: {skipped}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
