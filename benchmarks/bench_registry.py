@@ -491,6 +491,8 @@ def main() -> int:
     args = parser.parse_args()
 
     skipped = postgres_problem(args.postgres) or oci_problem(args.oci)
+    if skipped:
+        print(f"shared backend skipped: {skipped}", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="bench-registry-"))
     try:
         with contextlib.ExitStack() as stack:
