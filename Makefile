@@ -48,8 +48,12 @@ coverage: $(STAMP) docker-env browser postgres
 	COVERAGE_FILE=$(COVERAGE_DIR)/coverage $(BIN)/coverage combine -q
 	COVERAGE_FILE=$(COVERAGE_DIR)/coverage $(BIN)/coverage report
 
+# bench_registry.py compares the local registry with PostgreSQL + the OCI registry on
+# 127.0.0.1:5000 (the servers `postgres` and `docker-env` start); it skips that half,
+# saying why, when either is not running.
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	export MLCYCLE_BENCH_POSTGRES_URL=$${MLCYCLE_BENCH_POSTGRES_URL:-postgresql://postgres@127.0.0.1:$(PG_PORT)/postgres}; \
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 # Docker engine, local registry on 127.0.0.1:5000 and the base image, for the image tests.

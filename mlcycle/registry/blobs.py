@@ -10,7 +10,9 @@ URL, one builder per scheme, the way the registry backends are:
     oci://HOST[:PORT]/REPO  an OCI distribution registry (see oci.py)
 
 Readers keep what they pulled in a local cache keyed by digest, so serving
-reads a model from the network once.
+reads a model from the network once; a writer keeps there what it stored, so the
+next command on its machine (an update warm-starting from the generation a release
+just pushed, an engine started in the same clone) reads it without the network.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import hashlib
 import importlib
 import os
 import re
+import shutil
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -66,16 +69,37 @@ class BlobStore(ABC):
         """Write the blob's bytes to `dest` (a fresh temporary path)."""
 
     def put(self, path: Path) -> str:
-        """Store a file; returns its digest. Storing the same bytes twice is a no-op."""
+        """Store a file; returns its digest. Storing the same bytes twice is a no-op.
+
+        The file also goes to the local cache: these bytes are the blob (their digest
+        was just computed), so this machine never pulls back what it pushed.
+        """
         digest = digest_of(path)
         if not self.has(digest):
             self._upload(path, digest)
+        self._keep(path, digest)
         return digest
 
+    def _cached(self, digest: str) -> Path:
+        return self.cache / digest.replace(":", "-")
+
+    def _keep(self, path: Path, digest: str) -> None:
+        """Copy `path` (whose digest is `digest`) into the cache, unless it is there."""
+        cached = self._cached(digest)
+        if cached.is_file():
+            return  # fetch checks it before use; a damaged copy is pulled again then
+        self.cache.mkdir(parents=True, exist_ok=True)
+        partial = self.cache / f".{cached.name}.{uuid.uuid4().hex}.part"
+        try:
+            shutil.copyfile(path, partial)
+            partial.replace(cached)
+        finally:
+            partial.unlink(missing_ok=True)
+
     def fetch(self, digest: str) -> Path:
-        """A local, verified copy of the blob (from the cache when already pulled)."""
+        """A local, verified copy of the blob (from the cache when already pulled or put)."""
         check_digest(digest)
-        cached = self.cache / digest.replace(":", "-")
+        cached = self._cached(digest)
         if cached.is_file() and digest_of(cached) == digest:
             return cached
         self.cache.mkdir(parents=True, exist_ok=True)
@@ -132,6 +156,9 @@ class DirectoryBlobStore(BlobStore):
         with source.open("rb") as src, dest.open("wb") as dst:
             while chunk := src.read(1 << 20):
                 dst.write(chunk)
+
+    def _keep(self, path: Path, digest: str) -> None:
+        pass  # the directory is its own cache: what was put is already there
 
     def fetch(self, digest: str) -> Path:
         # The directory is its own cache: verify in place rather than copy.

@@ -164,6 +164,25 @@ class TestOciBlobStore(BlobStoreContract):
         with pytest.raises(RegistryError, match="cannot reach"):
             dead.has(digest)  # it really is unreachable
 
+    def test_what_a_writer_stored_it_reads_back_without_the_network(
+        self, open_store: Open, source: Path, repository: str
+    ) -> None:
+        # A release pushes generation 1; the update that warm-starts from it on the same
+        # machine used to pull those bytes back (measured by benchmarks/bench_registry.py).
+        digest = open_store(cache="writer").put(source)
+        dead = open_store(cache="writer", at=f"oci://127.0.0.1:1/{repository}")
+        assert dead.fetch(digest).read_bytes() == source.read_bytes()
+
+    def test_a_damaged_cached_copy_is_pulled_again(
+        self, open_store: Open, source: Path, tmp_path: Path
+    ) -> None:
+        store = open_store(cache="writer")
+        digest = store.put(source)
+        cached = tmp_path / "writer" / digest.replace(":", "-")
+        cached.write_bytes(b"changed on disk")
+        assert store.fetch(digest).read_bytes() == source.read_bytes()
+        assert cached.read_bytes() == source.read_bytes()
+
     def test_a_damaged_download_is_refused_and_not_cached(
         self, open_store: Open, source: Path, repository: str, tmp_path: Path
     ) -> None:
