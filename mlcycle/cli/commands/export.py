@@ -6,8 +6,10 @@ from pathlib import Path
 
 import typer
 
-from mlcycle.cli.app import app
+from mlcycle.cli.group import Commands
 from mlcycle.cli.options import json_option, project_option
+
+app = Commands()
 
 
 @app.command()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from mlcycle.cli.app import app
+from mlcycle.cli.group import Commands
 
 if TYPE_CHECKING:
     from mlcycle.scaffold import InitResult
@@ -21,6 +21,9 @@ class PatternChoice(StrEnum):
     OPEN = "open"
     ADAPTIVE = "adaptive"
     DUAL = "dual"
+
+
+app = Commands()
 
 
 @app.command()

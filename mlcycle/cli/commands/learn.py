@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from mlcycle.cli.app import _Typer, app
+from mlcycle.cli.group import Commands
 from mlcycle.cli.options import json_option, project_option
 
 if TYPE_CHECKING:
@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 _LOWER_HELP = "Start of the data window on the ordinal column (inclusive), e.g. 100 or 2026-01-01."
 _UPPER_HELP = "End of the data window on the ordinal column (exclusive)."
+
+
+app = Commands()
 
 
 @app.command()
@@ -306,8 +309,8 @@ def _worst_drift(drift: Drift | None) -> tuple[str, str]:
 
 # `models` lists the registry; `models show REF` shows one entry in full. A group whose
 # callback lists when no subcommand follows keeps `mlcycle models [--json]` as it was.
-# `_Typer`, as `app`, so that `models show --help` reads `REF`, not `{ref}` and `<str>`.
-models_app = _Typer(
+# `Commands`, as `app`, so that `models show --help` reads `REF`, not `{ref}` and `<str>`.
+models_app = Commands(
     name="models",
     help="List the registry: releases, generations, status, stages, metrics; * marks current.",
     invoke_without_command=True,

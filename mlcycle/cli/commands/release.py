@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from mlcycle.cli.app import app
+from mlcycle.cli.group import Commands
 from mlcycle.cli.options import json_option, project_option
 
 if TYPE_CHECKING:
@@ -21,6 +21,9 @@ class Bump(StrEnum):
     MAJOR = "major"
     MINOR = "minor"
     PATCH = "patch"
+
+
+app = Commands()
 
 
 @app.command()

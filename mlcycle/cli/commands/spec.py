@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from mlcycle.cli.app import app
+from mlcycle.cli.group import Commands
 from mlcycle.cli.options import project_option
 from mlcycle.errors import ExitCode, UsageError
 
@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from mlcycle.spec.plan import Plan
 
 _PATH_HELP = "lifecycle.yaml, or a directory containing one (default: the current directory)."
+
+
+app = Commands()
 
 
 @app.command()

@@ -8,11 +8,14 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from mlcycle.cli.app import app
+from mlcycle.cli.group import Commands
 from mlcycle.cli.options import json_option, project_option
 
 if TYPE_CHECKING:
     from mlcycle.agents.update import UpdateResult
+
+
+app = Commands()
 
 
 @app.command()
