@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import GateRejectedError
-from mlcycle.progress import NULL_PROGRESS, Progress
+from mlcycle.progress import NULL_PROGRESS, Progress, step
 
 if TYPE_CHECKING:
     from mlcycle.data import Dataset, SourceInfo, Window
@@ -290,11 +290,8 @@ def _procure(
         validate_data(spec, registry.current(), dataset)
     previous_model = None
     if previous is not None and spec.update.warm_start:
-        progress.start(f"load {previous.ref} to continue from")
-        try:
+        with step(progress, f"load {previous.ref} to continue from"):
             previous_model = registry.load_model(previous)
-        finally:
-            progress.done()
     training = train(
         spec,
         dataset.X,
@@ -315,8 +312,7 @@ def _procure(
         verify(training)
     entry = None
     if gate.passed or keep_rejected:
-        progress.start(f"register the model in {release}")
-        try:
+        with step(progress, f"register the model in {release}"):
             data = data_record(spec, dataset, previous if previous_model else None)
             attempt.data = data
             entry = registry.register(
@@ -343,8 +339,6 @@ def _procure(
                 if gate.passed
                 else None,
             )
-        finally:
-            progress.done()
     result = ProcureResult(
         entry=entry,
         training=training,
@@ -490,11 +484,11 @@ def _run_params(spec: Spec, training: TrainResult | None) -> dict[str, Any]:
     """The declared step parameters (`STEP__PARAM`, as tuning names them), tuned ones over."""
     params: dict[str, Any] = {}
     lowered = [s.class_path.rpartition(".")[2].lower() for s in spec.model.pipeline]
-    for i, step in enumerate(spec.model.pipeline):
+    for i, declared in enumerate(spec.model.pipeline):
         name = lowered[i]
         if lowered.count(name) > 1:  # make_pipeline numbers repeated steps
             name = f"{name}-{lowered[: i + 1].count(name)}"
-        for key, value in step.params.items():
+        for key, value in declared.params.items():
             params[f"{name}__{key}"] = value
     if training is not None and training.tuning is not None:
         params.update(training.tuning.best_params)
@@ -547,14 +541,12 @@ def compare_with_current(
             "them would be flattered)"
         )
     metrics = tuple(training.metrics)
-    progress.start(f"score {ref} on the same {len(index)} held-out rows")
-    try:
-        model = registry.load_model(current)
-        scores = score(model, take(dataset.X, index), take(dataset.y, index), metrics)
-    except (MlcycleError, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
-        return fallback(f"{ref} cannot be scored on these rows ({_first_line(e)})")
-    finally:
-        progress.done()
+    with step(progress, f"score {ref} on the same {len(index)} held-out rows"):
+        try:
+            model = registry.load_model(current)
+            scores = score(model, take(dataset.X, index), take(dataset.y, index), metrics)
+        except (MlcycleError, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+            return fallback(f"{ref} cannot be scored on these rows ({_first_line(e)})")
     return Comparison(
         ref=ref, metrics=scores, registered=registered, same_rows=True, rows=len(index)
     )

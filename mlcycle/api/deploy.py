@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import MlcycleError, UsageError
-from mlcycle.progress import NULL_PROGRESS, Progress
+from mlcycle.progress import NULL_PROGRESS, Progress, step
 from mlcycle.spec.model import Deployment
 
 if TYPE_CHECKING:
@@ -202,8 +202,7 @@ def _deploy_wrapped(
     entry = _entry(project, ref)
     target_registry = _push_target(project, push, registry)
     bundle_dir = project.root / ".mlcycle" / "bundles" / f"{entry.release}-{entry.generation}"
-    progress.start(f"bundle {entry.ref}")
-    try:
+    with step(progress, f"bundle {entry.ref}"):
         bundle = None
         if (bundle_dir / "bundle.json").is_file():
             # A bundle of this entry was made before: reuse it (verified on load) unless
@@ -222,8 +221,6 @@ def _deploy_wrapped(
                 shutil.rmtree(bundle_dir)
         if bundle is None:
             bundle = build_bundle(spec, project.registry, entry, bundle_dir, spec_file=project.file)
-    finally:
-        progress.done()
     tag = image_reference(spec, bundle)
     made = _make_image(
         lambda dest: write_context(bundle, spec, dest, tag=tag, revision=entry.git_commit),

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlcycle.progress import NULL_PROGRESS, Progress
+from mlcycle.progress import NULL_PROGRESS, Progress, step
 
 if TYPE_CHECKING:
     from mlcycle.agents import ProcureResult
@@ -123,19 +123,13 @@ def evaluate(
     wanted = ModelRef.parse(ref) if ref is not None else None
     entry = registry.get(wanted) if wanted else (current or registry.get("latest"))
     dataset = load_dataset(project.spec, data_window(project.spec, lower, upper), progress=progress)
-    progress.start(f"load {entry.ref}")
-    try:
+    with step(progress, f"load {entry.ref}"):
         model = registry.load_model(entry)
-    finally:
-        progress.done()
     metric_names = tuple(entry.metrics) or project.spec.evaluation.metrics
     if not metric_names:
         metric_names = default_metrics(infer_task(model, project.spec.model), dataset.y)
-    progress.start(f"score {entry.ref} on {dataset.n_rows} rows")
-    try:
+    with step(progress, f"score {entry.ref} on {dataset.n_rows} rows"):
         metrics = score(model, dataset.X, dataset.y, metric_names)
-    finally:
-        progress.done()
     baseline = dict(current.metrics) if current is not None and current.ref != entry.ref else None
     gate = check_gate(project.spec.evaluation.gate, metrics, baseline)
     return EvaluationReport(

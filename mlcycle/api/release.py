@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from mlcycle.errors import GitError, MlcycleError, UsageError
 from mlcycle.faults import checkpoint
 from mlcycle.interop.mlflow import download_model, is_model_dir, is_model_uri, read_model_dir
-from mlcycle.progress import NULL_PROGRESS, Progress
+from mlcycle.progress import NULL_PROGRESS, Progress, step
 from mlcycle.spec.model import Liaison, Procurement
 
 if TYPE_CHECKING:
@@ -230,11 +230,8 @@ def _download(project: Project, uri: str, stack: ExitStack, progress: Progress) 
             "download the model and pass its directory",
         )
     directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mlcycle-model-")))
-    progress.start(f"download {uri}")
-    try:
+    with step(progress, f"download {uri}"):
         return download_model(uri, tracking_uri=server, directory=directory)
-    finally:
-        progress.done()
 
 
 def _sync_tags(project: Project, remote: str | None) -> tuple[str, tuple[str, ...]]:
@@ -296,27 +293,22 @@ def _carry_out(
     entry = procured.entry
     checkpoint("release:registered")
     try:
-        progress.start(f"tag {plan.tag}")
-        try:
+        with step(progress, f"tag {plan.tag}"):
             tag = repo.create_tag(
                 plan.tag,
                 _tag_message(project, plan, procured),
                 commit=plan.commit,
                 version=Version.parse(plan.version),
             )
-        finally:
-            progress.done()
         checkpoint("release:tagged")
         pushed = False
         if push:
-            progress.start(f"push {plan.tag} to {remote}")
-            try:
-                repo.push_tag(plan.tag, remote)
-            except BaseException:
-                repo.delete_tag(plan.tag)
-                raise
-            finally:
-                progress.done()
+            with step(progress, f"push {plan.tag} to {remote}"):
+                try:
+                    repo.push_tag(plan.tag, remote)
+                except BaseException:
+                    repo.delete_tag(plan.tag)
+                    raise
             pushed = True
     except BaseException as e:
         # No registry entry without its tag: undo this process's registration, and only

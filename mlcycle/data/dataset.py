@@ -29,7 +29,7 @@ from mlcycle.data.source import (
 from mlcycle.data.sql import SqlSource
 from mlcycle.data.window import Window, json_value, next_window, plain_value
 from mlcycle.errors import DataError, WindowError
-from mlcycle.progress import NULL_PROGRESS, Progress
+from mlcycle.progress import NULL_PROGRESS, Progress, step
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -135,12 +135,8 @@ def load_dataset(
                 f"{_open_description(spec)}: cannot fetch a window without an ordinal column",
                 hint="declare `data.source.ordinal` (a timestamp or an increasing id)",
             )
-    with _open(spec) as source:
-        progress.start(f"fetch {source.describe()}", total=None)
-        try:
-            return _load(spec, source, window, ordinal)
-        finally:
-            progress.done()
+    with _open(spec) as source, step(progress, f"fetch {source.describe()}", total=None):
+        return _load(spec, source, window, ordinal)
 
 
 def _load(spec: Spec, source: Source, window: Window, ordinal: str | None) -> Dataset:
