@@ -10,6 +10,19 @@ import typer
 from mlcycle.errors import ExitCode, GateRejectedError, MlcycleError, SpecError
 
 
+class Shown(Exception):
+    """A known error whose details a command has already shown (the whole gate table, the
+    anomalies, the JSON result): the funnel prints its message and exits with its code,
+    and does not show the details again.
+
+    What was printed is the CLI's business, so the state lives here, not on the error.
+    """
+
+    def __init__(self, error: MlcycleError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 def run(app: typer.Typer, args: list[str], *, debug: bool) -> int:
     """Run the app with `args` and return the process exit code."""
     command = typer.main.get_command(app)
@@ -29,6 +42,11 @@ def run(app: typer.Typer, args: list[str], *, debug: bool) -> int:
         else:
             _print_error(e.message)
         return ExitCode.USAGE if e.exit_code == 2 else e.exit_code
+    except Shown as e:
+        if debug:
+            raise
+        _print_error(e.error.message, hint=e.error.hint)
+        return e.error.exit_code
     except MlcycleError as e:
         if debug:
             raise
@@ -51,7 +69,7 @@ def report_error(error: MlcycleError) -> None:
 
     if isinstance(error, SpecError):
         render.diagnostics(error.diagnostics)
-    elif isinstance(error, GateRejectedError) and not error.shown:
+    elif isinstance(error, GateRejectedError):
         from mlcycle.cli import views
 
         views.failures_table(error.failures)

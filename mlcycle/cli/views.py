@@ -61,20 +61,23 @@ def gate_table(
         render.warning(comparison.note)
 
 
-def show_rejection(error: GateRejectedError) -> None:
-    """The whole gate table of a procured model the gate rejected, on stdout.
+def show_rejection(error: GateRejectedError) -> bool:
+    """The whole gate table of a procured model the gate rejected, on stdout; whether
+    there was one to show.
 
-    The error funnel then prints only the message (it would otherwise list the
-    failed conditions alone, on stderr).
+    When there was, the command raises `funnel.Shown`, and the error funnel prints only
+    the message (it would otherwise list the failed conditions alone, on stderr).
     """
+    shown = False
     result = getattr(error, "result", None)
     if result is not None:
         gate_table(result.gate.checks, comparison=result.comparison)
-        error.shown = True
+        shown = True
     anomalies = getattr(error, "anomalies", None)
     if anomalies is not None:
         anomalies_table(anomalies, against=getattr(error, "against", "the current model"))
-        error.shown = True
+        shown = True
+    return shown
 
 
 def anomalies_table(anomalies: Iterable[Anomaly], *, against: str) -> None:

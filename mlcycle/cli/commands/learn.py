@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from mlcycle.cli.funnel import Shown
 from mlcycle.cli.group import Commands
 from mlcycle.cli.options import json_option, project_option
 
@@ -60,15 +61,14 @@ def train(
             render.print_json(rejected.result.as_dict(), kind="train")
         else:
             _render_procured(rejected.result)
-        rejected.shown = True
-        raise
+        raise Shown(rejected) from rejected
     except DataRejectedError as rejected:
         # Failing data stops before training: the anomaly table is the whole story.
         if as_json:
             render.print_json(rejected.as_dict(), kind="data-validation")
-            rejected.shown = True
-        else:
-            views.show_rejection(rejected)
+            raise Shown(rejected) from rejected
+        if views.show_rejection(rejected):
+            raise Shown(rejected) from rejected
         raise
     if as_json:
         render.print_json(result.as_dict(), kind="train")

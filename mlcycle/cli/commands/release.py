@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from mlcycle.cli.funnel import Shown
 from mlcycle.cli.group import Commands
 from mlcycle.cli.options import json_option, project_option
 
@@ -104,10 +105,10 @@ def release(
                 progress=progress,
             )
     except GateRejectedError as rejected:
-        if not as_json:
-            from mlcycle.cli import views
+        from mlcycle.cli import views
 
-            views.show_rejection(rejected)
+        if not as_json and views.show_rejection(rejected):
+            raise Shown(rejected) from rejected
         raise
     if as_json:
         render.print_json(result.as_dict(), kind="release")

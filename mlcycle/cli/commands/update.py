@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from mlcycle.cli.funnel import Shown
 from mlcycle.cli.group import Commands
 from mlcycle.cli.options import json_option, project_option
 
@@ -51,14 +52,17 @@ def update(
             with RichProgress(enabled=not as_json) as progress:
                 result = api.update(project, force=force, progress=progress)
         except GateRejectedError as rejected:
+            shown = False
             if not as_json:
                 from mlcycle.cli import views
 
-                views.show_rejection(rejected)
+                shown = views.show_rejection(rejected)
             elif isinstance(rejected, DataRejectedError):
                 render.print_json(rejected.as_dict(), kind="data-validation")
-                rejected.shown = True
+                shown = True
             if once:
+                if shown:
+                    raise Shown(rejected) from rejected
                 raise
             render.warning("the new generation was rejected; the current one keeps serving")
         else:
