@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlcycle.errors import MlcycleError, UsageError
+from mlcycle.api.project import open_project
+from mlcycle.api.stages import named_entry, stage_entry
+from mlcycle.errors import MlcycleError, RegistryError, UsageError
 from mlcycle.progress import NULL_PROGRESS, Progress, step
-from mlcycle.spec.model import Deployment
+from mlcycle.spec.model import Deployment, SelectorKind
 
 if TYPE_CHECKING:
     from mlcycle.api.project import Project
@@ -88,8 +90,6 @@ def deploy(
     `image` (dynamic only; a wrapped deploy always builds its image) also builds
     the generic serving engine image; `context_only` and `push` imply it.
     """
-    from mlcycle.api.project import open_project
-
     if registry is not None and not push:
         raise UsageError("--registry names where to push; nothing is pushed", hint="add --push")
     project = open_project(path)
@@ -153,14 +153,10 @@ def _noting_uncommitted(project: Project, result: DeployResult) -> DeployResult:
 
 
 def _entry(project: Project, ref: str | None) -> Entry:
-    from mlcycle.errors import RegistryError
-
     registry = project.registry
     if ref is not None:
         return _named(project, ref)
     if project.spec.deployment.stage is not None:
-        from mlcycle.api.stages import stage_entry
-
         return stage_entry(project, project.spec.deployment.stage)
     current = registry.current()
     if current is None:
@@ -173,7 +169,7 @@ def _entry(project: Project, ref: str | None) -> Entry:
 
 def _named(project: Project, ref: str) -> Entry:
     """The model `ref` names; UsageError (exit 2) when it may not serve, as `promote` says."""
-    from mlcycle.api.stages import named_entry
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.registry import ModelRef
 
     entry = named_entry(project.registry, ModelRef.parse(ref), ref)
@@ -195,6 +191,7 @@ def _deploy_wrapped(
     k8s: Path | None,
     progress: Progress,
 ) -> DeployResult:
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.package import build_bundle, image_reference, load_bundle, write_context
     from mlcycle.registry.artifacts import sha256_file
 
@@ -257,6 +254,7 @@ def _make_image(
 ) -> dict[str, Any]:
     """Write the context to `context_only`, or build `tag` from it (and push it when
     `target_registry` is set); returns the DeployResult fields made."""
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.package import build_image, push_image
 
     if context_only is not None:
@@ -282,9 +280,9 @@ def _deploy_dynamic(
     registry: str | None,
     progress: Progress,
 ) -> DeployResult:
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.package import release_image, write_engine_context
     from mlcycle.registry.manifests import FOLLOW, PINNED, selector_document
-    from mlcycle.spec.model import SelectorKind
 
     spec = project.spec
     registry_ = project.registry
@@ -378,6 +376,7 @@ def _pinned(pushed: ImageInfo) -> str:
 def _write_k8s(
     project: Project, image: str, version: str, *, dynamic: bool, directory: Path
 ) -> K8sManifests:
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.deploy import manifests, write_manifests
 
     shared = _shared(project, dynamic=dynamic)
@@ -393,6 +392,7 @@ def _write_k8s(
 
 
 def _shared(project: Project, *, dynamic: bool) -> Shared:
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.deploy.k8s import Shared
 
     return Shared.declared(project.spec, project.file, os.environ, dynamic=dynamic)
@@ -400,7 +400,5 @@ def _shared(project: Project, *, dynamic: bool) -> Shared:
 
 def manifest_history(path: str | Path | None = None) -> list[Manifest]:
     """Every serving manifest the project published, oldest first."""
-    from mlcycle.api.project import open_project
-
     project = open_project(path)
     return project.registry.manifests().history()

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlcycle.api.project import open_project
+from mlcycle.api.stages import Stages, read_stages
 from mlcycle.errors import GitError, MlcycleError, UsageError
 from mlcycle.faults import checkpoint
 from mlcycle.interop.mlflow import download_model, is_model_dir, is_model_uri, read_model_dir
@@ -162,7 +164,7 @@ def release(
     reproduction of research's results refuses the model (exit 3), and a
     RuntimeFailure for the rest (exit 1); in every case nothing is left behind.
     """
-    from mlcycle.api.project import open_project
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.gitops import Repo
 
     project = open_project(path)
@@ -236,6 +238,7 @@ def _download(project: Project, uri: str, stack: ExitStack, progress: Progress) 
 
 def _sync_tags(project: Project, remote: str | None) -> tuple[str, tuple[str, ...]]:
     """The remote to use, and the release tags fetched from it (before any version is chosen)."""
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.gitops import Repo, TagFormat
 
     fmt = TagFormat(project.spec.release.tag_format).validate(project.spec.name)
@@ -281,6 +284,7 @@ def _carry_out(
 
     `origin` is where a downloaded `model` came from (an MLflow model URI), recorded
     instead of its temporary path."""
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.gitops import Version
 
     registry = project.registry
@@ -347,6 +351,7 @@ def _plan(
 ) -> ReleasePlan:
     import os
 
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.gitops import TagFormat, Version, resolve_branch
 
     spec = project.spec
@@ -483,6 +488,7 @@ class _Procured:
 
 
 def _procure_unattended(project: Project, plan: ReleasePlan, progress: Progress) -> _Procured:
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.agents import procure
     from mlcycle.train.reproduce import reproduce_research
 
@@ -531,6 +537,7 @@ def _procure_by_hand(
     origin: str | None = None,
 ) -> _Procured:
     """An interactive release: the file a person trained, evaluated when there is data."""
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.agents.integration import data_record
     from mlcycle.data import load_dataset
     from mlcycle.registry import Status, TrustPolicy
@@ -656,6 +663,7 @@ def read_model_file(path: Path, *, trust: TrustPolicy, trust_pickle: bool = Fals
     way: its skops file under `trust` (never under the trusted types its `MLmodel`
     lists: anyone can write those), its pickle or cloudpickle only with `trust_pickle`.
     """
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.registry.artifacts import SKOPS, load_model, load_untrusted_pickle, sha256_file
 
     if is_model_dir(path):
@@ -711,6 +719,7 @@ def _is_pickle(path: Path) -> bool:
 
 
 def _tag_message(project: Project, plan: ReleasePlan, procured: _Procured) -> str:
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.gitops import release_message
 
     entry = procured.entry
@@ -766,6 +775,7 @@ class HistoryItem:
     @property
     def status(self) -> State:
         """`released` or `retired`; `incomplete` (no tag) or `missing` (no registry entry)."""
+        # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
         from mlcycle.registry import State
 
         if self.tag is None:
@@ -817,8 +827,7 @@ class History:
 def history(path: str | Path | None = None) -> History:
     """Releases from the git tags joined with their registry entries and stages (and
     orphans marked)."""
-    from mlcycle.api.project import open_project
-    from mlcycle.api.stages import Stages, read_stages
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.data.validation import DataRejection
     from mlcycle.gitops import Repo, TagFormat
     from mlcycle.registry.refs import DEV, release_key

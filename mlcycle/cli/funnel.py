@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from mlcycle.cli import render, views
 from mlcycle.errors import ExitCode, GateRejectedError, MlcycleError, SpecError
 
 
@@ -65,18 +66,12 @@ def run(app: typer.Typer, args: list[str], *, debug: bool) -> int:
 
 def report_error(error: MlcycleError) -> None:
     """Print a known error (with its diagnostics, for spec errors) on stderr."""
-    from mlcycle.cli import render
-
     if isinstance(error, SpecError):
         render.diagnostics(error.diagnostics)
     elif isinstance(error, GateRejectedError):
-        from mlcycle.cli import views
-
         views.failures_table(error.failures)
     _print_error(error.message, hint=error.hint)
 
 
 def _print_error(message: str, *, hint: str | None = None) -> None:
-    from mlcycle.cli import render
-
     render.error(message, hint=hint)

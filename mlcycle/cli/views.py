@@ -6,6 +6,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from mlcycle.cli import render
+
 if TYPE_CHECKING:
     from mlcycle.agents.integration import Comparison
     from mlcycle.data.validation import Anomaly, DataRejection
@@ -34,8 +36,6 @@ def gate_table(
     With `comparison`, a column shows the current model's figure beside the new one's:
     on the same held-out rows, or (with a warning saying why) its registered figure.
     """
-    from mlcycle.cli import render
-
     rows = []
     for c in checks:
         threshold = number(c.threshold)
@@ -84,8 +84,6 @@ def anomalies_table(anomalies: Iterable[Anomaly], *, against: str) -> None:
     """One row per data anomaly of new rows, like the gate table: what, how much, limit."""
     from rich.markup import escape
 
-    from mlcycle.cli import render
-
     rows = [
         (
             escape(a.condition),
@@ -105,8 +103,6 @@ def anomalies_table(anomalies: Iterable[Anomaly], *, against: str) -> None:
 
 def failures_table(failures: Iterable[GateFailure]) -> None:
     """The failed conditions of a rejected model, on stderr."""
-    from mlcycle.cli import render
-
     rows = [
         (
             f.condition,
@@ -133,8 +129,6 @@ def metrics_table(
     compare_label: str = "at training",
 ) -> None:
     """Metric values, optionally beside another set (e.g. the ones measured at training)."""
-    from mlcycle.cli import render
-
     if compare is None:
         render.table(title, ("metric", "value"), ((k, number(v)) for k, v in metrics.items()))
         return
@@ -192,8 +186,6 @@ def entries_table(
     """The registry as a table: one row per entry, newest last, current marked (`*`)."""
     from rich.markup import escape
 
-    from mlcycle.cli import render
-
     stages = stages or {}
     columns = ("", "model", "status", "stages", *metrics, "rows", "procured", "created")
     rows = []
@@ -232,8 +224,6 @@ def trials_table(
     `*` marks the one chosen (`best`: its parameters; in halving's last round)."""
     from rich.markup import escape
 
-    from mlcycle.cli import render
-
     halving = any(t.round is not None for t in trials)
     last = max((t.round or 0 for t in trials), default=0)
     columns = ("", "rank", *(("round", "rows") if halving else ()), "cv score", "± std", "fit s")
@@ -257,8 +247,6 @@ def trials_table(
 def runs_table(runs: Sequence[Run], metrics: Sequence[str], *, title: str) -> None:
     """Training runs, oldest first: id, when, what ran it, outcome, model, metrics."""
     from rich.markup import escape
-
-    from mlcycle.cli import render
 
     # The id starts with the UTC time the run started: no separate column for it.
     columns = ("run", "by", "outcome", "model", *metrics, "tuned", "fit s")
@@ -289,8 +277,6 @@ def outcome(value: str) -> str:
 def data_rejections(rejections: Sequence[DataRejection]) -> None:
     """One line per refusal of new rows (no model holds them, so no table row does)."""
     from rich.markup import escape
-
-    from mlcycle.cli import render
 
     for refused in rejections:
         render.stdout().print(f"[red]rejected data[/] {escape(refused.describe())}")

@@ -26,7 +26,7 @@ from mlcycle.data.source import (
     did_you_mean,
     listing,
 )
-from mlcycle.data.sql import SqlSource
+from mlcycle.data.sql import SqlSource, mask_url
 from mlcycle.data.window import Window, json_value, next_window, plain_value
 from mlcycle.errors import DataError, WindowError
 from mlcycle.progress import NULL_PROGRESS, Progress, step
@@ -360,8 +360,6 @@ def _open_description(spec: Spec) -> str:
     if source is None:
         return spec.data.dump or "the data"
     if source.url:
-        from mlcycle.data.sql import mask_url
-
         what = f" table {source.table}" if source.table else " query"
         return mask_url(source.url) + what
     return source.path or "the data source"

@@ -22,12 +22,14 @@ from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import MlcycleError, ServingError, UsageError
-from mlcycle.serve.model import ProcessLocalState, Router
+from mlcycle.registry.manifests import selector_from_document
+from mlcycle.serve.model import Feature, ProcessLocalState, Router, ServedModel
+from mlcycle.serve.predictor import Predictor
+from mlcycle.serve.router import SelectorRouter
 
 if TYPE_CHECKING:
     from mlcycle.registry import Entry, Registry
-    from mlcycle.serve.model import RequestInfo, ServedModel
-    from mlcycle.serve.router import SelectorRouter
+    from mlcycle.serve.model import RequestInfo
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,6 @@ def served_model_from_entry(name: str, registry: Any, entry: Entry) -> ServedMod
     registered without one (trained by hand) falls back to the estimator's own
     feature names. A rejected entry is refused (UsageError).
     """
-    from mlcycle.serve.model import Feature, ServedModel
-
     if not entry.is_candidate:
         raise UsageError(
             f"{name} {entry.ref} {entry.unservable} and cannot be served",
@@ -76,9 +76,6 @@ def served_model_from_entry(name: str, registry: Any, entry: Entry) -> ServedMod
 def _from_onnx(name: str, registry: Any, entry: Entry, recorded: Any) -> ServedModel:
     """The entry served from the ONNX form stored with it (checked by SHA-256): neither
     skl2onnx nor scikit-learn is imported, which is most of an engine's start."""
-    from mlcycle.serve.model import Feature, ServedModel
-    from mlcycle.serve.predictor import Predictor
-
     assert entry.onnx is not None
     model = registry.load_onnx(entry)
     return ServedModel(
@@ -135,8 +132,6 @@ class LiveRouter(ProcessLocalState, Router):
         For a followed release every candidate is listed, so that a generation that
         fails to load can be skipped in favour of the next older one.
         """
-        from mlcycle.registry.manifests import selector_from_document
-
         registry = self.registry
         manifest = registry.manifests().active()
         if manifest is None:
@@ -157,8 +152,6 @@ class LiveRouter(ProcessLocalState, Router):
 
         Raises ServingError when fewer than one loads (the caller keeps what serves).
         """
-        from mlcycle.serve.router import SelectorRouter
-
         registry = self.registry
         chosen: list[tuple[tuple[str, str], ServedModel]] = []
         problems = []

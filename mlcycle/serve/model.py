@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlcycle.errors import ServingError
+from mlcycle.serve.predictor import Predictor, onnx_form
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
     from mlcycle.registry.artifacts import OnnxForm
-    from mlcycle.serve.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +131,6 @@ class ServedModel:
         to sklearn otherwise (`backend="sklearn"` forces sklearn, `"onnx"` makes a
         failed conversion an error).
         """
-        from mlcycle.serve.predictor import Predictor
-
         resolved = resolve_features(estimator, features)
         resolved_task = task or infer_task(estimator)
         predictor = Predictor.from_estimator(
@@ -303,8 +301,6 @@ def compile_onnx(
     most 1,000 of its rows are used. A model that does not convert is served by
     scikit-learn, and the reason is logged here, once, at registration.
     """
-    from mlcycle.serve.predictor import onnx_form
-
     declared = (
         [
             Feature(str(f["name"]), str(f.get("type", "number")), bool(f.get("nullable")))

@@ -8,9 +8,12 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from mlcycle.cli import render, views
 from mlcycle.cli.funnel import Shown
 from mlcycle.cli.group import Commands
 from mlcycle.cli.options import json_option, project_option
+from mlcycle.cli.progress import RichProgress
+from mlcycle.errors import GateRejectedError
 
 if TYPE_CHECKING:
     from mlcycle.agents.update import UpdateResult
@@ -40,11 +43,9 @@ def update(
     rows fail data validation against the current one's training data (nothing is
     trained or registered).
     """
+    # lazy: `mlcycle --help` loads every command module; keep mlcycle.api, mlcycle.data off it
     from mlcycle import api
-    from mlcycle.cli import render
-    from mlcycle.cli.progress import RichProgress
     from mlcycle.data.validation import DataRejectedError
-    from mlcycle.errors import GateRejectedError
 
     pause = api.duration_flag(interval, "--interval")
     while True:
@@ -54,8 +55,6 @@ def update(
         except GateRejectedError as rejected:
             shown = False
             if not as_json:
-                from mlcycle.cli import views
-
                 shown = views.show_rejection(rejected)
             elif isinstance(rejected, DataRejectedError):
                 render.print_json(rejected.as_dict(), kind="data-validation")
@@ -78,8 +77,6 @@ def update(
 
 def _render(result: UpdateResult) -> None:
     from rich.markup import escape
-
-    from mlcycle.cli import render, views
 
     render.table(
         f"triggers for {result.current.ref}",
