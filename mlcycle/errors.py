@@ -151,8 +151,6 @@ class GateRejectedError(MlcycleError):
 
     def __init__(self, *, failures: Sequence[GateFailure], message: str | None = None) -> None:
         self.failures = list(failures)
-        # Set by a command that already showed the whole gate table, so the funnel does not.
-        self.shown = False
         if message is None:
             names = ", ".join(f.condition for f in self.failures)
             message = f"the validation gate rejected the model: {names}"

@@ -6,6 +6,8 @@ rich progress bars, tests and library users pass nothing (`NULL_PROGRESS`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 
@@ -36,3 +38,17 @@ class NullProgress:
 
 
 NULL_PROGRESS: Progress = NullProgress()
+
+
+@contextmanager
+def step(progress: Progress, description: str, total: float | None = None) -> Iterator[None]:
+    """One task of `progress`, done when the block ends, however it ends.
+
+    with step(progress, f"load {entry.ref}"):
+        model = registry.load_model(entry)
+    """
+    progress.start(description, total)
+    try:
+        yield
+    finally:
+        progress.done()

@@ -9,8 +9,11 @@ from typing import Any
 
 import jsonschema
 import pytest
+import typer
 
 from mlcycle.cli import main
+from mlcycle.cli.funnel import Shown, run
+from mlcycle.errors import ExitCode, GateFailure, GateRejectedError
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -148,3 +151,44 @@ def test_progress_with_no_step_prints_nothing() -> None:
     with contextlib.redirect_stderr(err), RichProgress() as progress:
         progress.start("fetch the data")
     assert "fetch the data" in err.getvalue()  # a step is still shown
+
+
+def _rejecting_app(*, shown: bool) -> typer.Typer:
+    """An app whose one command fails the gate, having shown the table itself or not."""
+    app = typer.Typer()
+
+    @app.command()
+    def train() -> None:
+        error = GateRejectedError(
+            failures=[GateFailure("roc_auc >= 0.99", "roc_auc", 0.9, 0.99, 0.09)]
+        )
+        if shown:
+            print("the whole gate table")
+            raise Shown(error) from error
+        raise error
+
+    @app.command()
+    def other() -> None:  # a second command keeps `train` a subcommand
+        """Unused."""
+
+    return app
+
+
+def test_the_funnel_lists_the_failed_conditions_a_command_did_not_show(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run(_rejecting_app(shown=False), ["train"], debug=False) == ExitCode.GATE_REJECTED
+    err = capsys.readouterr().err
+    assert "FAIL by 0.09" in err
+    assert "validation gate rejected the model: roc_auc >= 0.99" in err
+
+
+def test_the_funnel_prints_only_the_message_of_a_rejection_already_shown(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run(_rejecting_app(shown=True), ["train"], debug=False) == ExitCode.GATE_REJECTED
+    captured = capsys.readouterr()
+    assert captured.out == "the whole gate table\n"
+    assert "FAIL" not in captured.err
+    assert "validation gate rejected the model: roc_auc >= 0.99" in captured.err
+    assert "see the gate table above" in captured.err

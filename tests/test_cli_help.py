@@ -19,10 +19,14 @@ from mlcycle.cli import app
 
 # typer vendors its own click, so commands and parameters are recognised by what they have,
 # not by click's classes.
+# The root group loads its command modules lazily: ask it, as the help does, rather than
+# reading `.commands`.
 def _commands(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
     yield path, command
-    for name, sub in sorted((getattr(command, "commands", None) or {}).items()):
-        yield from _commands(sub, (*path, name))
+    if hasattr(command, "list_commands"):
+        ctx = command.context_class(command)
+        for name in sorted(command.list_commands(ctx)):
+            yield from _commands(command.get_command(ctx, name), (*path, name))
 
 
 COMMANDS = list(_commands(typer.main.get_command(app)))

@@ -22,14 +22,26 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from mlcycle.errors import GateRejectedError
-from mlcycle.progress import NULL_PROGRESS, Progress
+from mlcycle.data import Window, load_dataset
+from mlcycle.data.validation import DataProfile, DataRejectedError, check, merge, profile
+from mlcycle.errors import GateRejectedError, MlcycleError
+from mlcycle.extras import MLFLOW, require
+from mlcycle.progress import NULL_PROGRESS, Progress, step
+from mlcycle.redact import mask_url, scrub
+from mlcycle.registry import Status
+from mlcycle.registry.code import project_code
 from mlcycle.registry.features import features_from_frame
+from mlcycle.registry.local import utc_now, whoami
+from mlcycle.registry.runs import Outcome, Run, new_run_id
+from mlcycle.registry.tracking import log_run
+from mlcycle.registry.trust import TrustPolicy
+from mlcycle.serve.model import compile_onnx
+from mlcycle.train import check_gate, score, train
+from mlcycle.train._util import plain, take
 
 if TYPE_CHECKING:
-    from mlcycle.data import Dataset, SourceInfo, Window
+    from mlcycle.data import Dataset, SourceInfo
     from mlcycle.registry import Entry, OnnxForm, Registry
-    from mlcycle.registry.runs import Outcome, Run
     from mlcycle.spec.model import Spec
     from mlcycle.train import GateResult, TrainResult
 
@@ -52,8 +64,6 @@ class Comparison:
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready description."""
-        from mlcycle.train._util import plain
-
         return {
             "ref": self.ref,
             "same_rows": self.same_rows,
@@ -163,9 +173,6 @@ def procure(
     server that fails leaves a warning in `ProcureResult.warnings` and a note in the
     local record; it never fails the procurement.
     """
-    from mlcycle.extras import MLFLOW, require
-    from mlcycle.registry.runs import Outcome
-
     if spec.tracking.mlflow:
         require(MLFLOW, what="tracking.mlflow")  # before an hour of training, not after
     attempt = _Attempt(started_at=_utc_now())
@@ -207,8 +214,6 @@ def procure(
         rejected.result = replace(rejected.result, run=run, warnings=warnings)
         raise
     except BaseException as e:
-        from mlcycle.data.validation import DataRejectedError
-
         outcome = Outcome.REJECTED if isinstance(e, DataRejectedError) else Outcome.FAILED
         interrupted = isinstance(e, KeyboardInterrupt)
         error = "interrupted" if interrupted else f"{e}"
@@ -277,11 +282,6 @@ def _procure(
     spec_hash: str | None = None,
     git_commit: str | None = None,
 ) -> ProcureResult:
-    from mlcycle.data import Window, load_dataset
-    from mlcycle.registry import Status
-    from mlcycle.registry.code import project_code
-    from mlcycle.train import check_gate, train
-
     # The model code as it is when training starts: what is stored is what was imported.
     code = project_code(spec)
     if dataset is None:
@@ -291,11 +291,8 @@ def _procure(
         validate_data(spec, registry.current(), dataset)
     previous_model = None
     if previous is not None and spec.update.warm_start:
-        progress.start(f"load {previous.ref} to continue from")
-        try:
+        with step(progress, f"load {previous.ref} to continue from"):
             previous_model = registry.load_model(previous)
-        finally:
-            progress.done()
     training = train(
         spec,
         dataset.X,
@@ -316,8 +313,7 @@ def _procure(
         verify(training)
     entry = None
     if gate.passed or keep_rejected:
-        progress.start(f"register the model in {release}")
-        try:
+        with step(progress, f"register the model in {release}"):
             data = data_record(spec, dataset, previous if previous_model else None)
             attempt.data = data
             entry = registry.register(
@@ -344,8 +340,6 @@ def _procure(
                 if gate.passed
                 else None,
             )
-        finally:
-            progress.done()
     result = ProcureResult(
         entry=entry,
         training=training,
@@ -360,8 +354,6 @@ def _procure(
 
 
 def _utc_now() -> str:
-    from mlcycle.registry.local import utc_now
-
     return utc_now()
 
 
@@ -387,10 +379,6 @@ def _record_run(
     logged and reported as a warning, as is a tracking server that fails (the
     local record then says why in `tracking.mlflow.error`).
     """
-    from mlcycle.errors import MlcycleError
-    from mlcycle.registry.local import whoami
-    from mlcycle.registry.runs import Run, new_run_id
-
     training = attempt.training
     run = Run(
         id=new_run_id(attempt.started_ns),
@@ -441,10 +429,6 @@ def _track(
     progress: Progress,
 ) -> tuple[Run, str | None]:
     """Log `run` to the spec's MLflow server; the run with its answer, and a warning."""
-    from mlcycle.errors import MlcycleError
-    from mlcycle.registry.code import project_code
-    from mlcycle.registry.tracking import log_run
-
     url = str(spec.tracking.mlflow)
     training = attempt.training
     features: list[dict[str, Any]] = []
@@ -456,8 +440,6 @@ def _track(
     try:
         trust = registry.trust_for(entry) if entry is not None else None
         if trust is None and training is not None:
-            from mlcycle.registry.trust import TrustPolicy
-
             trust = TrustPolicy.for_project(spec.root, spec.model.code)
         # The model code as the registry stores it (the entry's copy when there is one),
         # shipped the way `export --format mlflow` ships it.
@@ -476,8 +458,6 @@ def _track(
             code_files=code_files,
         )
     except Exception as e:  # whatever the client raises, the model stands
-        from mlcycle.redact import mask_url, scrub
-
         said = str(e) if isinstance(e, MlcycleError) else scrub(f"{type(e).__name__}: {e}", url)
         return run.with_tracking("mlflow", {"url": mask_url(url), "error": said}), (
             f"run {run.id} is recorded locally but not in MLflow: {said}"
@@ -491,11 +471,11 @@ def _run_params(spec: Spec, training: TrainResult | None) -> dict[str, Any]:
     """The declared step parameters (`STEP__PARAM`, as tuning names them), tuned ones over."""
     params: dict[str, Any] = {}
     lowered = [s.class_path.rpartition(".")[2].lower() for s in spec.model.pipeline]
-    for i, step in enumerate(spec.model.pipeline):
+    for i, declared in enumerate(spec.model.pipeline):
         name = lowered[i]
         if lowered.count(name) > 1:  # make_pipeline numbers repeated steps
             name = f"{name}-{lowered[: i + 1].count(name)}"
-        for key, value in step.params.items():
+        for key, value in declared.params.items():
             params[f"{name}__{key}"] = value
     if training is not None and training.tuning is not None:
         params.update(training.tuning.best_params)
@@ -519,10 +499,6 @@ def compare_with_current(
     when that cannot be told, or when it cannot be loaded or scored on them (another
     feature set, say).
     """
-    from mlcycle.errors import MlcycleError
-    from mlcycle.train import score
-    from mlcycle.train._util import take
-
     ref = str(current.ref)
     registered = dict(current.metrics)
     index = list(training.evaluation.test_index)
@@ -548,14 +524,12 @@ def compare_with_current(
             "them would be flattered)"
         )
     metrics = tuple(training.metrics)
-    progress.start(f"score {ref} on the same {len(index)} held-out rows")
-    try:
-        model = registry.load_model(current)
-        scores = score(model, take(dataset.X, index), take(dataset.y, index), metrics)
-    except (MlcycleError, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
-        return fallback(f"{ref} cannot be scored on these rows ({_first_line(e)})")
-    finally:
-        progress.done()
+    with step(progress, f"score {ref} on the same {len(index)} held-out rows"):
+        try:
+            model = registry.load_model(current)
+            scores = score(model, take(dataset.X, index), take(dataset.y, index), metrics)
+        except (MlcycleError, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+            return fallback(f"{ref} cannot be scored on these rows ({_first_line(e)})")
     return Comparison(
         ref=ref, metrics=scores, registered=registered, same_rows=True, rows=len(index)
     )
@@ -608,8 +582,6 @@ def data_record(spec: Spec, dataset: Dataset, continued: Entry | None = None) ->
     checked against; a model `continued` from another (warm start) has seen that
     one's data too.
     """
-    from mlcycle.data.validation import DataProfile, merge, profile
-
     learned = profile(_with_label(dataset, spec.data.label))
     before = DataProfile.from_dict(continued.data.get("profile")) if continued else None
     return {
@@ -630,8 +602,6 @@ def validate_data(spec: Spec, current: Entry | None, dataset: Dataset) -> None:
     (no current model, or one registered without a profile), validation switched
     off or no new rows: it passes.
     """
-    from mlcycle.data.validation import DataProfile, DataRejectedError, check
-
     if current is None or not spec.data.validation.enabled:
         return
     learned = DataProfile.from_dict(current.data.get("profile"))
@@ -680,8 +650,6 @@ def feature_schema(frame: Any) -> list[dict[str, Any]]:
 
 def _onnx_form(model: Any, data: Mapping[str, Any], task: str, sample: Any) -> OnnxForm | None:
     """The model's ONNX form verified on the training rows (None when it does not convert)."""
-    from mlcycle.serve.model import compile_onnx
-
     return compile_onnx(model, features=data.get("features"), task=task, sample=sample)
 
 

@@ -22,7 +22,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
+from mlcycle.data import fetch_outcomes
 from mlcycle.errors import UsageError
+from mlcycle.store.outcomes import scoring_problem
+from mlcycle.store.predictions import PredictionStore
+from mlcycle.train.metrics import default_metrics
 
 log = logging.getLogger(__name__)
 
@@ -246,9 +250,6 @@ def import_outcomes(spec: Spec, store_url: str) -> int:
     exactly as the feedback route would. Returns how many outcomes were recorded;
     0 when the spec declares no outcomes source.
     """
-    from mlcycle.data import fetch_outcomes
-    from mlcycle.store.predictions import PredictionStore
-
     if spec.data.outcomes is None:
         return 0
     store = PredictionStore(store_url)
@@ -290,8 +291,6 @@ def score_rows(
     the notes, so the others still give figures. A metric that is undefined on
     these rows says why in our words, never in sklearn's.
     """
-    from mlcycle.store.outcomes import scoring_problem
-
     scorable: list[JoinedRow] = []
     problems: dict[str, int] = {}
     for row in rows:
@@ -383,8 +382,6 @@ def evaluate_production(
     overall figures are appended to the store's `production_metrics` table; without it,
     nothing in the store changes.
     """
-    from mlcycle.store.predictions import PredictionStore
-
     declared = tuple(m for m in spec.evaluation.metrics if m in METRICS)
     retention = spec.store.retention
     now = time.time() if now is None else now
@@ -459,8 +456,6 @@ def _default(task: str, served: Sequence[JoinedRow]) -> tuple[str, ...]:
     Binary or not is read from the outcomes that arrived, as training reads it from
     the label column.
     """
-    from mlcycle.train.metrics import default_metrics
-
     outcomes = [r.outcome for r in served if r.outcome is not None]
     if task == "classification" and len({_hashable(o) for o in outcomes}) != 2:
         return ("accuracy",)
@@ -627,8 +622,6 @@ def population_stability_index(expected: Any, actual: Any, bins: int = PSI_BINS)
 
 
 def _record(store_url: str, report: ProductionReport) -> None:
-    from mlcycle.store.predictions import PredictionStore
-
     now = time.time()
     rows = [
         {

@@ -27,9 +27,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlcycle.data.validation import DataRejectedError
-from mlcycle.errors import RegistryError, UsageError
+from mlcycle.agents.integration import procure
+from mlcycle.data import Window, count_new_rows, load_dataset, next_window
+from mlcycle.data.validation import DataRejectedError, DataRejection
+from mlcycle.data.window import plain_value
+from mlcycle.errors import GitError, RegistryError, UsageError
+from mlcycle.gitops import Repo
 from mlcycle.progress import NULL_PROGRESS, Progress
+from mlcycle.registry import Status
+from mlcycle.registry.code import code_drift
+from mlcycle.spec import (
+    find_spec,
+    parse_spec_text,
+    recipe_differences,
+    recipe_hash,
+    spec_hash,
+)
+from mlcycle.spec.loader import require_document
 from mlcycle.spec.model import Update
 
 log = logging.getLogger(__name__)
@@ -37,7 +51,6 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from mlcycle.agents.integration import ProcureResult
     from mlcycle.agents.production import ProductionReport
-    from mlcycle.data.validation import DataRejection
     from mlcycle.registry import Entry, Registry
     from mlcycle.spec.model import Spec
 
@@ -200,17 +213,6 @@ def release_departure(spec: Spec, spec_file: Path, release: Entry) -> ReleaseDep
     content with the release's commit, uncommitted edits included. UsageError when
     the release's commit cannot be read, so that nothing unverified is published.
     """
-    from mlcycle.errors import GitError
-    from mlcycle.gitops import Repo
-    from mlcycle.spec import (
-        find_spec,
-        parse_spec_text,
-        recipe_differences,
-        recipe_hash,
-        spec_hash,
-    )
-    from mlcycle.spec.loader import require_document
-
     commit = release.git_commit
     if commit is None:
         return None  # a release made outside git: nothing to compare with
@@ -277,8 +279,6 @@ def _recorded_code_departure(spec: Spec, release: Entry) -> tuple[str, ...] | No
     The stored hashes are the stronger witness: they need no git (the engine image's
     agent CronJob has none) and they see uncommitted edits as well as committed ones.
     """
-    from mlcycle.registry.code import code_drift
-
     if not release.code and not spec.model.code:
         return None
     drift = code_drift(spec, release.code)
@@ -343,8 +343,6 @@ def check_triggers(
     now: float | None = None,
 ) -> tuple[TriggerCheck, ...]:
     """Evaluate each declared trigger against the current model (see the module doc)."""
-    from mlcycle.data import count_new_rows
-
     triggers = spec.update.triggers
     now = time.time() if now is None else now
     checks: list[TriggerCheck] = []
@@ -455,9 +453,6 @@ def update(
     The gate compares with the current model; a rejected generation is kept as
     rejected and `ProcurementRejected` (exit 3) is raised.
     """
-    from mlcycle.agents.integration import procure
-    from mlcycle.data import Window, count_new_rows, load_dataset, next_window
-
     require_autonomous(spec)
     current = registry.current()
     if current is None:
@@ -570,8 +565,6 @@ def update(
 
 def _require_rows(spec: Spec) -> None:
     """UsageError when the data source holds no row at all: even --force has nothing to train on."""
-    from mlcycle.data import count_new_rows
-
     if spec.data.source is None or spec.data.source.ordinal is None:
         return  # cannot be counted cheaply; loading the data reports an empty source
     if count_new_rows(spec, None) == 0:
@@ -593,9 +586,6 @@ def _standing_rejection(
     changes (another gate, triggers or model). Without a recorded watermark nothing
     can be told, and the agent trains.
     """
-    from mlcycle.data import count_new_rows
-    from mlcycle.registry import Status
-
     later = [
         e
         for e in registry.entries()
@@ -622,9 +612,6 @@ def _standing_data_rejection(
     Like `_standing_rejection`: it stands until rows arrive after the refused rows'
     watermark or the spec changes (e.g. looser `data.validation`).
     """
-    from mlcycle.data import count_new_rows
-    from mlcycle.data.validation import DataRejection
-
     kept = [r for r in registry.data_rejections() if r.get("against") == str(current.ref)]
     if not kept:
         return None
@@ -643,8 +630,6 @@ def _tail(dataset: Any, rows: int) -> Any:
 
     if dataset.n_rows <= rows:
         return dataset
-    from mlcycle.data import Window
-    from mlcycle.data.window import plain_value
 
     start = dataset.n_rows - rows
     ordinal = None if dataset.ordinal is None else dataset.ordinal.iloc[start:]

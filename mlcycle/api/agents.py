@@ -6,7 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlcycle.api.project import open_project
+from mlcycle.errors import MlcycleError, UsageError
 from mlcycle.progress import NULL_PROGRESS, Progress
+from mlcycle.spec.model import parse_duration
 
 if TYPE_CHECKING:
     from mlcycle.agents.production import ProductionReport
@@ -18,8 +21,8 @@ if TYPE_CHECKING:
 
 def _training_frame(project: Project) -> Any:
     """ref → the feature frame that model was trained on (None when it cannot be told)."""
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.data import Window, load_dataset
-    from mlcycle.errors import MlcycleError
     from mlcycle.registry import ModelRef
 
     cache: dict[str, Any] = {}
@@ -47,9 +50,6 @@ def _training_frame(project: Project) -> Any:
 
 def duration_flag(text: str, flag: str) -> int:
     """Seconds in a command-line duration (`30s`, `5m`, `12h`, `1d`, or plain seconds)."""
-    from mlcycle.errors import UsageError
-    from mlcycle.spec.model import parse_duration
-
     try:
         return int(text) if text.isdigit() else parse_duration(text)
     except ValueError:
@@ -74,6 +74,7 @@ def production_report(
     """
     import dataclasses
 
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.agents.production import evaluate_production as run
     from mlcycle.agents.production import import_outcomes
     from mlcycle.api.serving import spec_store_url
@@ -107,8 +108,6 @@ def evaluate_production(
     """
     import time
 
-    from mlcycle.api.project import open_project
-
     project = open_project(path)
     return production_report(
         project,
@@ -123,9 +122,9 @@ def update(
     path: str | Path | None = None, *, force: bool = False, progress: Progress = NULL_PROGRESS
 ) -> UpdateResult:
     """Run the training agent once: check the triggers, train a generation when one fired."""
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.agents.update import require_autonomous, require_release_recipe
     from mlcycle.agents.update import update as run
-    from mlcycle.api.project import open_project
 
     project = open_project(path)
     require_autonomous(project.spec)
@@ -180,9 +179,8 @@ class ProductionCheck:
 
 def production_check(path: str | Path | None, report: ProductionReport) -> ProductionCheck:
     """Hold each served model's production metrics to `evaluation.gate` (`--check`)."""
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.agents.production import MIN_OUTCOMES
-    from mlcycle.api.project import open_project
-    from mlcycle.errors import MlcycleError
     from mlcycle.registry import ModelRef
     from mlcycle.train.gate import check_gate
 

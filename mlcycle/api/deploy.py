@@ -23,9 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlcycle.errors import MlcycleError, UsageError
-from mlcycle.progress import NULL_PROGRESS, Progress
-from mlcycle.spec.model import Deployment
+from mlcycle import extras
+from mlcycle.api.project import open_project
+from mlcycle.api.stages import named_entry, stage_entry
+from mlcycle.errors import MlcycleError, RegistryError, UsageError
+from mlcycle.progress import NULL_PROGRESS, Progress, step
+from mlcycle.spec.model import Deployment, SelectorKind
 
 if TYPE_CHECKING:
     from mlcycle.api.project import Project
@@ -88,8 +91,6 @@ def deploy(
     `image` (dynamic only; a wrapped deploy always builds its image) also builds
     the generic serving engine image; `context_only` and `push` imply it.
     """
-    from mlcycle.api.project import open_project
-
     if registry is not None and not push:
         raise UsageError("--registry names where to push; nothing is pushed", hint="add --push")
     project = open_project(path)
@@ -153,14 +154,10 @@ def _noting_uncommitted(project: Project, result: DeployResult) -> DeployResult:
 
 
 def _entry(project: Project, ref: str | None) -> Entry:
-    from mlcycle.errors import RegistryError
-
     registry = project.registry
     if ref is not None:
         return _named(project, ref)
     if project.spec.deployment.stage is not None:
-        from mlcycle.api.stages import stage_entry
-
         return stage_entry(project, project.spec.deployment.stage)
     current = registry.current()
     if current is None:
@@ -173,7 +170,7 @@ def _entry(project: Project, ref: str | None) -> Entry:
 
 def _named(project: Project, ref: str) -> Entry:
     """The model `ref` names; UsageError (exit 2) when it may not serve, as `promote` says."""
-    from mlcycle.api.stages import named_entry
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.registry import ModelRef
 
     entry = named_entry(project.registry, ModelRef.parse(ref), ref)
@@ -195,6 +192,7 @@ def _deploy_wrapped(
     k8s: Path | None,
     progress: Progress,
 ) -> DeployResult:
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.package import build_bundle, image_reference, load_bundle, write_context
     from mlcycle.registry.artifacts import sha256_file
 
@@ -202,8 +200,7 @@ def _deploy_wrapped(
     entry = _entry(project, ref)
     target_registry = _push_target(project, push, registry)
     bundle_dir = project.root / ".mlcycle" / "bundles" / f"{entry.release}-{entry.generation}"
-    progress.start(f"bundle {entry.ref}")
-    try:
+    with step(progress, f"bundle {entry.ref}"):
         bundle = None
         if (bundle_dir / "bundle.json").is_file():
             # A bundle of this entry was made before: reuse it (verified on load) unless
@@ -222,8 +219,6 @@ def _deploy_wrapped(
                 shutil.rmtree(bundle_dir)
         if bundle is None:
             bundle = build_bundle(spec, project.registry, entry, bundle_dir, spec_file=project.file)
-    finally:
-        progress.done()
     tag = image_reference(spec, bundle)
     made = _make_image(
         lambda dest: write_context(bundle, spec, dest, tag=tag, revision=entry.git_commit),
@@ -260,6 +255,7 @@ def _make_image(
 ) -> dict[str, Any]:
     """Write the context to `context_only`, or build `tag` from it (and push it when
     `target_registry` is set); returns the DeployResult fields made."""
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.package import build_image, push_image
 
     if context_only is not None:
@@ -285,9 +281,9 @@ def _deploy_dynamic(
     registry: str | None,
     progress: Progress,
 ) -> DeployResult:
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.package import release_image, write_engine_context
     from mlcycle.registry.manifests import FOLLOW, PINNED, selector_document
-    from mlcycle.spec.model import SelectorKind
 
     spec = project.spec
     registry_ = project.registry
@@ -389,6 +385,7 @@ def _pinned(pushed: ImageInfo) -> str:
 def _write_k8s(
     project: Project, image: str, version: str, *, dynamic: bool, directory: Path
 ) -> K8sManifests:
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.deploy import manifests, write_manifests
 
     shared = _shared(project, dynamic=dynamic)
@@ -404,6 +401,7 @@ def _write_k8s(
 
 
 def _shared(project: Project, *, dynamic: bool) -> Shared:
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.deploy.k8s import Shared
 
     return Shared.declared(project.spec, project.file, os.environ, dynamic=dynamic)
@@ -412,8 +410,6 @@ def _shared(project: Project, *, dynamic: bool) -> Shared:
 def _engine_extras(project: Project, shared: Shared) -> tuple[str, ...]:
     """mlcycle's extras the engine image needs for the URLs it will open: the shared
     registry's database and artifact store, the store, and the data the agents read."""
-    from mlcycle import extras
-
     data = project.spec.data
     sources = [data.source, data.outcomes.source if data.outcomes else None]
     urls = [shared.registry_url, shared.store_url, *(s.url for s in sources if s)]
@@ -425,7 +421,5 @@ def _engine_extras(project: Project, shared: Shared) -> tuple[str, ...]:
 
 def manifest_history(path: str | Path | None = None) -> list[Manifest]:
     """Every serving manifest the project published, oldest first."""
-    from mlcycle.api.project import open_project
-
     project = open_project(path)
     return project.registry.manifests().history()

@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from mlcycle.api.project import open_project
 from mlcycle.errors import RegistryError, UsageError
-from mlcycle.interop.mlflow import check_target
+from mlcycle.interop.mlflow import check_target, save_model_dir
 from mlcycle.registry.features import estimator_features, recorded_features
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ def export(
     (exit 1) for an entry without an ONNX form, IntegrityError (exit 1) when a stored
     file no longer matches its recorded SHA-256.
     """
-    from mlcycle.api.project import open_project
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.registry import ModelRef
 
     if format not in FORMATS:
@@ -112,8 +113,6 @@ def entry_features(entry: Entry, estimator: Any) -> list[dict[str, Any]]:
 
 
 def _export_mlflow(name: str, registry: Registry, entry: Entry, target: Path) -> ExportResult:
-    from mlcycle.interop.mlflow import save_model_dir
-
     estimator = registry.load_model(entry)  # SHA-256 and trust policy checked here
     features = entry_features(entry, estimator)
     written = save_model_dir(

@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlcycle.progress import NULL_PROGRESS, Progress
+from mlcycle.api.project import open_project
+from mlcycle.api.stages import project_stages
+from mlcycle.errors import UsageError
+from mlcycle.progress import NULL_PROGRESS, Progress, step
 
 if TYPE_CHECKING:
     from mlcycle.agents import ProcureResult
@@ -39,8 +42,8 @@ def train(
     with the current model. A rejected model is kept as a rejected entry (unless
     `keep_rejected` is false) and `ProcurementRejected` (exit code 3) is raised.
     """
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.agents import procure
-    from mlcycle.api.project import open_project
 
     project = open_project(path)
     project.require_unattended("train")
@@ -61,6 +64,7 @@ def train(
 
 def data_window(spec: Spec, lower: str | None, upper: str | None) -> Window:
     """The window `[lower, upper)` from command-line text, typed like the ordinal column."""
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.data import Window, coerce_bound
 
     return Window(
@@ -112,7 +116,7 @@ def evaluate(
     The metrics are the spec's `evaluation.metrics` on every row of the window;
     the registry is only read.
     """
-    from mlcycle.api.project import open_project
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.data import load_dataset
     from mlcycle.registry import ModelRef
     from mlcycle.train import check_gate, default_metrics, infer_task, score
@@ -123,19 +127,13 @@ def evaluate(
     wanted = ModelRef.parse(ref) if ref is not None else None
     entry = registry.get(wanted) if wanted else (current or registry.get("latest"))
     dataset = load_dataset(project.spec, data_window(project.spec, lower, upper), progress=progress)
-    progress.start(f"load {entry.ref}")
-    try:
+    with step(progress, f"load {entry.ref}"):
         model = registry.load_model(entry)
-    finally:
-        progress.done()
     metric_names = tuple(entry.metrics) or project.spec.evaluation.metrics
     if not metric_names:
         metric_names = default_metrics(infer_task(model, project.spec.model), dataset.y)
-    progress.start(f"score {entry.ref} on {dataset.n_rows} rows")
-    try:
+    with step(progress, f"score {entry.ref} on {dataset.n_rows} rows"):
         metrics = score(model, dataset.X, dataset.y, metric_names)
-    finally:
-        progress.done()
     baseline = dict(current.metrics) if current is not None and current.ref != entry.ref else None
     gate = check_gate(project.spec.evaluation.gate, metrics, baseline)
     return EvaluationReport(
@@ -190,6 +188,7 @@ class ModelListing:
 
     def state_of(self, entry: Entry) -> State:
         """The entry's status as `history` tells it (git's retirements included)."""
+        # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
         from mlcycle.registry import State
 
         if entry.release in self.deregistered and entry.state is State.RELEASED:
@@ -240,8 +239,7 @@ class ModelListing:
 def models(path: str | Path | None = None) -> ModelListing:
     """Every entry in the project's registry, oldest release first, the current one and
     the stages each holds."""
-    from mlcycle.api.project import open_project
-    from mlcycle.api.stages import project_stages
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.data.validation import DataRejection
 
     project = open_project(path)
@@ -303,9 +301,6 @@ def runs(
 ) -> RunListing:
     """Every training run of the project (`train`, `release`, `update`), whatever came of
     it; the `last` N only, or the runs `ids` name (a unique prefix of an id suffices)."""
-    from mlcycle.api.project import open_project
-    from mlcycle.errors import UsageError
-
     project = open_project(path)
     found = project.registry.runs().runs()
     total = len(found)
@@ -343,6 +338,7 @@ class ModelDetail:
     @property
     def trials(self) -> tuple[Trial, ...]:
         """Every tuning candidate recorded with the entry (none when it was not tuned)."""
+        # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
         from mlcycle.train.tuning import Trial
 
         tuning = (self.entry.extra.get("training") or {}).get("tuning") or {}
@@ -369,7 +365,6 @@ def model(ref: str, path: str | Path | None = None) -> ModelDetail:
     """`models show REF`: one entry (`RELEASE/GENERATION`, `RELEASE` for its newest, or
     `current`) with every tuning candidate it recorded."""
     listing = models(path)
-    from mlcycle.api.project import open_project
 
     entry = open_project(path).registry.get(ref)
     return ModelDetail(

@@ -34,6 +34,7 @@ def migrate(
     `file:dir`) are taken from the working directory, as a command line's are.
     See `mlcycle.registry.migrate` for what is copied and the guarantees.
     """
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.api.project import open_project
     from mlcycle.registry import (
         ARTIFACTS_URL_VARIABLE,

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlcycle.errors import GitError, UsageError
-from mlcycle.spec import find_spec, load_spec, spec_hash
+from mlcycle.spec import find_spec, load_spec, recipe_hash, spec_hash
+from mlcycle.spec.loader import require_document
 from mlcycle.spec.model import Procurement
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ class Project:
     def registry(self) -> Registry:
         """The registry the spec declares (RegistryError when it declares none)."""
         if self._registry is None:
+            # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
             from mlcycle.registry import open_registry
 
             self._registry = open_registry(self.spec)
@@ -46,13 +48,11 @@ class Project:
     @cached_property
     def recipe_hash(self) -> str:
         """SHA-256 of the spec's training recipe: its data, model and evaluation sections."""
-        from mlcycle.spec import recipe_hash
-        from mlcycle.spec.loader import require_document
-
         return recipe_hash(require_document(self.file).data)
 
     def git_commit(self) -> str | None:
         """HEAD's commit when the project is in a git repository with commits, else None."""
+        # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
         from mlcycle.gitops import Repo
 
         try:
@@ -67,6 +67,7 @@ class Project:
         A release needs a clean tree, so output a command writes into the project
         must either be committed or go where git ignores it; empty outside git.
         """
+        # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
         from mlcycle.gitops import Repo
 
         try:

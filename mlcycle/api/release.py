@@ -39,10 +39,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlcycle.api.project import open_project
+from mlcycle.api.stages import Stages, read_stages
 from mlcycle.errors import GitError, MlcycleError, UsageError
 from mlcycle.faults import checkpoint
 from mlcycle.interop.mlflow import download_model, is_model_dir, is_model_uri, read_model_dir
-from mlcycle.progress import NULL_PROGRESS, Progress
+from mlcycle.progress import NULL_PROGRESS, Progress, step
 from mlcycle.spec.model import Liaison, Procurement
 
 if TYPE_CHECKING:
@@ -175,7 +177,7 @@ def release(
     reproduction of research's results refuses the model (exit 3), and a
     RuntimeFailure for the rest (exit 1); in every case nothing is left behind.
     """
-    from mlcycle.api.project import open_project
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.gitops import Repo
 
     project = open_project(path)
@@ -243,15 +245,13 @@ def _download(project: Project, uri: str, stack: ExitStack, progress: Progress) 
             "download the model and pass its directory",
         )
     directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mlcycle-model-")))
-    progress.start(f"download {uri}")
-    try:
+    with step(progress, f"download {uri}"):
         return download_model(uri, tracking_uri=server, directory=directory)
-    finally:
-        progress.done()
 
 
 def _sync_tags(project: Project, remote: str | None) -> tuple[str, tuple[str, ...]]:
     """The remote to use, and the release tags fetched from it (before any version is chosen)."""
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.gitops import Repo, TagFormat
 
     fmt = TagFormat(project.spec.release.tag_format).validate(project.spec.name)
@@ -297,6 +297,7 @@ def _carry_out(
 
     `origin` is where a downloaded `model` came from (an MLflow model URI), recorded
     instead of its temporary path."""
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.gitops import Version
 
     registry = project.registry
@@ -309,27 +310,22 @@ def _carry_out(
     entry = procured.entry
     checkpoint("release:registered")
     try:
-        progress.start(f"tag {plan.tag}")
-        try:
+        with step(progress, f"tag {plan.tag}"):
             tag = repo.create_tag(
                 plan.tag,
                 _tag_message(project, plan, procured),
                 commit=plan.commit,
                 version=Version.parse(plan.version),
             )
-        finally:
-            progress.done()
         checkpoint("release:tagged")
         pushed = False
         if push:
-            progress.start(f"push {plan.tag} to {remote}")
-            try:
-                repo.push_tag(plan.tag, remote)
-            except BaseException:
-                repo.delete_tag(plan.tag)
-                raise
-            finally:
-                progress.done()
+            with step(progress, f"push {plan.tag} to {remote}"):
+                try:
+                    repo.push_tag(plan.tag, remote)
+                except BaseException:
+                    repo.delete_tag(plan.tag)
+                    raise
             pushed = True
     except BaseException as e:
         # No registry entry without its tag: undo this process's registration, and only
@@ -368,6 +364,7 @@ def _plan(
 ) -> ReleasePlan:
     import os
 
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.gitops import TagFormat, Version, resolve_branch
 
     spec = project.spec
@@ -504,6 +501,7 @@ class _Procured:
 
 
 def _procure_unattended(project: Project, plan: ReleasePlan, progress: Progress) -> _Procured:
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.agents import procure
     from mlcycle.train.reproduce import reproduce_research
 
@@ -552,6 +550,7 @@ def _procure_by_hand(
     origin: str | None = None,
 ) -> _Procured:
     """An interactive release: the file a person trained, evaluated when there is data."""
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.agents.integration import data_record
     from mlcycle.data import load_dataset
     from mlcycle.registry import Status, TrustPolicy
@@ -677,6 +676,7 @@ def read_model_file(path: Path, *, trust: TrustPolicy, trust_pickle: bool = Fals
     way: its skops file under `trust` (never under the trusted types its `MLmodel`
     lists: anyone can write those), its pickle or cloudpickle only with `trust_pickle`.
     """
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.registry.artifacts import SKOPS, load_model, load_untrusted_pickle, sha256_file
 
     if is_model_dir(path):
@@ -732,6 +732,7 @@ def _is_pickle(path: Path) -> bool:
 
 
 def _tag_message(project: Project, plan: ReleasePlan, procured: _Procured) -> str:
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.gitops import release_message
 
     entry = procured.entry
@@ -789,6 +790,7 @@ class HistoryItem:
     @property
     def status(self) -> State:
         """`released` or `retired`; `incomplete` (no tag) or `missing` (no registry entry)."""
+        # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
         from mlcycle.registry import State
 
         if self.tag is None:
@@ -865,8 +867,7 @@ def _untagged_hint(tag: str, entries: Sequence[Entry], *, remote: str, shared: b
 def history(path: str | Path | None = None) -> History:
     """Releases from the git tags joined with their registry entries and stages (and
     orphans marked)."""
-    from mlcycle.api.project import open_project
-    from mlcycle.api.stages import Stages, read_stages
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.data.validation import DataRejection
     from mlcycle.gitops import Repo, TagFormat
     from mlcycle.registry import registry_urls

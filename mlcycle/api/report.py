@@ -17,6 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlcycle.api.agents import duration_flag, production_report
+from mlcycle.api.project import open_project
+from mlcycle.errors import RuntimeFailure
+from mlcycle.spec.patterns import derive_pattern
+
 if TYPE_CHECKING:
     from mlcycle.agents.production import ProductionReport, WindowMetrics
     from mlcycle.registry import Entry
@@ -49,11 +54,6 @@ def report(
     path: str | Path | None = None, *, output: Path | None = None, window: str = "1h"
 ) -> Report:
     """Write the HTML report of the project at `path` to `output` (default .mlcycle/report.html)."""
-    from mlcycle.api.agents import duration_flag, production_report
-    from mlcycle.api.project import open_project
-    from mlcycle.errors import RuntimeFailure
-    from mlcycle.spec.patterns import derive_pattern
-
     project = open_project(path)
     entries = project.registry.entries()
     current = project.registry.current()

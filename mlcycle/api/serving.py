@@ -11,14 +11,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlcycle.errors import ServingError, UsageError
+from mlcycle.api.project import open_project
+from mlcycle.errors import ServingError, SpecError, UsageError
+from mlcycle.package import load_bundle
+from mlcycle.registry import ModelRef
+from mlcycle.registry.code import code_drift
+from mlcycle.serve import ServedModel, ServeOptions
+from mlcycle.serve import serve as run_engine
 from mlcycle.serve.auth import load_token, require_token_for
+from mlcycle.serve.live import LiveRouter, served_model_from_entry
+from mlcycle.serve.predictor import Predictor
+from mlcycle.spec import load_spec
 from mlcycle.spec.model import DEFAULT_MAX_ROWS, Deployment, Retention
 
 if TYPE_CHECKING:
     from mlcycle.api.project import Project
     from mlcycle.package import Bundle
-    from mlcycle.serve import ServedModel
     from mlcycle.spec.model import ServeSpec, Spec
 
 
@@ -65,9 +73,6 @@ def serve_target(
     if bundle is not None:
         local = store_url or f"sqlite:///{Path.cwd() / 'store.db'}"
         return _bundle_target(Path(bundle), store_url=None if no_store else local)
-    from mlcycle.api.project import open_project
-    from mlcycle.registry import ModelRef
-    from mlcycle.serve.live import served_model_from_entry
 
     project = open_project(path)
     registry = project.registry
@@ -107,8 +112,6 @@ def code_drift_warnings(spec: Spec, entry: Any) -> tuple[str, ...]:
 
     Serving never follows the working copy: the entry loads its own stored code.
     """
-    from mlcycle.registry.code import code_drift
-
     if not entry.code and not spec.model.code:
         return ()
     try:
@@ -126,8 +129,6 @@ def code_drift_warnings(spec: Spec, entry: Any) -> tuple[str, ...]:
 
 def _live_target(project: Project, url: str | None) -> ServeTarget:
     """A dynamic deployment: the active serving manifest, followed while serving."""
-    from mlcycle.serve.live import LiveRouter
-
     registry = project.registry
     manifest = registry.manifests().active()
     if manifest is None:
@@ -152,9 +153,6 @@ def _live_target(project: Project, url: str | None) -> ServeTarget:
 def _bundle_limits(bundle: Any) -> dict[str, Any]:
     """The limits of a bundle's own spec; the defaults when it no longer validates (a
     bundle made by another mlcycle), so that a model that loads still serves."""
-    from mlcycle.errors import SpecError
-    from mlcycle.spec import load_spec
-
     try:
         return _limits(load_spec(bundle.spec_path, resolve_env=False))
     except SpecError as e:
@@ -194,13 +192,9 @@ def spec_store_url(spec: Any) -> str:
 
 def served_model_from_bundle(bundle: Bundle) -> ServedModel:
     """The bundled model ready for the engine (what `mlcycle serve --bundle` serves)."""
-    from mlcycle.serve import ServedModel
-
     metadata = {"sha256": bundle.artifact.sha256, "created_at": bundle.created_at}
     onnx = bundle.load_onnx()  # checked by SHA-256 against bundle.json
     if onnx is not None and bundle.onnx is not None:
-        from mlcycle.serve.predictor import Predictor
-
         # The form made at release: no conversion, no scikit-learn in the image.
         return ServedModel(
             name=bundle.project,
@@ -225,8 +219,6 @@ def served_model_from_bundle(bundle: Bundle) -> ServedModel:
 
 
 def _bundle_target(path: Path, *, store_url: str | None) -> ServeTarget:
-    from mlcycle.package import load_bundle
-
     # The bundle's own lifecycle.yaml (the spec the release was made with) sets the row
     # cap and the retention, so an image serves under the same limits as the project.
     # Only those are read: its secrets are masked and its ${env:NAME} stay unresolved.
@@ -317,9 +309,6 @@ def serve(
     Without `access`, the rules come from the environment (`serve_access`), so that no
     caller can serve beyond the loopback interface without a token by forgetting them.
     """
-    from mlcycle.serve import ServeOptions
-    from mlcycle.serve import serve as run_engine
-
     try:
         access = access or serve_access(host)
         options = ServeOptions(

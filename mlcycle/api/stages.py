@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlcycle.api.project import open_project
 from mlcycle.errors import GitError, UsageError
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ class Stages:
 
 def read_stages(repo: Repo | None, name: str, registry: Registry, fmt_template: str) -> Stages:
     """The stages of project `name` from `repo`'s tags (empty without a repository)."""
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.gitops import Action, TagFormat
 
     if repo is None:
@@ -152,6 +154,7 @@ def _version_of(event: TagEvent, by_commit: dict[str, str]) -> str | None:
 
 def project_stages(project: Project) -> Stages:
     """The project's stages; empty outside a git repository."""
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.gitops import Repo
 
     try:
@@ -167,6 +170,7 @@ def project_stages(project: Project) -> Stages:
 
 def stage_entry(project: Project, stage: str, *, stages: Stages | None = None) -> Entry:
     """The registry entry in `stage` (UsageError when the stage holds none)."""
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.gitops import check_stage
     from mlcycle.registry import ModelRef
 
@@ -238,7 +242,7 @@ def promote(
     release, or a stage name GTO cannot read; GitError (exit 1) when git fails. A
     push the remote refuses leaves no tag behind.
     """
-    from mlcycle.api.project import open_project
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.gitops import Action, EventTag, Repo, check_stage, release_message
     from mlcycle.registry import ModelRef
 
@@ -345,7 +349,7 @@ def retire(
     nothing is retired. A stage the retired release held goes back to the model
     promoted there before, or is left empty: the result's warnings say which.
     """
-    from mlcycle.api.project import open_project
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.gitops import Action, EventTag, Repo, release_message
     from mlcycle.registry import DEV, ModelRef
 
@@ -435,6 +439,7 @@ def retire(
 
 def _check_retirable(project: Project, ref: Any, targets: list[Entry]) -> None:
     """UsageError when there is nothing left to retire, or when serving needs a target."""
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.registry.manifests import PINNED
 
     name = project.spec.name
@@ -471,6 +476,7 @@ def _check_retirable(project: Project, ref: Any, targets: list[Entry]) -> None:
 def _deregistration_missing(project: Project, ref: Any) -> bool:
     """Whether `ref` is a tagged release that has no GTO deregistration tag yet (a
     retirement to finish in git, e.g. after its generations were retired one by one)."""
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.gitops import Action, Repo, TagFormat
     from mlcycle.registry import DEV
 
@@ -518,6 +524,7 @@ def _stage_changes(before: Stages, after: Stages, targets: list[Entry]) -> tuple
 def named_entry(registry: Registry, ref: Any, text: str) -> Entry:
     """The entry `ref` names, whatever its status (the caller says what it may not do
     with a retired or rejected one); UsageError (exit 2) when none does."""
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.registry import ModelRef
 
     if ref.release is not None and ref.generation is None:
@@ -542,6 +549,7 @@ def named_entry(registry: Registry, ref: Any, text: str) -> Entry:
 
 def _release_tag(repo: Repo, project: Project, version: str) -> ReleaseTag:
     """The release tag of `version`; UsageError when the version was never released."""
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.gitops import TagFormat
 
     spec = project.spec

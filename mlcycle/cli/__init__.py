@@ -1,6 +1,6 @@
 """The command-line interface: parse, call `mlcycle.api`, render. The only layer that prints.
 
-Each command module under `mlcycle.cli` registers its commands on `app`; `main`
+`app` is the root app, which adds the command modules of `mlcycle.cli.commands`; `main`
 is the one error funnel that turns known errors into messages and exit codes.
 """
 

@@ -7,7 +7,21 @@ from typing import Any
 
 import typer
 
+from mlcycle.cli import render, views
 from mlcycle.errors import ExitCode, GateRejectedError, MlcycleError, SpecError
+
+
+class Shown(Exception):
+    """A known error whose details a command has already shown (the whole gate table, the
+    anomalies, the JSON result): the funnel prints its message and exits with its code,
+    and does not show the details again.
+
+    What was printed is the CLI's business, so the state lives here, not on the error.
+    """
+
+    def __init__(self, error: MlcycleError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 def run(app: typer.Typer, args: list[str], *, debug: bool) -> int:
@@ -29,6 +43,11 @@ def run(app: typer.Typer, args: list[str], *, debug: bool) -> int:
         else:
             _print_error(e.message)
         return ExitCode.USAGE if e.exit_code == 2 else e.exit_code
+    except Shown as e:
+        if debug:
+            raise
+        _print_error(e.error.message, hint=e.error.hint)
+        return e.error.exit_code
     except MlcycleError as e:
         if debug:
             raise
@@ -47,18 +66,12 @@ def run(app: typer.Typer, args: list[str], *, debug: bool) -> int:
 
 def report_error(error: MlcycleError) -> None:
     """Print a known error (with its diagnostics, for spec errors) on stderr."""
-    from mlcycle.cli import render
-
     if isinstance(error, SpecError):
         render.diagnostics(error.diagnostics)
-    elif isinstance(error, GateRejectedError) and not error.shown:
-        from mlcycle.cli import views
-
+    elif isinstance(error, GateRejectedError):
         views.failures_table(error.failures)
     _print_error(error.message, hint=error.hint)
 
 
 def _print_error(message: str, *, hint: str | None = None) -> None:
-    from mlcycle.cli import render
-
     render.error(message, hint=hint)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from mlcycle.cli import render
+
 if TYPE_CHECKING:
     from rich.progress import Progress as RichBar
     from rich.progress import TaskID
@@ -28,8 +30,6 @@ class RichProgress:
                 TextColumn,
                 TimeElapsedColumn,
             )
-
-            from mlcycle.cli import render
 
             self._bar = Progress(
                 SpinnerColumn(),

@@ -6,6 +6,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from mlcycle.cli import render
+
 if TYPE_CHECKING:
     from mlcycle.agents.integration import Comparison
     from mlcycle.data.validation import Anomaly, DataRejection
@@ -34,8 +36,6 @@ def gate_table(
     With `comparison`, a column shows the current model's figure beside the new one's:
     on the same held-out rows, or (with a warning saying why) its registered figure.
     """
-    from mlcycle.cli import render
-
     rows = []
     for c in checks:
         threshold = number(c.threshold)
@@ -61,27 +61,28 @@ def gate_table(
         render.warning(comparison.note)
 
 
-def show_rejection(error: GateRejectedError) -> None:
-    """The whole gate table of a procured model the gate rejected, on stdout.
+def show_rejection(error: GateRejectedError) -> bool:
+    """The whole gate table of a procured model the gate rejected, on stdout; whether
+    there was one to show.
 
-    The error funnel then prints only the message (it would otherwise list the
-    failed conditions alone, on stderr).
+    When there was, the command raises `funnel.Shown`, and the error funnel prints only
+    the message (it would otherwise list the failed conditions alone, on stderr).
     """
+    shown = False
     result = getattr(error, "result", None)
     if result is not None:
         gate_table(result.gate.checks, comparison=result.comparison)
-        error.shown = True
+        shown = True
     anomalies = getattr(error, "anomalies", None)
     if anomalies is not None:
         anomalies_table(anomalies, against=getattr(error, "against", "the current model"))
-        error.shown = True
+        shown = True
+    return shown
 
 
 def anomalies_table(anomalies: Iterable[Anomaly], *, against: str) -> None:
     """One row per data anomaly of new rows, like the gate table: what, how much, limit."""
     from rich.markup import escape
-
-    from mlcycle.cli import render
 
     rows = [
         (
@@ -102,8 +103,6 @@ def anomalies_table(anomalies: Iterable[Anomaly], *, against: str) -> None:
 
 def failures_table(failures: Iterable[GateFailure]) -> None:
     """The failed conditions of a rejected model, on stderr."""
-    from mlcycle.cli import render
-
     rows = [
         (
             f.condition,
@@ -130,8 +129,6 @@ def metrics_table(
     compare_label: str = "at training",
 ) -> None:
     """Metric values, optionally beside another set (e.g. the ones measured at training)."""
-    from mlcycle.cli import render
-
     if compare is None:
         render.table(title, ("metric", "value"), ((k, number(v)) for k, v in metrics.items()))
         return
@@ -189,8 +186,6 @@ def entries_table(
     """The registry as a table: one row per entry, newest last, current marked (`*`)."""
     from rich.markup import escape
 
-    from mlcycle.cli import render
-
     stages = stages or {}
     columns = ("", "model", "status", "stages", *metrics, "rows", "procured", "created")
     rows = []
@@ -229,8 +224,6 @@ def trials_table(
     `*` marks the one chosen (`best`: its parameters; in halving's last round)."""
     from rich.markup import escape
 
-    from mlcycle.cli import render
-
     halving = any(t.round is not None for t in trials)
     last = max((t.round or 0 for t in trials), default=0)
     columns = ("", "rank", *(("round", "rows") if halving else ()), "cv score", "± std", "fit s")
@@ -254,8 +247,6 @@ def trials_table(
 def runs_table(runs: Sequence[Run], metrics: Sequence[str], *, title: str) -> None:
     """Training runs, oldest first: id, when, what ran it, outcome, model, metrics."""
     from rich.markup import escape
-
-    from mlcycle.cli import render
 
     # The id starts with the UTC time the run started: no separate column for it.
     columns = ("run", "by", "outcome", "model", *metrics, "tuned", "fit s")
@@ -286,8 +277,6 @@ def outcome(value: str) -> str:
 def data_rejections(rejections: Sequence[DataRejection]) -> None:
     """One line per refusal of new rows (no model holds them, so no table row does)."""
     from rich.markup import escape
-
-    from mlcycle.cli import render
 
     for refused in rejections:
         render.stdout().print(f"[red]rejected data[/] {escape(refused.describe())}")

@@ -26,10 +26,10 @@ from mlcycle.data.source import (
     did_you_mean,
     listing,
 )
-from mlcycle.data.sql import SqlSource
+from mlcycle.data.sql import SqlSource, mask_url
 from mlcycle.data.window import Window, json_value, next_window, plain_value
 from mlcycle.errors import DataError, WindowError
-from mlcycle.progress import NULL_PROGRESS, Progress
+from mlcycle.progress import NULL_PROGRESS, Progress, step
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -135,12 +135,8 @@ def load_dataset(
                 f"{_open_description(spec)}: cannot fetch a window without an ordinal column",
                 hint="declare `data.source.ordinal` (a timestamp or an increasing id)",
             )
-    with _open(spec) as source:
-        progress.start(f"fetch {source.describe()}", total=None)
-        try:
-            return _load(spec, source, window, ordinal)
-        finally:
-            progress.done()
+    with _open(spec) as source, step(progress, f"fetch {source.describe()}", total=None):
+        return _load(spec, source, window, ordinal)
 
 
 def _load(spec: Spec, source: Source, window: Window, ordinal: str | None) -> Dataset:
@@ -364,8 +360,6 @@ def _open_description(spec: Spec) -> str:
     if source is None:
         return spec.data.dump or "the data"
     if source.url:
-        from mlcycle.data.sql import mask_url
-
         what = f" table {source.table}" if source.table else " query"
         return mask_url(source.url) + what
     return source.path or "the data source"

@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit, urlunsplit
 
+import mlcycle
 from mlcycle.errors import PackagingError, UsageError
 from mlcycle.package.bundle import Bundle, load_bundle, pinned_requirements
 from mlcycle.redact import mask_url, mask_urls_in
@@ -435,8 +436,6 @@ def _fill(
     wheel: Path | None,
     labels: Mapping[str, str],
 ) -> BuildContext:
-    import mlcycle
-
     try:
         dest.mkdir(parents=True, exist_ok=True)
         build = dest / BUILD_DIR
@@ -598,8 +597,6 @@ def _labels(
 
 def source_tree() -> Path | None:
     """The source checkout mlcycle runs from (editable install), or None for an installed wheel."""
-    import mlcycle
-
     root = Path(mlcycle.__file__).resolve().parent.parent
     pyproject = root / "pyproject.toml"
     try:
@@ -785,8 +782,6 @@ def installed_wheel(dist: Distribution | None = None) -> Path | None:
     from urllib.parse import unquote
     from urllib.request import url2pathname
 
-    import mlcycle
-
     try:
         dist = dist or metadata.distribution(mlcycle.DISTRIBUTION)
         recorded = json.loads(dist.read_text("direct_url.json") or "null")
@@ -822,8 +817,6 @@ def download_wheel(dest: Path) -> Path:
     configured with (pip.conf, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL), the same index
     the image's dependencies come from. Raises PackagingError when it is not there.
     """
-    import mlcycle
-
     requirement = mlcycle.requirement()
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)

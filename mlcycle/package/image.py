@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from mlcycle.errors import PackagingError
 from mlcycle.package.dockerfile import check_reference, check_registry, split_reference
-from mlcycle.progress import NULL_PROGRESS, Progress
+from mlcycle.progress import NULL_PROGRESS, Progress, step
 from mlcycle.redact import scrub
 
 if TYPE_CHECKING:
@@ -112,49 +112,47 @@ def build_image(
 
     tail: list[str] = []
     image_id: str | None = None
-    progress.start(f"build {tag}")
     try:
-        stream = client.api.build(
-            path=str(context_dir),
-            tag=tag,
-            rm=True,
-            forcerm=True,
-            pull=False,
-            decode=True,
-            nocache=nocache,
-            network_mode=network_mode,
-        )
-        for chunk in stream:
-            if "error" in chunk:
-                detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
-                raise PackagingError(
-                    f"building {tag} failed: {scrub(str(detail).strip(), *urls)}\n"
-                    + "\n".join(tail),
-                    hint="the build log above shows the failing step",
-                )
-            aux = chunk.get("aux")
-            if isinstance(aux, Mapping) and aux.get("ID"):
-                image_id = str(aux["ID"])
-            text = chunk.get("stream")
-            if not isinstance(text, str):
-                continue
-            for line in scrub(text, *urls).splitlines():
-                line = line.rstrip()
-                if not line:
+        with step(progress, f"build {tag}"):
+            stream = client.api.build(
+                path=str(context_dir),
+                tag=tag,
+                rm=True,
+                forcerm=True,
+                pull=False,
+                decode=True,
+                nocache=nocache,
+                network_mode=network_mode,
+            )
+            for chunk in stream:
+                if "error" in chunk:
+                    detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+                    raise PackagingError(
+                        f"building {tag} failed: {scrub(str(detail).strip(), *urls)}\n"
+                        + "\n".join(tail),
+                        hint="the build log above shows the failing step",
+                    )
+                aux = chunk.get("aux")
+                if isinstance(aux, Mapping) and aux.get("ID"):
+                    image_id = str(aux["ID"])
+                text = chunk.get("stream")
+                if not isinstance(text, str):
                     continue
-                _report(progress, line)
-                tail.append(line)
-                del tail[:-_LOG_TAIL]
-                match = re.match(r"^Successfully built ([0-9a-f]+)$", line)
-                if match and image_id is None:
-                    image_id = match[1]
+                for line in scrub(text, *urls).splitlines():
+                    line = line.rstrip()
+                    if not line:
+                        continue
+                    _report(progress, line)
+                    tail.append(line)
+                    del tail[:-_LOG_TAIL]
+                    match = re.match(r"^Successfully built ([0-9a-f]+)$", line)
+                    if match and image_id is None:
+                        image_id = match[1]
     except (APIError, DockerException, OSError) as e:
         raise PackagingError(
             f"building {tag} failed: {_short(e)}" + ("\n" + "\n".join(tail) if tail else ""),
             hint="is the base image present (`docker images`)? see the build log above",
         ) from e
-    finally:
-        progress.done()
     try:
         image = client.images.get(image_id or tag)
         for other in extra:
@@ -198,8 +196,7 @@ def push_image(
         if target != tag:
             image.tag(repository, version)
         digest: str | None = None
-        progress.start(f"push {target}")
-        try:
+        with step(progress, f"push {target}"):
             for chunk in client.api.push(repository, tag=version, stream=True, decode=True):
                 if "error" in chunk:
                     detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
@@ -213,8 +210,6 @@ def push_image(
                 status = chunk.get("status")
                 if isinstance(status, str):
                     _report(progress, f"{chunk.get('id', '')} {status}".strip())
-        finally:
-            progress.done()
         image.reload()
     except ImageNotFound as e:
         raise PackagingError(
@@ -261,10 +256,10 @@ def _info(image: Any, tag: str) -> ImageInfo:
 
 def _report(progress: Progress, line: str) -> None:
     log.info("%s", line)
-    step = _STEP_RE.match(line)
-    if step:
+    found = _STEP_RE.match(line)
+    if found:
         progress.done()
-        progress.start(f"step {step[1]}/{step[2]}: {step[3][:80]}")
+        progress.start(f"step {found[1]}/{found[2]}: {found[3][:80]}")
     else:
         progress.advance()
     emit = getattr(progress, "log", None)

@@ -84,6 +84,7 @@ def open_registry(spec: Spec, *, environ: Mapping[str, str] | None = None) -> Re
 
 
 def _sql(spec: Spec, url: str, env: Mapping[str, str]) -> Registry:
+    # lazy: import cycle (mlcycle.registry.blobs imports this module)
     from mlcycle.registry.blobs import open_blob_store
     from mlcycle.registry.sql import SqlRegistry
 

@@ -32,6 +32,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
 
+import mlcycle
 from mlcycle.errors import IntegrityError, RegistryError, UsageError
 from mlcycle.registry.trust import DEFAULT_POLICY, TrustPolicy
 
@@ -249,8 +250,6 @@ def library_versions(*, onnx: bool = False) -> dict[str, str]:
     With `onnx` (the entry has an ONNX form), also the ONNX Runtime that verified it:
     an image serving that form pins exactly this version.
     """
-    import mlcycle
-
     versions = {"python": platform.python_version()}
     libraries = [
         ("sklearn", "scikit-learn"),

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Final
 
 from mlcycle.errors import IntegrityError, RegistryError, UsageError
+from mlcycle.redact import mask_url
 
 DIGEST_RE: Final = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -200,7 +201,6 @@ def open_blob_store(url: str, *, base: Path, cache: Path) -> BlobStore:
     builder = _BUILDERS.get(scheme)
     if builder is None:
         known = ", ".join(f"{s}:" for s in sorted({*_BUILDERS, "oci"}))
-        from mlcycle.redact import mask_url
 
         # Masked: MLCYCLE_ARTIFACTS_URL=s3://KEY:SECRET@... was shown as written.
         raise UsageError(

@@ -55,6 +55,7 @@ from mlcycle.registry.artifacts import (
     library_versions,
     save_model,
     save_onnx,
+    write_atomic,
 )
 from mlcycle.registry.base import Registry
 from mlcycle.registry.code import CODE_DIR, write_code
@@ -152,6 +153,7 @@ class LocalRegistry(Registry):
     def manifests(self) -> ManifestStore:
         """The serving manifests, numbered JSON files in `manifests_dir`."""
         # Imported here: manifests.py takes utc_now and whoami from this module.
+        # lazy: import cycle (mlcycle.registry.manifests imports this module)
         from mlcycle.registry.manifests import DirectoryManifestStore
 
         return DirectoryManifestStore(self.manifests_dir, self.project)
@@ -823,8 +825,6 @@ def _children(path: Path) -> list[Path]:
 
 
 def _write_json(path: Path, doc: Mapping[str, Any], *, atomic: bool) -> None:
-    from mlcycle.registry.artifacts import write_atomic
-
     data = (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode("utf-8")
     if atomic:
         write_atomic(path, data)

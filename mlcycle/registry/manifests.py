@@ -29,11 +29,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from mlcycle.errors import RegistryError, UsageError
+from mlcycle.registry import ModelRef
 from mlcycle.registry.local import utc_now, whoami
+from mlcycle.resources import schema_path
+from mlcycle.spec.model import RewardKind, RewardSpec, SelectorKind, SelectorSpec
 
 if TYPE_CHECKING:
     from mlcycle.registry import Entry, Registry
-    from mlcycle.spec.model import RewardSpec, SelectorSpec
 
 MANIFEST_SCHEMA: Final = 1
 FILE_RE: Final = re.compile(r"^(\d{6})\.json$")
@@ -87,8 +89,6 @@ class Manifest:
         generation of the followed release (the serving engine skips one that fails to
         load for the next). RegistryError when there are none.
         """
-        from mlcycle.registry import ModelRef
-
         if self.mode == PINNED:
             entries = [registry.get(ModelRef.parse(ref)) for ref in self.pinned]
             refused = [str(e.ref) for e in entries if not e.is_candidate]
@@ -131,8 +131,6 @@ def selector_document(selector: SelectorSpec) -> dict[str, Any]:
 
 def selector_from_document(doc: Mapping[str, Any]) -> SelectorSpec:
     """The SelectorSpec a manifest's selector document describes."""
-    from mlcycle.spec.model import SelectorKind, SelectorSpec
-
     weights = doc.get("weights")
     return SelectorSpec(
         kind=SelectorKind(doc["kind"]),
@@ -150,8 +148,6 @@ def selector_from_document(doc: Mapping[str, Any]) -> SelectorSpec:
 
 def _reward_from_document(doc: Mapping[str, Any] | None) -> RewardSpec | None:
     """The reward of a manifest's selector (None in manifests from before rewards)."""
-    from mlcycle.spec.model import RewardKind, RewardSpec
-
     if not doc:
         return None
     scale = doc.get("scale")
@@ -305,8 +301,6 @@ def parse_manifest(raw: Any, *, where: str) -> Manifest:
 
 @cache
 def _schema() -> dict[str, Any]:
-    from mlcycle.resources import schema_path
-
     path = schema_path().with_name("manifest.schema.json")
     loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return loaded

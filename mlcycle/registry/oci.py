@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 from mlcycle import extras
 from mlcycle.errors import RegistryError, UsageError
+from mlcycle.redact import mask_url
 from mlcycle.registry.blobs import BlobStore, check_digest, register_scheme
 
 ARTIFACT_TYPE: Final = "application/vnd.mlcycle.blob.v1"
@@ -79,8 +80,6 @@ def parse_url(url: str, *, env: Mapping[str, str] | None = None) -> OciLocation:
     parts = urlsplit(url)
     example = "oci://HOST[:PORT]/REPOSITORY, e.g. oci://127.0.0.1:5000/team/churn"
     if parts.scheme != "oci" or not parts.hostname:
-        from mlcycle.redact import mask_url
-
         raise UsageError(
             f"not an OCI artifact store URL: {mask_url(url)!r}", hint=f"write {example}"
         )

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from mlcycle.errors import RegistryError
+from mlcycle.registry.artifacts import write_atomic
 from mlcycle.registry.entry import plain
 
 # Version of a run record's layout; a reader skips records newer than it knows.
@@ -181,8 +182,6 @@ class LocalRunStore(RunStore):
         self.directory = Path(directory)
 
     def save(self, run: Run) -> None:
-        from mlcycle.registry.artifacts import write_atomic
-
         data = json.dumps(run.as_dict(), indent=2, sort_keys=False).encode() + b"\n"
         try:
             self.directory.mkdir(parents=True, exist_ok=True)

@@ -79,6 +79,7 @@ from mlcycle.registry.refs import DEV, ModelRef, as_ref, check_release, release_
 from mlcycle.registry.runs import RUN_SCHEMA, Run, RunStore
 from mlcycle.registry.trust import DEFAULT_POLICY, TrustPolicy
 from mlcycle.spec.model import Procurement
+from mlcycle.store.schema import create_engine
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -177,7 +178,6 @@ class SqlRegistry(Registry):
                 f"{project!r} is not a project name",
                 hint="use lowercase letters, digits, '-', '_' and '.', as in the spec's `name`",
             )
-        from mlcycle.store.schema import create_engine
 
         self.url = url
         self.project = project

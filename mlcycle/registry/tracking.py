@@ -32,7 +32,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from mlcycle.errors import RuntimeFailure
 from mlcycle.extras import MLFLOW, require
+from mlcycle.interop.mlflow import save_model_dir
 from mlcycle.redact import mask_url, scrub
+from mlcycle.registry.artifacts import library_versions
 from mlcycle.registry.runs import Outcome, Run
 
 if TYPE_CHECKING:
@@ -113,9 +115,6 @@ def log_run(
                 _log_trial(client, experiment_id, run, run_id, n, trial, started)
             model_uri = None
             if model is not None and trust is not None:
-                from mlcycle.interop.mlflow import save_model_dir
-                from mlcycle.registry.artifacts import library_versions
-
                 with tempfile.TemporaryDirectory(prefix="mlcycle-mlflow-") as tmp:
                     written = save_model_dir(
                         model,

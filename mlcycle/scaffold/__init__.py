@@ -23,7 +23,7 @@ from typing import Any
 
 import mlcycle
 from mlcycle.errors import RuntimeFailure, UsageError
-from mlcycle.progress import NULL_PROGRESS, Progress
+from mlcycle.progress import NULL_PROGRESS, Progress, step
 from mlcycle.resources import schema_path
 from mlcycle.scaffold import datasets
 from mlcycle.scaffold.gitrepo import InitialCommit, create_repository
@@ -144,13 +144,10 @@ def init_project(
         files = render_project(name, pattern, root, progress=progress)
         commit = None
         if git:
-            progress.start("create the git repository")
-            try:
+            with step(progress, "create the git repository"):
                 commit = create_repository(
                     root, message=f"Create {name} with mlcycle init ({pattern} pattern)"
                 )
-            finally:
-                progress.done()
     except BaseException:
         _remove_created(root, created_top)
         raise
@@ -173,11 +170,8 @@ def render_project(
     `init_project` does those. Raises RuntimeFailure when a file cannot be written.
     """
     try:
-        progress.start("write the example data")
-        try:
+        with step(progress, "write the example data"):
             written = _DATA_WRITERS[pattern](root)
-        finally:
-            progress.done()
         variables = template_variables(name, pattern)
         templates = template_files(pattern)
         if pattern == "dual":
@@ -187,25 +181,19 @@ def render_project(
                 _write_new(root / template.target, render_file(template, variables))
                 written.append(template.target.as_posix())
             templates = [t for t in templates if t not in code]
-            progress.start("fit research's model and write its predictions")
-            try:
+            with step(progress, "fit research's model and write its predictions"):
                 research = _research(root, templates, variables)
-            finally:
-                progress.done()
             written += research.files
             variables.update(
                 research_roc_auc=f"{research.metrics['roc_auc']:.4f}",
                 research_accuracy=f"{research.metrics['accuracy']:.4f}",
                 research_rows=str(research.rows),
             )
-        progress.start("render the templates", total=len(templates))
-        try:
+        with step(progress, "render the templates", total=len(templates)):
             for template in templates:
                 _write_new(root / template.target, render_file(template, variables))
                 written.append(template.target.as_posix())
                 progress.advance()
-        finally:
-            progress.done()
     except OSError as e:
         raise RuntimeFailure(
             f"could not write the project in {root}: {e}",

@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlcycle.spec.model import Spec
+from mlcycle.train import build_estimator
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -158,9 +161,6 @@ def write_research(root: Path, document: Mapping[str, Any]) -> Research:
     """
     import pandas as pd
     from sklearn.metrics import accuracy_score, roc_auc_score
-
-    from mlcycle.spec.model import Spec
-    from mlcycle.train import build_estimator
 
     spec = Spec.from_document(document, root=root)
     events = pd.read_csv(root / EVENTS_CSV)

@@ -17,7 +17,9 @@ from typing import Any
 from mlcycle.errors import MlcycleError, ServingError
 from mlcycle.registry.artifacts import SKOPS, load_model, sha256_bytes
 from mlcycle.registry.trust import DEFAULT_POLICY
-from mlcycle.spec.model import SERVE_HOST, SERVE_PORT, SERVE_WORKERS
+from mlcycle.serve.auth import load_token, require_token_for
+from mlcycle.serve.model import ServedModel
+from mlcycle.spec.model import DEFAULT_STORE_URL, SERVE_HOST, SERVE_PORT, SERVE_WORKERS
 
 
 def load_estimator(path: Path) -> Any:
@@ -39,10 +41,11 @@ def load_estimator(path: Path) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, load the model, serve it; returns the exit code."""
+    # lazy: mlcycle.serve.app imports numpy
     from mlcycle.serve.app import ServeOptions
-    from mlcycle.serve.model import ServedModel
+
+    # lazy: mlcycle.serve.app imports numpy
     from mlcycle.serve.server import serve
-    from mlcycle.spec.model import DEFAULT_STORE_URL
 
     parser = argparse.ArgumentParser(prog="python -m mlcycle.serve", description=__doc__)
     parser.add_argument("model", type=Path, help="a fitted sklearn estimator (.skops)")
@@ -93,8 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         import numpy as np
-
-        from mlcycle.serve.auth import load_token, require_token_for
 
         token = load_token(args.token_file)
         require_token_for(args.host, token, no_auth=args.no_auth)

@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import MlcycleError, ServingError, UsageError
 from mlcycle.registry.features import Feature, recorded_features
+from mlcycle.registry.manifests import selector_from_document
 from mlcycle.serve.model import ProcessLocalState, Router, ServedModel
 from mlcycle.serve.predictor import Predictor
+from mlcycle.serve.router import SelectorRouter
 
 if TYPE_CHECKING:
     from mlcycle.registry import Entry, Registry
     from mlcycle.serve.model import RequestInfo
-    from mlcycle.serve.router import SelectorRouter
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,6 @@ class LiveRouter(ProcessLocalState, Router):
         For a followed release every candidate is listed, so that a generation that
         fails to load can be skipped in favour of the next older one.
         """
-        from mlcycle.registry.manifests import selector_from_document
-
         registry = self.registry
         manifest = registry.manifests().active()
         if manifest is None:
@@ -145,8 +144,6 @@ class LiveRouter(ProcessLocalState, Router):
 
         Raises ServingError when fewer than one loads (the caller keeps what serves).
         """
-        from mlcycle.serve.router import SelectorRouter
-
         registry = self.registry
         chosen: list[tuple[tuple[str, str], ServedModel]] = []
         problems = []

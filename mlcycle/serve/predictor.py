@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import ServingError
+from mlcycle.registry.artifacts import OnnxForm
 
 if TYPE_CHECKING:
     import numpy as np
@@ -125,8 +126,6 @@ def onnx_form(
     else synthetic rows), done once when the model is registered: the engine then
     loads the stored bytes and never imports skl2onnx or scikit-learn.
     """
-    from mlcycle.registry.artifacts import OnnxForm
-
     if not all(f.numeric for f in features):
         return None, "features of type string are served by sklearn (no ONNX conversion)"
     reference = SklearnPredictor(estimator, features, task)

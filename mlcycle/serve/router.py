@@ -49,10 +49,10 @@ from mlcycle.serve.selectors import (
     reward_of,
 )
 from mlcycle.spec.model import RewardSpec, SelectorSpec
+from mlcycle.store.predictions import ArmTotals, PredictionStore
 
 if TYPE_CHECKING:
     from mlcycle.serve.model import RequestInfo, ServedModel
-    from mlcycle.store.predictions import PredictionStore
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,6 @@ class RewardLedger:
         the round is skipped when the cursor moved less than `min_gap` seconds ago: with
         several workers, one of them counting per refresh interval is enough.
         """
-        from mlcycle.store.predictions import ArmTotals
-
         tasks = tasks or {}
         counted = 0
         pages = 0
@@ -286,8 +284,6 @@ class SelectorRouter(ProcessLocalState, Router):
 
     def start(self, store_url: str | None = None) -> None:
         """Load the reward totals and start refreshing them (the engine calls this)."""
-        from mlcycle.store.predictions import PredictionStore
-
         if self._thread is not None:
             return
         source = self.reward_source or store_url

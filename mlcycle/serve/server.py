@@ -32,7 +32,9 @@ from typing import Any
 from mlcycle.errors import ServingError
 from mlcycle.serve.app import ServeOptions, ServingApp
 from mlcycle.serve.model import ModelSource, Router, resolve_source
+from mlcycle.serve.transport import http_protocol
 from mlcycle.spec.model import DEFAULT_STORE_URL, SERVE_HOST, SERVE_PORT, SERVE_WORKERS
+from mlcycle.store.predictions import PredictionStore
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +90,6 @@ def serve(
             ", predictions" if options.public_predict else "",
         )
     if store_url:
-        from mlcycle.store.predictions import PredictionStore
-
         # Create the tables once, before workers race to do it, and fail early.
         PredictionStore(store_url).close()
     if workers == 1:
@@ -152,8 +152,6 @@ def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
 def _run_uvicorn(app: ServingApp, sock: socket.socket, options: ServeOptions) -> None:
     """Run uvicorn on `sock` until a signal; it drains requests, then the app flushes."""
     import uvicorn
-
-    from mlcycle.serve.transport import http_protocol
 
     config = uvicorn.Config(
         app,

@@ -242,6 +242,7 @@ def recipe_differences(old: Any, new: Any) -> list[str]:
 
 def parse_spec_text(text: str, *, file: str) -> Any:
     """The plain data of a spec given as text (another commit's lifecycle.yaml)."""
+    # lazy: import cycle (mlcycle.spec.loader imports this module)
     from mlcycle.spec.loader import parse_text
 
     doc = parse_text(text, file=file)

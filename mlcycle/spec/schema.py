@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from mlcycle.resources import schema_path
 from mlcycle.spec.diagnostics import Diagnostic
 from mlcycle.spec.loader import LoadedDocument, Loc
 
@@ -72,8 +73,6 @@ class _Compiled:
 def _compiled() -> _Compiled:
     # Compiled once per process: validate, load_spec and the rules share it.
     from jsonschema import Draft202012Validator
-
-    from mlcycle.resources import schema_path
 
     schema = json.loads(schema_path().read_text(encoding="utf-8"))
     forms: dict[str, str] = {}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import MlcycleError, TrainingError
-from mlcycle.progress import NULL_PROGRESS, Progress
+from mlcycle.progress import NULL_PROGRESS, Progress, step
 from mlcycle.train._util import describe, n_rows, plain, take
 from mlcycle.train.metrics import n_classes, resolve_scorers, score
 
@@ -112,13 +112,11 @@ def evaluate_with(
     resolve_scorers(metrics)  # unknown names fail before any fitting
     folds, stratified = splits(X, y, evaluation, task=task, seed=seed, ordinal=ordinal)
     label = {"holdout": "holdout", "time": "time split", "cross-validation": "cross-validation"}
-    progress.start(
-        f"evaluate: {label[evaluation.split]}"
-        + (f", {len(folds)} folds" if evaluation.split == "cross-validation" else ""),
-        total=len(folds),
+    description = f"evaluate: {label[evaluation.split]}" + (
+        f", {len(folds)} folds" if evaluation.split == "cross-validation" else ""
     )
     per_fold: dict[str, list[float]] = {name: [] for name in metrics}
-    try:
+    with step(progress, description, total=len(folds)):
         for number, (train_idx, test_idx) in enumerate(folds, start=1):
             y_train = take(y, train_idx)
             if task == "classification" and n_classes(y_train) < 2:
@@ -132,8 +130,6 @@ def evaluate_with(
             for name, value in test_scores.items():
                 per_fold[name].append(value)
             progress.advance()
-    finally:
-        progress.done()
     means = {name: float(np.mean(values)) for name, values in per_fold.items()}
     n_train = round(float(np.mean([len(tr) for tr, _ in folds])))
     n_test = round(float(np.mean([len(te) for _, te in folds])))

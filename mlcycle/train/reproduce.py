@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import DataError, GateFailure, GateRejectedError, TrainingError, UsageError
-from mlcycle.progress import Progress
+from mlcycle.progress import Progress, step
 from mlcycle.train.metrics import score
 
 if TYPE_CHECKING:
@@ -192,8 +192,7 @@ def reproduce_research(spec: Spec, model: Any, progress: Progress) -> Reproducti
             hint="add the reference cases research used: release.research.data: FILE.csv",
         )
     reference_path = spec.resolve(research.data)
-    progress.start("reproduce research's results")
-    try:
+    with step(progress, "reproduce research's results"):
         reference = _read_table(reference_path, pd)
         names_in = getattr(model, "feature_names_in_", None)
         features = [str(n) for n in names_in] if names_in is not None else []
@@ -232,8 +231,6 @@ def reproduce_research(spec: Spec, model: Any, progress: Progress) -> Reproducti
             metrics=dict(research.metrics),
             tolerance=research.tolerance,
         )
-    finally:
-        progress.done()
 
 
 def _read_table(path: Path, pd: Any) -> Any:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import TrainingError
-from mlcycle.progress import NULL_PROGRESS, Progress
+from mlcycle.progress import NULL_PROGRESS, Progress, step
 from mlcycle.train._util import listing, n_rows, plain, take
 from mlcycle.train.estimator import build_estimator, infer_task
 from mlcycle.train.evaluation import EvaluationResult, Fit, evaluate_with, fit_checked, splits
@@ -87,12 +87,9 @@ def train(
     are kept); otherwise the model is refit from scratch and the result says why.
     Raises TrainingError on anything that prevents a trustworthy model.
     """
-    progress.start("build the pipeline")
-    try:
+    with step(progress, "build the pipeline"):
         estimator = build_estimator(spec.model, root=spec.root)
         task = infer_task(estimator, spec.model)
-    finally:
-        progress.done()
     _check_data(X, y, task=task, ordinal=ordinal)
     metrics = spec.evaluation.metrics or default_metrics(task, y)
     resolve_scorers(metrics)
@@ -118,14 +115,11 @@ def train(
             metrics=metrics,
             progress=progress,
         )
-        progress.start(f"fit on all {n_rows(X)} rows", total=1)
-        try:
+        with step(progress, f"fit on all {n_rows(X)} rows", total=1):
             started = time.perf_counter()
             model = fit(X, y)
             seconds = time.perf_counter() - started
             progress.advance()
-        finally:
-            progress.done()
         return evaluation, model, seconds
 
     note: str | None = None
@@ -198,7 +192,7 @@ def train(
 def _steps(spec: Spec) -> tuple[str, ...]:
     if spec.model.entrypoint:
         return (spec.model.entrypoint,)
-    return tuple(step.class_path for step in spec.model.pipeline)
+    return tuple(s.class_path for s in spec.model.pipeline)
 
 
 def _check_data(X: Any, y: Any, *, task: str, ordinal: Any) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import MlcycleError, TrainingError
-from mlcycle.progress import NULL_PROGRESS, Progress
+from mlcycle.progress import NULL_PROGRESS, Progress, step
 from mlcycle.spec.model import Distribution, DistributionKind
 from mlcycle.train._util import did_you_mean, listing, plain
 from mlcycle.train.estimator import validation_problem
@@ -270,23 +270,25 @@ def tune(
     folds = tuning.cv
     if tuning.search == "halving":
         # How many rounds the survivors reach is known only as the search runs.
-        progress.start(f"tune: {candidates} candidates, halving × {folds} folds")
+        task = step(progress, f"tune: {candidates} candidates, halving × {folds} folds")
     else:
-        progress.start(f"tune: {candidates} candidates × {folds} folds", total=candidates * folds)
-    if tuning.n_jobs == 1:
-        # In-process fits can report each finished fold; parallel workers cannot.
-        search.set_params(scoring=_CountingScorer(resolve_scorers([scoring])[scoring], progress))
-    try:
-        search.fit(X, y)
-    except MlcycleError:
-        raise
-    except (ValueError, TypeError, ArithmeticError) as e:
-        raise TrainingError(f"tuning failed: {e}") from e
-    else:
-        if tuning.n_jobs != 1 and tuning.search != "halving":
-            progress.advance(candidates * folds)
-    finally:
-        progress.done()
+        task = step(
+            progress, f"tune: {candidates} candidates × {folds} folds", total=candidates * folds
+        )
+    with task:
+        if tuning.n_jobs == 1:
+            # In-process fits can report each finished fold; parallel workers cannot.
+            scorer = _CountingScorer(resolve_scorers([scoring])[scoring], progress)
+            search.set_params(scoring=scorer)
+        try:
+            search.fit(X, y)
+        except MlcycleError:
+            raise
+        except (ValueError, TypeError, ArithmeticError) as e:
+            raise TrainingError(f"tuning failed: {e}") from e
+        else:
+            if tuning.n_jobs != 1 and tuning.search != "halving":
+                progress.advance(candidates * folds)
     result = TuningResult(
         best_params=dict(search.best_params_),
         best_score=float(search.best_score_),

@@ -7,11 +7,16 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from mlcycle.cli.app import app
+from mlcycle.cli import render
+from mlcycle.cli.group import Commands
 from mlcycle.cli.options import json_option, project_option
+from mlcycle.cli.progress import RichProgress
 
 if TYPE_CHECKING:
     from mlcycle.api.deploy import DeployResult
+
+
+app = Commands()
 
 
 @app.command()
@@ -64,9 +69,8 @@ def deploy(
     Dynamic: `--image` (or `--push`, `--context-only`) also builds the engine image
     that the Kubernetes manifests and the agents' CronJobs run.
     """
+    # lazy: `mlcycle --help` loads every command module; keep mlcycle.api off it
     from mlcycle import api
-    from mlcycle.cli import render
-    from mlcycle.cli.progress import RichProgress
 
     if history:
         manifests = api.manifest_history(project)
@@ -109,8 +113,6 @@ def deploy(
 
 def _render(result: DeployResult) -> None:
     from rich.markup import escape
-
-    from mlcycle.cli import render
 
     out = render.stdout()
     if result.manifest is not None:

@@ -6,8 +6,11 @@ from pathlib import Path
 
 import typer
 
-from mlcycle.cli.app import app
+from mlcycle.cli import render
+from mlcycle.cli.group import Commands
 from mlcycle.cli.options import json_option, project_option
+
+app = Commands()
 
 
 @app.command()
@@ -39,8 +42,8 @@ def export(
     """
     from rich.markup import escape
 
+    # lazy: `mlcycle --help` loads every command module; keep mlcycle.api off it
     from mlcycle import api
-    from mlcycle.cli import render
 
     result = api.export(project, ref=ref, format=format, directory=directory)
     if as_json:

@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from mlcycle.cli.app import app
+from mlcycle.cli import render
+from mlcycle.cli.group import Commands
+from mlcycle.cli.progress import RichProgress
 
 if TYPE_CHECKING:
     from mlcycle.scaffold import InitResult
@@ -21,6 +23,9 @@ class PatternChoice(StrEnum):
     OPEN = "open"
     ADAPTIVE = "adaptive"
     DUAL = "dual"
+
+
+app = Commands()
 
 
 @app.command()
@@ -55,9 +60,8 @@ def init(
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Create a working project: lifecycle.yaml, example data, README, CI files, git repo."""
+    # lazy: `mlcycle --help` loads every command module; keep mlcycle.api off it
     from mlcycle.api.init import init as init_api
-    from mlcycle.cli import render
-    from mlcycle.cli.progress import RichProgress
 
     show_progress = not json_output and render.stderr().is_terminal
     with RichProgress(enabled=show_progress) as progress:
@@ -76,8 +80,6 @@ def init(
 
 def _print_result(result: InitResult) -> None:
     from rich.markup import escape
-
-    from mlcycle.cli import render
 
     out = render.stdout()
     out.print(

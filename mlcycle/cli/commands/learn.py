@@ -7,8 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from mlcycle.cli.app import _Typer, app
+from mlcycle.cli import render, views
+from mlcycle.cli.funnel import Shown
+from mlcycle.cli.group import Commands
 from mlcycle.cli.options import json_option, project_option
+from mlcycle.cli.progress import RichProgress
+from mlcycle.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from mlcycle.agents import ProcureResult
@@ -18,6 +22,9 @@ if TYPE_CHECKING:
 
 _LOWER_HELP = "Start of the data window on the ordinal column (inclusive), e.g. 100 or 2026-01-01."
 _UPPER_HELP = "End of the data window on the ordinal column (exclusive)."
+
+
+app = Commands()
 
 
 @app.command()
@@ -36,10 +43,9 @@ def train(
     Exit status 3 when the gate rejects the model (kept as rejected, for inspection),
     or when rows newer than the current model's fail data validation (nothing trained).
     """
+    # lazy: `mlcycle --help` loads every command module; keep mlcycle.agents, mlcycle.data off it
     from mlcycle import api
     from mlcycle.agents import ProcurementRejected
-    from mlcycle.cli import render, views
-    from mlcycle.cli.progress import RichProgress
     from mlcycle.data.validation import DataRejectedError
 
     try:
@@ -57,15 +63,14 @@ def train(
             render.print_json(rejected.result.as_dict(), kind="train")
         else:
             _render_procured(rejected.result)
-        rejected.shown = True
-        raise
+        raise Shown(rejected) from rejected
     except DataRejectedError as rejected:
         # Failing data stops before training: the anomaly table is the whole story.
         if as_json:
             render.print_json(rejected.as_dict(), kind="data-validation")
-            rejected.shown = True
-        else:
-            views.show_rejection(rejected)
+            raise Shown(rejected) from rejected
+        if views.show_rejection(rejected):
+            raise Shown(rejected) from rejected
         raise
     if as_json:
         render.print_json(result.as_dict(), kind="train")
@@ -75,8 +80,6 @@ def train(
 
 def _render_procured(result: ProcureResult) -> None:
     from rich.markup import escape
-
-    from mlcycle.cli import render, views
 
     out = render.stdout()
     training = result.training
@@ -150,10 +153,8 @@ def evaluate(
     drift (PSI per feature, training data vs served inputs). The figures are kept
     in the store (table production_metrics).
     """
+    # lazy: `mlcycle --help` loads every command module; keep mlcycle.api off it
     from mlcycle import api
-    from mlcycle.cli import render
-    from mlcycle.cli.progress import RichProgress
-    from mlcycle.errors import ExitCode, UsageError
 
     if production:
         if ref is not None or lower is not None or upper is not None:
@@ -187,8 +188,6 @@ def evaluate(
 def _render_evaluation(report: EvaluationReport) -> None:
     from rich.markup import escape
 
-    from mlcycle.cli import render, views
-
     out = render.stdout()
     out.print(
         f"[bold]{escape(str(report.entry.ref))}[/] on "
@@ -208,8 +207,6 @@ def _render_evaluation(report: EvaluationReport) -> None:
 
 
 def _render_production_check(verdict: ProductionCheck) -> None:
-    from mlcycle.cli import render, views
-
     for model, result in verdict.checked:
         views.gate_table(result.checks, title=f"gate on production metrics of {model}")
     for model, metric in verdict.unmeasured:
@@ -224,8 +221,6 @@ def _render_production_check(verdict: ProductionCheck) -> None:
 
 
 def _render_production(report: ProductionReport) -> None:
-    from mlcycle.cli import render, views
-
     if report.imported_outcomes:
         render.stdout().print(
             f"took {report.imported_outcomes} true outcome(s) from data.outcomes "
@@ -298,16 +293,14 @@ def _render_production(report: ProductionReport) -> None:
 
 
 def _worst_drift(drift: Drift | None) -> tuple[str, str]:
-    from mlcycle.cli import views
-
     worst = drift.worst if drift is not None else None
     return (views.number(worst[1], 3), worst[0]) if worst else ("n/a", "")
 
 
 # `models` lists the registry; `models show REF` shows one entry in full. A group whose
 # callback lists when no subcommand follows keeps `mlcycle models [--json]` as it was.
-# `_Typer`, as `app`, so that `models show --help` reads `REF`, not `{ref}` and `<str>`.
-models_app = _Typer(
+# `Commands`, as `app`, so that `models show --help` reads `REF`, not `{ref}` and `<str>`.
+models_app = Commands(
     name="models",
     help="List the registry: releases, generations, status, stages, metrics; * marks current.",
     invoke_without_command=True,
@@ -327,8 +320,8 @@ def models(
 
     `mlcycle models show REF` shows one model in full, with every tuning candidate.
     """
+    # lazy: `mlcycle --help` loads every command module; keep mlcycle.api off it
     from mlcycle import api
-    from mlcycle.cli import render
 
     if ctx.invoked_subcommand is not None:
         return
@@ -340,8 +333,6 @@ def models(
 
 
 def _render_models(listing: ModelListing) -> None:
-    from mlcycle.cli import render, views
-
     if not listing.entries:
         render.stdout().print(
             f"{listing.project}: the registry is empty; `mlcycle train` or "
@@ -372,8 +363,8 @@ def models_show(
     as_json: bool = json_option("the model"),
 ) -> None:
     """Show one model: its record, metrics, data, and every candidate tuning tried."""
+    # lazy: `mlcycle --help` loads every command module; keep mlcycle.api off it
     from mlcycle import api
-    from mlcycle.cli import render
 
     detail = api.model(ref, project)
     if as_json:
@@ -384,8 +375,6 @@ def models_show(
 
 def _render_model(detail: ModelDetail) -> None:
     from rich.markup import escape
-
-    from mlcycle.cli import render, views
 
     entry = detail.entry
     out = render.stdout()

@@ -7,17 +7,19 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from mlcycle.cli.app import _Typer, app
+from mlcycle.cli import render
+from mlcycle.cli.group import Commands
 from mlcycle.cli.options import json_option, project_option
+from mlcycle.cli.progress import RichProgress
 
 if TYPE_CHECKING:
     from mlcycle.registry.migrate import Migration
 
-registry_app = _Typer(
+app = Commands()
+registry_app = Commands(
     name="registry",
     help="The model registry as a whole: move a project's local registry to a shared one.",
     no_args_is_help=True,
-    rich_markup_mode="rich",
 )
 app.add_typer(registry_app)
 
@@ -63,9 +65,8 @@ def migrate(
     differently is never overwritten (exit 1, naming them). Stages are git tags: push
     them with `git push --tags`.
     """
+    # lazy: `mlcycle --help` loads every command module; keep mlcycle.api off it
     from mlcycle import api
-    from mlcycle.cli import render
-    from mlcycle.cli.progress import RichProgress
 
     with RichProgress(enabled=not as_json) as progress:
         result = api.migrate(project, to=to, artifacts=artifacts, progress=progress)
@@ -77,8 +78,6 @@ def migrate(
 
 def _render(result: Migration) -> None:
     from rich.markup import escape
-
-    from mlcycle.cli import render
 
     out = render.stdout()
     target = escape(result.target)

@@ -8,8 +8,12 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from mlcycle.cli.app import app
+from mlcycle.cli import render, views
+from mlcycle.cli.funnel import Shown
+from mlcycle.cli.group import Commands
 from mlcycle.cli.options import json_option, project_option
+from mlcycle.cli.progress import RichProgress
+from mlcycle.errors import GateRejectedError
 
 if TYPE_CHECKING:
     from mlcycle.api.release import History, ReleaseResult
@@ -21,6 +25,9 @@ class Bump(StrEnum):
     MAJOR = "major"
     MINOR = "minor"
     PATCH = "patch"
+
+
+app = Commands()
 
 
 @app.command()
@@ -81,10 +88,8 @@ def release(
     tag and no registry entry are left. Exit 3 when the gate (or the reproduction
     of research's results) rejects the model.
     """
+    # lazy: `mlcycle --help` loads every command module; keep mlcycle.api off it
     from mlcycle import api
-    from mlcycle.cli import render
-    from mlcycle.cli.progress import RichProgress
-    from mlcycle.errors import GateRejectedError
 
     try:
         with RichProgress(enabled=not (as_json or dry_run)) as progress:
@@ -101,10 +106,8 @@ def release(
                 progress=progress,
             )
     except GateRejectedError as rejected:
-        if not as_json:
-            from mlcycle.cli import views
-
-            views.show_rejection(rejected)
+        if not as_json and views.show_rejection(rejected):
+            raise Shown(rejected) from rejected
         raise
     if as_json:
         render.print_json(result.as_dict(), kind="release")
@@ -114,8 +117,6 @@ def release(
 
 def _render_release(result: ReleaseResult) -> None:
     from rich.markup import escape
-
-    from mlcycle.cli import render, views
 
     out = render.stdout()
     plan = result.plan
@@ -169,8 +170,8 @@ def history(
     as_json: bool = json_option("the history"),
 ) -> None:
     """List the releases: version, status, stages, date, commit, author, metrics, generations."""
+    # lazy: `mlcycle --help` loads every command module; keep mlcycle.api off it
     from mlcycle import api
-    from mlcycle.cli import render
 
     result = api.history(project)
     if as_json:
@@ -180,8 +181,6 @@ def history(
 
 
 def _render_history(result: History) -> None:
-    from mlcycle.cli import render, views
-
     if not result.items:
         render.stdout().print(
             f"{result.project}: no releases yet; `mlcycle release` makes the first"
@@ -213,6 +212,7 @@ def _render_history(result: History) -> None:
         rows,
         markup=True,
     )
+    # lazy: `mlcycle --help` loads every command module; keep mlcycle.registry off it
     from mlcycle.registry import State
 
     for item in result.items:

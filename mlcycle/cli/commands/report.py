@@ -6,8 +6,11 @@ from pathlib import Path
 
 import typer
 
-from mlcycle.cli.app import app
+from mlcycle.cli import render
+from mlcycle.cli.group import Commands
 from mlcycle.cli.options import project_option
+
+app = Commands()
 
 
 @app.command()
@@ -24,8 +27,8 @@ def report(
     as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
 ) -> None:
     """Write an HTML report: registry, production metrics per generation over time, drift."""
+    # lazy: `mlcycle --help` loads every command module; keep mlcycle.api off it
     from mlcycle import api
-    from mlcycle.cli import render
 
     result = api.report(project, output=output, window=window)
     if as_json:

@@ -7,11 +7,15 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from mlcycle.cli.app import app
+from mlcycle.cli import render, views
+from mlcycle.cli.group import Commands
 from mlcycle.cli.options import json_option, project_option
 
 if TYPE_CHECKING:
     from mlcycle.api.learn import RunListing
+
+
+app = Commands()
 
 
 @app.command()
@@ -33,8 +37,8 @@ def runs(
     parameters, every tuning candidate's cross-validated scores, its data window,
     spec hash and git commit. Name runs to compare their parameters and metrics.
     """
+    # lazy: `mlcycle --help` loads every command module; keep mlcycle.api off it
     from mlcycle import api
-    from mlcycle.cli import render
 
     listing = api.runs(project, last=last, ids=tuple(ids or ()))
     if as_json:
@@ -46,8 +50,6 @@ def runs(
 
 
 def _render_runs(listing: RunListing) -> None:
-    from mlcycle.cli import render, views
-
     if not listing.runs:
         render.stdout().print(
             f"{listing.project}: no runs yet; `mlcycle train` or `mlcycle release` records one"
@@ -65,8 +67,6 @@ def _render_runs(listing: RunListing) -> None:
 def _render_comparison(listing: RunListing) -> None:
     """One column per run, one row per fact, parameter and metric: what differs shows."""
     from rich.markup import escape
-
-    from mlcycle.cli import render, views
 
     runs = listing.runs
     facts: list[tuple[str, list[str]]] = [

@@ -6,8 +6,12 @@ from pathlib import Path
 
 import typer
 
-from mlcycle.cli.app import app
+from mlcycle.cli import render
+from mlcycle.cli.group import Commands
 from mlcycle.cli.options import project_option
+from mlcycle.errors import UsageError
+
+app = Commands()
 
 
 @app.command()
@@ -77,10 +81,9 @@ def serve(
     but the health probes needs `Authorization: Bearer TOKEN`; on an address other
     than loopback a token is required unless --no-auth.
     """
+    # lazy: `mlcycle --help` loads every command module; keep mlcycle.api, mlcycle.spec off it
     from mlcycle.api.serving import serve as run
     from mlcycle.api.serving import serve_access, serve_target
-    from mlcycle.cli import render
-    from mlcycle.errors import UsageError
     from mlcycle.spec.model import ServeSpec
 
     if bundle is not None and model is not None:

@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from mlcycle.cli.app import app
+from mlcycle.cli import render
+from mlcycle.cli.group import Commands
 from mlcycle.cli.options import project_option
 from mlcycle.errors import ExitCode, UsageError
+from mlcycle.resources import schema_path
 
 if TYPE_CHECKING:
     from mlcycle.spec import ValidationReport
@@ -19,11 +21,12 @@ if TYPE_CHECKING:
 _PATH_HELP = "lifecycle.yaml, or a directory containing one (default: the current directory)."
 
 
+app = Commands()
+
+
 @app.command()
 def schema() -> None:
     """Print the JSON schema of lifecycle.yaml (Draft 2020-12)."""
-    from mlcycle.resources import schema_path
-
     sys.stdout.write(schema_path().read_text(encoding="utf-8"))
 
 
@@ -54,12 +57,11 @@ def validate(
     paths resolve, metrics fit the task, tuning names pipeline steps. Exit status 0
     when valid (warnings allowed), 2 when invalid.
     """
+    # lazy: `mlcycle --help` loads every command module; keep mlcycle.api off it
     from mlcycle import api
 
     report = api.validate(_one_path(path, project), strict=strict, no_import=no_import)
     if as_json:
-        from mlcycle.cli import render
-
         render.print_json(report.as_dict(), kind="validation")
     else:
         _render_report(report)
@@ -76,8 +78,6 @@ def _one_path(path: Path | None, project: Path | None) -> Path | None:
 
 def _render_report(report: ValidationReport) -> None:
     from rich.markup import escape
-
-    from mlcycle.cli import render
 
     render.diagnostics(report.diagnostics)
     warnings = len(report.warnings)
@@ -108,12 +108,11 @@ def plan(
     project: Path | None = project_option(),
 ) -> None:
     """Show the stages this lifecycle runs, and which of them mlcycle carries out."""
+    # lazy: `mlcycle --help` loads every command module; keep mlcycle.api off it
     from mlcycle import api
 
     result = api.plan(_one_path(path, project))
     if as_json:
-        from mlcycle.cli import render
-
         render.print_json(result.as_dict(), kind="plan")
     else:
         _render_plan(result)
@@ -123,7 +122,7 @@ def _render_plan(result: Plan) -> None:
     from rich.markup import escape
     from rich.tree import Tree
 
-    from mlcycle.cli import render
+    # lazy: `mlcycle --help` loads every command module; keep mlcycle.spec off it
     from mlcycle.spec.plan import Actor
 
     tree = Tree(f"[bold]{escape(result.name)}[/]: {escape(result.pattern.label)}")

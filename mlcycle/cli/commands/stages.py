@@ -6,8 +6,11 @@ from pathlib import Path
 
 import typer
 
-from mlcycle.cli.app import app
+from mlcycle.cli import render
+from mlcycle.cli.group import Commands
 from mlcycle.cli.options import json_option, project_option
+
+app = Commands()
 
 
 @app.command()
@@ -29,8 +32,8 @@ def promote(
     """
     from rich.markup import escape
 
+    # lazy: `mlcycle --help` loads every command module; keep mlcycle.api off it
     from mlcycle import api
-    from mlcycle.cli import render
 
     result = api.promote(project, ref=ref, stage=stage, push=push, remote=remote)
     if as_json:
@@ -70,8 +73,8 @@ def retire(
     """
     from rich.markup import escape
 
+    # lazy: `mlcycle --help` loads every command module; keep mlcycle.api off it
     from mlcycle import api
-    from mlcycle.cli import render
 
     result = api.retire(project, ref=ref, reason=reason, push=push, remote=remote)
     if as_json:

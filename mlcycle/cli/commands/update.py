@@ -8,11 +8,18 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from mlcycle.cli.app import app
+from mlcycle.cli import render, views
+from mlcycle.cli.funnel import Shown
+from mlcycle.cli.group import Commands
 from mlcycle.cli.options import json_option, project_option
+from mlcycle.cli.progress import RichProgress
+from mlcycle.errors import GateRejectedError
 
 if TYPE_CHECKING:
     from mlcycle.agents.update import UpdateResult
+
+
+app = Commands()
 
 
 @app.command()
@@ -36,11 +43,9 @@ def update(
     rows fail data validation against the current one's training data (nothing is
     trained or registered).
     """
+    # lazy: `mlcycle --help` loads every command module; keep mlcycle.api, mlcycle.data off it
     from mlcycle import api
-    from mlcycle.cli import render
-    from mlcycle.cli.progress import RichProgress
     from mlcycle.data.validation import DataRejectedError
-    from mlcycle.errors import GateRejectedError
 
     pause = api.duration_flag(interval, "--interval")
     while True:
@@ -48,14 +53,15 @@ def update(
             with RichProgress(enabled=not as_json) as progress:
                 result = api.update(project, force=force, progress=progress)
         except GateRejectedError as rejected:
+            shown = False
             if not as_json:
-                from mlcycle.cli import views
-
-                views.show_rejection(rejected)
+                shown = views.show_rejection(rejected)
             elif isinstance(rejected, DataRejectedError):
                 render.print_json(rejected.as_dict(), kind="data-validation")
-                rejected.shown = True
+                shown = True
             if once:
+                if shown:
+                    raise Shown(rejected) from rejected
                 raise
             render.warning("the new generation was rejected; the current one keeps serving")
         else:
@@ -71,8 +77,6 @@ def update(
 
 def _render(result: UpdateResult) -> None:
     from rich.markup import escape
-
-    from mlcycle.cli import render, views
 
     render.table(
         f"triggers for {result.current.ref}",
