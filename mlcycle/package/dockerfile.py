@@ -5,6 +5,9 @@ Layout of a context directory:
     Dockerfile               rendered from templates/docker/Dockerfile.tmpl
     bundle/                  the bundle (bundle.json, the artifact, lifecycle.yaml, code/)
     build/requirements.txt   the pins from the bundle, then what mlcycle's wheel requires
+                             (for an ONNX model: every distribution serving needs, each
+                             pinned, installed with --no-deps)
+    build/precompile.py      byte-compiles the libraries in the image (see SERVING_MODULES)
     wheel/                   mlcycle's own wheel (the image serves with it): built from
                              the source checkout mlcycle runs from, or (installed from a
                              package) mlcycle-cli==THIS_VERSION downloaded from the index
@@ -27,10 +30,12 @@ and tags must be valid Docker references (UsageError otherwise), and label
 values are refused if they hold control characters, then double-quoted with
 `"`, `\\` and `$` escaped. The Dockerfile uses only the classic builder's syntax.
 
-No credential enters a layer of the image. The build is two-stage: a `deps` stage
+No credential enters a layer of the image. The build is multi-stage: a `deps` stage
 installs the dependencies with build/pip.conf (a private index's token or
 password works), and the image copies only the installed environment from it
-(the engine here is the classic builder, which has no build secrets). The
+(the engine here is the classic builder, which has no build secrets): first the
+dependencies (one layer that a new mlcycle with the same requirements reuses),
+then mlcycle's own wheel (a layer of its own, installed without an index). The
 bundle's lifecycle.yaml has its URLs' secrets masked when the bundle is made; a
 container gets them from its environment (`${env:NAME}` in the spec,
 MLCYCLE_STORE_URL, MLCYCLE_API_TOKEN), never from the image.
@@ -67,6 +72,7 @@ if TYPE_CHECKING:
     from mlcycle.spec.model import Spec
 
 TEMPLATE: Final = ("templates", "docker", "Dockerfile.tmpl")
+PRECOMPILE: Final = ("templates", "docker", "precompile.py")
 SERVE_PORT: Final = 8080
 IMAGE_UID: Final = 10001
 BUNDLE_DIR: Final = "bundle"
@@ -225,6 +231,28 @@ SERVING_DISTRIBUTIONS: Final = (
     "orjson",
     "numpy",
     "onnxruntime",
+)
+
+
+# What serving an ONNX model imports from its libraries (measured with `python -X
+# importtime` on `mlcycle serve --bundle` in an image: the modules mlcycle imports
+# directly, and those uvicorn and SQLAlchemy load by name). The image keeps bytecode for
+# these and what they import, and only the source of the rest of its libraries: a module
+# left out here still works, compiled when first imported.
+SERVING_MODULES: Final = (
+    "jsonschema",
+    "numpy",
+    "onnxruntime",
+    "orjson",
+    "rich.console",
+    "sqlalchemy",
+    "sqlalchemy.dialects.sqlite",
+    "typer",
+    "uvicorn",
+    "uvicorn.loops.uvloop",
+    "uvicorn.protocols.http.httptools_impl",
+    "uvloop",
+    "yaml",
 )
 
 
@@ -460,6 +488,7 @@ def _fill(
         if ca:
             shutil.copyfile(ca, build / CA_FILE)
             settings["cert"] = f"{BUILD_MOUNT}/{CA_FILE}"
+        shutil.copyfile(data_path(*PRECOMPILE), build / "precompile.py")
         pip_conf = build / "pip.conf"
         pip_conf.touch(mode=0o600)  # it may hold an index's credentials
         pip_conf.write_text(_pip_conf(settings), encoding="utf-8")
@@ -532,6 +561,10 @@ def _render(
         labels=label_lines,
         port=str(SERVE_PORT),
         uid=str(IMAGE_UID),
+        # An ONNX image's requirements are complete and pinned (serving_requirements):
+        # pip installs exactly them, resolving nothing.
+        install_options="--no-deps " if contents.onnx else "",
+        precompile=" ".join(SERVING_MODULES) if contents.onnx else "--all",
         # An ONNX image leaves out what only training needs, so `pip check` would
         # report it missing; it proves instead that the engine and the runtime import.
         check=(
@@ -717,7 +750,8 @@ def serving_requirements(dependencies: list[str], pins: tuple[str, ...]) -> list
     wanted = {canonicalize_name(n) for n in SERVING_DISTRIBUTIONS}
     environment: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
     environment["extra"] = ""
-    todo: list[Requirement] = []
+    # The pins are walked too: what they require is installed with --no-deps as well.
+    todo: list[Requirement] = [Requirement(p) for p in pins]
     for line in dependencies:
         try:
             requirement = Requirement(line)

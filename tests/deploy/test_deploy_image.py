@@ -54,6 +54,8 @@ def test_deploy_builds_an_image_that_serves_and_pushes_it(
     assert data["image"]["labels"]["org.opencontainers.image.version"] == "0.1.0"
     assert data["pushed"]["tag"] == f"{LOCAL_REGISTRY}/demo:0.1.0"
     assert data["pushed"]["digest"].startswith("sha256:")
+    # Issue 11's target: at most a third of the 893 MB the image of this model was.
+    assert data["image"]["size"] <= 298e6, data["image"]["size"]
 
     container = docker_engine.containers.run(
         "demo:0.1.0",
@@ -101,6 +103,10 @@ def test_deploy_builds_an_image_that_serves_and_pushes_it(
     assert f"onnxruntime=={entry['versions']['onnxruntime']}" in pins
     assert f"numpy=={entry['versions']['numpy']}" in pins
     assert not {p.split("==")[0] for p in pins} & {*HEAVY, "scikit-learn", "skl2onnx"}
+    # `deploy` says how large the image is (built again, from the build cache).
+    human = mlcycle("deploy", cwd=released)
+    assert human.code == 0, human.err
+    assert re.search(r"built image demo:0\.1\.0 \(\d+ MB\)", human.out), human.out
 
 
 ENTRY = Path(".mlcycle/registry/demo/releases/0.1.0/1")

@@ -62,6 +62,7 @@ def test_context_layout(project: Project, tmp_path: Path, fake_wheel: Path) -> N
         "Dockerfile",
         "build/pip.conf",
         "build/requirements.txt",
+        "build/precompile.py",
         "wheel/mlcycle_cli-0.1.0-py3-none-any.whl",
         "bundle/bundle.json",
         "bundle/lifecycle.yaml",
@@ -292,24 +293,45 @@ def test_credentials_reach_only_the_builder_stage(
         "https://user:***@pypi.example/simple",
         "https://h.example/simple?token=***&x=1",
     )
-    # build/ is copied into the `deps` stage only (`app`, built on it, adds mlcycle's
-    # wheel); the image (the last stage) starts from the base again and takes nothing
-    # but the installed environment, /opt/mlcycle, from `app`.
+    # build/ is copied into the `deps` stage only; `libs` (the trimmed dependencies) and
+    # `app` (mlcycle's wheel) are built on it. The image (the last stage) starts from the
+    # base again and takes nothing but the installed environment, in two layers: the
+    # dependencies from `libs`, then mlcycle from `app` (changed on purpose, issue 11:
+    # one layer held both, so every mlcycle change re-shipped all the libraries).
     stages = re.split(r"^FROM ", ctx.dockerfile.read_text(), flags=re.MULTILINE)[1:]
-    assert len(stages) == 3 and stages[0].split()[:3] == [
+    assert len(stages) == 4 and stages[0].split()[:3] == [
         project.spec.deployment.image.base,
         "AS",
         "deps",
     ]
     assert "COPY build/" in stages[0] and "pip.conf" in stages[0]
-    assert stages[1].split()[:3] == ["deps", "AS", "app"]
-    assert "build/" not in stages[1]
-    final = stages[2]
+    assert stages[1].split()[:3] == ["deps", "AS", "libs"]
+    assert stages[2].split()[:3] == ["deps", "AS", "app"]
+    assert "COPY build/" not in stages[1] + stages[2]
+    final = stages[3]
     assert final.split()[0] == project.spec.deployment.image.base
     assert "build/" not in final and "pip.conf" not in final and "mlcycle-build" not in final
     copies = re.findall(r"^COPY .*$", final, flags=re.MULTILINE)
-    assert copies[0] == "COPY --from=app /opt/mlcycle /opt/mlcycle"
-    assert all("--from" not in c or c == copies[0] for c in copies)
+    assert copies[:2] == [
+        "COPY --from=libs /opt/mlcycle /opt/mlcycle",
+        "COPY --from=app /opt/mlcycle-app/ /opt/mlcycle/",
+    ]
+    assert all("--from" not in c for c in copies[2:])
+
+
+def test_an_onnx_image_installs_its_complete_pins_without_resolving(
+    tmp_path: Path, fake_wheel: Path
+) -> None:
+    from mlcycle.package.dockerfile import SERVING_MODULES, serving_requirements
+
+    # The pins' own requirements are part of the list, installed with --no-deps.
+    pins = serving_requirements([], ("onnxruntime==1.17.0",))
+    names = {p.split("==")[0] for p in pins}
+    assert "onnxruntime" in names and "numpy" in names and "protobuf" in names
+    assert "onnxruntime==1.17.0" in pins
+    text = (Path(__file__).parents[2] / "templates" / "docker" / "Dockerfile.tmpl").read_text()
+    assert "@@install_options" in text and "precompile.py" in text
+    assert "numpy" in SERVING_MODULES and "onnxruntime" in SERVING_MODULES
 
 
 def test_ca_bundle_is_copied_into_the_context(

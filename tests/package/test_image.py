@@ -7,6 +7,7 @@ Needs a Docker engine with the base image and the local registry of
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import urllib.error
 import urllib.request
@@ -162,8 +163,59 @@ def test_container_serves_predictions(built: Built, docker_engine: Any) -> None:
         assert code == 0
         code, out = container.exec_run(["id", "-u"])
         assert out.decode().strip() == "10001"
+        # Nothing can be installed at run time: neither the environment's Python nor the
+        # base image's has pip or ensurepip.
+        for python in ("python", "/usr/local/bin/python3", "/usr/bin/python3"):
+            for module in ("pip", "ensurepip"):
+                code, out = container.exec_run([python, "-m", module, "--version"])
+                assert code != 0, (python, module, out)
     finally:
         container.remove(force=True)
+
+
+def _changed_wheel(wheel: Path, dest: Path) -> Path:
+    """A copy of `wheel` whose code differs and whose requirements do not."""
+    import zipfile
+
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / wheel.name
+    with zipfile.ZipFile(wheel) as source, zipfile.ZipFile(target, "w") as copy:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "mlcycle/__init__.py":
+                data += b"\n# changed: a new mlcycle with the same dependencies\n"
+            copy.writestr(item, data)
+    return target
+
+
+def test_a_new_mlcycle_reuses_the_dependency_layer(
+    built: Built, docker_engine: Any, mlcycle_wheel: Path, tmp_path: Path
+) -> None:
+    # Changed on purpose (issue 11): the environment was one layer holding both the
+    # libraries and mlcycle, so each mlcycle change rebuilt and re-pushed all of it.
+    from mlcycle.package.dockerfile import wheel_requirements
+
+    wheel = _changed_wheel(mlcycle_wheel, tmp_path / "wheel")
+    assert wheel_requirements(wheel) == wheel_requirements(mlcycle_wheel)
+    bundle = build_bundle(
+        built.project.spec, built.project.registry, built.project.entry, tmp_path / "bundle"
+    )
+    context = write_context(bundle, built.project.spec, tmp_path / "ctx", wheel=wheel)
+    # The same machine's pip settings (the fixture added a line to its context's).
+    shutil.copyfile(built.context.path / "build" / "pip.conf", context.path / "build" / "pip.conf")
+    other = "mlcycle-test/cancer-open:changed"
+    image = build_image(context.path, other)
+    try:
+        old = docker_engine.images.get(built.image.id).attrs["RootFS"]["Layers"]
+        new = docker_engine.images.get(image.id).attrs["RootFS"]["Layers"]
+        # Base, user, dependencies | mlcycle | the bundle.
+        assert len(new) == len(old)
+        assert new[:-2] == old[:-2]
+        assert new[-2] != old[-2]
+        sizes = [h["Size"] for h in docker_engine.api.history(image.id) if h["Size"]]
+        assert sizes[1] < sizes[2] // 10  # mlcycle's layer is a sliver of the libraries'
+    finally:
+        docker_engine.images.remove(other, noprune=True)
 
 
 def test_no_layer_of_the_image_holds_the_pip_settings(built: Built, docker_engine: Any) -> None:
