@@ -102,3 +102,29 @@ def test_the_cli_says_so_without_a_traceback(project: Path) -> None:
     )
     assert "pip install mysqlclient" in " ".join(result.err.split())
     assert "Traceback" not in result.err and "s3cret" not in result.err + result.out
+
+
+def test_a_tracking_server_that_is_down_leaves_a_warning_and_the_model_stands(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One attempt, no back-off: the client's retries would only make the test slow.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = project / "lifecycle.yaml"
+    spec.write_text(spec.read_text() + f"\ntracking:\n  mlflow: http://127.0.0.1:{port}\n")
+
+    result = api.train(project)
+    assert result.passed and result.entry is not None and str(result.entry.ref) == "dev/1"
+    assert result.run is not None
+    (warning,) = result.warnings
+    assert warning.startswith(f"run {result.run.id} is recorded locally but not in MLflow: ")
+    assert f"127.0.0.1:{port}" in warning
+    answer = result.run.tracking["mlflow"]
+    assert answer["url"] == f"http://127.0.0.1:{port}"
+    assert warning.endswith(answer["error"])
+    # The local record keeps the server's failure beside the run.
+    (listed,) = api.runs(project).runs
+    assert listed.id == result.run.id and listed.tracking["mlflow"] == answer
