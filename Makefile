@@ -39,10 +39,14 @@ test: $(STAMP) lint typecheck docker-env browser postgres checkov mlflow
 # The suite under coverage, subprocesses included (CLI runs, servers and their workers
 # each write a data file; see [tool.coverage] in pyproject.toml), then the table.
 COVERAGE_DIR := $(CURDIR)/.coverage-data
-coverage: $(STAMP) docker-env browser postgres
+# The same services and MLCYCLE_REQUIRE_* as `make test`, so that no test skips here that
+# runs there (the tracking tests are what measure agents/integration.py's MLflow path).
+# PYTEST_ARGS narrows it, e.g. PYTEST_ARGS='tests/agents tests/store'.
+coverage: $(STAMP) docker-env browser postgres checkov mlflow
 	rm -rf $(COVERAGE_DIR) && mkdir -p $(COVERAGE_DIR)
 	COVERAGE_FILE=$(COVERAGE_DIR)/coverage \
-	MLCYCLE_REQUIRE_DOCKER=1 MLCYCLE_REQUIRE_POSTGRES=1 \
+	MLCYCLE_REQUIRE_DOCKER=1 MLCYCLE_REQUIRE_POSTGRES=1 MLCYCLE_REQUIRE_CHECKOV=1 \
+	MLCYCLE_REQUIRE_MLFLOW=1 \
 	MLCYCLE_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:$(PG_PORT)/postgres \
 		$(BIN)/coverage run -m pytest -q $(PYTEST_ARGS)
 	COVERAGE_FILE=$(COVERAGE_DIR)/coverage $(BIN)/coverage combine -q

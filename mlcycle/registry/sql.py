@@ -185,7 +185,7 @@ class SqlRegistry(Registry):
         self.cache = Path(cache)  # entries laid out from their blobs, one directory each
         self.lock_timeout = lock_timeout
         self.trust = trust
-        self.engine: Engine = create_engine(url)
+        self.engine: Engine = create_engine(url, what="the registry")
         (
             self._metadata,
             self._projects,

@@ -20,9 +20,10 @@ ids were accepted, unknown or duplicates.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -251,6 +252,20 @@ class PredictionStore:
         """Release the database connections."""
         self.engine.dispose()
 
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Any]:
+        """A connection for a read; a database gone away since the store was opened (server
+        down, database dropped) is a ServingError saying so, not a driver traceback."""
+        import sqlalchemy as sa
+
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except sa.exc.SQLAlchemyError as e:
+            raise ServingError(
+                f"cannot read the prediction store: {scrub(str(e), self.url)}"
+            ) from e
+
     # --- writing -----------------------------------------------------------------------
 
     def log_predictions(self, records: Iterable[PredictionRecord]) -> int:
@@ -392,7 +407,7 @@ class PredictionStore:
         query = query.order_by(p.c.created_at, p.c.id)
         if limit is not None:
             query = query.limit(limit)
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             result = conn.execute(query).mappings().all()
         return [
             JoinedRow(
@@ -422,7 +437,7 @@ class PredictionStore:
             .order_by(p.c.created_at)
             .limit(limit)
         )
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return [(str(r[0]), str(r[1])) for r in conn.execute(query)]
 
     def counts(
@@ -449,7 +464,7 @@ class PredictionStore:
             since,
             until,
         )
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return StoreCounts(
                 predictions=int(conn.execute(total).scalar_one()),
                 outcomes=int(conn.execute(answered).scalar_one()),

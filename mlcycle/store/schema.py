@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcycle import extras
+from mlcycle.errors import UsageError
 from mlcycle.redact import mask_url
 
 if TYPE_CHECKING:
@@ -105,19 +106,31 @@ def tables() -> Tables:
     )
 
 
-def create_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite gets WAL, a busy timeout and its directory created."""
+def create_engine(url: str, *, what: str = "the store") -> Engine:
+    """An engine for `url`; SQLite gets WAL, a busy timeout and its directory created.
+
+    A driver the URL names that is not installed is a UsageError naming `what` and
+    the package to install, not an ImportError.
+    """
     import sqlalchemy as sa
 
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() != "sqlite":
         try:
             return sa.create_engine(url, pool_pre_ping=True)
-        except ImportError as e:  # the URL's driver: name the extra that provides it
+        except ImportError as e:  # the URL's driver: name the extra or package providing it
             extra = extras.for_module(e.name)
-            if extra is None:
-                raise
-            raise extras.MissingExtraError(extra, what=f"the store {mask_url(url)}") from e
+            if extra is not None:
+                raise extras.MissingExtraError(extra, what=f"{what} {mask_url(url)}") from e
+            from mlcycle.data.sql import DRIVER_PACKAGES
+
+            module = e.name or str(e)
+            raise UsageError(
+                f"{what} {mask_url(url)} needs the database driver '{module}', "
+                "which is not installed",
+                hint=f"install it (pip install {DRIVER_PACKAGES.get(module, module)}) "
+                "or name another driver in the URL",
+            ) from e
     database = parsed.database
     if not database or database == ":memory:":
         # One shared connection, or every thread would see its own empty database.

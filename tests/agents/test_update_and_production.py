@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -245,7 +246,18 @@ def test_production_check_fails_with_exit_3_when_served_metrics_miss_the_gate(
     result = mlcycle("evaluate", "--production", "--check", cwd=root)
     assert result.code == 3, result.out + result.err
     assert "gate on production metrics of 0.1.0/1" in result.out
-    assert "FAIL" in result.out and "roc_auc >= 0.9" in result.out
+    # The figure is scikit-learn's roc_auc over the same 70 served rows with outcomes.
+    from sklearn.metrics import roc_auc_score
+
+    from mlcycle.store.predictions import PredictionStore
+
+    store = PredictionStore(f"sqlite:///{root / '.mlcycle' / 'store.db'}")
+    joined = store.joined()
+    store.close()
+    assert len(joined) == 70
+    roc_auc = roc_auc_score([r.outcome for r in joined], [r.probabilities[1] for r in joined])
+    row = rf"roc_auc >= 0\.9\W+{roc_auc:.4f}\W+0\.9000\W+FAIL by {0.9 - roc_auc:.4f}"
+    assert re.search(row, result.out), result.out
     assert "Traceback" not in result.err
 
     document = mlcycle("evaluate", "--production", "--check", "--json", cwd=root)
@@ -254,6 +266,7 @@ def test_production_check_fails_with_exit_3_when_served_metrics_miss_the_gate(
     assert gate["passed"] is False
     checks = {c["condition"]: c for c in gate["models"]["0.1.0/1"]["checks"]}
     assert checks["roc_auc >= 0.9"]["passed"] is False
+    assert checks["roc_auc >= 0.9"]["value"] == pytest.approx(roc_auc, rel=1e-12)
     # The relative condition compares production with the model's registered figure.
     assert checks["roc_auc >= baseline - 0.02"]["baseline"] is not None
 
