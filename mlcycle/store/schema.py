@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcycle import extras
+from mlcycle.data.sql import DRIVER_PACKAGES
 from mlcycle.errors import UsageError
 from mlcycle.redact import mask_url
 
@@ -122,8 +123,6 @@ def create_engine(url: str, *, what: str = "the store") -> Engine:
             extra = extras.for_module(e.name)
             if extra is not None:
                 raise extras.MissingExtraError(extra, what=f"{what} {mask_url(url)}") from e
-            from mlcycle.data.sql import DRIVER_PACKAGES
-
             module = e.name or str(e)
             raise UsageError(
                 f"{what} {mask_url(url)} needs the database driver '{module}', "
