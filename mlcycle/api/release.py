@@ -494,10 +494,7 @@ def _plan(
             latest = passed[-1]
             target = latest.bump(bump or "minor")
             skipped = tuple(
-                f"skipped {v}: the shared registry holds it ({_made_by(held[str(v)])}) and "
-                f"this clone has no tag {fmt.format(spec.name, v)}: another clone's release "
-                f"whose tag is not pushed yet (or `mlcycle retire {v}` drops it)"
-                for v in passed
+                _skipped(str(v), held[str(v)], fmt.format(spec.name, v)) for v in passed
             )
     tag = fmt.format(spec.name, target)
     if repo.tag_exists(tag):
@@ -546,6 +543,17 @@ def _release_of(held: Mapping[str, Sequence[Entry]], commit: str) -> str | None:
         if any(e.git_commit == commit for e in entries) and not all(e.retired for e in entries)
     ]
     return max(made, key=release_key) if made else None
+
+
+def _skipped(version: str, entries: Sequence[Entry], tag: str) -> str:
+    """Why a release passed over `version`, which a shared registry holds without `tag`."""
+    held = f"skipped {version}: the shared registry holds it ({_made_by(entries)})"
+    if all(e.retired for e in entries):
+        return f"{held}, retired: a version is never issued twice"
+    return (
+        f"{held} and this clone has no tag {tag}: another clone's release whose tag is "
+        f"not pushed yet (or `mlcycle retire {version}` drops it)"
+    )
 
 
 def _made_by(entries: Sequence[Entry]) -> str:

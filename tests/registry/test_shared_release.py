@@ -117,3 +117,33 @@ def test_a_release_of_the_same_commit_is_completed_not_retrained(
     assert git(b, "rev-list", "-n", "1", "team@v0.1.0") == before[0][3]
     [item] = api.history(b).as_dict()["releases"]
     assert (item["version"], item["status"]) == ("0.1.0", "released")
+
+
+@pytest.mark.slow
+def test_a_release_killed_before_its_tag_is_completed_by_the_next(
+    clones: tuple[Path, Path, Path],
+) -> None:
+    """Killed between registering and tagging (kill -9), in a shared registry: the next
+    release in that clone finds its own commit's release and tags it."""
+    import os
+    import subprocess
+    import sys
+
+    a, b, _ = clones
+    env = {**os.environ, "MLCYCLE_KILL_AT": "release:registered"}
+    killed = subprocess.run(
+        [sys.executable, "-m", "mlcycle", "release", "--json"],
+        cwd=a,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert killed.returncode == -9, killed.stderr
+    before = snapshot(a)
+    assert [ref for ref, *_ in before] == ["0.1.0/1"]
+    again = mlcycle("release", "--json", cwd=a)
+    assert again.code == 0, again.err
+    assert snapshot(b) == before  # not removed and trained again
+    assert (again.json()["version"], again.json()["completes"]) == ("0.1.0", True)
+    assert git(a, "tag") == "team@v0.1.0"
