@@ -22,17 +22,24 @@ and only under the lock is "current" the model this release replaces. A
 release that has to wait says for whom (pid) and waits; Ctrl-C stops it.
 
 A crash (kill -9) between 3 and 4 leaves a registry release without a tag: an
-*orphan*. Nothing serves from it for long: the next `release` of that version
-(the version computed from the tags is the same one) removes the orphan first,
-and `history` marks it. After 4 the release is complete even if the push
-never happened (`git push origin TAG` finishes it).
+*orphan*. In a local registry nothing serves from it for long: the next `release`
+of that version (the version computed from the tags is the same one) removes the
+orphan first, and `history` marks it. After 4 the release is complete even if the
+push never happened (`git push origin TAG` finishes it).
+
+A shared registry (`registry.url`) holds other clones' releases too, and a release
+whose tag its clone has not pushed looks exactly like an orphan from here. So there
+an untagged release is never removed: the version is bumped past every release the
+registry holds as well as every tag (`ReleasePlan.skipped` says which and whose), and
+an untagged release of HEAD itself (killed before its tag, or made by another clone
+at this commit) is completed: tagged, its registered model kept, nothing trained.
+`mlcycle retire` is the way to drop one.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
@@ -81,6 +88,12 @@ class ReleasePlan:
     orphan: bool  # a crashed release of this version left registry entries to remove first
     stages: tuple[str, ...]
     fetched_tags: tuple[str, ...] = ()  # release tags the remote had and this clone lacked
+    completes: bool = False
+    """A shared registry holds a release of HEAD without its tag here: tag that release
+    (its model is the registry's already) instead of procuring a new one."""
+    skipped: tuple[str, ...] = ()
+    """Why versions were passed over: a shared registry holds releases this clone has
+    no tag of (other clones' releases whose tags are not pushed yet)."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready description."""
@@ -99,6 +112,8 @@ class ReleasePlan:
             "orphan": self.orphan,
             "stages": list(self.stages),
             "fetched_tags": list(self.fetched_tags),
+            "completes": self.completes,
+            "skipped": list(self.skipped),
         }
 
 
@@ -303,7 +318,9 @@ def _carry_out(
     registry = project.registry
     if plan.orphan:
         registry.remove_release(plan.version)
-    if project.spec.lifecycle.procurement is Procurement.INTERACTIVE:
+    if plan.completes:
+        procured = _registered(project, plan)
+    elif project.spec.lifecycle.procurement is Procurement.INTERACTIVE:
         procured = _procure_by_hand(project, plan, model, trust_pickle, progress, origin=origin)
     else:
         procured = _procure_unattended(project, plan, progress)
@@ -328,6 +345,12 @@ def _carry_out(
                     raise
             pushed = True
     except BaseException as e:
+        if plan.completes:
+            # The entry was registered before this process (maybe by another clone):
+            # it stays as it was, still waiting for its tag.
+            if isinstance(e, MlcycleError):
+                e.message += f" (release {plan.version} not tagged; its registry entry stays)"
+            raise
         # No registry entry without its tag: undo this process's registration, and only
         # it (this also puts `current` back to the model that was current before).
         registry.remove_entry(entry.ref)
@@ -344,7 +367,7 @@ def _carry_out(
         gate=procured.gate,
         data=procured.data,
         reproduction=procured.reproduction,
-        warnings=procured.warnings,
+        warnings=plan.skipped + procured.warnings,
     )
 
 
@@ -366,6 +389,7 @@ def _plan(
 
     # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.gitops import TagFormat, Version, resolve_branch
+    from mlcycle.registry.refs import DEV
 
     spec = project.spec
     if bump is not None and version is not None:
@@ -417,16 +441,58 @@ def _plan(
             f"that, or retrain {spec.name} on new data with `mlcycle update`",
         )
     latest = tags[-1].version if tags else None
-    if version is not None:
-        target: Version = Version.parse(version.removeprefix("v"))
+    registry = project.registry
+    # Releases the registry holds and this clone has no tag of. In a local registry they
+    # are this working copy's own interrupted releases; in a shared one they may be other
+    # clones' releases, current and served, whose tags are not pushed yet.
+    tagged = {str(t.version) for t in tags}
+    untagged: dict[str, list[Entry]] = {}
+    for entry in registry.entries():
+        if entry.release != DEV and entry.release not in tagged:
+            untagged.setdefault(entry.release, []).append(entry)
+    held = untagged if registry.shared else {}
+    completes = _release_of(held, commit)
+    skipped: tuple[str, ...] = ()
+    if completes is not None:
+        # HEAD is released already (a release killed before its tag, or one of another
+        # clone at this commit): its version is that one, and its model is registered.
+        target: Version = Version.parse(completes)
+        if version is not None and Version.parse(version.removeprefix("v")) != target:
+            raise UsageError(
+                f"HEAD ({commit[:12]}) is released already as {target} in the shared "
+                f"registry ({_made_by(held[completes])}), without a tag here",
+                hint=f"release it as {target} (the tag is all it lacks), or commit the "
+                "change you want to release as a new version",
+            )
+    elif version is not None:
+        target = Version.parse(version.removeprefix("v"))
         if latest is not None and not latest < target:
             raise UsageError(
                 f"version {target} is not greater than the latest release {latest} "
                 f"({fmt.format(spec.name, latest)})",
                 hint=f"choose a version above {latest}, or --bump patch|minor|major",
             )
+        if str(target) in held:
+            raise UsageError(
+                f"version {target} is taken: the shared registry holds it "
+                f"({_made_by(held[str(target)])}), and this clone has no tag "
+                f"{fmt.format(spec.name, target)}",
+                hint="fetch its tag (git fetch --tags), or choose another version; "
+                f"`mlcycle retire {target}` retires that release",
+            )
     else:
         target = repo.next_version(fmt, spec.name, bump or "minor")
+        passed = sorted(
+            Version.parse(v) for v in held if latest is None or latest < Version.parse(v)
+        )
+        if passed:
+            # Bump past every release the registry holds too, so that this one is a
+            # version of its own rather than a second one under another clone's number.
+            latest = passed[-1]
+            target = latest.bump(bump or "minor")
+            skipped = tuple(
+                _skipped(str(v), held[str(v)], fmt.format(spec.name, v)) for v in passed
+            )
     tag = fmt.format(spec.name, target)
     if repo.tag_exists(tag):
         raise UsageError(
@@ -434,9 +500,16 @@ def _plan(
             "this mlcycle can read)",
             hint="delete it (git tag -d) or choose another version with --version",
         )
-    registry = project.registry
-    orphan = str(target) in registry.releases()
+    # Only a local registry's untagged entries are this working copy's for certain.
+    orphan = not registry.shared and str(target) in untagged
     stages = _stages(project, interactive, push, orphan, str(target), tag, remote)
+    if completes is not None:
+        stages = (
+            f"take registry release {target} of HEAD ({_made_by(held[completes])}), "
+            "registered and not tagged",
+            f"tag HEAD {tag}",
+            *((f"push {tag} to {remote}",) if push else ()),
+        )
     plan = ReleasePlan(
         project=spec.name,
         version=str(target),
@@ -451,8 +524,40 @@ def _plan(
         remote=remote,
         orphan=orphan,
         stages=stages,
+        completes=completes is not None,
+        skipped=skipped,
     )
     return plan
+
+
+def _release_of(held: Mapping[str, Sequence[Entry]], commit: str) -> str | None:
+    """The release in `held` made from `commit` and not retired (the newest, if several)."""
+    from mlcycle.registry.refs import release_key
+
+    made = [
+        version
+        for version, entries in held.items()
+        if any(e.git_commit == commit for e in entries) and not all(e.retired for e in entries)
+    ]
+    return max(made, key=release_key) if made else None
+
+
+def _skipped(version: str, entries: Sequence[Entry], tag: str) -> str:
+    """Why a release passed over `version`, which a shared registry holds without `tag`."""
+    held = f"skipped {version}: the shared registry holds it ({_made_by(entries)})"
+    if all(e.retired for e in entries):
+        return f"{held}, retired: a version is never issued twice"
+    return (
+        f"{held} and this clone has no tag {tag}: another clone's release whose tag is "
+        f"not pushed yet (or `mlcycle retire {version}` drops it)"
+    )
+
+
+def _made_by(entries: Sequence[Entry]) -> str:
+    """Where a release's first entry came from: `commit 0123abcd4567, by NAME`."""
+    first = entries[0]
+    made = f"commit {(first.git_commit or '?')[:12]}"
+    return made + (f", by {first.created_by}" if first.created_by else "")
 
 
 def _stages(
@@ -498,6 +603,20 @@ class _Procured:
     reproduction: Reproduction | None = None
     warnings: tuple[str, ...] = ()
     training: TrainResult | None = None
+
+
+def _registered(project: Project, plan: ReleasePlan) -> _Procured:
+    """The model a release of HEAD registered without tagging it, as a release procures
+    one: its first generation still in service (else its first), its recorded metrics."""
+    entries = [e for e in project.registry.entries() if e.release == plan.version]
+    entry = next((e for e in entries if e.is_candidate), entries[0])
+    note = (
+        f"{plan.version} was registered from HEAD ({_made_by(entries)}) and never tagged "
+        "here: tagged now, with the model it registered (nothing was trained)"
+    )
+    return _Procured(
+        entry=entry, metrics=dict(entry.metrics), gate=None, data=None, warnings=(note,)
+    )
 
 
 def _procure_unattended(project: Project, plan: ReleasePlan, progress: Progress) -> _Procured:
@@ -845,7 +964,8 @@ def _untagged_hint(tag: str, entries: Sequence[Entry], *, remote: str, shared: b
 
     In a shared registry the usual cause is another clone's release: its tag is on the
     remote (fetch it) or was never pushed (only that clone can push it). A `mlcycle
-    release` here would take the entries for an interrupted release's and remove them.
+    release` here leaves it alone and takes the next free version (or, at its very
+    commit, tags it).
     """
     made = entries[0] if entries else None
     where = "" if made is None else f" (commit {(made.git_commit or '?')[:12]}"
@@ -870,7 +990,6 @@ def history(path: str | Path | None = None) -> History:
     # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.data.validation import DataRejection
     from mlcycle.gitops import Repo, TagFormat
-    from mlcycle.registry import registry_urls
     from mlcycle.registry.refs import DEV, release_key
 
     project = open_project(path)
@@ -907,7 +1026,7 @@ def history(path: str | Path | None = None) -> History:
                 fmt.format(spec.name, v),
                 by_release.get(v, ()),
                 remote=remote,
-                shared=registry_urls(spec, os.environ)[0] is not None,
+                shared=registry.shared,
             ),
         )
         for v in versions

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlcycle.errors import RegistryError
 from mlcycle.registry.artifacts import OnnxForm, read_onnx
@@ -37,6 +37,9 @@ class Registry(ABC):
 
     project: str
     trust: TrustPolicy  # what a model in this registry may name; see registry/trust.py
+    shared: ClassVar[bool] = False
+    """Whether other working copies may write to this registry too (a team's database):
+    then an entry whose release tag this clone lacks may be another clone's release."""
 
     # --- storage: each backend implements these ------------------------------------
 

@@ -54,7 +54,7 @@ import zlib
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from mlcycle.errors import RegistryError, UsageError
 from mlcycle.faults import checkpoint
@@ -162,6 +162,9 @@ def _tables() -> Any:
 
 class SqlRegistry(Registry):
     """A registry in a SQL database, its files in a blob store (see the module docstring)."""
+
+    # Even a SQLite file may be one several clones name (registry.url): a team's registry.
+    shared: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -42,6 +42,16 @@ def machines(
     tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Path, Path, Path]:
     """Clones A, B and C of an adaptive project whose spec names the shared registry."""
+    return make_machines(
+        tmp_path, monkeypatch, postgres_url, f"file:{tmp_path / 'artifact-storage'}"
+    )
+
+
+def make_machines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry_url: str, artifacts_url: str
+) -> tuple[Path, Path, Path]:
+    """Clones A, B and C of an adaptive project whose spec names the shared registry
+    (`registry_url`, its files in `artifacts_url`), and a bare remote `remote.git`."""
     origin = tmp_path / "origin"
     assert mlcycle("init", "team", "--pattern", "adaptive", "-d", origin).code == 0
     spec = origin / "lifecycle.yaml"
@@ -62,9 +72,9 @@ def machines(
     for clone in clones:
         git(tmp_path, "clone", "-q", str(remote), str(clone))
     # The environment every machine has: where the database and the artifacts are.
-    monkeypatch.setenv("TEAM_REGISTRY_URL", postgres_url)
+    monkeypatch.setenv("TEAM_REGISTRY_URL", registry_url)
     monkeypatch.setenv("TEAM_DATA_URL", f"sqlite:///{warehouse / 'events.db'}")
-    monkeypatch.setenv("MLCYCLE_ARTIFACTS_URL", f"file:{tmp_path / 'artifact-storage'}")
+    monkeypatch.setenv("MLCYCLE_ARTIFACTS_URL", artifacts_url)
     return clones  # type: ignore[return-value]
 
 

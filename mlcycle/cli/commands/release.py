@@ -129,6 +129,8 @@ def _render_release(result: ReleaseResult) -> None:
     if plan.branch is not None and plan.branch_source != "git":
         out.print(f"branch {escape(plan.branch)} (from {escape(plan.branch_source or '')})")
     if result.dry_run:
+        for skipped in plan.skipped:
+            render.warning(skipped)
         out.print(
             f"would release [bold]{escape(plan.tag)}[/]{escape(previous)} at {plan.commit[:12]}:"
         )
@@ -154,7 +156,8 @@ def _render_release(result: ReleaseResult) -> None:
     ref = escape(str(result.entry.ref)) if result.entry else "?"
     out.print(
         f"[green]released[/] [bold]{escape(plan.tag)}[/]{escape(previous)}: "
-        f"registry {ref} (current), commit {plan.commit[:12]}"
+        f"registry {ref} ({'registered before' if plan.completes else 'current'}), "
+        f"commit {plan.commit[:12]}"
         + (f", pushed to {escape(plan.remote)}" if result.pushed else "")
     )
     if result.next_step is not None:
