@@ -49,7 +49,14 @@ from mlcycle.serve.admission import SojournLimit
 from mlcycle.serve.batching import MicroBatcher
 from mlcycle.serve.codec import Codec, RequestError, json_type
 from mlcycle.serve.metrics import Metrics
-from mlcycle.serve.model import ModelSource, RequestInfo, Router, ServedModel, resolve_source
+from mlcycle.serve.model import (
+    ModelSource,
+    RequestInfo,
+    Router,
+    ServedModel,
+    resolve_source,
+    warm_up,
+)
 from mlcycle.serve.transport import ARRIVAL, OVER_BUDGET
 from mlcycle.spec.model import DEFAULT_MAX_ROWS, Retention
 from mlcycle.store.log import PredictionLog
@@ -314,7 +321,7 @@ class ServingApp:
         await loop.run_in_executor(self._executor, self.router.start, self.store_url)
         self.metrics.start(self.options.metrics_every)
         for model in self.router.models:
-            _warm_up(model)
+            warm_up(model)
         # Everything loaded so far (numpy, sklearn, onnxruntime, the model) lives as long
         # as the process: keep it out of the garbage collector's full collections, which
         # otherwise walk hundreds of thousands of objects and stall requests for ~100 ms.
@@ -1310,14 +1317,3 @@ def _label_datatype(model: ServedModel) -> str:
     if classes and all(isinstance(c, float) for c in classes):
         return "FP64"
     return "BYTES"
-
-
-def _warm_up(model: ServedModel) -> None:
-    """One prediction on a zero row, so the first request does not pay for lazy setup."""
-    if not all(f.numeric for f in model.features):
-        return
-    row = np.zeros((1, len(model.features)), dtype=model.predictor.input_dtype)
-    try:
-        model.predictor.predict(row)
-    except Exception as e:  # a model may reject zeros; serving still works
-        log.warning("warm-up prediction failed (%s); the first request may be slower", e)

@@ -379,3 +379,17 @@ def features_from_frame(frame: pd.DataFrame) -> tuple[Feature, ...]:
             kind = "string"
         features.append(Feature(str(name), kind, nullable=bool(column.isna().any())))
     return tuple(features)
+
+
+def warm_up(model: ServedModel) -> None:
+    """One prediction on a zero row, so the first request does not pay for lazy setup
+    (ONNX Runtime allocates on its first run)."""
+    import numpy as np
+
+    if not all(f.numeric for f in model.features):
+        return
+    row = np.zeros((1, len(model.features)), dtype=model.predictor.input_dtype)
+    try:
+        model.predictor.predict(row)
+    except Exception as e:  # a model may reject zeros; serving still works
+        log.warning("warm-up prediction failed (%s); the first request may be slower", e)
