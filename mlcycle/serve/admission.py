@@ -14,10 +14,18 @@ none of which costs a request more than a few attribute reads:
   so a request's arrival is the moment its last byte was read, moved back by the event
   loop's lag (`LoopLag`: a request read just after the loop stalled for 300 ms waited
   in the kernel for up to that long). Sojourn is checked CoDel-style, as Facebook's
-  Thrift servers and Wangle do ("Fail at Scale", ACM Queue 2015): a request that waited
-  longer than `queue_deadline` is shed; and while a standing queue exists (the
-  shortest wait seen in the last `interval` exceeded `queue_target`), so is any that
-  waited longer than twice the target. A burst is absorbed; a queue that stays is cut.
+  Thrift servers and Wangle do ("Fail at Scale", ACM Queue 2015): while a standing
+  queue exists (the shortest sojourn seen in the last `interval` exceeded
+  `queue_target`), a request that waited longer than twice the target is shed.
+  A burst is absorbed; a queue that stays is cut.
+
+  A stall is not a queue. One stall of the loop (a garbage collection, a process that
+  got no CPU on a busy machine, a model swap) charges every request read in the turns
+  right after it with the whole stall; they are served, and the loop has caught up by
+  the next interval (its shortest sojourn is short again). So the hard deadline,
+  `queue_deadline`, applies only to the wait measured exactly: from the moment a
+  request was read in full to its model start (its wait inside this worker). Under a
+  queue that stays, the standing-queue rule sheds at twice the target long before it.
 - Requests in flight (`ServeOptions.max_inflight`): the fixed cap on requests doing
   model or store work at once.
 """
@@ -87,8 +95,8 @@ class LoopLag:
 class SojournLimit:
     """CoDel for requests: shed those that waited too long before their model work.
 
-    `admit(sojourn, now)` is called once per request as its model work would start;
-    False means answer 503 now. See the module docstring for the rule.
+    `admit(sojourn, wait, now)` is called once per request as its model work would
+    start; False means answer 503 now. See the module docstring for the rule.
     """
 
     __slots__ = ("_interval_end", "_shortest", "deadline", "interval", "overloaded", "target")
@@ -98,12 +106,14 @@ class SojournLimit:
         self.deadline = deadline
         self.interval = interval
         self.overloaded = False
-        """Whether the last interval saw a standing queue (its shortest wait > target)."""
+        """Whether the last interval saw a standing queue (its shortest sojourn > target)."""
         self._shortest = math.inf
         self._interval_end = 0.0
 
-    def admit(self, sojourn: float, now: float) -> bool:
-        """Whether a request that waited `sojourn` seconds (at time `now`) is served."""
+    def admit(self, sojourn: float, wait: float, now: float) -> bool:
+        """Whether a request is served that waited `wait` seconds since it was read and
+        `sojourn` seconds since it arrived (`wait` plus the loop's lag when it was read),
+        at time `now`."""
         if now >= self._interval_end:
             # A standing queue: every request of the interval just ended waited longer
             # than the target. Not when a whole interval since then went by without any
@@ -115,5 +125,6 @@ class SojournLimit:
             self._interval_end = now + self.interval
         if sojourn < self._shortest:
             self._shortest = sojourn
-        limit = 2 * self.target if self.overloaded else self.deadline
-        return sojourn <= limit
+        if wait > self.deadline:
+            return False
+        return not (self.overloaded and sojourn > 2 * self.target)

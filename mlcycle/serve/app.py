@@ -57,7 +57,7 @@ from mlcycle.serve.model import (
     resolve_source,
     warm_up,
 )
-from mlcycle.serve.transport import ARRIVAL, OVER_BUDGET
+from mlcycle.serve.transport import ARRIVAL, LAG, OVER_BUDGET
 from mlcycle.spec.model import DEFAULT_MAX_ROWS, Retention
 from mlcycle.store.log import PredictionLog
 from mlcycle.store.outcomes import OutcomeRule, check_outcome
@@ -94,17 +94,15 @@ class ServeOptions:
     """Requests a worker answers at once before it sheds more with 503 (per worker)."""
     retry_after: int = 1
     """Seconds a shed client is told to wait (`Retry-After`)."""
-    queue_deadline: float | None = None
-    """Seconds a request may wait between arriving and its model work; one that waited
-    longer is shed with 503 at once (None: no limit). See `serve/admission.py`. Off by
-    default for now: one stall of the loop longer than CoDel's interval (a model swap
-    under load, a process that got no CPU) reads as a standing queue, and the requests
-    queued behind it were shed (a live swap under load lost requests to it in CI).
-    `python -m mlcycle.serve --queue-deadline-ms 100` turns it on."""
+    queue_deadline: float | None = 0.1
+    """Seconds a request may wait in the worker between being read and its model work;
+    one that waited longer is shed with 503 at once (None: sojourn shedding off, the
+    standing-queue rule included). See `serve/admission.py`: the requests read right
+    after one stall of the loop are not shed, only a queue that stays."""
     queue_target: float = 0.025
-    """While the shortest wait of the last 100 ms exceeded this (a standing queue), the
-    deadline is twice this instead (CoDel's target; at capacity with 64 connections one
-    loop turn of a worker takes 10-20 ms, which is no queue to cut)."""
+    """While the shortest sojourn of the last 100 ms exceeded this (a standing queue), a
+    request that waited more than twice this is shed (CoDel's target; at capacity with
+    64 connections one loop turn of a worker takes 10-20 ms, which is no queue to cut)."""
     max_connections: int | None = 1024
     """Open connections per worker; the requests of one opened beyond get 503 and it is
     closed (None: no budget)."""
@@ -587,7 +585,8 @@ class ServingApp:
             # A request with no other in flight is served however long it waited (in a
             # stall, say): shedding it would spare no one behind it. CoDel never drops
             # the last packet of a queue either.
-            if self._sojourn.admit(now - arrival, now) or self._inflight == 0:
+            wait = now - arrival
+            if self._sojourn.admit(wait + scope.get(LAG, 0.0), wait, now) or self._inflight == 0:
                 return
         self.metrics.shed += 1
         raise RequestError(503, "the server is overloaded; retry later", headers=headers)

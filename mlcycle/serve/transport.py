@@ -31,9 +31,9 @@ The protocol adds four things uvicorn does not do:
   `max_connections` is marked (`scope[OVER_BUDGET]`): the app answers its requests
   503 + `Retry-After` and closes it, without doing their work (`admission.py`).
 - An arrival time. When a request has been read in full, `scope[ARRIVAL]` records when
-  it arrived (`time.monotonic()`, moved back by the event loop's lag: what waited in
-  the kernel while the loop was busy waited all the same), so that the app can shed a
-  request that waited too long before its model work starts.
+  (`time.monotonic()`) and `scope[LAG]` how late the event loop ran then (what waited
+  in the kernel while the loop was busy waited all the same), so that the app can shed
+  a request that waited too long before its model work starts.
 
 Both deadlines are checked by one sweep per event loop (a few times a second over the
 open connections), so a request pays for two attribute writes, not for a timer.
@@ -50,7 +50,9 @@ from mlcycle.serve.admission import LoopLag
 LINGER_BYTES = 64 * 1024 * 1024
 """Most a lingering connection discards before it is reset anyway."""
 ARRIVAL = "mlcycle.arrival"
-"""Scope key: when the request arrived (`time.monotonic()`), set once it is read in full."""
+"""Scope key: when the request was read in full (`time.monotonic()`)."""
+LAG = "mlcycle.lag"
+"""Scope key: seconds the event loop ran late when the request was read (`LoopLag`)."""
 OVER_BUDGET = "mlcycle.over_budget"
 """Scope key, set (True) on the requests of a connection opened beyond the budget."""
 
@@ -217,7 +219,8 @@ def http_protocol(
             scope = self.scope
             now = time.monotonic()
             lag = self.lag
-            scope[ARRIVAL] = now if lag is None else now - lag.lag(now)  # type: ignore[literal-required]
+            scope[ARRIVAL] = now  # type: ignore[literal-required]
+            scope[LAG] = 0.0 if lag is None else lag.lag(now)  # type: ignore[literal-required]
             if self.over_budget:
                 scope[OVER_BUDGET] = True  # type: ignore[literal-required]
             super().on_message_complete()
