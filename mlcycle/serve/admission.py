@@ -19,13 +19,16 @@ none of which costs a request more than a few attribute reads:
   `queue_target`), a request that waited longer than twice the target is shed.
   A burst is absorbed; a queue that stays is cut.
 
-  A stall is not a queue. One stall of the loop (a garbage collection, a process that
-  got no CPU on a busy machine, a model swap) charges every request read in the turns
-  right after it with the whole stall; they are served, and the loop has caught up by
-  the next interval (its shortest sojourn is short again). So the hard deadline,
-  `queue_deadline`, applies only to the wait measured exactly: from the moment a
-  request was read in full to its model start (its wait inside this worker). Under a
-  queue that stays, the standing-queue rule sheds at twice the target long before it.
+  A stall is not a queue. Waits are counted in the event loop thread's CPU time, not
+  in wall time: what a request waited while the loop worked on other requests is a
+  queue; what it waited while the loop did not run at all (the process got no CPU on
+  a busy machine, a model swap's thread held the GIL, SIGSTOP) is a stall, and
+  shedding the requests that queued behind a stall spares no one. The hard deadline,
+  `queue_deadline`, applies to the wait inside this worker, from the moment a request
+  was read in full to its model start; the standing-queue rule adds the loop's lag
+  (kernel wait). A stall that is the loop's own work (a long garbage collection)
+  still counts; the CoDel rule alone sees that one through (the next interval's
+  shortest sojourn is short again).
 - Requests in flight (`ServeOptions.max_inflight`): the fixed cap on requests doing
   model or store work at once.
 """
@@ -44,31 +47,38 @@ turn that accepts what queued, the one that reads it, and one to spare."""
 
 
 class LoopLag:
-    """How late an event loop runs, measured by a heartbeat every `period` seconds.
+    """How late an event loop runs because of its own work, measured by a heartbeat
+    every `period` seconds.
 
-    `lag()` is what a request read now may have waited in the kernel because the loop
-    was busy: how late the last beat fired (for the few loop turns after it in which
-    the loop reads what piled up meanwhile, new connections included), or how overdue
-    the next beat is (the loop is busy now). About one loop turn under load, the whole
-    stall right after a stall (a blocking call, a garbage collection, a process that
-    got no CPU), 0 when idle. A request that arrives once the loop has caught up is not
-    charged with the stall before it.
+    `lag(now, cpu)` is what a request read now may have waited in the kernel because
+    the loop was busy: how late the last beat fired (for the few loop turns after it in
+    which the loop reads what piled up meanwhile, new connections included), or how
+    overdue the next beat is (the loop is busy now). About one loop turn under load, 0
+    when idle. A request that arrives once the loop has caught up is not charged with
+    the lateness before it.
+
+    Only lateness the loop's thread spent running counts (its CPU time,
+    `time.thread_time()`): that is work queued in front of what waited. A stall in
+    which the thread did not run (the process got no CPU on a busy machine, another
+    thread held the GIL, SIGSTOP) is not charged: it says nothing about a queue, and
+    shedding what waited through it spares no one.
     """
 
-    __slots__ = ("_beats", "_handle", "_last", "_late", "_loop", "_period")
+    __slots__ = ("_beats", "_cpu", "_handle", "_last", "_late", "_loop", "_period")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, period: float = 0.01) -> None:
         self._loop = loop
         self._period = period
         self._last = time.monotonic()
+        self._cpu = time.thread_time()
         self._late = 0.0
         self._beats = 0
         self._handle = loop.call_later(period, self._beat)
 
     def _beat(self) -> None:
-        now = time.monotonic()
-        self._late = max(0.0, now - self._last - self._period)
-        self._last = now
+        now, cpu = time.monotonic(), time.thread_time()
+        self._late = max(0.0, min(now - self._last, cpu - self._cpu) - self._period)
+        self._last, self._cpu = now, cpu
         self._beats += 1
         self._handle = self._loop.call_later(self._period, self._beat)
         if self._late:
@@ -82,10 +92,11 @@ class LoopLag:
         else:
             self._late = 0.0
 
-    def lag(self, now: float) -> float:
-        """Seconds the loop is behind at `now` (a `time.monotonic()` reading)."""
-        overdue = now - self._last - self._period
-        return self._late if self._late > overdue else overdue
+    def lag(self, now: float, cpu: float) -> float:
+        """Seconds the loop is behind at `now` (a `time.monotonic()` reading) because of
+        its own work (`cpu`: the loop thread's `time.thread_time()` now)."""
+        overdue = min(now - self._last, cpu - self._cpu) - self._period
+        return self._late if self._late > overdue else overdue  # never below 0
 
     def stop(self) -> None:
         """Stop the heartbeat."""

@@ -581,11 +581,13 @@ class ServingApp:
             arrival = scope.get(ARRIVAL)
             if arrival is None or self._sojourn is None:
                 return
-            now = time.monotonic()
+            now, cpu = time.monotonic(), time.thread_time()
             # A request with no other in flight is served however long it waited (in a
             # stall, say): shedding it would spare no one behind it. CoDel never drops
-            # the last packet of a queue either.
-            wait = now - arrival
+            # the last packet of a queue either. What it waited is what the loop thread
+            # spent on other work meanwhile (CPU time): a stall in which it did not run
+            # is no queue (see `serve/admission.py`).
+            wait = min(now - arrival[0], cpu - arrival[1])
             if self._sojourn.admit(wait + scope.get(LAG, 0.0), wait, now) or self._inflight == 0:
                 return
         self.metrics.shed += 1

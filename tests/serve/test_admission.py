@@ -9,6 +9,7 @@ is read in one turn after it. No assertion here is about time.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from mlcycle.serve.admission import SojournLimit
+from mlcycle.serve.admission import LoopLag, SojournLimit
 from tests.serve.conftest import launch, metric, rows_of
 
 pytestmark = pytest.mark.slow
@@ -179,3 +180,26 @@ def test_sojourn_limit_cuts_a_standing_queue_not_a_burst_nor_a_stall() -> None:
     # A whole interval without requests: the queue is gone.
     assert limit.admit(0.05, 0.05, 1.0)
     assert not limit.overloaded
+
+
+def test_the_loop_lag_counts_its_own_work_not_a_stall() -> None:
+    """A loop late because it worked (requests queued behind that work) is charged; a
+    loop late because its thread did not run (no CPU, another thread holding the GIL,
+    SIGSTOP; here a blocking sleep) is not: that is a stall, not a queue."""
+
+    async def measure() -> tuple[float, float]:
+        lag = LoopLag(asyncio.get_running_loop(), period=0.01)
+        await asyncio.sleep(0.05)
+        time.sleep(0.3)  # the loop thread blocked without running
+        stalled = lag.lag(time.monotonic(), time.thread_time())
+        await asyncio.sleep(0.05)
+        start = time.thread_time()
+        while time.thread_time() - start < 0.3:  # the loop's own work: 0.3 s of CPU
+            pass
+        busy = lag.lag(time.monotonic(), time.thread_time())
+        lag.stop()
+        return stalled, busy
+
+    stalled, busy = asyncio.run(measure())
+    assert stalled < 0.1
+    assert busy > 0.2
