@@ -246,7 +246,8 @@ from mlcycle.spec import load_spec
 spec = load_spec(sys.argv[1])
 router = LiveRouter(LocalRegistry(spec.resolve(spec.registry.path), spec.name), poll=3600)
 router.check()  # the first look only reads the registry
-print(input())  # the test registers a generation without its ONNX form meanwhile
+print("ready", flush=True)
+input()  # the test registers a generation without its ONNX form meanwhile
 assert router.check(), "no swap"
 model = router.models[0]
 imported = ["skl2onnx" in sys.modules, "sklearn" in sys.modules]
@@ -270,6 +271,7 @@ def test_a_swap_converts_a_generation_without_its_onnx_form_outside_the_serving_
     )
     assert child.stdin is not None and child.stdout is not None
     try:
+        assert child.stdout.readline().strip() == "ready", child.stderr.read()
         entry, _ = register_generation(live_project)
         assert entry.onnx is None
         child.stdin.write("registered\n")
