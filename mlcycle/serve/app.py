@@ -58,7 +58,13 @@ from mlcycle.serve.model import (
     warm_up,
 )
 from mlcycle.serve.transport import ARRIVAL, LAG, OVER_BUDGET
-from mlcycle.spec.model import DEFAULT_MAX_ROWS, Retention
+from mlcycle.spec.model import (
+    DEFAULT_MAX_ROWS,
+    SERVE_BACKLOG,
+    SERVE_MAX_CONNECTIONS,
+    SERVE_QUEUE_DEADLINE_MS,
+    Retention,
+)
 from mlcycle.store.log import PredictionLog
 from mlcycle.store.outcomes import OutcomeRule, check_outcome
 from mlcycle.store.predictions import OutcomeReport, PredictionStore, shadow_id
@@ -94,7 +100,7 @@ class ServeOptions:
     """Requests a worker answers at once before it sheds more with 503 (per worker)."""
     retry_after: int = 1
     """Seconds a shed client is told to wait (`Retry-After`)."""
-    queue_deadline: float | None = 0.1
+    queue_deadline: float | None = SERVE_QUEUE_DEADLINE_MS / 1000
     """Seconds a request may wait in the worker between being read and its model work;
     one that waited longer is shed with 503 at once (None: sojourn shedding off, the
     standing-queue rule included). See `serve/admission.py`: the requests read right
@@ -103,10 +109,10 @@ class ServeOptions:
     """While the shortest sojourn of the last 100 ms exceeded this (a standing queue), a
     request that waited more than twice this is shed (CoDel's target; at capacity with
     64 connections one loop turn of a worker takes 10-20 ms, which is no queue to cut)."""
-    max_connections: int | None = 1024
+    max_connections: int | None = SERVE_MAX_CONNECTIONS
     """Open connections per worker; the requests of one opened beyond get 503 and it is
     closed (None: no budget)."""
-    backlog: int = 1024
+    backlog: int = SERVE_BACKLOG
     """Connections the kernel queues for accepting (listen backlog; capped by the
     system's net.core.somaxconn)."""
     max_batch_rows: int = 512
