@@ -50,6 +50,7 @@ coverage: $(STAMP) docker-env browser postgres
 
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	command -v h2load >/dev/null || (apt-get update -qq && apt-get install -y -qq nghttp2-client)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 # Docker engine, local registry on 127.0.0.1:5000 and the base image, for the image tests.
