@@ -57,6 +57,7 @@ coverage: $(STAMP) docker-env browser postgres checkov mlflow
 # saying why, when either is not running.
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	command -v h2load >/dev/null || (apt-get update -qq && apt-get install -y -qq nghttp2-client)
 	export MLCYCLE_BENCH_POSTGRES_URL=$${MLCYCLE_BENCH_POSTGRES_URL:-postgresql://postgres@127.0.0.1:$(PG_PORT)/postgres}; \
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 

@@ -14,9 +14,12 @@ side-by-side ones less so):
   then the same row at c=32 as an Open Inference Protocol v2 request with binary tensor
   data (`/v2/models/bench/infer`, Inference-Header-Content-Length; oip_binary.py);
 - bursts: an open loop at 0.5x, 1x, 2x and 4x the measured capacity (wrk's best 2xx/s)
-  through a bounded pool of keep-alive connections, as a real client has. Latency is
-  measured from each request's scheduled time (so neither a stalled server nor the
-  client's wait for a free connection can hide a queue). For each round: admitted
+  through a bounded pool of keep-alive connections, as a real client has, sent by
+  h2load when installed (else an asyncio client in this process). With the asyncio
+  client latency is measured from each request's scheduled time (so neither a stalled
+  server nor the client's wait for a free connection can hide a queue); h2load logs
+  only send times, so with it latency is from the write and what the pool held back
+  shows as `sent/s` below the offered rate. For each round: admitted
   (200) p50/p99, rejected (503) p50/p99, share shed, connections opened, how requests
   spread over the worker processes, the server's memory, and how soon after the burst
   a fresh request is served again;
@@ -30,7 +33,9 @@ side-by-side ones less so):
         [--server-arg=--max-batch-rows=1 ...]
 
 Needs `wrk` (Debian: apt-get install wrk) for the closed loop (and so for capacity;
-without it, pass `--capacity REQ_PER_S`).
+without it, pass `--capacity REQ_PER_S`). The bursts use `h2load` (Debian:
+apt-get install nghttp2-client) when installed (`--generator auto`), else an asyncio
+client in this process, which competes with the server for CPU on a small machine.
 """
 
 from __future__ import annotations
@@ -153,10 +158,6 @@ class Server:
                 f"sqlite:///{store}",
                 "--log-level",
                 "warning",
-                # the sojourn check is opt-in (see ServeOptions.queue_deadline); the
-                # bursts measure it
-                "--queue-deadline-ms",
-                "100",
                 *extra,
             ],
             stdout=self.log,
@@ -497,6 +498,66 @@ def run_burst(port: int, body: bytes, rate: float, duration: float, pool: int) -
         gc.enable()
 
 
+def run_h2load_burst(
+    port: int, body: bytes, rate: float, duration: float, pool: int, workdir: Path
+) -> Round:
+    """The burst through h2load (nghttp2-client, in C): `pool` HTTP/1.1 keep-alive
+    connections, each sending at `rate / pool` req/s (`--rps`), without pipelining, so
+    that a request waits for its connection as with a real client pool. A Python load
+    generator on 2 shared cores competes with the server for CPU and queues in its own
+    pool above capacity; h2load costs a fraction of it.
+
+    h2load logs each request's send time, status and duration, not when it was due:
+    its latency here is from the write (both `latency` and `wire`), and what the pool
+    held back shows as a sending rate (`sent`) below the offered one."""
+    body_file = workdir / "burst-body.json"
+    body_file.write_bytes(body)
+    log = workdir / "h2load.log"
+    log.unlink(missing_ok=True)
+    result = Round(offered=rate, opened=pool)
+    command = [
+        *("h2load", "--h1", "-c", str(pool), "-t", "1"),
+        *("--rps", f"{rate / pool:.3f}", "-D", f"{duration:g}"),
+        *("-d", str(body_file), "-H", "Content-Type: application/json"),
+        *("--log-file", str(log), f"http://127.0.0.1:{port}/v1/predict"),
+    ]
+    run = subprocess.run(
+        command, capture_output=True, text=True, check=False, timeout=duration + 60
+    )
+    ended = time.perf_counter()
+    request = (
+        b"POST /v1/predict HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+
+    async def recover() -> float:
+        while await _probe(port, request) != 200 and time.perf_counter() - ended < 30:
+            await asyncio.sleep(0.01)
+        return time.perf_counter() - ended
+
+    result.recovery = asyncio.run(recover())
+    rows = sorted(
+        (int(start), int(status), int(micros))
+        for start, status, micros, *_ in (
+            line.split("\t") for line in log.read_text().splitlines() if line.strip()
+        )
+    )
+    for _, status, micros in rows:
+        result.latency.setdefault(status, []).append(micros / 1e6)
+        result.wire.setdefault(status, []).append(micros / 1e6)
+    # Connection errors and timeouts; not the requests still in flight when h2load's
+    # duration ended (it drops those: the end of the run, not the server, cut them).
+    match = re.search(r"(\d+) errored, (\d+) timeout", run.stdout)
+    if match:
+        result.failed = int(match.group(1)) + int(match.group(2))
+    # Rates over the sending span (h2load's start and connection setup excluded).
+    span = (rows[-1][0] - rows[0][0]) / 1e6 if len(rows) > 1 else duration
+    result.elapsed = max(span, 1e-3)
+    result.sent = len(rows) / result.elapsed
+    return result
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -513,7 +574,7 @@ def print_round(load: float, r: Round) -> None:
     spread = " ".join(f"{c}c/{n}r" for c, n in sorted(r.per_worker.values(), reverse=True))
     wire_ok, wire_shed = r.wire.get(200, []), r.wire.get(503, [])
     print(
-        f"{load:>4g}x {r.offered:>6.0f} {len(ok) / r.elapsed:>6.0f} "
+        f"{load:>4g}x {r.offered:>6.0f} {r.sent:>6.0f} {len(ok) / r.elapsed:>6.0f} "
         f"{_pct(ok, 0.5):>7.1f} {_pct(ok, 0.99):>7.1f} {_pct(shed, 0.5):>7.1f} "
         f"{_pct(shed, 0.99):>7.1f} {_pct(wire_ok, 0.99):>7.1f} {_pct(wire_shed, 0.99):>7.1f} "
         f"{share:>6.1%} {other + r.failed:>6} {r.opened:>5} "
@@ -522,11 +583,12 @@ def print_round(load: float, r: Round) -> None:
 
 
 BURST_HEADER = (
-    f"{'load':>5} {'rate':>6} {'ok/s':>6} {'ok p50':>7} {'ok p99':>7} "
+    f"{'load':>5} {'rate':>6} {'sent/s':>6} {'ok/s':>6} {'ok p50':>7} {'ok p99':>7} "
     f"{'503 p50':>7} {'503 p99':>7} {'w ok99':>7} {'w 50399':>7} {'shed':>6} {'fail':>6} "
     f"{'conns':>5} {'rss MB':>6} {'recov':>6}  per worker: connections/requests\n"
-    "(latency in ms from the scheduled send; w: from the request's write, the server's "
-    "share; fail: unanswered, incl. what still queued in the client 5 s after the burst; "
+    "(latency in ms from the scheduled send, with h2load from the write; w: from the "
+    "request's write, the server's share; sent/s: what the load generator sent; "
+    "fail: unanswered, incl. what still queued in the client 5 s after the burst; "
     "recov: ms after the burst until a fresh connection's request is served)"
 )
 
@@ -681,18 +743,25 @@ def check_binary(server: Server, body: bytes, headers: dict[str, str]) -> None:
         assert response.status == 200
 
 
+def fire(port: int, body: bytes, rate: float, args: argparse.Namespace) -> Round:
+    """One burst at `rate` through the chosen load generator."""
+    if args.generator == "h2load":
+        return run_h2load_burst(port, body, rate, args.burst_duration, args.pool, args.workdir)
+    return run_burst(port, body, rate, args.burst_duration, args.pool)
+
+
 def bursts(
     server: Server, body: bytes, capacity: float, args: argparse.Namespace
 ) -> dict[float, Round]:
     print(
-        f"\nbursts: {args.burst_duration:g} s each, pool of {args.pool} connections, "
-        f"capacity {capacity:.0f} req/s"
+        f"\nbursts ({args.generator}): {args.burst_duration:g} s each, pool of {args.pool} "
+        f"connections, capacity {capacity:.0f} req/s"
     )
     print(BURST_HEADER)
     rounds = {}
     for load in args.loads:
         time.sleep(1.0)  # let the prediction log catch up with the round before
-        r = run_burst(server.port, body, load * capacity, args.burst_duration, args.pool)
+        r = fire(server.port, body, load * capacity, args)
         r.rss_mb = server.rss_mb()
         print_round(load, r)
         rounds[load] = r
@@ -728,9 +797,18 @@ def main() -> int:
         help="skip the 2x variants (fixed max_inflight 16; shared socket vs SO_REUSEPORT)",
     )
     parser.add_argument("--server-arg", action="append", default=[], help="passed to the server")
+    parser.add_argument(
+        "--generator",
+        choices=["auto", "h2load", "python"],
+        default="auto",
+        help="the bursts' load generator (auto: h2load when installed, else this Python's)",
+    )
     args = parser.parse_args()
+    if args.generator == "auto":
+        args.generator = "h2load" if shutil.which("h2load") else "python"
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    args.workdir = workdir
     pipeline, X, model, body = train(workdir)
     in_process_floor(pipeline, X)
     lua = lua_script(body, workdir)
@@ -780,7 +858,7 @@ def main() -> int:
         for extra in variants:
             server = Server(model, workdir, workers, [*args.server_arg, *extra])
             try:
-                r = run_burst(server.port, encoded, 2 * capacity, args.burst_duration, args.pool)
+                r = fire(server.port, encoded, 2 * capacity, args)
                 r.rss_mb = server.rss_mb()
                 print_round(2, r)
             finally:

@@ -532,6 +532,7 @@ def _plan(
 
 def _release_of(held: Mapping[str, Sequence[Entry]], commit: str) -> str | None:
     """The release in `held` made from `commit` and not retired (the newest, if several)."""
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.registry.refs import release_key
 
     made = [

@@ -22,7 +22,14 @@ from mlcycle.serve.auth import load_token, require_token_for
 from mlcycle.serve.live import LiveRouter, served_model_from_entry
 from mlcycle.serve.predictor import Predictor
 from mlcycle.spec import load_spec
-from mlcycle.spec.model import DEFAULT_MAX_ROWS, Deployment, Retention
+from mlcycle.spec.model import (
+    DEFAULT_MAX_ROWS,
+    SERVE_BACKLOG,
+    SERVE_MAX_CONNECTIONS,
+    SERVE_QUEUE_DEADLINE_MS,
+    Deployment,
+    Retention,
+)
 
 if TYPE_CHECKING:
     from mlcycle.api.project import Project
@@ -44,6 +51,10 @@ class ServeTarget:
     loader: Any  # () -> ServedModel | Router; called once by the engine
     defaults: ServeSpec | None = None  # the spec's deployment.serve, when serving a project
     max_rows: int = DEFAULT_MAX_ROWS  # deployment.serve.max_rows (a bundle: its own spec's)
+    # Admission (deployment.serve; a bundle: its own spec's): 0 turns the first and last off.
+    max_connections: int = SERVE_MAX_CONNECTIONS
+    backlog: int = SERVE_BACKLOG
+    queue_deadline_ms: float = SERVE_QUEUE_DEADLINE_MS
     retention: Retention | None = None  # store.retention (a bundle: its own spec's)
     scratch: Path | None = None  # where a bundle archive was unpacked; removed by `close`
     warnings: tuple[str, ...] = ()  # shown before serving (e.g. the project's code drifted)
@@ -165,6 +176,9 @@ def _limits(spec: Spec) -> dict[str, Any]:
     retention = spec.store.retention
     return {
         "max_rows": spec.deployment.serve.max_rows,
+        "max_connections": spec.deployment.serve.max_connections,
+        "backlog": spec.deployment.serve.backlog,
+        "queue_deadline_ms": spec.deployment.serve.queue_deadline_ms,
         "retention": retention if retention.active else None,
     }
 
@@ -292,6 +306,30 @@ def serve_access(
     return ServeAccess(token=token, public_predict=public_predict)
 
 
+def serve_options(
+    target: ServeTarget,
+    access: ServeAccess,
+    *,
+    max_connections: int | None = None,
+    backlog: int | None = None,
+    queue_deadline_ms: float | None = None,
+) -> ServeOptions:
+    """The engine's options for `target`: its spec's limits and admission settings, each
+    admission setting overridden when given (a command-line option); 0 turns the
+    connection budget or the sojourn check off."""
+    connections = target.max_connections if max_connections is None else max_connections
+    deadline = target.queue_deadline_ms if queue_deadline_ms is None else queue_deadline_ms
+    return ServeOptions(
+        max_rows=target.max_rows,
+        retention=target.retention,
+        token=access.token,
+        public_predict=access.public_predict,
+        max_connections=connections or None,
+        backlog=target.backlog if backlog is None else backlog,
+        queue_deadline=deadline / 1000 if deadline else None,
+    )
+
+
 def serve(
     target: ServeTarget,
     *,
@@ -300,22 +338,26 @@ def serve(
     workers: int,
     access: ServeAccess | None = None,
     on_ready: Callable[[str], None] | None = None,
+    max_connections: int | None = None,
+    backlog: int | None = None,
+    queue_deadline_ms: float | None = None,
 ) -> None:
     """Run the engine on `target` until SIGTERM/SIGINT (blocks).
 
     `on_ready` is called with the engine's URL (the port it really has, also for
-    port 0) once the port accepts connections, from another thread.
+    port 0) once the port accepts connections, from another thread. The admission
+    settings override the target's (its spec's) when given; see `serve_options`.
 
     Without `access`, the rules come from the environment (`serve_access`), so that no
     caller can serve beyond the loopback interface without a token by forgetting them.
     """
     try:
-        access = access or serve_access(host)
-        options = ServeOptions(
-            max_rows=target.max_rows,
-            retention=target.retention,
-            token=access.token,
-            public_predict=access.public_predict,
+        options = serve_options(
+            target,
+            access or serve_access(host),
+            max_connections=max_connections,
+            backlog=backlog,
+            queue_deadline_ms=queue_deadline_ms,
         )
         run_engine(
             target.loader,

@@ -14,10 +14,21 @@ none of which costs a request more than a few attribute reads:
   so a request's arrival is the moment its last byte was read, moved back by the event
   loop's lag (`LoopLag`: a request read just after the loop stalled for 300 ms waited
   in the kernel for up to that long). Sojourn is checked CoDel-style, as Facebook's
-  Thrift servers and Wangle do ("Fail at Scale", ACM Queue 2015): a request that waited
-  longer than `queue_deadline` is shed; and while a standing queue exists (the
-  shortest wait seen in the last `interval` exceeded `queue_target`), so is any that
-  waited longer than twice the target. A burst is absorbed; a queue that stays is cut.
+  Thrift servers and Wangle do ("Fail at Scale", ACM Queue 2015): while a standing
+  queue exists (the shortest sojourn seen in the last `interval` exceeded
+  `queue_target`), a request that waited longer than twice the target is shed.
+  A burst is absorbed; a queue that stays is cut.
+
+  A stall is not a queue. Waits are counted in the event loop thread's CPU time, not
+  in wall time: what a request waited while the loop worked on other requests is a
+  queue; what it waited while the loop did not run at all (the process got no CPU on
+  a busy machine, a model swap's thread held the GIL, SIGSTOP) is a stall, and
+  shedding the requests that queued behind a stall spares no one. The hard deadline,
+  `queue_deadline`, applies to the wait inside this worker, from the moment a request
+  was read in full to its model start; the standing-queue rule adds the loop's lag
+  (kernel wait). A stall that is the loop's own work (a long garbage collection)
+  still counts; the CoDel rule alone sees that one through (the next interval's
+  shortest sojourn is short again).
 - Requests in flight (`ServeOptions.max_inflight`): the fixed cap on requests doing
   model or store work at once.
 """
@@ -36,31 +47,38 @@ turn that accepts what queued, the one that reads it, and one to spare."""
 
 
 class LoopLag:
-    """How late an event loop runs, measured by a heartbeat every `period` seconds.
+    """How late an event loop runs because of its own work, measured by a heartbeat
+    every `period` seconds.
 
-    `lag()` is what a request read now may have waited in the kernel because the loop
-    was busy: how late the last beat fired (for the few loop turns after it in which
-    the loop reads what piled up meanwhile, new connections included), or how overdue
-    the next beat is (the loop is busy now). About one loop turn under load, the whole
-    stall right after a stall (a blocking call, a garbage collection, a process that
-    got no CPU), 0 when idle. A request that arrives once the loop has caught up is not
-    charged with the stall before it.
+    `lag(now, cpu)` is what a request read now may have waited in the kernel because
+    the loop was busy: how late the last beat fired (for the few loop turns after it in
+    which the loop reads what piled up meanwhile, new connections included), or how
+    overdue the next beat is (the loop is busy now). About one loop turn under load, 0
+    when idle. A request that arrives once the loop has caught up is not charged with
+    the lateness before it.
+
+    Only lateness the loop's thread spent running counts (its CPU time,
+    `time.thread_time()`): that is work queued in front of what waited. A stall in
+    which the thread did not run (the process got no CPU on a busy machine, another
+    thread held the GIL, SIGSTOP) is not charged: it says nothing about a queue, and
+    shedding what waited through it spares no one.
     """
 
-    __slots__ = ("_beats", "_handle", "_last", "_late", "_loop", "_period")
+    __slots__ = ("_beats", "_cpu", "_handle", "_last", "_late", "_loop", "_period")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, period: float = 0.01) -> None:
         self._loop = loop
         self._period = period
         self._last = time.monotonic()
+        self._cpu = time.thread_time()
         self._late = 0.0
         self._beats = 0
         self._handle = loop.call_later(period, self._beat)
 
     def _beat(self) -> None:
-        now = time.monotonic()
-        self._late = max(0.0, now - self._last - self._period)
-        self._last = now
+        now, cpu = time.monotonic(), time.thread_time()
+        self._late = max(0.0, min(now - self._last, cpu - self._cpu) - self._period)
+        self._last, self._cpu = now, cpu
         self._beats += 1
         self._handle = self._loop.call_later(self._period, self._beat)
         if self._late:
@@ -74,10 +92,11 @@ class LoopLag:
         else:
             self._late = 0.0
 
-    def lag(self, now: float) -> float:
-        """Seconds the loop is behind at `now` (a `time.monotonic()` reading)."""
-        overdue = now - self._last - self._period
-        return self._late if self._late > overdue else overdue
+    def lag(self, now: float, cpu: float) -> float:
+        """Seconds the loop is behind at `now` (a `time.monotonic()` reading) because of
+        its own work (`cpu`: the loop thread's `time.thread_time()` now)."""
+        overdue = min(now - self._last, cpu - self._cpu) - self._period
+        return self._late if self._late > overdue else overdue  # never below 0
 
     def stop(self) -> None:
         """Stop the heartbeat."""
@@ -87,8 +106,8 @@ class LoopLag:
 class SojournLimit:
     """CoDel for requests: shed those that waited too long before their model work.
 
-    `admit(sojourn, now)` is called once per request as its model work would start;
-    False means answer 503 now. See the module docstring for the rule.
+    `admit(sojourn, wait, now)` is called once per request as its model work would
+    start; False means answer 503 now. See the module docstring for the rule.
     """
 
     __slots__ = ("_interval_end", "_shortest", "deadline", "interval", "overloaded", "target")
@@ -98,12 +117,14 @@ class SojournLimit:
         self.deadline = deadline
         self.interval = interval
         self.overloaded = False
-        """Whether the last interval saw a standing queue (its shortest wait > target)."""
+        """Whether the last interval saw a standing queue (its shortest sojourn > target)."""
         self._shortest = math.inf
         self._interval_end = 0.0
 
-    def admit(self, sojourn: float, now: float) -> bool:
-        """Whether a request that waited `sojourn` seconds (at time `now`) is served."""
+    def admit(self, sojourn: float, wait: float, now: float) -> bool:
+        """Whether a request is served that waited `wait` seconds since it was read and
+        `sojourn` seconds since it arrived (`wait` plus the loop's lag when it was read),
+        at time `now`."""
         if now >= self._interval_end:
             # A standing queue: every request of the interval just ended waited longer
             # than the target. Not when a whole interval since then went by without any
@@ -115,5 +136,6 @@ class SojournLimit:
             self._interval_end = now + self.interval
         if sojourn < self._shortest:
             self._shortest = sojourn
-        limit = 2 * self.target if self.overloaded else self.deadline
-        return sojourn <= limit
+        if wait > self.deadline:
+            return False
+        return not (self.overloaded and sojourn > 2 * self.target)

@@ -55,9 +55,22 @@ from mlcycle.serve.admission import SojournLimit
 from mlcycle.serve.batching import MicroBatcher
 from mlcycle.serve.codec import Codec, RequestError, json_type
 from mlcycle.serve.metrics import Metrics
-from mlcycle.serve.model import ModelSource, RequestInfo, Router, ServedModel, resolve_source
-from mlcycle.serve.transport import ARRIVAL, OVER_BUDGET
-from mlcycle.spec.model import DEFAULT_MAX_ROWS, Retention
+from mlcycle.serve.model import (
+    ModelSource,
+    RequestInfo,
+    Router,
+    ServedModel,
+    resolve_source,
+    warm_up,
+)
+from mlcycle.serve.transport import ARRIVAL, LAG, OVER_BUDGET
+from mlcycle.spec.model import (
+    DEFAULT_MAX_ROWS,
+    SERVE_BACKLOG,
+    SERVE_MAX_CONNECTIONS,
+    SERVE_QUEUE_DEADLINE_MS,
+    Retention,
+)
 from mlcycle.store.log import PredictionLog
 from mlcycle.store.outcomes import OutcomeRule, check_outcome
 from mlcycle.store.predictions import OutcomeReport, PredictionStore, shadow_id
@@ -93,21 +106,19 @@ class ServeOptions:
     """Requests a worker answers at once before it sheds more with 503 (per worker)."""
     retry_after: int = 1
     """Seconds a shed client is told to wait (`Retry-After`)."""
-    queue_deadline: float | None = None
-    """Seconds a request may wait between arriving and its model work; one that waited
-    longer is shed with 503 at once (None: no limit). See `serve/admission.py`. Off by
-    default for now: one stall of the loop longer than CoDel's interval (a model swap
-    under load, a process that got no CPU) reads as a standing queue, and the requests
-    queued behind it were shed (a live swap under load lost requests to it in CI).
-    `python -m mlcycle.serve --queue-deadline-ms 100` turns it on."""
+    queue_deadline: float | None = SERVE_QUEUE_DEADLINE_MS / 1000
+    """Seconds a request may wait in the worker between being read and its model work;
+    one that waited longer is shed with 503 at once (None: sojourn shedding off, the
+    standing-queue rule included). See `serve/admission.py`: the requests read right
+    after one stall of the loop are not shed, only a queue that stays."""
     queue_target: float = 0.025
-    """While the shortest wait of the last 100 ms exceeded this (a standing queue), the
-    deadline is twice this instead (CoDel's target; at capacity with 64 connections one
-    loop turn of a worker takes 10-20 ms, which is no queue to cut)."""
-    max_connections: int | None = 1024
+    """While the shortest sojourn of the last 100 ms exceeded this (a standing queue), a
+    request that waited more than twice this is shed (CoDel's target; at capacity with
+    64 connections one loop turn of a worker takes 10-20 ms, which is no queue to cut)."""
+    max_connections: int | None = SERVE_MAX_CONNECTIONS
     """Open connections per worker; the requests of one opened beyond get 503 and it is
     closed (None: no budget)."""
-    backlog: int = 1024
+    backlog: int = SERVE_BACKLOG
     """Connections the kernel queues for accepting (listen backlog; capped by the
     system's net.core.somaxconn)."""
     max_batch_rows: int = 512
@@ -320,7 +331,7 @@ class ServingApp:
         await loop.run_in_executor(self._executor, self.router.start, self.store_url)
         self.metrics.start(self.options.metrics_every)
         for model in self.router.models:
-            _warm_up(model)
+            warm_up(model)
         # Everything loaded so far (numpy, sklearn, onnxruntime, the model) lives as long
         # as the process: keep it out of the garbage collector's full collections, which
         # otherwise walk hundreds of thousands of objects and stall requests for ~100 ms.
@@ -582,11 +593,14 @@ class ServingApp:
             arrival = scope.get(ARRIVAL)
             if arrival is None or self._sojourn is None:
                 return
-            now = time.monotonic()
+            now, cpu = time.monotonic(), time.thread_time()
             # A request with no other in flight is served however long it waited (in a
             # stall, say): shedding it would spare no one behind it. CoDel never drops
-            # the last packet of a queue either.
-            if self._sojourn.admit(now - arrival, now) or self._inflight == 0:
+            # the last packet of a queue either. What it waited is what the loop thread
+            # spent on other work meanwhile (CPU time): a stall in which it did not run
+            # is no queue (see `serve/admission.py`).
+            wait = min(now - arrival[0], cpu - arrival[1])
+            if self._sojourn.admit(wait + scope.get(LAG, 0.0), wait, now) or self._inflight == 0:
                 return
         self.metrics.shed += 1
         raise RequestError(503, "the server is overloaded; retry later", headers=headers)
@@ -1316,14 +1330,3 @@ def _label_datatype(model: ServedModel) -> str:
     if classes and all(isinstance(c, float) for c in classes):
         return "FP64"
     return "BYTES"
-
-
-def _warm_up(model: ServedModel) -> None:
-    """One prediction on a zero row, so the first request does not pay for lazy setup."""
-    if not all(f.numeric for f in model.features):
-        return
-    row = np.zeros((1, len(model.features)), dtype=model.predictor.input_dtype)
-    try:
-        model.predictor.predict(row)
-    except Exception as e:  # a model may reject zeros; serving still works
-        log.warning("warm-up prediction failed (%s); the first request may be slower", e)

@@ -24,12 +24,20 @@ from typing import TYPE_CHECKING, Any
 from mlcycle.errors import MlcycleError, ServingError, UsageError
 from mlcycle.registry.features import Feature, recorded_features
 from mlcycle.registry.manifests import selector_from_document
-from mlcycle.serve.model import ProcessLocalState, Router, ServedModel
-from mlcycle.serve.predictor import Predictor
+from mlcycle.serve.model import (
+    ProcessLocalState,
+    Router,
+    ServedModel,
+    infer_task,
+    resolve_features,
+    warm_up,
+)
+from mlcycle.serve.predictor import Predictor, onnx_form
 from mlcycle.serve.router import SelectorRouter
 
 if TYPE_CHECKING:
     from mlcycle.registry import Entry, Registry
+    from mlcycle.registry.artifacts import OnnxForm
     from mlcycle.serve.model import RequestInfo
 
 log = logging.getLogger(__name__)
@@ -38,12 +46,21 @@ log = logging.getLogger(__name__)
 Snapshot = tuple[int, tuple[tuple[str, str], ...]]
 
 
-def served_model_from_entry(name: str, registry: Any, entry: Entry) -> ServedModel:
+def served_model_from_entry(
+    name: str, registry: Any, entry: Entry, *, convert_elsewhere: bool = False
+) -> ServedModel:
     """A registry entry prepared for serving: its estimator, features and identity.
 
     The feature schema is the one recorded at training (`data.features`); a model
     registered without one (trained by hand) falls back to the estimator's own
     feature names. A rejected entry is refused (UsageError).
+
+    An entry stored without its ONNX form is converted here (skl2onnx, then checked
+    against scikit-learn). `convert_elsewhere` does that in a child process: in an
+    engine that is serving, the conversion is a second of Python work that holds the
+    GIL in long stretches, and a watcher thread doing it stalls the request loop (by
+    ~0.5 s on the first swap, 40-70 ms on later ones, measured with
+    `benchmarks/swap_stall.py`); only the ONNX bytes come back.
     """
     if not entry.is_candidate:
         raise UsageError(
@@ -52,7 +69,15 @@ def served_model_from_entry(name: str, registry: Any, entry: Entry) -> ServedMod
         )
     recorded = recorded_features(entry.data)
     if entry.onnx is not None and recorded:
-        return _from_onnx(name, registry, entry, recorded)
+        model = registry.load_onnx(entry)
+        onnx = entry.onnx
+        return _from_onnx(name, entry, recorded, model, onnx.task, onnx.classes, onnx.note)
+    backend = "auto"
+    if convert_elsewhere and recorded:
+        form = _convert_in_child(registry, entry)
+        if form is not None:
+            return _from_onnx(name, entry, recorded, form.model, form.task, form.classes, form.note)
+        backend = "sklearn"  # the child found no ONNX form that agrees: do not try again
     estimator = registry.load_model(entry)
     training = entry.extra.get("training") or {}
     return ServedModel.from_estimator(
@@ -62,28 +87,87 @@ def served_model_from_entry(name: str, registry: Any, entry: Entry) -> ServedMod
         task=training.get("task"),
         release=entry.release,
         generation=entry.generation,
+        backend=backend,
         metadata={"sha256": entry.artifact.sha256, "created_at": entry.created_at},
     )
 
 
 def _from_onnx(
-    name: str, registry: Any, entry: Entry, recorded: tuple[Feature, ...]
+    name: str,
+    entry: Entry,
+    recorded: tuple[Feature, ...],
+    model: bytes | None,
+    task: str,
+    classes: Sequence[Any] | None,
+    note: str,
 ) -> ServedModel:
-    """The entry served from the ONNX form stored with it (checked by SHA-256): neither
-    skl2onnx nor scikit-learn is imported, which is most of an engine's start."""
-    assert entry.onnx is not None
-    model = registry.load_onnx(entry)
+    """The entry served from an ONNX form (stored with it and checked by SHA-256, or
+    converted in a child): neither skl2onnx nor scikit-learn is imported, which is most
+    of an engine's start."""
+    assert model is not None
     return ServedModel(
         name=name,
         features=recorded,
-        task=entry.onnx.task,
-        predictor=Predictor.from_onnx(
-            model, task=entry.onnx.task, classes=entry.onnx.classes, note=entry.onnx.note
-        ),
+        task=task,
+        predictor=Predictor.from_onnx(model, task=task, classes=classes, note=note),
         release=entry.release,
         generation=entry.generation,
         metadata={"sha256": entry.artifact.sha256, "created_at": entry.created_at},
     )
+
+
+def _convert_in_child(registry: Any, entry: Entry) -> OnnxForm | None:
+    """The entry's verified ONNX form, made by a child Python process (None when the
+    model has none that agrees with scikit-learn). Raises ServingError when the child
+    cannot load the artifact (a damaged or untrusted file) or fails."""
+    import pickle
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    # Pickle only between this process and its own child: the artifact itself is read
+    # (SHA-256 and trust policy checked) by the child through the same registry code.
+    with tempfile.TemporaryDirectory(prefix="mlcycle-convert-") as tmp:
+        out = Path(tmp) / "form.pickle"
+        proc = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(out)],
+            input=pickle.dumps((registry, entry)),
+            capture_output=True,
+            check=False,
+        )
+        if proc.returncode != 0 or not out.exists():
+            last = (proc.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+            raise ServingError(f"converting {entry.ref} to ONNX failed in a child process: {last}")
+        failed, form, reason = pickle.loads(out.read_bytes())
+    if failed:
+        raise ServingError(reason)
+    if form is None:
+        log.warning("serving %s through sklearn, not ONNX: %s", entry.ref, reason)
+    return form
+
+
+_CHILD = "from mlcycle.serve.live import convert_main; convert_main()"
+
+
+def convert_main() -> None:
+    """The child of `_convert_in_child`: (registry, entry) pickled on stdin, the result
+    pickled to the file named by the first argument: (failed, form or None, reason)."""
+    import pickle
+    import sys
+    from pathlib import Path
+
+    registry, entry = pickle.load(sys.stdin.buffer)
+    result: tuple[bool, Any, str]
+    try:
+        estimator = registry.load_model(entry)
+        features = resolve_features(estimator, recorded_features(entry.data))
+        task = (entry.extra.get("training") or {}).get("task") or infer_task(estimator)
+        form, reason = onnx_form(estimator, features, task)
+        result = (False, form, reason)
+    except Exception as e:  # reported to the parent, which skips this generation
+        result = (True, None, str(e))
+    Path(sys.argv[1]).write_bytes(pickle.dumps(result))
 
 
 class LiveRouter(ProcessLocalState, Router):
@@ -139,10 +223,15 @@ class LiveRouter(ProcessLocalState, Router):
         )
         return snapshot, entries, wanted, selector_from_document(manifest.selector)
 
-    def _build(self, entries: Sequence[Entry], wanted: int, selector: Any) -> SelectorRouter:
+    def _build(
+        self, entries: Sequence[Entry], wanted: int, selector: Any, *, serving: bool = False
+    ) -> SelectorRouter:
         """A router over the first `wanted` entries that load; broken ones are skipped.
 
-        Raises ServingError when fewer than one loads (the caller keeps what serves).
+        `serving`: built beside a request loop (a swap), so that what holds the GIL
+        long is done in a child process, and each new model is warmed up here, not by
+        its first request on the loop. Raises ServingError when fewer than one loads
+        (the caller keeps what serves).
         """
         registry = self.registry
         chosen: list[tuple[tuple[str, str], ServedModel]] = []
@@ -156,12 +245,16 @@ class LiveRouter(ProcessLocalState, Router):
             model = self._cache.get(key)
             if model is None:
                 try:
-                    model = served_model_from_entry(self.project, registry, entry)
+                    model = served_model_from_entry(
+                        self.project, registry, entry, convert_elsewhere=serving
+                    )
                 except Exception as e:  # a broken artifact must never take the engine down
                     self._broken.add(key)
                     problems.append(f"{entry.ref}: {e}")
                     log.error("not serving %s: %s", entry.ref, e)
                     continue
+                if serving:
+                    warm_up(model)
             chosen.append((key, model))
         if not chosen:
             raise ServingError(
@@ -196,7 +289,7 @@ class LiveRouter(ProcessLocalState, Router):
             return False
         serving = [(m.release, m.generation) for m in self._inner.models]
         try:
-            new = self._build(entries, wanted, selector)
+            new = self._build(entries, wanted, selector, serving=True)
         except ServingError as e:
             log.error("%s; the current models keep serving", e)
             self._snapshot = snapshot

@@ -319,3 +319,17 @@ def resolve_features(
             f"the estimator takes {int(expected)} features but {len(resolved)} were declared"
         )
     return resolved
+
+
+def warm_up(model: ServedModel) -> None:
+    """One prediction on a zero row, so the first request does not pay for lazy setup
+    (ONNX Runtime allocates on its first run)."""
+    import numpy as np
+
+    if not all(f.numeric for f in model.features):
+        return
+    row = np.zeros((1, len(model.features)), dtype=model.predictor.input_dtype)
+    try:
+        model.predictor.predict(row)
+    except Exception as e:  # a model may reject zeros; serving still works
+        log.warning("warm-up prediction failed (%s); the first request may be slower", e)

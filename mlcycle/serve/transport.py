@@ -31,9 +31,10 @@ The protocol adds four things uvicorn does not do:
   `max_connections` is marked (`scope[OVER_BUDGET]`): the app answers its requests
   503 + `Retry-After` and closes it, without doing their work (`admission.py`).
 - An arrival time. When a request has been read in full, `scope[ARRIVAL]` records when
-  it arrived (`time.monotonic()`, moved back by the event loop's lag: what waited in
-  the kernel while the loop was busy waited all the same), so that the app can shed a
-  request that waited too long before its model work starts.
+  (`time.monotonic()` and the loop thread's CPU time) and `scope[LAG]` how late the
+  event loop's own work made it then (what waited in the kernel while the loop was
+  busy waited all the same), so that the app can shed a request that waited too long
+  behind other work before its model work starts.
 
 Both deadlines are checked by one sweep per event loop (a few times a second over the
 open connections), so a request pays for two attribute writes, not for a timer.
@@ -50,7 +51,9 @@ from mlcycle.serve.admission import LoopLag
 LINGER_BYTES = 64 * 1024 * 1024
 """Most a lingering connection discards before it is reset anyway."""
 ARRIVAL = "mlcycle.arrival"
-"""Scope key: when the request arrived (`time.monotonic()`), set once it is read in full."""
+"""Scope key: when the request was read in full: (`time.monotonic()`, `time.thread_time()`)."""
+LAG = "mlcycle.lag"
+"""Scope key: seconds the event loop ran late when the request was read (`LoopLag`)."""
 OVER_BUDGET = "mlcycle.over_budget"
 """Scope key, set (True) on the requests of a connection opened beyond the budget."""
 
@@ -215,9 +218,10 @@ def http_protocol(
         def on_message_complete(self) -> None:
             self.started = False
             scope = self.scope
-            now = time.monotonic()
+            now, cpu = time.monotonic(), time.thread_time()
             lag = self.lag
-            scope[ARRIVAL] = now if lag is None else now - lag.lag(now)  # type: ignore[literal-required]
+            scope[ARRIVAL] = (now, cpu)  # type: ignore[literal-required]
+            scope[LAG] = 0.0 if lag is None else lag.lag(now, cpu)  # type: ignore[literal-required]
             if self.over_budget:
                 scope[OVER_BUDGET] = True  # type: ignore[literal-required]
             super().on_message_complete()

@@ -430,6 +430,13 @@ SERVE_HOST = "127.0.0.1"
 SERVE_PORT = 8080
 SERVE_WORKERS = 1
 """Where and how `mlcycle serve` listens when neither the spec nor an option says."""
+SERVE_MAX_CONNECTIONS = 1024
+"""Open connections per worker; the requests of one opened beyond get 503 (0: no budget)."""
+SERVE_BACKLOG = 1024
+"""Connections the kernel queues for a worker to accept (capped by net.core.somaxconn)."""
+SERVE_QUEUE_DEADLINE_MS = 100.0
+"""Milliseconds a request may wait in a worker before its model work; a request that
+waited longer, or over twice 25 ms while a queue stands, gets 503 (0: no sojourn check)."""
 
 
 @dataclass(frozen=True)
@@ -441,6 +448,12 @@ class ServeSpec:
     workers: int = SERVE_WORKERS
     max_rows: int = DEFAULT_MAX_ROWS
     """Rows one prediction request may carry (more get 413)."""
+    max_connections: int = SERVE_MAX_CONNECTIONS
+    """Open connections per worker (0: no budget); see `mlcycle/serve/admission.py`."""
+    backlog: int = SERVE_BACKLOG
+    """Accept backlog of the listening socket."""
+    queue_deadline_ms: float = SERVE_QUEUE_DEADLINE_MS
+    """Sojourn deadline in milliseconds (0: off)."""
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,16 @@
-"""A served bundle applies its own lifecycle.yaml: row cap and retention (issue 10.6)."""
+"""A served bundle applies its own lifecycle.yaml: row cap and retention (issue 10.6),
+admission settings (issue 17)."""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from mlcycle.api.serving import serve_target
+from mlcycle.api.serving import ServeAccess, serve_options, serve_target
 from mlcycle.package import Bundle, build_bundle, write_archive
 from mlcycle.spec import load_spec
 from mlcycle.spec.model import Retention
@@ -18,7 +21,11 @@ from tests.serve.conftest import Server, free_port, wait_ready
 def _bundle_with_limits(project: Project, dest: Path) -> Bundle:
     spec_file = project.root / "lifecycle.yaml"
     text = spec_file.read_text(encoding="utf-8")
-    text = text.replace("    workers: 1\n", "    workers: 1\n    max_rows: 2\n")
+    text = text.replace(
+        "    workers: 1\n",
+        "    workers: 1\n    max_rows: 2\n    max_connections: 1\n    backlog: 16\n"
+        "    queue_deadline_ms: 0\n",
+    )
     text += "  retention: {age: 7d, rows: 5000}\n"
     spec_file.write_text(text, encoding="utf-8")
     spec = load_spec(project.root)
@@ -32,6 +39,15 @@ def test_the_bundle_spec_sets_the_engine_limits(project: Project, tmp_path: Path
         target = serve_target(bundle=source, no_store=True)
         assert target.max_rows == 2
         assert target.retention == Retention(age=7 * 86_400, rows=5000)
+        options = serve_options(target, ServeAccess())
+        assert (options.max_connections, options.backlog) == (1, 16)
+        assert options.queue_deadline is None  # 0: off
+        # The command line's options win over the spec's (0 turns the budget off).
+        options = serve_options(
+            target, ServeAccess(), max_connections=0, backlog=8, queue_deadline_ms=50
+        )
+        assert (options.max_connections, options.backlog) == (None, 8)
+        assert options.queue_deadline == 0.05
 
 
 def test_a_served_bundle_refuses_more_rows_than_its_spec_allows(
@@ -59,5 +75,19 @@ def test_a_served_bundle_refuses_more_rows_than_its_spec_allows(
         assert too_many.status == 413, too_many.json
         assert "at most 2 per request" in too_many.json["error"]
         assert server.post("/v1/predict", {"instances": [row, row]}).status == 200
+        # Its connection budget (1): a second connection open at once gets 503.
+        body = json.dumps({"instances": [row]}).encode()
+        request = (
+            b"POST /v1/predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as held:
+            held.sendall(request)
+            assert held.recv(65536).startswith(b"HTTP/1.1 200")
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as extra:
+                extra.sendall(request)
+                answer = extra.recv(65536)
+                assert answer.startswith(b"HTTP/1.1 503"), answer
+                assert b"retry-after: 1" in answer.lower()
     finally:
         server.stop()

@@ -1,13 +1,15 @@
 """Admission control: a request that waited too long, or came over the connection budget,
 is answered 503 + Retry-After at once; the server stays up and serves what comes next.
+The requests that queued behind one stall of the server are served, not shed.
 
 The waits are made deterministic by freezing the server process (SIGSTOP): what is sent
-meanwhile waits in the kernel, as it would behind a stalled or starved event loop.
-No assertion here is about time.
+meanwhile waits in the kernel, as it would behind a stalled or starved event loop, and
+is read in one turn after it. No assertion here is about time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
@@ -17,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from mlcycle.serve.admission import SojournLimit
+from mlcycle.serve.admission import LoopLag, SojournLimit
 from tests.serve.conftest import launch, metric, rows_of
 
 pytestmark = pytest.mark.slow
@@ -51,29 +53,39 @@ def _response(sock: socket.socket) -> tuple[int, dict[str, str], Any]:
     return int(lines[0].split()[1]), headers, json.loads(rest[:length])
 
 
+def _frozen_requests(
+    server: Any, body: Any, count: int = 3
+) -> list[tuple[int, dict[str, str], Any]]:
+    """Send `count` requests on their own connections while the server is frozen; the
+    answers. The kernel accepts the connections and holds their requests meanwhile:
+    they wait half a second, then the server reads them all at once."""
+    server.process.send_signal(signal.SIGSTOP)
+    try:
+        late = [
+            socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(count)
+        ]
+        for sock in late:
+            sock.sendall(_request(body))
+        time.sleep(0.5)
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+    answers = []
+    for sock in late:
+        with sock:
+            answers.append(_response(sock))
+    return answers
+
+
 def test_requests_that_waited_past_the_deadline_are_shed_and_the_server_recovers(
     model_dir: Path, tmp_path: Path, cancer: Any
 ) -> None:
-    server = launch(model_dir / "model.skops", tmp_path, "--queue-deadline-ms", "50")
+    # The deadline bounds the wait inside the worker, from a request's read to its model
+    # work. 1 µs: every request that waits behind another one in flight is past it.
+    server = launch(model_dir / "model.skops", tmp_path, "--queue-deadline-ms", "0.001")
     body = {"instances": rows_of(cancer[0], 0, 1)}
     try:
         assert server.post("/v1/predict", body).status == 200
-        server.process.send_signal(signal.SIGSTOP)
-        try:
-            # The kernel accepts the connections and holds their requests while the
-            # engine is frozen: they wait ten times the deadline before it reads them.
-            late = [
-                socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(3)
-            ]
-            for sock in late:
-                sock.sendall(_request(body))
-            time.sleep(0.5)
-        finally:
-            server.process.send_signal(signal.SIGCONT)
-        answers = []
-        for sock in late:
-            with sock:
-                answers.append(_response(sock))
+        answers = _frozen_requests(server, body)
         # One request goes first and is served (shedding the last of a queue spares
         # no one); those queued behind it waited too long and are shed at once.
         statuses = sorted(status for status, _, _ in answers)
@@ -90,6 +102,24 @@ def test_requests_that_waited_past_the_deadline_are_shed_and_the_server_recovers
         assert answered.status == 200
         assert len(answered.json["predictions"]) == 1
         assert metric(server, "mlcycle_shed_requests_total") == statuses.count(503)
+    finally:
+        server.stop()
+
+
+def test_the_requests_read_after_one_stall_are_served_not_shed(
+    model_dir: Path, tmp_path: Path, cancer: Any
+) -> None:
+    """A stall is not a queue: the requests that waited in the kernel through it (ten
+    times the deadline here) are served once the server runs again. A live model swap,
+    a garbage collection or a busy machine stalls a worker now and then; shedding what
+    queued behind it lost requests to nothing but bad luck."""
+    server = launch(model_dir / "model.skops", tmp_path, "--queue-deadline-ms", "50")
+    body = {"instances": rows_of(cancer[0], 0, 1)}
+    try:
+        assert server.post("/v1/predict", body).status == 200
+        answers = _frozen_requests(server, body)
+        assert [status for status, _, _ in answers] == [200, 200, 200]
+        assert metric(server, "mlcycle_shed_requests_total") == 0
     finally:
         server.stop()
 
@@ -129,21 +159,47 @@ def test_a_connection_over_the_budget_gets_503_and_is_closed(
         server.stop()
 
 
-def test_sojourn_limit_cuts_a_standing_queue_not_a_burst() -> None:
+def test_sojourn_limit_cuts_a_standing_queue_not_a_burst_nor_a_stall() -> None:
     limit = SojournLimit(target=0.005, deadline=0.1, interval=0.1)
     # A burst: waits above the target, below the deadline, but the shortest one was short.
-    assert all(limit.admit(wait, 0.01 * i) for i, wait in enumerate([0.0, 0.05, 0.08, 0.09]))
-    assert not limit.admit(0.2, 0.05)  # past the deadline: always shed
+    assert all(limit.admit(w, w, 0.01 * i) for i, w in enumerate([0.0, 0.05, 0.08, 0.09]))
+    assert not limit.admit(0.2, 0.2, 0.05)  # waited in the worker past the deadline: shed
+    # A stall: read after the loop ran 300 ms late, it waited that long in the kernel
+    # but not in the worker. Served.
+    assert limit.admit(0.3, 0.001, 0.06)
     # The next interval judges the last one: its shortest wait (0) was within the target.
-    assert limit.admit(0.05, 0.11)
+    assert limit.admit(0.05, 0.05, 0.11)
     assert not limit.overloaded
     # A standing queue: no wait in this interval was shorter than 40 ms...
     for i in range(5):
-        limit.admit(0.04 + 0.001 * i, 0.12 + 0.01 * i)
-    # ...so the next one cuts waits above twice the target.
-    assert not limit.admit(0.02, 0.25)
+        limit.admit(0.04 + 0.001 * i, 0.001, 0.12 + 0.01 * i)
+    # ...so the next one cuts sojourns above twice the target, however they were spent.
+    assert not limit.admit(0.02, 0.001, 0.25)
     assert limit.overloaded
-    assert limit.admit(0.009, 0.26)
+    assert limit.admit(0.009, 0.009, 0.26)
     # A whole interval without requests: the queue is gone.
-    assert limit.admit(0.05, 1.0)
+    assert limit.admit(0.05, 0.05, 1.0)
     assert not limit.overloaded
+
+
+def test_the_loop_lag_counts_its_own_work_not_a_stall() -> None:
+    """A loop late because it worked (requests queued behind that work) is charged; a
+    loop late because its thread did not run (no CPU, another thread holding the GIL,
+    SIGSTOP; here a blocking sleep) is not: that is a stall, not a queue."""
+
+    async def measure() -> tuple[float, float]:
+        lag = LoopLag(asyncio.get_running_loop(), period=0.01)
+        await asyncio.sleep(0.05)
+        time.sleep(0.3)  # the loop thread blocked without running
+        stalled = lag.lag(time.monotonic(), time.thread_time())
+        await asyncio.sleep(0.05)
+        start = time.thread_time()
+        while time.thread_time() - start < 0.3:  # the loop's own work: 0.3 s of CPU
+            pass
+        busy = lag.lag(time.monotonic(), time.thread_time())
+        lag.stop()
+        return stalled, busy
+
+    stalled, busy = asyncio.run(measure())
+    assert stalled < 0.1
+    assert busy > 0.2

@@ -235,3 +235,52 @@ def test_generations_with_project_code_load_under_the_projects_trust_policy(
         LocalRegistry(root, spec.name)
     )  # library names only: generation 2 is skipped
     assert {(m.release, m.generation) for m in default.models} == {("0.1.0", 1)}
+
+
+_SWAP_IN_A_SERVING_PROCESS = """
+import sys
+from mlcycle.registry import LocalRegistry
+from mlcycle.serve.live import LiveRouter
+from mlcycle.spec import load_spec
+
+spec = load_spec(sys.argv[1])
+router = LiveRouter(LocalRegistry(spec.resolve(spec.registry.path), spec.name), poll=3600)
+router.check()  # the first look only reads the registry
+print("ready", flush=True)
+input()  # the test registers a generation without its ONNX form meanwhile
+assert router.check(), "no swap"
+model = router.models[0]
+imported = ["skl2onnx" in sys.modules, "sklearn" in sys.modules]
+print(model.generation, model.predictor.backend, *imported)
+"""
+
+
+def test_a_swap_converts_a_generation_without_its_onnx_form_outside_the_serving_process(
+    live_project: Path,
+) -> None:
+    """A generation registered without its ONNX form is converted (skl2onnx, checked
+    against scikit-learn) by a child process: in the engine's process that work holds
+    the GIL long enough to stall the request loop (about 0.5 s on a first swap, when it
+    imports skl2onnx). The engine gets the verified ONNX bytes and imports neither."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _SWAP_IN_A_SERVING_PROCESS, str(live_project)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        assert child.stdout.readline().strip() == "ready", child.stderr.read()
+        entry, _ = register_generation(live_project)
+        assert entry.onnx is None
+        child.stdin.write("registered\n")
+        child.stdin.flush()
+        out, err = child.communicate(timeout=300)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 0, err
+    generation, backend, skl2onnx, sklearn = out.split()[-4:]
+    assert (generation, backend) == ("2", "onnx")
+    assert (skl2onnx, sklearn) == ("False", "False"), err

@@ -144,3 +144,42 @@ def test_a_token_file_guards_the_server(project: Path, tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
+
+
+def test_the_admission_options_are_documented_in_help() -> None:
+    from tests.spec.helpers import cli
+
+    result = cli("serve", "--help")
+    assert result.code == 0
+    text = " ".join(result.stdout.replace("│", " ").split())
+    for option, says in (
+        ("--max-connections", "0: no budget"),
+        ("--backlog", "Connections the kernel queues"),
+        ("--queue-deadline-ms", "0: off"),
+    ):
+        assert option in text
+        assert says in text, text
+
+
+def test_the_connection_budget_option_reaches_the_server(project: Path) -> None:
+    import socket
+
+    process, port, log = _serve(project, "--max-connections", "1", "--queue-deadline-ms", "0")
+    try:
+        wait_ready(port, process, log)
+        request = b"GET /v1/model HTTP/1.1\r\nHost: t\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as held:
+            held.sendall(request)
+            assert held.recv(65536).startswith(b"HTTP/1.1 200")
+            # GET routes are answered over the budget too; a prediction is not.
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as extra:
+                body = b'{"instances": [{}]}'
+                extra.sendall(
+                    b"POST /v1/predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                    + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
+                answer = extra.recv(65536)
+                assert answer.startswith(b"HTTP/1.1 503"), answer
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)

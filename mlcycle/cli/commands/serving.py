@@ -73,6 +73,30 @@ def serve(
         help="Serve on a non-loopback address without a token (only behind something "
         "that authenticates).",
     ),
+    max_connections: int | None = typer.Option(
+        None,
+        "--max-connections",
+        min=0,
+        help="Open connections per worker; requests on one beyond get 503 + Retry-After "
+        "(default: deployment.serve.max_connections, else 1024; 0: no budget).",
+        show_default=False,
+    ),
+    backlog: int | None = typer.Option(
+        None,
+        "--backlog",
+        min=1,
+        help="Connections the kernel queues for accepting (default: "
+        "deployment.serve.backlog, else 1024).",
+        show_default=False,
+    ),
+    queue_deadline_ms: float | None = typer.Option(
+        None,
+        "--queue-deadline-ms",
+        min=0,
+        help="Shed with 503 + Retry-After a request that waited longer before its model "
+        "work (default: deployment.serve.queue_deadline_ms, else 100; 0: off).",
+        show_default=False,
+    ),
 ) -> None:
     """Serve predictions over HTTP: /v1/predict, /v1/feedback, /v1/model, /metrics, /v2 ...
 
@@ -110,7 +134,17 @@ def serve(
                 markup=False,
             )
 
-        run(target, host=bind_host, port=bind_port, workers=count, access=access, on_ready=announce)
+        run(
+            target,
+            host=bind_host,
+            port=bind_port,
+            workers=count,
+            access=access,
+            on_ready=announce,
+            max_connections=max_connections,
+            backlog=backlog,
+            queue_deadline_ms=queue_deadline_ms,
+        )
     except KeyboardInterrupt:
         render.stderr().print("stopped", markup=False)
     finally:
