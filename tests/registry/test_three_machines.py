@@ -155,12 +155,14 @@ def test_three_clones_share_one_registry(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("push", [True, False], ids=["pushed", "not-pushed"])
 def test_clones_releasing_at_the_same_moment_get_distinct_versions(
-    machines: tuple[Path, Path, Path], tmp_path: Path
+    machines: tuple[Path, Path, Path], tmp_path: Path, push: bool
 ) -> None:
-    """The shared registry's release lock serialises them; the second one fetches the
-    first one's tag under the lock, so it neither re-issues the version nor takes the
-    first one's registry entries for leftovers of an interrupted release."""
+    """The shared registry's release lock serialises them; under the lock the second one
+    sees the first one's release — its pushed tag, or (not pushed: the default) its
+    entries in the registry — so it neither re-issues the version nor takes the first
+    one's entries for leftovers of an interrupted release."""
     a, b, c = machines
     assert api.release(a, push=True).plan.version == "0.1.0"
     # A commit holds one version (branch `fixes`): each clone releases a change of its own.
@@ -173,7 +175,7 @@ def test_clones_releasing_at_the_same_moment_get_distinct_versions(
             "import os, sys, time\n"
             f"while not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
             "from mlcycle.cli import main\n"
-            "sys.argv = ['mlcycle', 'release', '--push', '--json']\n"
+            f"sys.argv = {['mlcycle', 'release', *(['--push'] if push else []), '--json']!r}\n"
             "main()\n"
         )
         procs.append(
@@ -193,6 +195,10 @@ def test_clones_releasing_at_the_same_moment_get_distinct_versions(
         assert proc.returncode == 0, err
         versions.append(json.loads(out)["version"])
     assert sorted(versions) == ["0.2.0", "0.3.0"]
+    if not push:  # each clone pushes its own tag afterwards: nothing clashes
+        assert git(tmp_path / "remote.git", "tag").split() == ["team@v0.1.0"]
+        for clone in (a, c):
+            git(clone, "push", "-q", "origin", "--tags")
     assert set(git(tmp_path / "remote.git", "tag").split()) == {
         "team@v0.1.0", "team@v0.2.0", "team@v0.3.0",
     }  # fmt: skip
