@@ -32,10 +32,10 @@ from mlcycle.registry import Status
 from mlcycle.registry.code import project_code
 from mlcycle.registry.features import features_from_frame
 from mlcycle.registry.local import utc_now, whoami
+from mlcycle.registry.onnx import compile_onnx
 from mlcycle.registry.runs import Outcome, Run, new_run_id
 from mlcycle.registry.tracking import log_run
 from mlcycle.registry.trust import TrustPolicy
-from mlcycle.serve.model import compile_onnx
 from mlcycle.train import check_gate, score, train
 from mlcycle.train._util import plain, take
 

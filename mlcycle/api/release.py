@@ -555,7 +555,7 @@ def _procure_by_hand(
     from mlcycle.data import load_dataset
     from mlcycle.registry import Status, TrustPolicy
     from mlcycle.registry.code import project_code
-    from mlcycle.serve.model import compile_onnx
+    from mlcycle.registry.onnx import compile_onnx
     from mlcycle.train import check_gate, default_metrics, infer_task, score
     from mlcycle.train.reproduce import reproduce_research
 
