@@ -14,7 +14,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mlcycle"
 # Bottom to top. Modules at the package root (errors, redact, progress, resources,
-# faults) are foundations every layer may use: redact masks credentials in the
+# faults, extras) are foundations every layer may use: redact masks credentials in the
 # messages and records of every layer, so it sits with errors, below spec.
 LAYERS = (
     "spec",
@@ -37,7 +37,16 @@ LAYERS = (
     "api",
     "cli",
 )
-FOUNDATIONS = {"errors", "redact", "progress", "resources", "faults", "__init__", "__main__"}
+FOUNDATIONS = {
+    "errors",
+    "redact",
+    "progress",
+    "resources",
+    "faults",
+    "extras",
+    "__init__",
+    "__main__",
+}
 
 
 def layer_of(module: str) -> str | None:
@@ -134,8 +143,14 @@ def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
-# The feature schema, the served model and its predictor: each readable on its own.
-ACYCLIC = ("mlcycle.registry.features", "mlcycle.serve.model", "mlcycle.serve.predictor")
+# The feature schema, the ONNX form, the served model and its predictor: each readable
+# on its own.
+ACYCLIC = (
+    "mlcycle.registry.features",
+    "mlcycle.registry.onnx",
+    "mlcycle.serve.model",
+    "mlcycle.serve.predictor",
+)
 
 
 @pytest.mark.parametrize("module", ACYCLIC)
