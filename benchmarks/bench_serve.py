@@ -1,6 +1,6 @@
 """Serving benchmark: the reference model behind `mlcycle.serve`, closed loop and bursts.
 
-Reference model (DESIGN.md section 6): StandardScaler + LogisticRegression on sklearn's
+Reference model (README.md, Serving under load): StandardScaler + LogisticRegression on sklearn's
 breast cancer data (30 features), one-row JSON requests. Prints, from one run, so that
 the figures are comparable (the machine may be shared: absolute numbers are noisy, the
 side-by-side ones less so):

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 class ExitCode(IntEnum):
-    """The documented exit codes (DESIGN.md section 3)."""
+    """The documented exit codes (README.md, Exit codes; docs/architecture.md, The invariants)."""
 
     OK = 0
     RUNTIME = 1

@@ -1,4 +1,4 @@
-"""Agents: the automata of seed 004 that act on a lifecycle without a person.
+"""Agents: the automata that act on a lifecycle without a person (docs/lifecycle-patterns.md).
 
 `integration` procures a model unattended (fetch, train, gate, register); the
 update agent and the production evaluation loop build on it.

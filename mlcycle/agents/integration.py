@@ -1,12 +1,14 @@
 """The integration agent: fetch → train → gate → register, as one step.
 
-Seed 004 calls the automaton that turns code and data into a checked model the
-*integration agent*. `procure` is that automaton, shared by every caller that
-makes a model unattended: `mlcycle train` (a development generation),
-`mlcycle release` (generation 1 of a release) and the update agent (the next
-generation from new data). Each caller chooses the release, the data window,
-whether a rejected model is kept for inspection and whether a passing one
-becomes current; the steps and their order are the same for all.
+The lifecycle patterns (docs/lifecycle-patterns.md) call the automaton that turns
+code and data into a checked model the *integration agent*. `procure` is that
+automaton, shared by every caller that makes a model unattended: `mlcycle train` (a
+development generation), `mlcycle release` (generation 1 of a release) and the update
+agent (the next generation from new data). Each caller chooses the release, the data
+window, whether a rejected model is kept for inspection and whether a passing one
+becomes current; the steps and their order are the same for all. `procure_by_hand`
+is the same evaluate → gate → register for a model a person trained (interactive
+procurement): no training, and the same registration (`_register`, with the ONNX form).
 
 Order matters for "loses nothing": the data is read and the model trained and
 gated before anything is written, and the registry write is the last step and
@@ -32,16 +34,16 @@ from mlcycle.registry import Status
 from mlcycle.registry.code import project_code
 from mlcycle.registry.features import features_from_frame
 from mlcycle.registry.local import utc_now, whoami
+from mlcycle.registry.onnx import compile_onnx
 from mlcycle.registry.runs import Outcome, Run, new_run_id
 from mlcycle.registry.tracking import log_run
 from mlcycle.registry.trust import TrustPolicy
-from mlcycle.serve.model import compile_onnx
-from mlcycle.train import check_gate, score, train
+from mlcycle.train import check_gate, default_metrics, infer_task, score, train
 from mlcycle.train._util import plain, take
 
 if TYPE_CHECKING:
     from mlcycle.data import Dataset, SourceInfo
-    from mlcycle.registry import Entry, OnnxForm, Registry
+    from mlcycle.registry import Entry, Registry
     from mlcycle.spec.model import Spec
     from mlcycle.train import GateResult, TrainResult
 
@@ -316,29 +318,26 @@ def _procure(
         with step(progress, f"register the model in {release}"):
             data = data_record(spec, dataset, previous if previous_model else None)
             attempt.data = data
-            entry = registry.register(
+            entry = _register(
+                spec,
+                registry,
                 training.model,
                 release=release,
+                task=training.task,
+                sample=dataset.X,
                 metrics=training.metrics,
-                gate=gate.as_dict(),
+                gate=gate,
                 data=data,
                 spec_hash=spec_hash,
                 git_commit=git_commit,
-                procurement=spec.lifecycle.procurement,
-                status=Status.CANDIDATE if gate.passed else Status.REJECTED,
                 extra={
                     **_training_record(training, previous),
                     # recipe_hash: what an update compares with where git cannot tell (no
                     # repository); the caller's extras.
                     **extra,
                 },
-                make_current=make_current and gate.passed,
+                make_current=make_current,
                 code=code,
-                # Converted once here, so that serving never converts (nor imports
-                # sklearn); only a model that may be served is worth converting.
-                onnx=_onnx_form(training.model, data, training.task, dataset.X)
-                if gate.passed
-                else None,
             )
     result = ProcureResult(
         entry=entry,
@@ -351,6 +350,135 @@ def _procure(
     if not gate.passed:
         raise ProcurementRejected(result, kept=entry is not None)
     return result
+
+
+def _register(
+    spec: Spec,
+    registry: Registry,
+    model: Any,
+    *,
+    release: str,
+    task: str,
+    sample: Any,
+    metrics: Mapping[str, float],
+    gate: GateResult | None,
+    data: Mapping[str, Any],
+    spec_hash: str | None,
+    git_commit: str | None,
+    extra: Mapping[str, Any],
+    make_current: bool,
+    code: Mapping[str, bytes],
+) -> Entry:
+    """Register `model` in `release`: a candidate (current with `make_current`) when no
+    gate rejected it, else a rejected entry kept for inspection."""
+    passed = gate is None or gate.passed
+    return registry.register(
+        model,
+        release=release,
+        metrics=metrics,
+        gate=gate.as_dict() if gate is not None else None,
+        data=data,
+        spec_hash=spec_hash,
+        git_commit=git_commit,
+        procurement=spec.lifecycle.procurement,
+        status=Status.CANDIDATE if passed else Status.REJECTED,
+        extra=extra,
+        make_current=make_current and passed,
+        code=code,
+        # Converted once here, so that serving never converts (nor imports sklearn);
+        # only a model that may be served is worth converting. Verified on the rows
+        # the model was trained (or evaluated) on, when there are any.
+        onnx=compile_onnx(model, features=data.get("features"), task=task, sample=sample)
+        if passed
+        else None,
+    )
+
+
+@dataclass(frozen=True)
+class HandProcurement:
+    """A model trained by hand, as `procure_by_hand` registered it.
+
+    `metrics` and `gate` are empty and None when no data is declared (nothing to
+    evaluate it on); `warnings` say what the user should know about both cases.
+    """
+
+    entry: Entry
+    metrics: Mapping[str, float]
+    gate: GateResult | None
+    data: SourceInfo | None
+    warnings: tuple[str, ...] = ()
+
+
+def procure_by_hand(
+    spec: Spec,
+    registry: Registry,
+    model: Any,
+    *,
+    release: str,
+    name: str,
+    location: str,
+    spec_hash: str | None = None,
+    git_commit: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+    verify: Callable[[Any], None] | None = None,
+    progress: Progress = NULL_PROGRESS,
+) -> HandProcurement:
+    """Evaluate → gate → register for interactive procurement: `model` is one a person
+    trained (`name` its file, `location` where it came from, as recorded).
+
+    With declared data, the model is scored on all of it (which may include the rows
+    it was trained on: a warning says so) and gated against the current entry's
+    registered figures (`GateRejectedError`, exit 3, with nothing written). Without,
+    it is registered unevaluated, with a warning. `verify` runs on a model that
+    passed, before it is registered (e.g. the reproduction of research's results).
+    It becomes the current candidate of `release`. No run is recorded: nothing was
+    trained here.
+    """
+    metrics: dict[str, float] = {}
+    gate = None
+    info = None
+    sample = None
+    warnings = []
+    data: dict[str, Any] = {"location": location, "kind": "model file", "reproducible": False}
+    if spec.data.source is not None or spec.data.dump is not None:
+        dataset = load_dataset(spec, progress=progress)
+        sample = dataset.X
+        names = spec.evaluation.metrics or default_metrics(infer_task(model, spec.model), dataset.y)
+        with step(progress, f"evaluate {name} on {dataset.n_rows} rows"):
+            metrics = score(model, dataset.X, dataset.y, names)
+        warnings.append(
+            "the metrics are measured on the declared data, which may include the rows the "
+            "model was trained on: they can flatter it"
+        )
+        current = registry.current()
+        gate = check_gate(spec.evaluation.gate, metrics, dict(current.metrics) if current else None)
+        gate.raise_if_rejected()
+        data = data_record(spec, dataset)
+        info = dataset.info
+    else:
+        warnings.append("no data is declared, so the model was released without any evaluation")
+    if verify is not None:
+        verify(model)
+    with step(progress, f"register {release}/1"):
+        entry = _register(
+            spec,
+            registry,
+            model,
+            release=release,
+            task=infer_task(model, spec.model),
+            sample=sample,
+            metrics=metrics,
+            gate=gate,
+            data=data,
+            spec_hash=spec_hash,
+            git_commit=git_commit,
+            extra=extra or {},
+            make_current=True,
+            code=project_code(spec),
+        )
+    return HandProcurement(
+        entry=entry, metrics=metrics, gate=gate, data=info, warnings=tuple(warnings)
+    )
 
 
 def _utc_now() -> str:
@@ -646,11 +774,6 @@ def feature_schema(frame: Any) -> list[dict[str, Any]]:
     records is exactly what a served model will accept.
     """
     return [f.as_dict() for f in features_from_frame(frame)]
-
-
-def _onnx_form(model: Any, data: Mapping[str, Any], task: str, sample: Any) -> OnnxForm | None:
-    """The model's ONNX form verified on the training rows (None when it does not convert)."""
-    return compile_onnx(model, features=data.get("features"), task=task, sample=sample)
 
 
 def _training_record(training: TrainResult, previous: Entry | None) -> dict[str, Any]:

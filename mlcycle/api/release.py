@@ -1,4 +1,9 @@
-"""`release` and `history`: the R&D → production handover of seed 004, in git and the registry.
+"""`release` and `history`: the R&D → production handover, in git and the registry.
+
+The handover is where every lifecycle pattern (docs/lifecycle-patterns.md) turns research
+into a product. This module orchestrates it: git answers where the release goes
+(`gitops/point.py`), the integration agent procures the model (`agents/integration.py`:
+`procure`, or `procure_by_hand` for a model trained by hand), the registry stores it.
 
 A release is a registry release (generation 1 holding the model) plus an
 annotated git tag on HEAD whose message carries the release metadata. Both
@@ -40,7 +45,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,7 +56,7 @@ from mlcycle.api.project import open_project
 from mlcycle.api.stages import Stages, read_stages
 from mlcycle.errors import GitError, MlcycleError, UsageError
 from mlcycle.faults import checkpoint
-from mlcycle.interop.mlflow import download_model, is_model_dir, is_model_uri, read_model_dir
+from mlcycle.interop.mlflow import download_model, is_model_uri
 from mlcycle.progress import NULL_PROGRESS, Progress, step
 from mlcycle.spec.model import Liaison, Procurement
 
@@ -58,16 +64,14 @@ if TYPE_CHECKING:
     from mlcycle.api.project import Project
     from mlcycle.data import SourceInfo
     from mlcycle.data.validation import DataRejection
-    from mlcycle.gitops import ReleaseTag, Repo, Version
-    from mlcycle.registry import Entry, State, TrustPolicy
+    from mlcycle.gitops import ReleaseTag, Repo
+    from mlcycle.registry import Entry, State
     from mlcycle.train import GateResult, TrainResult
     from mlcycle.train.reproduce import Reproduction
 
 log = logging.getLogger(__name__)
 
 BUMPS = ("major", "minor", "patch")
-PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
-DIRTY_SHOWN = 5
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,7 @@ def release(
     """
     # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
     from mlcycle.gitops import Repo
+    from mlcycle.registry.handmade import check_pickle, model_file
 
     project = open_project(path)
     asked = remote
@@ -225,7 +230,7 @@ def release(
                 # A model of the declared tracking server: downloaded once, for this release.
                 origin = str(model)
                 model = _download(project, origin, stack, progress)
-            _check_pickle(_model_file(project, model), trust_pickle)
+            check_pickle(model_file(project.spec, model), trust_pickle)
         # ... and again under it: the version is the one free now. The tags are fetched
         # again first: the release that held the lock, in this clone or in another one
         # sharing the registry, may have pushed the version this one would have taken.
@@ -267,15 +272,12 @@ def _download(project: Project, uri: str, stack: ExitStack, progress: Progress) 
 def _sync_tags(project: Project, remote: str | None) -> tuple[str, tuple[str, ...]]:
     """The remote to use, and the release tags fetched from it (before any version is chosen)."""
     # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
-    from mlcycle.gitops import Repo, TagFormat
+    from mlcycle.gitops import TagFormat
+    from mlcycle.gitops.point import sync_tags
 
     fmt = TagFormat(project.spec.release.tag_format).validate(project.spec.name)
-    with Repo.find(project.root) as repo:
-        chosen = remote if remote is not None else repo.default_remote()
-        fetched = repo.sync_release_tags(
-            chosen, lambda tag: fmt.parse(tag, project.spec.name) is not None
-        )
-    return chosen or "origin", tuple(fetched)
+    chosen, fetched = sync_tags(project.root, fmt, project.spec.name, remote)
+    return chosen, tuple(fetched)
 
 
 @contextmanager
@@ -385,10 +387,9 @@ def _plan(
     remote: str,
     branch: str | None,
 ) -> ReleasePlan:
-    import os
-
     # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
-    from mlcycle.gitops import TagFormat, Version, resolve_branch
+    from mlcycle.gitops import TagFormat, Version
+    from mlcycle.gitops.point import release_point
     from mlcycle.registry.refs import DEV
 
     spec = project.spec
@@ -404,48 +405,15 @@ def _plan(
             hint="leave --model out",
         )
     fmt = TagFormat(spec.release.tag_format).validate(spec.name)
-    commit = repo.head_commit()
-    if commit is None:
-        raise UsageError(
-            f"{repo.root}: the repository has no commits yet; a release tags a commit",
-            hint="commit the project first: git add -A && git commit -m 'first version'",
-        )
-    dirty = repo.dirty_paths()
-    if dirty:
-        shown = ", ".join(dirty[:DIRTY_SHOWN]) + (", ..." if len(dirty) > DIRTY_SHOWN else "")
-        raise UsageError(
-            f"{repo.root}: the working tree has uncommitted changes ({shown}); a release "
-            "must be reproducible from its commit",
-            hint="commit or stash them (git status shows them), or add generated files "
-            "to .gitignore",
-        )
-    on = resolve_branch(repo.branch(), explicit=branch, environ=os.environ)
-    if on is None and version is None:
-        raise UsageError(
-            f"{repo.root}: HEAD is detached and no CI variable names its branch, so the "
-            "next version cannot be told from a branch",
-            hint="name the branch (mlcycle release --branch main), check one out, "
-            "or name the version: mlcycle release --version X.Y.Z",
-        )
-    if on is not None and on.source != "git":
-        log.info("releasing from branch %s (from %s)", on.name, on.source)
-    tags = repo.release_tags(fmt, spec.name)
-    on_head = [t.name for t in tags if t.commit == commit]
-    if on_head:
-        # GTO allows one version per commit (`gto show` fails on a second one), and a
-        # version is the code of its commit: a new version needs a new commit.
-        raise UsageError(
-            f"HEAD ({commit[:12]}) already carries {', '.join(on_head)}: commit the change "
-            "you want to release",
-            hint="a commit holds one version (as in GTO); commit your change and release "
-            f"that, or retrain {spec.name} on new data with `mlcycle update`",
-        )
-    latest = tags[-1].version if tags else None
+    point = release_point(
+        repo, fmt, spec.name, bump=bump, version=version, branch=branch, environ=os.environ
+    )
+    commit, latest, target = point.commit, point.latest, point.version
     registry = project.registry
     # Releases the registry holds and this clone has no tag of. In a local registry they
     # are this working copy's own interrupted releases; in a shared one they may be other
     # clones' releases, current and served, whose tags are not pushed yet.
-    tagged = {str(t.version) for t in tags}
+    tagged = {str(t.version) for t in repo.release_tags(fmt, spec.name)}
     untagged: dict[str, list[Entry]] = {}
     for entry in registry.entries():
         if entry.release != DEV and entry.release not in tagged:
@@ -456,7 +424,7 @@ def _plan(
     if completes is not None:
         # HEAD is released already (a release killed before its tag, or one of another
         # clone at this commit): its version is that one, and its model is registered.
-        target: Version = Version.parse(completes)
+        target = Version.parse(completes)
         if version is not None and Version.parse(version.removeprefix("v")) != target:
             raise UsageError(
                 f"HEAD ({commit[:12]}) is released already as {target} in the shared "
@@ -465,13 +433,6 @@ def _plan(
                 "change you want to release as a new version",
             )
     elif version is not None:
-        target = Version.parse(version.removeprefix("v"))
-        if latest is not None and not latest < target:
-            raise UsageError(
-                f"version {target} is not greater than the latest release {latest} "
-                f"({fmt.format(spec.name, latest)})",
-                hint=f"choose a version above {latest}, or --bump patch|minor|major",
-            )
         if str(target) in held:
             raise UsageError(
                 f"version {target} is taken: the shared registry holds it "
@@ -481,7 +442,6 @@ def _plan(
                 f"`mlcycle retire {target}` retires that release",
             )
     else:
-        target = repo.next_version(fmt, spec.name, bump or "minor")
         passed = sorted(
             Version.parse(v) for v in held if latest is None or latest < Version.parse(v)
         )
@@ -494,7 +454,7 @@ def _plan(
                 _skipped(str(v), held[str(v)], fmt.format(spec.name, v)) for v in passed
             )
     tag = fmt.format(spec.name, target)
-    if repo.tag_exists(tag):
+    if target != point.version and repo.tag_exists(tag):
         raise UsageError(
             f"the tag {tag} already exists (but is not a release of {spec.name} "
             "this mlcycle can read)",
@@ -510,14 +470,14 @@ def _plan(
             f"tag HEAD {tag}",
             *((f"push {tag} to {remote}",) if push else ()),
         )
-    plan = ReleasePlan(
+    return ReleasePlan(
         project=spec.name,
         version=str(target),
         tag=tag,
         previous=None if latest is None else str(latest),
         commit=commit,
-        branch=None if on is None else on.name,
-        branch_source=None if on is None else on.source,
+        branch=None if point.branch is None else point.branch.name,
+        branch_source=None if point.branch is None else point.branch.source,
         procurement=spec.lifecycle.procurement.value,
         liaison=spec.lifecycle.liaison.value,
         push=push,
@@ -527,7 +487,6 @@ def _plan(
         completes=completes is not None,
         skipped=skipped,
     )
-    return plan
 
 
 def _release_of(held: Mapping[str, Sequence[Entry]], commit: str) -> str | None:
@@ -620,20 +579,31 @@ def _registered(project: Project, plan: ReleasePlan) -> _Procured:
     )
 
 
-def _procure_unattended(project: Project, plan: ReleasePlan, progress: Progress) -> _Procured:
+def _reproduction(
+    project: Project, progress: Progress
+) -> tuple[Callable[[Any], None], list[Reproduction]]:
+    """The check a dual liaison's model must pass before it is registered (it reproduces
+    research's results), and the list its reproduction is left in."""
     # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
-    from mlcycle.agents import procure
     from mlcycle.train.reproduce import reproduce_research
 
     reproduction: list[Reproduction] = []
 
-    def verify(training: TrainResult) -> None:
+    def verify(model: Any) -> None:
         if project.spec.lifecycle.liaison is Liaison.DUAL:
-            result = reproduce_research(project.spec, training.model, progress)
+            result = reproduce_research(project.spec, model, progress)
             if result is not None:
                 reproduction.append(result)
                 result.raise_if_failed()
 
+    return verify, reproduction
+
+
+def _procure_unattended(project: Project, plan: ReleasePlan, progress: Progress) -> _Procured:
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
+    from mlcycle.agents import procure
+
+    verify, reproduction = _reproduction(project, progress)
     result = procure(
         project.spec,
         project.registry,
@@ -645,7 +615,7 @@ def _procure_unattended(project: Project, plan: ReleasePlan, progress: Progress)
         keep_rejected=False,
         make_current=True,
         extra={"tag": plan.tag},
-        verify=verify,
+        verify=lambda training: verify(training.model),
         progress=progress,
     )
     assert result.entry is not None  # a passing gate always registers
@@ -671,28 +641,20 @@ def _procure_by_hand(
 ) -> _Procured:
     """An interactive release: the file a person trained, evaluated when there is data."""
     # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
-    from mlcycle.agents.integration import data_record
-    from mlcycle.data import load_dataset
-    from mlcycle.registry import Status, TrustPolicy
-    from mlcycle.registry.code import project_code
-    from mlcycle.serve.model import compile_onnx
-    from mlcycle.train import check_gate, default_metrics, infer_task, score
-    from mlcycle.train.reproduce import reproduce_research
+    from mlcycle.agents.integration import procure_by_hand
+    from mlcycle.registry import TrustPolicy
+    from mlcycle.registry.handmade import is_pickle, model_file, read_model_file
 
-    spec = project.spec
-    path = _model_file(project, model_path)
-    progress.start(f"read {path.name}")
-    try:
+    path = model_file(project.spec, model_path)
+    with step(progress, f"read {path.name}"):
         trust = TrustPolicy.for_project(project.spec.root, project.spec.model.code)
         model = read_model_file(path, trust=trust, trust_pickle=trust_pickle)
-    finally:
-        progress.done()
     warnings = (
         [
             f"{path.name} was unpickled because of --trust-pickle, running any code it holds; "
             "save models as skops (skops.io.dump) so that releasing one runs none"
         ]
-        if _is_pickle(path)
+        if is_pickle(path)
         else []
     )
     warnings += [
@@ -700,155 +662,29 @@ def _procure_by_hand(
         "mlcycle cannot tell which data or code made it; move to lifecycle.procurement: "
         "unattended to make releases reproducible"
     ]
-    metrics: dict[str, float] = {}
-    gate = None
-    data_info = None
     location = origin or str(path)
-    data: dict[str, Any] = {"location": location, "kind": "model file", "reproducible": False}
-    sample = None
-    if spec.data.source is not None or spec.data.dump is not None:
-        dataset = load_dataset(spec, progress=progress)
-        sample = dataset.X
-        names = spec.evaluation.metrics or default_metrics(infer_task(model, spec.model), dataset.y)
-        progress.start(f"evaluate {path.name} on {dataset.n_rows} rows")
-        try:
-            metrics = score(model, dataset.X, dataset.y, names)
-        finally:
-            progress.done()
-        warnings.append(
-            "the metrics are measured on the declared data, which may include the rows the "
-            "model was trained on: they can flatter it"
-        )
-        current = project.registry.current()
-        gate = check_gate(spec.evaluation.gate, metrics, dict(current.metrics) if current else None)
-        gate.raise_if_rejected()
-        data = data_record(spec, dataset)
-        data_info = dataset.info
-    else:
-        warnings.append("no data is declared, so the model was released without any evaluation")
-    reproduction = None
-    if spec.lifecycle.liaison is Liaison.DUAL:
-        reproduction = reproduce_research(project.spec, model, progress)
-        if reproduction is not None:
-            reproduction.raise_if_failed()
-    progress.start(f"register {plan.version}/1")
-    try:
-        entry = project.registry.register(
-            model,
-            release=plan.version,
-            metrics=metrics,
-            gate=gate.as_dict() if gate else None,
-            data=data,
-            spec_hash=project.spec_hash,
-            git_commit=plan.commit,
-            procurement=Procurement.INTERACTIVE,
-            status=Status.CANDIDATE,
-            extra={"tag": plan.tag, "model_file": location},
-            make_current=True,
-            code=project_code(project.spec),
-            onnx=compile_onnx(
-                model,
-                features=data.get("features"),
-                task=infer_task(model, spec.model),
-                sample=sample,
-            ),
-        )
-    finally:
-        progress.done()
-    return _Procured(
-        entry=entry,
-        metrics=metrics,
-        gate=gate,
-        data=data_info,
-        reproduction=reproduction,
-        warnings=tuple(warnings),
+    verify, reproduction = _reproduction(project, progress)
+    result = procure_by_hand(
+        project.spec,
+        project.registry,
+        model,
+        release=plan.version,
+        name=path.name,
+        location=location,
+        spec_hash=project.spec_hash,
+        git_commit=plan.commit,
+        extra={"tag": plan.tag, "model_file": location},
+        verify=verify,
+        progress=progress,
     )
-
-
-def _model_file(project: Project, model_path: str | Path | None) -> Path:
-    if model_path is not None:
-        path = Path(model_path)
-        path = path if path.is_absolute() else Path.cwd() / path
-    elif project.spec.release.model is not None:
-        path = project.spec.resolve(project.spec.release.model)
-    else:
-        raise UsageError(
-            f"{project.spec.name} procures models interactively but names no model file",
-            hint="pass --model PATH, or set release.model in lifecycle.yaml",
-        )
-    if not path.is_file() and not is_model_dir(path):
-        hint = "train and save the model first (e.g. python train_by_hand.py)"
-        if path.is_dir():
-            hint = (
-                "name a model file (.skops), or an MLflow model directory (one that holds "
-                "an MLmodel file)"
-            )
-        raise UsageError(f"{path}: no such model file", hint=hint)
-    return path
-
-
-def read_model_file(path: Path, *, trust: TrustPolicy, trust_pickle: bool = False) -> Any:
-    """A model saved by hand: skops, checked against `trust`; a pickle only with `trust_pickle`.
-
-    Unpickling runs whatever code the file holds, so a pickle is refused
-    (UsageError) unless the user vouches for this very file with --trust-pickle.
-    An MLflow model directory (`MLmodel` with the sklearn flavor) is read the same
-    way: its skops file under `trust` (never under the trusted types its `MLmodel`
-    lists: anyone can write those), its pickle or cloudpickle only with `trust_pickle`.
-    """
-    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
-    from mlcycle.registry.artifacts import SKOPS, load_model, load_untrusted_pickle, sha256_file
-
-    if is_model_dir(path):
-        flavor = read_model_dir(path)
-        if flavor.is_pickle:
-            _check_pickle(path, trust_pickle)
-            return load_untrusted_pickle(flavor.model_file)
-        return load_model(
-            flavor.model_file,
-            sha256=sha256_file(flavor.model_file),
-            format=SKOPS,
-            trust=trust,
-        )
-    suffix = path.suffix.lower()
-    if suffix in PICKLE_SUFFIXES:
-        _check_pickle(path, trust_pickle)
-        return load_untrusted_pickle(path)
-    if suffix != ".skops":
-        raise UsageError(
-            f"{path}: unknown model file type {suffix or '(none)'}",
-            hint="save the model with skops.io.dump(model, 'model.skops')",
-        )
-    return load_model(path, sha256=sha256_file(path), format=SKOPS, trust=trust)
-
-
-def _check_pickle(path: Path, trust_pickle: bool) -> None:
-    """UsageError for a pickle model the user did not vouch for with --trust-pickle."""
-    if _is_pickle(path) and not trust_pickle:
-        what = "model file"
-        hint = (
-            "save the model as skops instead (skops.io.dump(model, 'model.skops')) and "
-            "release that file; only if you made this very file yourself, pass --trust-pickle"
-        )
-        if is_model_dir(path):
-            what = f"{read_model_dir(path).serialization} MLflow model"
-            hint = (
-                "save it with mlflow.sklearn.save_model(model, DIR, serialization_format="
-                "'skops') and release that directory; only if you made this very model "
-                "yourself, pass --trust-pickle"
-            )
-        raise UsageError(
-            f"{path}: refusing to unpickle a {what}: loading a pickle runs any code it holds",
-            hint=hint,
-        )
-
-
-def _is_pickle(path: Path) -> bool:
-    """Whether loading the model at `path` means unpickling: a pickle file, or an MLflow
-    model directory whose sklearn flavor is pickle or cloudpickle."""
-    if is_model_dir(path):
-        return read_model_dir(path).is_pickle
-    return path.suffix.lower() in PICKLE_SUFFIXES
+    return _Procured(
+        entry=result.entry,
+        metrics=result.metrics,
+        gate=result.gate,
+        data=result.data,
+        reproduction=reproduction[0] if reproduction else None,
+        warnings=(*warnings, *result.warnings),
+    )
 
 
 def _tag_message(project: Project, plan: ReleasePlan, procured: _Procured) -> str:

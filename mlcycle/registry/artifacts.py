@@ -95,7 +95,7 @@ ONNX_TASKS: Final = ("classification", "regression")
 class OnnxForm:
     """The model converted to ONNX for serving, verified against the model itself.
 
-    Made once at registration (`mlcycle.serve.predictor.onnx_form`), so that serving
+    Made once at registration (`mlcycle.registry.onnx.compile_onnx`), so that serving
     runs ONNX Runtime on these bytes and never imports skl2onnx or scikit-learn.
     `classes` are the classifier's labels in the order of its probability columns.
     """

@@ -67,7 +67,7 @@ class Registry(ABC):
         `code` is the project's model code (relative path → bytes, as
         `registry.code.project_code` reads it): stored with the entry, its hashes
         recorded, its names the only project names the model may hold. `onnx` is the
-        model's ONNX form (`mlcycle.serve.model.compile_onnx`), stored next to it with
+        model's ONNX form (`mlcycle.registry.onnx.compile_onnx`), stored next to it with
         its SHA-256 so that serving need not convert it again.
 
         `generation=None` takes the next free number of the release. With

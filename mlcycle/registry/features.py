@@ -104,6 +104,29 @@ def estimator_features(
     return tuple(Feature(str(n)) for n in found)
 
 
+def resolve_features(
+    estimator: Any, features: Sequence[Feature | str] | None
+) -> tuple[Feature, ...]:
+    """The feature schema: as given (names become numbers) or read from the estimator;
+    ServingError when it cannot tell, or the count differs from what the estimator takes."""
+    if features is None:
+        found = estimator_features(estimator)
+        if found is None:
+            raise ServingError(
+                "cannot tell the model's features: the estimator has neither "
+                "`feature_names_in_` nor `n_features_in_`",
+                hint="pass features=[...] explicitly, or fit the model on a DataFrame",
+            )
+        features = found
+    resolved = tuple(Feature(f) if isinstance(f, str) else f for f in features)
+    expected = getattr(estimator, "n_features_in_", None)
+    if expected is not None and int(expected) != len(resolved):
+        raise ServingError(
+            f"the estimator takes {int(expected)} features but {len(resolved)} were declared"
+        )
+    return resolved
+
+
 def features_from_frame(frame: pd.DataFrame) -> tuple[Feature, ...]:
     """A feature schema from a training DataFrame's dtypes (columns with NaN are nullable)."""
     import pandas as pd

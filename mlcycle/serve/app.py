@@ -10,7 +10,7 @@ routes. On this 2-core machine, shared and loaded (best of 5, two runs), a looku
 for the /v2/models/{name}/... family, and a whole dispatch to a no-op endpoint, over
 a mix of routes with a 404 and a 405, 3.7 µs against 50-59 µs: it stays hand-written.
 
-Routes (DESIGN.md section 3, documented in `GET /openapi.json`):
+Routes (the serving contract: README.md, documented in `GET /openapi.json`):
 
     POST /v1/predict        {"instances": [{FEATURE: VALUE}, ...]} or {"columns": {FEATURE: [...]}}
     POST /v1/feedback       {"id": ID, "outcome": VALUE} or a list of them

@@ -22,14 +22,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlcycle.errors import ServingError
-from mlcycle.registry.features import Feature, estimator_features, parse_features
-from mlcycle.serve.predictor import Predictor, onnx_form
+from mlcycle.registry.features import Feature, resolve_features
+from mlcycle.serve.predictor import Predictor
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
-
-    from mlcycle.registry.artifacts import OnnxForm
 
 log = logging.getLogger(__name__)
 
@@ -261,64 +259,11 @@ def resolve_source(source: ModelSource) -> Router:
     raise ServingError(f"cannot serve {type(source).__name__}: expected a ServedModel or a Router")
 
 
-def compile_onnx(
-    estimator: Any,
-    *,
-    features: Sequence[Mapping[str, Any]] | None,
-    task: str | None,
-    sample: np.ndarray | pd.DataFrame | None = None,
-) -> OnnxForm | None:
-    """The ONNX form to register with `estimator`, or None when it does not convert.
-
-    `features` is the schema recorded at training (`data.features`, dicts of name,
-    type and nullable), else the estimator's own; `task` the one recorded, else what
-    the estimator is. `sample` (training rows) verifies the form on real inputs; at
-    most 1,000 of its rows are used. A model that does not convert is served by
-    scikit-learn, and the reason is logged here, once, at registration.
-    """
-    declared = parse_features(features) if features else None
-    if sample is not None:
-        sample = sample[:1000] if not hasattr(sample, "iloc") else sample.iloc[:1000]
-    try:
-        resolved = resolve_features(estimator, declared)
-        form, reason = onnx_form(estimator, resolved, task or infer_task(estimator), sample=sample)
-    except Exception as e:  # the form is an optimisation: never the reason a release fails
-        form, reason = None, f"{type(e).__name__}: {e}"
-    if form is None:
-        log.warning(
-            "no ONNX form stored with the model (%s): serving converts it again or runs sklearn",
-            reason,
-        )
-    return form
-
-
 def infer_task(estimator: Any) -> str:
     """'classification' for classifiers, else 'regression'."""
     from sklearn.base import is_classifier
 
     return "classification" if is_classifier(estimator) else "regression"
-
-
-def resolve_features(
-    estimator: Any, features: Sequence[Feature | str] | None
-) -> tuple[Feature, ...]:
-    """The feature schema: as given (names become numbers) or read from the estimator."""
-    if features is None:
-        found = estimator_features(estimator)
-        if found is None:
-            raise ServingError(
-                "cannot tell the model's features: the estimator has neither "
-                "`feature_names_in_` nor `n_features_in_`",
-                hint="pass features=[...] explicitly, or fit the model on a DataFrame",
-            )
-        features = found
-    resolved = tuple(Feature(f) if isinstance(f, str) else f for f in features)
-    expected = getattr(estimator, "n_features_in_", None)
-    if expected is not None and int(expected) != len(resolved):
-        raise ServingError(
-            f"the estimator takes {int(expected)} features but {len(resolved)} were declared"
-        )
-    return resolved
 
 
 def warm_up(model: ServedModel) -> None:

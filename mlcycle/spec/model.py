@@ -77,7 +77,7 @@ class SelectorKind(StrEnum):
 
 @dataclass(frozen=True)
 class Classification:
-    """The five attributes of the lifecycle taxonomy (seed 004)."""
+    """The five attributes of the lifecycle taxonomy (docs/lifecycle-patterns.md)."""
 
     data_access: DataAccess
     procurement: Procurement

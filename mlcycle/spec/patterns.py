@@ -1,6 +1,6 @@
-"""The lifecycle patterns of seed 004, derived (never declared) from the five attributes.
+"""The lifecycle patterns, derived (never declared) from the five attributes.
 
-A classification either is one of the named patterns (DESIGN.md section 2) or
+A classification either is one of the named patterns (docs/lifecycle-patterns.md) or
 is `custom`; a custom one is described by its nearest named pattern and the
 attributes in which it differs.
 """
@@ -131,7 +131,7 @@ _BY_PATTERN: Mapping[Pattern, PatternDefinition] = MappingProxyType(
 )
 
 CUSTOM_DESCRIPTION = (
-    "A custom lifecycle: its attributes match none of the named patterns of seed 004 "
+    "A custom lifecycle: its attributes match none of the named patterns "
     "(interactive, open, adaptive, dual)."
 )
 

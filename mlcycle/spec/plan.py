@@ -1,9 +1,9 @@
 """The stages a lifecycle runs, as data: what `mlcycle plan` shows.
 
-The plan follows seed 004's flow charts: an R&D side, a production side, and
-the agents that keep running after deployment. It is assembled from the five
-attributes (not from the pattern name), so a custom lifecycle gets the plan
-its attributes imply. Every stage says who carries it out: mlcycle (with the
+The plan follows the patterns' flow (docs/lifecycle-patterns.md): an R&D side, a
+production side, and the agents that keep running after deployment. It is assembled
+from the five attributes (not from the pattern name), so a custom lifecycle gets the
+plan its attributes imply. Every stage says who carries it out: mlcycle (with the
 command that does it) or a person.
 """
 

@@ -47,7 +47,8 @@ def test_one_row_and_many_rows_give_the_same_answers(pipeline: Any, cancer: Any)
 def test_synthetic_verification_when_no_sample_is_given(
     pipeline: Any, cancer: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="mlcycle.serve.predictor")
+    # The check is the registry's (the conversion a stored ONNX form is made with).
+    caplog.set_level(logging.INFO, logger="mlcycle.registry.onnx")
     predictor = Predictor.from_estimator(pipeline, _features(cancer[0]), "classification")
     assert predictor.backend == "onnx"
     assert "synthetic rows" in caplog.text

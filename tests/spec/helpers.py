@@ -12,7 +12,7 @@ from tests.inprocess import run_in_process
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parents[2]
 
-# One diagnostic line, as DESIGN.md section 3 fixes it.
+# One diagnostic line, as docs/architecture.md (Spec problems are collected) fixes it.
 DIAGNOSTIC_RE = re.compile(r"^.+:\d+:\d+: (error|warning): ")
 
 MARK = "#!"
