@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pickle
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +25,10 @@ def git(repo: Path, *args: str) -> str:
 
 
 @pytest.fixture
-def interactive(tmp_path: Path) -> Path:
-    """An interactive project from `mlcycle init`, its model trained by hand and committed."""
-    from mlcycle.api.init import init
-
-    root = tmp_path / "byhand"
-    init("byhand", pattern="interactive", directory=root)
-    subprocess.run([sys.executable, "train_by_hand.py"], cwd=root, check=True, capture_output=True)
-    git(root, "add", "model.skops")
-    git(root, "commit", "-qm", "model trained by hand")
-    return root
+def interactive(hand_trained: Path) -> Path:
+    """An interactive project from `mlcycle init`, its model trained by hand and committed
+    (a copy of one made once per session, tests/conftest.py)."""
+    return hand_trained
 
 
 def hand_model(root: Path) -> Any:
