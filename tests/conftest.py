@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,6 +110,17 @@ def hand_trained(_hand_trained_template: Path, tmp_path: Path) -> Path:
     target = tmp_path / "byhand"
     shutil.copytree(_hand_trained_template, target, symlinks=True)
     return target
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real MLflow tracking server (tests/mlflow_server.py) for every test that needs
+    one: a start costs about 10 s of CPU (its database migrations). Tests keep apart by
+    experiment (the project's name) and registered-model names."""
+    from tests.mlflow_server import start_mlflow_server
+
+    with start_mlflow_server(tmp_path_factory.mktemp("mlflow")) as server:
+        yield server
 
 
 def build_file_tree(root: Path, spec: Mapping[str, str | bytes | Mapping]) -> Path:
