@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,6 +48,79 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def release_template(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """A project made by `mlcycle init NAME --pattern PATTERN` and `mlcycle release
+    RELEASE_ARGS`, once per session for each (pattern, name, args): never to be changed,
+    copy it (`released_project`). An init and a release cost one to two seconds of CPU and
+    many tests only need a released project to start from."""
+    from tests.inprocess import run_in_process  # imports the CLI: only for tests that use it
+
+    made: dict[tuple[str, str, tuple[str, ...]], Path] = {}
+
+    def template(pattern: str, name: str, *release_args: str) -> Path:
+        key = (pattern, name, release_args)
+        if key not in made:
+            root = tmp_path_factory.mktemp("released") / name
+            code, _, err = run_in_process(["init", name, "--pattern", pattern, "-d", str(root)])
+            assert code == 0, err
+            code, _, err = run_in_process(["release", *release_args], cwd=root)
+            assert code == 0, err
+            made[key] = root
+        return made[key]
+
+    return template
+
+
+@pytest.fixture
+def released_project(release_template: Callable[..., Path], tmp_path: Path) -> Callable[..., Path]:
+    """`released_project(PATTERN, NAME, *RELEASE_ARGS)`: a fresh copy, at tmp_path/NAME, of
+    what `mlcycle init NAME --pattern PATTERN && mlcycle release RELEASE_ARGS` makes (git
+    repository, tag and registry; nothing in them names the directory)."""
+
+    def copy(pattern: str, name: str, *release_args: str) -> Path:
+        target = tmp_path / name
+        shutil.copytree(release_template(pattern, name, *release_args), target, symlinks=True)
+        return target
+
+    return copy
+
+
+@pytest.fixture(scope="session")
+def _hand_trained_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.inprocess import run_in_process
+
+    root = tmp_path_factory.mktemp("hand-trained") / "byhand"
+    code, _, err = run_in_process(["init", "byhand", "--pattern", "interactive", "-d", str(root)])
+    assert code == 0, err
+    # As a user runs it: its own interpreter (a scikit-learn import and a fit, once).
+    subprocess.run([sys.executable, "train_by_hand.py"], cwd=root, check=True, capture_output=True)
+    for args in (["add", "model.skops"], ["commit", "-qm", "model trained by hand"]):
+        subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+    return root
+
+
+@pytest.fixture
+def hand_trained(_hand_trained_template: Path, tmp_path: Path) -> Path:
+    """An interactive project `byhand` from `mlcycle init`, its model trained by hand
+    (`python train_by_hand.py`) and committed, nothing released: a fresh copy at
+    tmp_path/byhand of one made once per session."""
+    target = tmp_path / "byhand"
+    shutil.copytree(_hand_trained_template, target, symlinks=True)
+    return target
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real MLflow tracking server (tests/mlflow_server.py) for every test that needs
+    one: a start costs about 10 s of CPU (its database migrations). Tests keep apart by
+    experiment (the project's name) and registered-model names."""
+    from tests.mlflow_server import start_mlflow_server
+
+    with start_mlflow_server(tmp_path_factory.mktemp("mlflow")) as server:
+        yield server
 
 
 def build_file_tree(root: Path, spec: Mapping[str, str | bytes | Mapping]) -> Path:

@@ -9,17 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.spec.helpers import cli
-
 
 @pytest.fixture(scope="session")
-def _released_adaptive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("template") / "live"
-    made = cli("init", root.name, "--pattern", "adaptive", "-d", str(root))
-    assert made.code == 0, made.output
-    released = cli("release", cwd=root)
-    assert released.code == 0, released.output
-    return root
+def _released_adaptive(release_template: Callable[..., Path]) -> Path:
+    # The session's one adaptive `live` release (tests/conftest.py), shared with the
+    # deploy and serve tests that start from it.
+    return release_template("adaptive", "live")
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import math
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,10 +50,8 @@ def fill_store(root: Path) -> None:
 
 
 @pytest.fixture
-def project_with_traffic(tmp_path: Path) -> Path:
-    root = tmp_path / "live"
-    assert mlcycle("init", "live", "--pattern", "adaptive", "-d", root).code == 0
-    assert mlcycle("release", cwd=root).code == 0
+def project_with_traffic(adaptive: Callable[[], Path]) -> Path:
+    root = adaptive()  # the session's released `live`, copied
     fill_store(root)
     return root
 

@@ -13,13 +13,15 @@ import numpy as np
 import pytest
 
 from mlcycle.agents.production import population_stability_index
-from tests.learn.conftest import init_and_release, mlcycle
+from tests.learn.conftest import mlcycle
 
 
 @pytest.fixture
-def released(tmp_path: Path) -> Callable[..., Path]:
+def released(released_project: Callable[..., Path]) -> Callable[..., Path]:
+    """A copy of a project released once per session (tests/conftest.py)."""
+
     def make(pattern: str = "adaptive", name: str = "live") -> Path:
-        return init_and_release(tmp_path / name, pattern)
+        return released_project(pattern, name)
 
     return make
 

@@ -19,17 +19,18 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.learn.conftest import init_and_release, mlcycle
+from tests.learn.conftest import mlcycle
 
 K8S_VERSION = "1.30.0"
 
 
 @pytest.fixture
-def released(tmp_path: Path) -> Callable[..., Path]:
-    """A project made by `mlcycle init` with release 0.1.0."""
+def released(released_project: Callable[..., Path]) -> Callable[..., Path]:
+    """A project made by `mlcycle init` with release 0.1.0 (a copy of one released once
+    per session, tests/conftest.py)."""
 
     def make(pattern: str = "open", name: str = "churn") -> Path:
-        return init_and_release(tmp_path / name, pattern)
+        return released_project(pattern, name)
 
     return make
 

@@ -15,12 +15,13 @@ import sqlite3
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.learn.conftest import init_and_release, mlcycle
+from tests.learn.conftest import mlcycle
 from tests.package.conftest import LOCAL_REGISTRY, docker_engine, local_registry
 
 __all__ = ["docker_engine", "local_registry"]  # fixtures, shared with tests/package
@@ -40,8 +41,8 @@ READ_ONLY = {
 
 
 @pytest.fixture
-def released(tmp_path: Path) -> Path:
-    return init_and_release(tmp_path / "demo", "open", "--bump", "minor")
+def released(released_project: Callable[..., Path]) -> Path:
+    return released_project("open", "demo", "--bump", "minor")
 
 
 def test_deploy_builds_an_image_that_serves_and_pushes_it(
@@ -161,9 +162,9 @@ def predict_events(
 
 
 def test_the_engine_image_serves_a_mounted_adaptive_project(
-    tmp_path: Path, docker_engine: Any
+    released_project: Callable[..., Path], docker_engine: Any
 ) -> None:
-    root = init_and_release(tmp_path / "live", "adaptive")
+    root = released_project("adaptive", "live")
     result = mlcycle("deploy", "--image", "--json", cwd=root)
     assert result.code == 0, result.err
     data = result.json()

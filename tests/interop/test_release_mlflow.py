@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pickle
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import yaml
 from mlcycle import api
 from mlcycle.api.project import open_project
 from mlcycle.errors import RegistryError, RuntimeFailure, UsageError
+from tests.mlflow_server import MlflowServer
 from tests.registry.gadgets import GADGETS, evil_pickle
 
 
@@ -26,16 +26,10 @@ def git(repo: Path, *args: str) -> str:
 
 
 @pytest.fixture
-def interactive(tmp_path: Path) -> Path:
-    """An interactive project from `mlcycle init`, its model trained by hand and committed."""
-    from mlcycle.api.init import init
-
-    root = tmp_path / "byhand"
-    init("byhand", pattern="interactive", directory=root)
-    subprocess.run([sys.executable, "train_by_hand.py"], cwd=root, check=True, capture_output=True)
-    git(root, "add", "model.skops")
-    git(root, "commit", "-qm", "model trained by hand")
-    return root
+def interactive(hand_trained: Path) -> Path:
+    """An interactive project from `mlcycle init`, its model trained by hand and committed
+    (a copy of one made once per session, tests/conftest.py)."""
+    return hand_trained
 
 
 def hand_model(root: Path) -> Any:
@@ -157,7 +151,7 @@ def test_a_model_uri_needs_the_declared_tracking_server(interactive: Path) -> No
 
 @pytest.mark.slow
 def test_runs_and_models_uris_of_the_declared_tracking_server_are_released(
-    interactive: Path, tmp_path: Path
+    interactive: Path, mlflow_server: MlflowServer
 ) -> None:
     """A real `mlflow server` (SQLite backend, local artifacts): a model logged to a run and
     registered is released by `runs:/` and by `models:/` URI, read under the trust policy."""
@@ -165,44 +159,41 @@ def test_runs_and_models_uris_of_the_declared_tracking_server_are_released(
     import mlflow.sklearn
     import skops.io as sio
 
-    from tests.mlflow_server import start_mlflow_server
-
     try:
-        with start_mlflow_server(tmp_path / "mlflow") as server:
-            url = server.url
-            model = hand_model(interactive)
-            mlflow.set_tracking_uri(url)
-            with mlflow.start_run() as run:
-                mlflow.sklearn.log_model(
-                    model,
-                    name="model",
-                    serialization_format="skops",
-                    skops_trusted_types=sio.get_untrusted_types(data=sio.dumps(model)),
-                    registered_model_name="byhand",
-                )
-            spec = interactive / "lifecycle.yaml"
-            spec.write_text(spec.read_text() + f"\ntracking:\n  mlflow: {url}\n")
-            git(interactive, "commit", "-qam", "declare the tracking server")
-
-            uri = f"runs:/{run.info.run_id}/model"
-            first = api.release(interactive, model=uri)
-            assert first.entry is not None and first.entry.artifact.format == "skops"
-            assert first.entry.extra["model_file"] == uri
-            # A commit holds one version (GTO): each release of another model is a commit.
-            git(interactive, "commit", "-q", "--allow-empty", "-m", "release the registered model")
-            second = api.release(interactive, model="models:/byhand/1")
-            assert second.entry is not None and second.entry.release == "0.2.0"
-            assert second.entry.extra["model_file"] == "models:/byhand/1"
-            git(
-                interactive,
-                "commit",
-                "-q",
-                "--allow-empty",
-                "-m",
-                "try a version that is not there",
+        url = mlflow_server.url
+        model = hand_model(interactive)
+        mlflow.set_tracking_uri(url)
+        with mlflow.start_run() as run:
+            mlflow.sklearn.log_model(
+                model,
+                name="model",
+                serialization_format="skops",
+                skops_trusted_types=sio.get_untrusted_types(data=sio.dumps(model)),
+                registered_model_name="byhand",
             )
-            with pytest.raises(RuntimeFailure, match=r"cannot download models:/byhand/7") as info:
-                api.release(interactive, model="models:/byhand/7")
-            assert info.value.exit_code == 1
+        spec = interactive / "lifecycle.yaml"
+        spec.write_text(spec.read_text() + f"\ntracking:\n  mlflow: {url}\n")
+        git(interactive, "commit", "-qam", "declare the tracking server")
+
+        uri = f"runs:/{run.info.run_id}/model"
+        first = api.release(interactive, model=uri)
+        assert first.entry is not None and first.entry.artifact.format == "skops"
+        assert first.entry.extra["model_file"] == uri
+        # A commit holds one version (GTO): each release of another model is a commit.
+        git(interactive, "commit", "-q", "--allow-empty", "-m", "release the registered model")
+        second = api.release(interactive, model="models:/byhand/1")
+        assert second.entry is not None and second.entry.release == "0.2.0"
+        assert second.entry.extra["model_file"] == "models:/byhand/1"
+        git(
+            interactive,
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "try a version that is not there",
+        )
+        with pytest.raises(RuntimeFailure, match=r"cannot download models:/byhand/7") as info:
+            api.release(interactive, model="models:/byhand/7")
+        assert info.value.exit_code == 1
     finally:
         mlflow.set_tracking_uri("")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,14 +19,10 @@ def git(repo: Path, *args: str) -> str:
 
 
 @pytest.fixture
-def interactive(tmp_path: Path) -> Path:
-    """An interactive project from `mlcycle init`, its model trained by hand and committed."""
-    root = tmp_path / "byhand"
-    assert mlcycle("init", "byhand", "--pattern", "interactive", "-d", root).code == 0
-    subprocess.run([sys.executable, "train_by_hand.py"], cwd=root, check=True, capture_output=True)
-    git(root, "add", "model.skops")
-    git(root, "commit", "-qm", "model trained by hand")
-    return root
+def interactive(hand_trained: Path) -> Path:
+    """An interactive project from `mlcycle init`, its model trained by hand and committed
+    (a copy of one made once per session, tests/conftest.py)."""
+    return hand_trained
 
 
 def nothing_released(root: Path) -> bool:

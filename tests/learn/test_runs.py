@@ -19,7 +19,7 @@ from mlcycle import api
 from mlcycle.agents import ProcurementRejected
 from mlcycle.errors import DataError
 from mlcycle.registry.runs import Outcome
-from tests.mlflow_server import MlflowServer, start_mlflow_server
+from tests.mlflow_server import MlflowServer
 from tests.serve.conftest import free_port
 from tests.spec.helpers import assert_clean_failure_output, cli
 
@@ -168,12 +168,6 @@ def test_the_report_escapes_what_a_run_holds() -> None:
 
 
 # --- MLflow ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> MlflowServer:  # type: ignore[misc]
-    with start_mlflow_server(tmp_path_factory.mktemp("mlflow")) as server:
-        yield server
 
 
 def test_runs_are_logged_to_the_declared_mlflow_server(

@@ -24,18 +24,15 @@ from mlcycle.scaffold import (
 from mlcycle.scaffold.render import target_path
 from mlcycle.spec import validate_file
 from tests.conftest import build_file_tree
+from tests.inprocess import run_in_process
 from tests.scaffold.conftest import snapshot
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None):
-    return subprocess.run(
-        [sys.executable, "-m", "mlcycle", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=cwd,
-        env=env,
-    )
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`mlcycle ARGS` in-process through the CLI's entry point and error funnel (exit code,
+    stdout, stderr); the console script itself is tested in tests/test_cli_basics.py."""
+    code, out, err = run_in_process(list(args), cwd=cwd)
+    return subprocess.CompletedProcess(["mlcycle", *args], code, out, err)
 
 
 # --- every pattern renders and validates ---------------------------------------------------
@@ -133,7 +130,7 @@ def test_without_git_identity_the_first_commit_uses_the_fallback(
         "GIT_CONFIG_GLOBAL",
     ):
         monkeypatch.delenv(variable, raising=False)
-    result = run_cli("init", "anon", "--pattern", "interactive", cwd=tmp_path, env=dict(os.environ))
+    result = run_cli("init", "anon", "--pattern", "interactive", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "no git identity is configured" in result.stderr
     assert "mlcycle <mlcycle@localhost>" in result.stderr
@@ -239,7 +236,7 @@ def test_failure_midway_through_the_cli_exits_1_with_a_message(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("GIT_INDEX_FILE", str(tmp_path / "missing" / "index"))
-    result = run_cli("init", "proj", "-p", "interactive", cwd=tmp_path, env=dict(os.environ))
+    result = run_cli("init", "proj", "-p", "interactive", cwd=tmp_path)
     assert result.returncode == 1
     assert "error: the first commit" in result.stderr
     assert "Traceback" not in result.stderr

@@ -96,10 +96,8 @@ def _wait_until(condition: Callable[[], bool], what: str, log: Path, timeout: fl
 
 
 @pytest.fixture
-def live_project(tmp_path: Path) -> Path:
-    root = tmp_path / "live"
-    assert mlcycle("init", "live", "--pattern", "adaptive", "-d", root).code == 0
-    assert mlcycle("release", cwd=root).code == 0
+def live_project(released_project: Callable[..., Path]) -> Path:
+    root = released_project("adaptive", "live")  # init + release, once per session
     assert mlcycle("deploy", cwd=root).code == 0
     return root
 
