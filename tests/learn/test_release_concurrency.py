@@ -73,7 +73,8 @@ def registry_refs(root: Path) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("count", [4, 16])
+# Eight processes on two cores race for the lock as sixteen did (128 s of the suite).
+@pytest.mark.parametrize("count", [8])
 def test_concurrent_bumps_each_release_their_own_version(tmp_path: Path, count: int) -> None:
     root = quick_project(tmp_path / "churn")
     results = start_releases(root, count, "--bump", "patch")
