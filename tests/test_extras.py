@@ -153,3 +153,22 @@ def test_validate_names_the_mlflow_extra(tmp_path: Path, without) -> None:  # ty
     (found,) = [d for d in report.diagnostics if d.rule == "extra-not-installed"]
     assert "tracking.mlflow needs the [mlflow] extra (mlflow is not installed)" in found.message
     assert found.hint == 'install it: pip install "mlcycle-cli[mlflow]"'
+
+
+def test_the_wheel_names_the_project_urls(tmp_path: Path) -> None:
+    # A trial: the index page had no links (no [project.urls]).
+    import zipfile
+
+    from mlcycle.package import build_wheel
+
+    wheel = build_wheel(tmp_path)
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        metadata = archive.read(name).decode()
+    urls = dict(
+        line.removeprefix("Project-URL: ").split(", ", 1)
+        for line in metadata.splitlines()
+        if line.startswith("Project-URL: ")
+    )
+    assert {"Homepage", "Documentation"} <= set(urls)
+    assert all(u.startswith("https://") and "example" not in u for u in urls.values())

@@ -7,7 +7,9 @@
   release in play and the selector routing among its newest generations. The
   serving engine picks it up while it runs. `--image` also builds the generic
   engine image `IMAGE:VERSION` (mlcycle and the release's pinned libraries, no
-  model: it serves the project mounted at /project, and the agents run in it);
+  model: it serves the project mounted at /project, and the agents run in it; with
+  a shared registry it carries the project's files and needs no volume, only the
+  registry's, artifact store's and store's URLs in its environment);
   `--context-only DIR` and `--push` work for it as for a wrapped image.
 
 Either way `--k8s DIR` writes Kubernetes manifests for it.
@@ -55,6 +57,9 @@ class DeployResult:
     k8s: K8sManifests | None = None
     uncommitted: tuple[Path, ...] = ()
     """Files this deploy wrote into the project that git would commit (untracked, changed)."""
+    engine_env: tuple[str, ...] = ()
+    """Variables the engine image's container needs when it carries the project (a shared
+    registry); empty when it serves a project mounted at /project."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready description."""
@@ -70,6 +75,7 @@ class DeployResult:
             "arms": list(self.arms),
             "k8s": self.k8s.as_dict() if self.k8s else None,
             "uncommitted": [str(p) for p in self.uncommitted],
+            "engine_env": list(self.engine_env),
         }
 
 
@@ -322,6 +328,7 @@ def _deploy_dynamic(
                 target_registry=_push_target(project, push, registry),
                 progress=progress,
             )
+            made["engine_env"] = shared.engine_env()
         if context_only is not None:
             # --context-only writes files and changes nothing else: publishing a manifest
             # would switch what a running engine serves.

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from mlcycle.api.project import open_project
+from mlcycle.api.stages import registered_entry
 from mlcycle.errors import RegistryError, UsageError
 from mlcycle.interop.mlflow import check_target, save_model_dir
 from mlcycle.registry.features import estimator_features, recorded_features
@@ -96,7 +97,7 @@ def export(
     check_target(target)
     project = open_project(path)
     registry = project.registry
-    entry = registry.get(parsed)
+    entry = registered_entry(registry, parsed, ref)
     if format == ONNX:
         return _export_onnx(project.spec.name, registry, entry, target)
     return _export_mlflow(project.spec.name, registry, entry, target)

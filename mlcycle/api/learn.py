@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.api.project import open_project
-from mlcycle.api.stages import project_stages
+from mlcycle.api.stages import project_stages, registered_entry
 from mlcycle.errors import UsageError
 from mlcycle.progress import NULL_PROGRESS, Progress, step
 
@@ -124,8 +124,10 @@ def evaluate(
     project = open_project(path)
     registry = project.registry
     current = registry.current()
-    wanted = ModelRef.parse(ref) if ref is not None else None
-    entry = registry.get(wanted) if wanted else (current or registry.get("latest"))
+    if ref is not None:
+        entry = registered_entry(registry, ModelRef.parse(ref), ref)
+    else:
+        entry = current or registry.get("latest")
     dataset = load_dataset(project.spec, data_window(project.spec, lower, upper), progress=progress)
     with step(progress, f"load {entry.ref}"):
         model = registry.load_model(entry)
@@ -366,7 +368,11 @@ def model(ref: str, path: str | Path | None = None) -> ModelDetail:
     `current`) with every tuning candidate it recorded."""
     listing = models(path)
 
-    entry = open_project(path).registry.get(ref)
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
+    from mlcycle.registry import ModelRef
+
+    registry = open_project(path).registry
+    entry = registered_entry(registry, ModelRef.parse(ref), ref)
     return ModelDetail(
         entry=entry,
         state=listing.state_of(entry),

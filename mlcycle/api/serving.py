@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcycle.api.project import open_project
+from mlcycle.api.stages import registered_entry
 from mlcycle.errors import ServingError, SpecError, UsageError
 from mlcycle.package import load_bundle
 from mlcycle.registry import ModelRef
@@ -92,7 +93,7 @@ def serve_target(
     if ref is None and project.spec.lifecycle.deployment is Deployment.DYNAMIC:
         return _live_target(project, url)
     if ref is not None:
-        entry = registry.get(ModelRef.parse(ref))
+        entry = registered_entry(registry, ModelRef.parse(ref), ref)
     else:
         current = registry.current()
         if current is None:

@@ -540,9 +540,38 @@ def named_entry(registry: Registry, ref: Any, text: str) -> Entry:
         entry = registry.current() if ref.current else registry.latest()
         if entry is not None:
             return entry
-    releases = ", ".join(registry.releases()[-5:]) or "none"
-    raise UsageError(
-        f"{registry.project}: {text} names no model in the registry (releases: {releases})",
+    raise names_nothing(registry, text)
+
+
+def registered_entry(registry: Registry, ref: Any, text: str) -> Entry:
+    """`registry.get(ref)` for a reference a user typed: one that names nothing the
+    registry holds (an unknown release or generation) is a usage error (exit 2) that
+    lists what it holds, as for every verb that takes a REF; what the registry says
+    about a release it holds (none may serve, no current model) stands."""
+    if ref.release is not None and not ref.current:
+        held = {(e.release, e.generation) for e in registry.entries()}
+        if ref.generation is None:
+            found = any(release == ref.release for release, _ in held)
+        else:
+            found = (ref.release, ref.generation) in held
+        if not found:
+            raise names_nothing(registry, text)
+    return registry.get(ref)
+
+
+def names_nothing(registry: Registry, text: str) -> UsageError:
+    """The error for a reference `text` that names no model of `registry` (exit 2)."""
+    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
+    from mlcycle.registry.refs import DEV, release_key
+
+    held = registry.releases()
+    # `dev` holds `mlcycle train`'s development trainings: a pseudo-release, not a release.
+    releases = sorted((r for r in held if r != DEV), key=release_key)
+    listing = f"releases: {', '.join(releases[-5:]) or 'none'}"
+    if DEV in held:
+        listing += f"; development trainings: {DEV}"
+    return UsageError(
+        f"{registry.project}: {text} names no model in the registry ({listing})",
         hint="`mlcycle models` lists the models",
     )
 

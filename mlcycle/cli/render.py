@@ -15,6 +15,11 @@ if TYPE_CHECKING:
     from mlcycle.spec.diagnostics import Diagnostic
 
 
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """`1 model`, `3 models`: a count with its noun in agreement."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
 @cache
 def stdout() -> Console:
     """The console for results."""

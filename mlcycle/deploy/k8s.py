@@ -118,6 +118,20 @@ class Shared:
     def registry(self) -> bool:
         return self.registry_url is not None
 
+    def engine_env(self) -> tuple[str, ...]:
+        """The variables an engine container of a shared registry is run with (`docker run
+        -e`): the image carries the project's files with their URLs masked, so the real
+        URLs and the token come from the environment, as the Kubernetes Secret gives them.
+        Empty without a shared registry: the engine serves a project mounted at /project."""
+        if not self.files:
+            return ()
+        names = ["MLCYCLE_REGISTRY_URL"]
+        if self.artifacts_url:
+            names.append(ARTIFACTS_VARIABLE)
+        if self.store_url:
+            names.append("MLCYCLE_STORE_URL")
+        return (*names, TOKEN_VARIABLE)
+
     @classmethod
     def declared(
         cls, spec: Spec, spec_file: Path, env: Mapping[str, str], *, dynamic: bool

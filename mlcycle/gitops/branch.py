@@ -28,11 +28,13 @@ class Branch:
 
 @dataclass(frozen=True)
 class _Rule:
-    """`variable` names the branch when `marker` is set and no `unless` variable is."""
+    """`variable` names the branch when `marker` is set, no `unless` variable is, and
+    every `when` variable has its value."""
 
     variable: str
     strip: str = ""  # a prefix to remove ("refs/heads/"); the value must carry it
     unless: tuple[str, ...] = ()
+    when: tuple[tuple[str, str], ...] = ()
 
 
 # CI name, the variable that says it is running, and its branch variables in order of
@@ -42,7 +44,12 @@ _CI: Final[tuple[tuple[str, str, tuple[_Rule, ...]], ...]] = (
     (
         "GitHub Actions",
         "GITHUB_ACTIONS",
-        (_Rule("GITHUB_HEAD_REF"), _Rule("GITHUB_REF", strip="refs/heads/")),
+        (
+            _Rule("GITHUB_HEAD_REF"),
+            _Rule("GITHUB_REF", strip="refs/heads/"),
+            # the short name; a tag's when GITHUB_REF_TYPE is "tag"
+            _Rule("GITHUB_REF_NAME", when=(("GITHUB_REF_TYPE", "branch"),)),
+        ),
     ),
     (
         "GitLab CI",
@@ -85,6 +92,8 @@ def ci_branch(environ: Mapping[str, str]) -> Branch | None:
         for rule in rules:
             value = environ.get(rule.variable, "").strip()
             if not value or any(environ.get(v) for v in rule.unless):
+                continue
+            if any(environ.get(v, "").strip() != want for v, want in rule.when):
                 continue
             if rule.strip:
                 if not value.startswith(rule.strip):

@@ -465,7 +465,27 @@ class Repo:
         goes on without the remote (offline work), with a warning.
         """
         if remote is None:
-            return []  # a repository without remotes: its tags are all there is
+            if not self.is_shallow():
+                return []  # a full repository without remotes: its tags are all there is
+            # A shallow clone's tags are whatever the clone brought (often none, with
+            # --no-tags); with no remote to read, a version chosen here could re-issue one.
+            names = self.remotes()
+            if names:
+                hint = (
+                    "name the remote the release tags live on (--remote NAME; remotes here: "
+                    f"{', '.join(names)}), or fetch its tags: git fetch --unshallow --tags NAME"
+                )
+            else:
+                hint = (
+                    "add the remote and fetch its tags: git remote add origin URL && "
+                    "git fetch --tags origin"
+                )
+            raise UsageError(
+                f"{self.root}: this clone is shallow and has no remote to fetch the release "
+                "tags from, so the next version cannot be told from it (it could re-issue a "
+                "version that exists)",
+                hint=hint,
+            )
         names = self.remotes()
         if remote not in names:
             hint = f"add it: git remote add {remote} URL"

@@ -21,7 +21,7 @@ from mlcycle.registry.artifacts import OnnxForm, read_onnx
 from mlcycle.registry.artifacts import load_model as load_artifact
 from mlcycle.registry.code import read_code_checked
 from mlcycle.registry.entry import Entry, Status
-from mlcycle.registry.refs import ModelRef, as_ref, check_release, release_key
+from mlcycle.registry.refs import DEV, ModelRef, as_ref, check_release, release_key
 from mlcycle.registry.trust import TrustPolicy
 from mlcycle.spec.model import Procurement
 
@@ -314,8 +314,10 @@ class Registry(ABC):
         releases = self.releases()
         if not releases:
             return "the registry is empty; train or release a model first"
-        shown = ", ".join(sorted(releases, key=release_key)[-5:])
-        return f"releases in the registry: {shown}"
+        # `dev` holds `mlcycle train`'s development trainings: not a release.
+        shown = ", ".join(sorted((r for r in releases if r != DEV), key=release_key)[-5:])
+        hint = f"releases in the registry: {shown or 'none'}"
+        return hint + (f"; development trainings: {DEV}" if DEV in releases else "")
 
 
 def _has(entry: Entry, wanted: Status | None) -> bool:

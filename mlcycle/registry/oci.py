@@ -228,22 +228,32 @@ class OciBlobStore(BlobStore):
         except RegistryError:
             raise
         except requests.exceptions.SSLError as e:
+            if "CERTIFICATE_VERIFY_FAILED" not in str(e):
+                # The connection broke during the handshake (closed, reset, a middlebox
+                # that drops it): nothing that speaks TLS was reached, so say that.
+                raise self._unreachable(what, e) from e
             raise RegistryError(
-                f"{self.describe()}: cannot {what}: TLS failed ({_reason(e)})",
+                f"{self.describe()}: cannot {what}: TLS failed at {self.location.registry} "
+                f"({_reason(e)})",
                 hint=f"a registry serving plain HTTP on a private network needs "
-                f"{INSECURE_VARIABLE}=1; otherwise give it a certificate the system trusts",
+                f"{INSECURE_VARIABLE}=1; otherwise give it a certificate the system trusts, "
+                "or check that the URL's host:port is the registry's",
             ) from e
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
-            raise RegistryError(
-                f"{self.describe()}: cannot reach the registry to {what} ({_reason(e)})",
-                hint="check the artifact store URL (registry.artifacts or MLCYCLE_ARTIFACTS_URL) "
-                "and that the registry is running and reachable from here",
-            ) from e
+            raise self._unreachable(what, e) from e
         except (requests.exceptions.RequestException, ValueError, OSError) as e:
             # oras raises ValueError for a refused authentication or upload session.
             raise RegistryError(
                 f"{self.describe()}: cannot {what}: {_reason(e)}", hint=_AUTH_HINT
             ) from e
+
+    def _unreachable(self, what: str, error: BaseException) -> RegistryError:
+        return RegistryError(
+            f"{self.describe()}: the registry at {self.location.registry} cannot be reached "
+            f"to {what} ({_reason(error)})",
+            hint="check the artifact store URL (registry.artifacts or MLCYCLE_ARTIFACTS_URL) "
+            "and that the registry is running and reachable from here",
+        )
 
     def _check(self, response: Any, *, what: str) -> None:
         status = response.status_code
@@ -273,6 +283,9 @@ def _reason(error: BaseException) -> str:
     text = str(error)
     if isinstance(error, requests.exceptions.Timeout):
         return "timed out"
+    verify = re.search(r"certificate verify failed: ([^(\"]+?)\.? \(", text)
+    if verify:
+        return f"certificate verify failed: {verify.group(1)}"
     for marker, reason in _CAUSES:
         if marker in text:
             return reason
@@ -281,6 +294,9 @@ def _reason(error: BaseException) -> str:
 
 _CAUSES: Final = (
     ("Connection refused", "connection refused"),
+    ("UNEXPECTED_EOF", "the connection was closed during the TLS handshake"),
+    ("EOF occurred", "the connection was closed during the TLS handshake"),
+    ("Connection reset", "the connection was reset"),
     ("Name or service not known", "unknown host"),
     ("Temporary failure in name resolution", "unknown host"),
     ("nodename nor servname", "unknown host"),

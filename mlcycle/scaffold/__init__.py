@@ -26,7 +26,7 @@ from mlcycle.errors import RuntimeFailure, UsageError
 from mlcycle.progress import NULL_PROGRESS, Progress, step
 from mlcycle.resources import schema_path
 from mlcycle.scaffold import datasets
-from mlcycle.scaffold.gitrepo import InitialCommit, create_repository
+from mlcycle.scaffold.gitrepo import InitialCommit, create_repository, enclosing_repository
 from mlcycle.scaffold.render import TemplateFile, render_file, template_files
 
 __all__ = [
@@ -96,6 +96,9 @@ class InitResult:
     files: tuple[CreatedFile, ...]
     commit: InitialCommit | None
     next_steps: tuple[str, ...]
+    # The repository the project's own was created inside: it sees the project as an
+    # untracked directory (git never tracks a nested repository's files).
+    outer_repository: Path | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready description."""
@@ -111,6 +114,9 @@ class InitResult:
                 "branch": self.commit.branch,
                 "author": self.commit.author,
                 "fallback_identity": self.commit.fallback_identity,
+                "outer_repository": None
+                if self.outer_repository is None
+                else str(self.outer_repository),
             },
             "next_steps": list(self.next_steps),
         }
@@ -139,6 +145,7 @@ def init_project(
             hint="`mlcycle init --help` says what each pattern is",
         )
     root = Path(directory if directory is not None else name).expanduser().absolute()
+    outer = enclosing_repository(root) if git else None
     created_top = _prepare_directory(root)
     try:
         files = render_project(name, pattern, root, progress=progress)
@@ -158,6 +165,7 @@ def init_project(
         files=tuple(CreatedFile(path, _ABOUT.get(path, "")) for path in _ordered(files)),
         commit=commit,
         next_steps=next_steps(pattern, root),
+        outer_repository=outer,
     )
 
 

@@ -33,6 +33,31 @@ class InitialCommit:
     fallback_identity: bool
 
 
+def enclosing_repository(path: Path) -> Path | None:
+    """The work tree of the git repository `path` (which may not exist yet) would be inside.
+
+    `git init` there makes a nested repository, which the outer one sees as one
+    untracked directory and never tracks the files of. None when there is none, or
+    git is missing.
+    """
+    import subprocess
+
+    existing = next((p for p in (path, *path.parents) if p.is_dir()), None)
+    if existing is None:
+        return None
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(existing), "rev-parse", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError:
+        return None
+    top = done.stdout.strip()
+    return Path(top) if done.returncode == 0 and top else None
+
+
 def create_repository(root: Path, *, message: str, branch: str = BRANCH) -> InitialCommit:
     """`git init` `root`, put HEAD on `branch`, and commit every file not ignored.
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from mlcycle import extras
 from mlcycle.redact import has_password, mask_url
@@ -1091,17 +1091,28 @@ def _strings(node: Any, path: Loc = ()) -> Iterator[tuple[Loc, str]]:
             yield from _strings(value, (*path, index))
 
 
+# The variable a container is given a URL by instead of the spec (the serving image's
+# copy of the spec has its secrets masked), for the keys that have one.
+_URL_VARIABLES: Final[Mapping[Loc, str]] = {
+    ("registry", "url"): "MLCYCLE_REGISTRY_URL",
+    ("registry", "artifacts"): "MLCYCLE_ARTIFACTS_URL",
+    ("store", "url"): "MLCYCLE_STORE_URL",
+}
+
+
 @rule("literal-secret", "warning", "a password written in the spec")
 def _literal_secret(ctx: RuleContext) -> Iterator[Finding]:
     for path, value in _strings(ctx.doc.data):
         if has_password(value):
+            variable = _URL_VARIABLES.get(tuple(path))
+            where = f" (for the serving image, {variable})" if variable else ""
             yield Finding(
                 f"{_name(path)} holds a literal password or token ({mask_url(value)}): the spec "
                 "is committed to git, and bundles and images carry it with the secret masked, "
                 "so a container could not use it anyway",
                 (path,),
                 hint="write it as ${env:NAME}, e.g. postgresql://user:${env:PGPASSWORD}@host/db, "
-                "and set NAME where mlcycle runs (for the serving image, MLCYCLE_STORE_URL)",
+                f"and set NAME where mlcycle runs{where}",
             )
 
 

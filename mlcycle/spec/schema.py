@@ -51,6 +51,25 @@ _EXPECTED_FORMS: dict[str, str] = {
     "as '1.2.0' or '1.2.0/3'",
 }
 
+_SQL_URL_FORM = _EXPECTED_FORMS["/$defs/sql_url"]
+_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+
+
+def _file_for_url_hint(path: Loc, value: Any) -> str | None:
+    """What to write when a database URL is a file path: a SQLite file as its URL, any
+    other file under `path:` (data sources and outcomes read CSV and Parquet files)."""
+    if not isinstance(value, str) or "://" in value:
+        return None
+    if value.lower().endswith(_SQLITE_SUFFIXES):
+        return f"a SQLite file is named by its URL: write `{_last(path)}: sqlite:///{value}`"
+    if path[:-1] in (("data", "source"), ("data", "outcomes")):
+        return (
+            f"a file (CSV or Parquet) goes under `path:`, not `url:`: write `path: {value}` "
+            "(and leave out `table:` and `query:`, which are for databases)"
+        )
+    return None
+
+
 _TYPE_NAMES = {
     "object": "a mapping",
     "array": "a list",
@@ -155,7 +174,8 @@ def _explain(error: ValidationError, doc: LoadedDocument, compiled: _Compiled) -
             return _bad_key_name(path, value, error.validator_value, doc, compiled)
         form = compiled.forms.get(error.validator_value)
         if form is not None:
-            return at(f"{where} must be {form} (got {_show(value)})")
+            hint = _file_for_url_hint(path, value) if form == _SQL_URL_FORM else None
+            return at(f"{where} must be {form} (got {_show(value)})", hint=hint)
         return at(
             f"{where} has an unexpected form (got {_show(value)})",
             hint=schema.get("description"),

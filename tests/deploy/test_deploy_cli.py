@@ -343,3 +343,27 @@ def test_the_bundle_cache_follows_the_spec_and_survives_damage(
     spec.write_text(spec.read_text().replace("description:", "description: (v2)", 1))
     assert mlcycle("deploy", "--context-only", tmp_path / "c3", cwd=root).code == 0
     assert spec_copy.read_text() == spec.read_text()
+
+
+def test_the_run_hint_of_an_engine_image_says_how_it_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Rendered from a result as `deploy --image` returns it (building one needs Docker).
+    from mlcycle.api.deploy import DeployResult
+    from mlcycle.cli.commands.deploy import _render
+    from mlcycle.package.image import ImageInfo
+
+    image = ImageInfo(tag="churn-engine:0.1.0", id="sha256:0", size=int(300e6))
+    shared = DeployResult(
+        project="churn",
+        deployment="dynamic",
+        image=image,
+        engine_env=("MLCYCLE_REGISTRY_URL", "MLCYCLE_ARTIFACTS_URL", "MLCYCLE_API_TOKEN"),
+    )
+    _render(shared)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "-v " not in out and "/project" not in out
+    assert (
+        "docker run -p 8080:8080 -e MLCYCLE_REGISTRY_URL=... -e MLCYCLE_ARTIFACTS_URL=... "
+        "-e MLCYCLE_API_TOKEN=... churn-engine:0.1.0"
+    ) in out

@@ -334,3 +334,15 @@ def test_what_is_shared_comes_from_the_spec_and_the_environment(tmp_path: Path) 
     assert not Shared.declared(
         plain, ROOT / "examples" / "adaptive" / "lifecycle.yaml", {}, dynamic=True
     ).registry
+
+
+def test_an_engine_of_a_shared_registry_is_run_with_urls_not_a_volume() -> None:
+    # A trial: `deploy --image` told a shared registry's user to mount PROJECT_DIR, though
+    # the image carries the project's files and runs without a volume.
+    assert SHARED.engine_env() == (
+        "MLCYCLE_REGISTRY_URL",
+        "MLCYCLE_ARTIFACTS_URL",
+        "MLCYCLE_STORE_URL",
+        "MLCYCLE_API_TOKEN",
+    )
+    assert Shared().engine_env() == ()  # a local registry: the project is mounted

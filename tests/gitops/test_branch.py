@@ -30,6 +30,17 @@ from mlcycle.gitops import Branch, ci_branch, resolve_branch
             {"GITHUB_ACTIONS": "true", "GITHUB_REF": "refs/tags/v1", "GITHUB_REF_NAME": "v1"},
             None,
         ),
+        # Only the short name (a runner that passes GITHUB_REF_NAME on, not GITHUB_REF):
+        # a branch when GITHUB_REF_TYPE says so, never a tag.
+        (
+            {"GITHUB_ACTIONS": "true", "GITHUB_REF_NAME": "main", "GITHUB_REF_TYPE": "branch"},
+            Branch("main", "GitHub Actions: GITHUB_REF_NAME"),
+        ),
+        (
+            {"GITHUB_ACTIONS": "true", "GITHUB_REF_NAME": "v1", "GITHUB_REF_TYPE": "tag"},
+            None,
+        ),
+        ({"GITHUB_ACTIONS": "true", "GITHUB_REF_NAME": "main"}, None),
         # GitLab CI: a branch pipeline, a merge request pipeline, a tag pipeline.
         (
             {"GITLAB_CI": "true", "CI_COMMIT_BRANCH": "main", "CI_COMMIT_REF_NAME": "main"},

@@ -118,3 +118,25 @@ def test_without_a_remote_the_local_tags_are_all_there_is(tmp_path: Path) -> Non
     work = tmp_path / "alone"
     init("churn", pattern="open", directory=work)
     assert api.release(work, dry_run=True).plan.fetched_tags == ()
+
+
+def test_a_shallow_clone_without_a_remote_is_refused_before_training(
+    remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A trial: the remote held 0.1.0 on this very commit's ancestor; with origin removed
+    # the clone has no tags and nowhere to read them, so "0.0.1, the first release" was
+    # released. It must refuse, exit 2, with the command that fixes it.
+    clone = ci_clone(remote, tmp_path / "ci")
+    git(clone, "remote", "remove", "origin")
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_REF", "refs/heads/main")
+    with pytest.raises(UsageError) as refused:
+        api.release(clone, bump="patch")
+    assert refused.value.exit_code == ExitCode.USAGE
+    assert "shallow" in refused.value.message and "no remote" in refused.value.message
+    assert refused.value.hint is not None
+    assert "git remote add origin URL && git fetch --tags origin" in refused.value.hint
+    assert not (clone / ".mlcycle" / "registry").exists() or not any(
+        (clone / ".mlcycle" / "registry").rglob("*.skops")
+    )
+    assert git(clone, "tag", "--list") == ""

@@ -157,8 +157,8 @@ def test_evaluate_check_exits_3_when_the_gate_fails(example: Example) -> None:
 def test_evaluate_an_unknown_ref(example: Example) -> None:
     project = example("open")
     result = mlcycle("evaluate", "0.3.0/2", cwd=project)
-    assert result.code == 1
-    assert "no model 0.3.0/2" in result.err
+    assert result.code == 2  # a REF that names nothing: as for deploy and promote
+    assert "0.3.0/2 names no model in the registry" in result.err
     bad = mlcycle("evaluate", "v0.3.0", cwd=project)
     assert bad.code == 2
     assert "without the tag's `v`" in bad.err

@@ -218,6 +218,11 @@ class RegistryContract:
         with pytest.raises(RegistryError) as info:
             registry.get("0.2.0/1")
         assert info.value.hint == "releases in the registry: 0.1.0"
+        # `dev` (development trainings of `mlcycle train`) is not listed as a release.
+        register(registry, logit, release="dev")
+        with pytest.raises(RegistryError) as info:
+            registry.get("0.2.0/1")
+        assert info.value.hint == ("releases in the registry: 0.1.0; development trainings: dev")
         # A release whose models may not serve says why, not that it has none.
         register(registry, logit, release="0.3.0", status="rejected", gate=GATE_FAILED)
         register(registry, logit, release="0.3.0")

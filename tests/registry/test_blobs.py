@@ -8,6 +8,7 @@ supply only the URL. What only one store does is tested beside its class.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import logging
@@ -25,6 +26,7 @@ import pytest
 from mlcycle.errors import ExitCode, IntegrityError, RegistryError, UsageError
 from mlcycle.extras import MissingExtraError
 from mlcycle.registry.blobs import BlobStore, DirectoryBlobStore, digest_of, open_blob_store
+from mlcycle.registry.oci import OciBlobStore, OciLocation
 
 OCI_REGISTRY = ("127.0.0.1", 5000)  # what `make test` / scripts/docker-env.sh runs
 
@@ -161,7 +163,7 @@ class TestOciBlobStore(BlobStoreContract):
         # The same cache, the registry gone: the blob comes from the cache, verified.
         dead = open_store(cache="shared", at=f"oci://127.0.0.1:1/{repository}")
         assert dead.fetch(digest).read_bytes() == source.read_bytes()
-        with pytest.raises(RegistryError, match="cannot reach"):
+        with pytest.raises(RegistryError, match="cannot be reached"):
             dead.has(digest)  # it really is unreachable
 
     def test_what_a_writer_stored_it_reads_back_without_the_network(
@@ -200,10 +202,41 @@ class TestOciBlobStore(BlobStoreContract):
         with pytest.raises(RegistryError) as caught:
             store.put(source)
         error = caught.value
-        assert str(error).startswith("oci://127.0.0.1:1/team/churn: cannot reach the registry")
+        assert str(error).startswith(
+            "oci://127.0.0.1:1/team/churn: the registry at 127.0.0.1:1 cannot be reached"
+        )
         assert "connection refused" in str(error)
         assert error.exit_code is ExitCode.RUNTIME
         assert error.hint is not None and "MLCYCLE_ARTIFACTS_URL" in error.hint
+
+    def test_a_handshake_that_breaks_is_an_unreachable_registry_not_a_tls_failure(
+        self, tmp_path: Path
+    ) -> None:
+        # A trial: an unroutable host (a middlebox dropping the connection) was reported
+        # as "cannot download: TLS failed (HTTPSConnectionPool ... Max retries exceeded)".
+        # Here: HTTPS to a port that accepts and closes at once.
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def close_each() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    listener.accept()[0].close()
+
+        threading.Thread(target=close_each, daemon=True).start()
+        try:
+            location = OciLocation(registry=f"127.0.0.1:{port}", repository="x", insecure=False)
+            store = OciBlobStore(location, cache=tmp_path)
+            with pytest.raises(RegistryError) as caught:
+                store.fetch("sha256:" + "0" * 64)
+        finally:
+            listener.close()
+        message = str(caught.value)
+        assert f"the registry at 127.0.0.1:{port} cannot be reached to download" in message
+        assert "TLS failed" not in message and "HTTPSConnectionPool" not in message
+        assert "Max retries" not in message
 
     def test_credentials_come_from_the_environment_and_never_reach_a_message_or_log(
         self,

@@ -367,3 +367,23 @@ def test_the_command_survives_a_kill_keeps_passwords_out_of_sight_and_resumes(
     assert again.returncode == 0, again.stderr
     assert "nothing to copy" in again.stdout
     assert "(3 models)" in again.stdout
+
+
+def test_counts_agree_with_their_nouns(capsys: pytest.CaptureFixture[str]) -> None:
+    # A trial: "nothing to copy: ... (1 models)".
+    from mlcycle.cli.commands.registry import _render
+    from mlcycle.registry.migrate import Migration
+
+    _render(Migration(project="churn", source=".mlcycle/registry", target="db", present_entries=1))
+    assert "(1 model)" in capsys.readouterr().out
+    _render(
+        Migration(
+            project="churn",
+            source=".mlcycle/registry",
+            target="db",
+            entries=("0.1.0/2",),
+            present_entries=1,
+            present_records=1,
+        )
+    )
+    assert "already there: 1 model, 1 other record" in capsys.readouterr().out

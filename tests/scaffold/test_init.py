@@ -151,6 +151,28 @@ def test_no_git_creates_no_repository(tmp_path: Path) -> None:
     assert result.as_dict()["git"] is None
 
 
+def test_a_project_made_inside_a_repository_is_said_to_be_a_nested_one(tmp_path: Path) -> None:
+    # A trial: `mlcycle init sub` inside a repository made a nested one silently.
+    from tests.inprocess import run_in_process
+
+    outer = tmp_path / "mono"
+    outer.mkdir()
+    subprocess.run(["git", "init", "-q", str(outer)], check=True)
+    code, _, err = run_in_process(["init", "sub", "--pattern", "open"], cwd=outer)
+    assert code == 0, err
+    message = " ".join(err.split())
+    assert f"is inside the git repository {outer}" in message
+    assert "untracked" in message and "--no-git" in message and "-d DIR" in message
+    assert (outer / "sub" / ".git").is_dir()
+
+    # --no-git: the files belong to the outer repository, nothing to warn about.
+    code, _, err = run_in_process(["init", "plain", "--pattern", "open", "--no-git"], cwd=outer)
+    assert code == 0 and "warning" not in err
+    # Outside any repository: no warning.
+    alone = init_project("alone", pattern="open", directory=tmp_path / "alone")
+    assert alone.outer_repository is None
+
+
 # --- refusals and clean failure -------------------------------------------------------------
 
 

@@ -466,3 +466,21 @@ def test_adhoc_warning_says_what_is_lost_and_what_to_change(tmp_path: Path) -> N
         assert lost in d.message
     assert d.hint is not None and "data_access: programmatic" in d.hint
     assert report.ok  # warnings alone keep the spec valid
+
+
+def test_a_literal_secret_hint_names_the_variable_of_its_key(tmp_path: Path) -> None:
+    # A trial: a password in registry.url was told to go in MLCYCLE_STORE_URL.
+    text = spec_text(
+        "data:\n  source: {path: d.csv}\n  label: y\n"
+        + DATA_LABEL_MODEL
+        + "registry:\n  url: postgresql://app:S3cret@db/registry\n"
+        + "store:\n  url: postgresql://app:S3cret@db/store\n"
+    )
+    report = validate_file(write_spec(tmp_path, text))
+    hints = {
+        d.message.split(" ", 1)[0]: d.hint for d in report.diagnostics if d.rule == "literal-secret"
+    }
+    assert set(hints) == {"registry.url", "store.url"}, hints
+    assert "MLCYCLE_REGISTRY_URL" in (hints["registry.url"] or "")
+    assert "MLCYCLE_STORE_URL" not in (hints["registry.url"] or "")
+    assert "MLCYCLE_STORE_URL" in (hints["store.url"] or "")

@@ -160,6 +160,24 @@ def test_value_errors_are_worded_for_people(
     assert any(message in e[2] for e in errors), errors
 
 
+@pytest.mark.parametrize(
+    ("url", "hint"),
+    [
+        # A trial: a Parquet file under url: was told only "must be a database URL".
+        ("data/events.parquet", "a file (CSV or Parquet) goes under `path:`"),
+        ("events.csv", "write `path: events.csv`"),
+        ("data/events.db", "write `url: sqlite:///data/events.db`"),
+    ],
+)
+def test_a_file_written_as_a_database_url_is_told_where_it_goes(
+    tmp_path: Path, url: str, hint: str
+) -> None:
+    text = spec_text().replace("{path: d.csv, ordinal: ts}", f"{{url: {url}, ordinal: ts}}")
+    ((_, _, message, said),) = errors_at(tmp_path, text)
+    assert "data.source.url must be a database URL" in message
+    assert said is not None and hint in said
+
+
 def test_all_errors_at_once_sorted_and_never_raw(tmp_path: Path) -> None:
     text = """\
 apiVersion: mlcycle/v2

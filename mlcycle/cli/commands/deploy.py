@@ -57,7 +57,9 @@ def deploy(
         False,
         "--image",
         help="Dynamic: also build the generic serving engine image IMAGE:VERSION "
-        "(no model inside; it serves the project mounted at /project).",
+        "(no model inside; it serves the project mounted at /project, or, with a shared "
+        "registry, carries the project's files and needs no volume: pass it the URLs in "
+        "MLCYCLE_REGISTRY_URL, MLCYCLE_ARTIFACTS_URL, MLCYCLE_STORE_URL).",
     ),
     history: bool = typer.Option(
         False, "--history", help="Dynamic: list the published serving manifests and stop."
@@ -134,11 +136,14 @@ def _render(result: DeployResult) -> None:
     if result.image is not None:
         size = result.image.size / 1e6
         tag = escape(result.image.tag)
-        run = (
-            f"docker run -p 8080:8080 -e MLCYCLE_API_TOKEN=... -v PROJECT_DIR:/project {tag}"
-            if result.manifest is not None
-            else f"docker run -p 8080:8080 -e MLCYCLE_API_TOKEN=... {tag}"
-        )
+        if result.engine_env:
+            # A shared registry's engine carries the project: no volume, only its URLs.
+            env = " ".join(f"-e {name}=..." for name in result.engine_env)
+            run = f"docker run -p 8080:8080 {env} {tag}"
+        elif result.manifest is not None:
+            run = f"docker run -p 8080:8080 -e MLCYCLE_API_TOKEN=... -v PROJECT_DIR:/project {tag}"
+        else:
+            run = f"docker run -p 8080:8080 -e MLCYCLE_API_TOKEN=... {tag}"
         out.print(f"[green]built[/] image [bold]{tag}[/] ({size:.0f} MB); run it: {run}")
     if result.pushed is not None:
         out.print(f"[green]pushed[/] {escape(result.pushed.tag)}")

@@ -99,6 +99,15 @@ def _print_result(result: InitResult) -> None:
         out.print(
             f"git: first commit {commit.sha[:7]} on {commit.branch} by {escape(commit.author)}"
         )
+        outer = result.outer_repository
+        if outer is not None:
+            render.warning(
+                f"{result.directory} is inside the git repository {outer}: the project is a "
+                f"repository of its own, which {outer} sees as one untracked directory (it "
+                "never tracks a nested repository's files); to make the project part of "
+                f"{outer}, remove {result.directory} and run init again with --no-git; to "
+                "keep it apart, create it outside (-d DIR)"
+            )
         if commit.fallback_identity:
             render.warning(
                 "no git identity is configured, so the first commit is by "

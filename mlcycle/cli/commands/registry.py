@@ -84,7 +84,7 @@ def _render(result: Migration) -> None:
     if result.copied == 0:
         out.print(
             f"nothing to copy: {target} already holds everything of {escape(result.project)} "
-            f"in {escape(result.source)} ({result.present_entries} models)"
+            f"in {escape(result.source)} ({render.counted(result.present_entries, 'model')})"
         )
         return
     out.print(f"copied {escape(result.project)} from {escape(result.source)} to {target}:")
@@ -105,8 +105,8 @@ def _render(result: Migration) -> None:
     )
     if result.present_entries or result.present_records:
         out.print(
-            f"  already there: {result.present_entries} models, "
-            f"{result.present_records} other records"
+            f"  already there: {render.counted(result.present_entries, 'model')}, "
+            f"{render.counted(result.present_records, 'other record')}"
         )
 
 
