@@ -386,4 +386,8 @@ def test_counts_agree_with_their_nouns(capsys: pytest.CaptureFixture[str]) -> No
             present_records=1,
         )
     )
-    assert "already there: 1 model, 1 other record" in capsys.readouterr().out
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "already there: 1 model, 1 other record" in shown
+    # What a user does next, said once something was copied.
+    assert "next: point every clone at it: `registry: {url: ..., artifacts: ...}`" in shown
+    assert "MLCYCLE_REGISTRY_URL and MLCYCLE_ARTIFACTS_URL" in shown

@@ -108,6 +108,12 @@ def _render(result: Migration) -> None:
             f"  already there: {render.counted(result.present_entries, 'model')}, "
             f"{render.counted(result.present_records, 'other record')}"
         )
+    # A trial: after migrating, nothing said how the clones find the shared registry.
+    out.print(
+        "next: point every clone at it: `registry: {url: ..., artifacts: ...}` in "
+        "lifecycle.yaml (a password as ${env:NAME}), or MLCYCLE_REGISTRY_URL and "
+        "MLCYCLE_ARTIFACTS_URL; and `git push --tags` (releases and stages are git tags)"
+    )
 
 
 def _size(n: int) -> str:
