@@ -85,7 +85,9 @@ def test_requests_that_waited_past_the_deadline_are_shed_and_the_server_recovers
     body = {"instances": rows_of(cancer[0], 0, 1)}
     try:
         assert server.post("/v1/predict", body).status == 200
-        answers = _frozen_requests(server, body)
+        # Five, not three: on a busy machine the worker may read the first requests in
+        # turns of their own; five read at once leave some queued behind one in flight.
+        answers = _frozen_requests(server, body, count=5)
         # One request goes first and is served (shedding the last of a queue spares
         # no one); those queued behind it waited too long and are shed at once.
         statuses = sorted(status for status, _, _ in answers)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import tritonclient.http as tritonclient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,8 +24,6 @@ from mlcycle.registry.features import Feature
 from mlcycle.serve.codec import Codec, RequestError
 from mlcycle.serve.model import ServedModel
 from tests.serve.conftest import GENERATION, NAME, RELEASE, Server, free_port, wait_ready
-
-tritonclient = pytest.importorskip("tritonclient.http")
 
 NUMPY_TYPES = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64}
 ROWS = 20
