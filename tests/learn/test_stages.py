@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,20 @@ def gto_program() -> str:
 
 
 def gto(repo: Path, *args: str) -> Any:
-    """Run the real GTO in `repo`; its JSON output."""
+    """Run the real GTO in `repo`; its JSON output.
+
+    A GTO command that writes a tag runs in a later second than the newest tag: git dates
+    tags to the second, and GTO orders a stage's assignments by that date, so a tag
+    mlcycle wrote in the same second (the CLI runs in-process here, quickly) is a tie
+    GTO breaks its own way — a person does not promote twice within one second.
+    """
+    if args and args[0] in ("assign", "deprecate", "register"):
+        newest = git(
+            repo, "for-each-ref", "--sort=-taggerdate", "--count=1",
+            "--format=%(taggerdate:unix)", "refs/tags",
+        )  # fmt: skip
+        while newest and time.time() < int(newest) + 1:
+            time.sleep(0.05)
     proc = subprocess.run(
         [gto_program(), *args], cwd=repo, capture_output=True, text=True, check=False
     )
