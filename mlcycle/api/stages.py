@@ -561,17 +561,8 @@ def registered_entry(registry: Registry, ref: Any, text: str) -> Entry:
 
 def names_nothing(registry: Registry, text: str) -> UsageError:
     """The error for a reference `text` that names no model of `registry` (exit 2)."""
-    # lazy: `mlcycle validate` loads all of mlcycle.api; keep the other layers off it
-    from mlcycle.registry.refs import DEV, release_key
-
-    held = registry.releases()
-    # `dev` holds `mlcycle train`'s development trainings: a pseudo-release, not a release.
-    releases = sorted((r for r in held if r != DEV), key=release_key)
-    listing = f"releases: {', '.join(releases[-5:]) or 'none'}"
-    if DEV in held:
-        listing += f"; development trainings: {DEV}"
     return UsageError(
-        f"{registry.project}: {text} names no model in the registry ({listing})",
+        f"{registry.project}: {text} names no model in the registry (releases: {registry.held()})",
         hint="`mlcycle models` lists the models",
     )
 

@@ -311,13 +311,16 @@ class Registry(ABC):
         )
 
     def _known_hint(self) -> str:
-        releases = self.releases()
-        if not releases:
+        if not self.releases():
             return "the registry is empty; train or release a model first"
-        # `dev` holds `mlcycle train`'s development trainings: not a release.
+        return f"releases in the registry: {self.held()}"
+
+    def held(self) -> str:
+        """What the registry holds, for a message: the newest five releases (`none`), and
+        `dev` apart — it holds `mlcycle train`'s development trainings, not a release."""
+        releases = self.releases()
         shown = ", ".join(sorted((r for r in releases if r != DEV), key=release_key)[-5:])
-        hint = f"releases in the registry: {shown or 'none'}"
-        return hint + (f"; development trainings: {DEV}" if DEV in releases else "")
+        return (shown or "none") + (f"; development trainings: {DEV}" if DEV in releases else "")
 
 
 def _has(entry: Entry, wanted: Status | None) -> bool:
