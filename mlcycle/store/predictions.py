@@ -203,6 +203,9 @@ def _loads(text: str | None) -> Any:
     return None if text is None else orjson.loads(text)
 
 
+_CREATE_LOCK = 0x6D6C6373  # "mlcs": the advisory lock key the store's creators share
+
+
 class PredictionStore:
     """Predictions and outcomes in a SQL database (see the module docstring)."""
 
@@ -224,11 +227,18 @@ class PredictionStore:
     def _create(self) -> None:
         import sqlalchemy as sa
 
-        # Several workers may start at once; whoever loses the race to create a table
-        # finds it there on the second try.
+        # Several workers, or engines on several machines, may start at once. On
+        # PostgreSQL two CREATE TABLEs of one name collide (a duplicate pg_type row, not
+        # "already exists"): the creators take turns under an advisory lock, as the SQL
+        # registry does. SQLite's loser of the race finds the table on the second try.
         for attempt in range(3):
             try:
-                self._tables.metadata.create_all(self.engine)
+                with self.engine.begin() as conn:
+                    if conn.dialect.name == "postgresql":
+                        conn.execute(
+                            sa.text("SELECT pg_advisory_xact_lock(:a, 0)"), {"a": _CREATE_LOCK}
+                        )
+                    self._tables.metadata.create_all(conn)
                 self._upgrade()
                 return
             except sa.exc.OperationalError:

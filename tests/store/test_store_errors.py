@@ -126,3 +126,28 @@ def test_a_database_that_goes_away_after_opening(postgres_url: str) -> None:
             store.unmatched_keys()
     finally:
         store.close()
+
+
+def test_engines_opening_one_empty_database_at_once_all_open_it(postgres_url: str) -> None:
+    # Two engine containers starting together on an empty PostgreSQL database: both
+    # created the tables, and one died of a duplicate pg_type row (a fresh-clone CI run).
+    import threading
+
+    from mlcycle.store.predictions import PredictionStore
+
+    start = threading.Barrier(4)
+    failures: list[BaseException] = []
+
+    def open_store() -> None:
+        start.wait()
+        try:
+            PredictionStore(postgres_url).engine.dispose()
+        except BaseException as e:
+            failures.append(e)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failures == []
