@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
@@ -12,6 +13,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.once import made_once
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`make test`, `--dist loadgroup`): what a fixture wider than a
+    test makes is made on one worker, and the long tests go out first.
+
+    The tests of one MLflow server run on one worker, and so do a module's tests that
+    share a module-scoped fixture (a built image, a running server): on several workers
+    each would make its own, and one worker's teardown (removing an image's tag) would
+    pull it from under another's test. Long tests first, so that no worker is left with
+    one at the end while the others idle."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    for item in items:
+        fixtures = getattr(item, "_fixtureinfo", None)
+        definitions = fixtures.name2fixturedefs.values() if fixtures else ()
+        if "mlflow_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("mlflow"))
+        elif any(d.scope in ("module", "class") for defs in definitions for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -55,21 +79,20 @@ def release_template(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., 
     """A project made by `mlcycle init NAME --pattern PATTERN` and `mlcycle release
     RELEASE_ARGS`, once per session for each (pattern, name, args): never to be changed,
     copy it (`released_project`). An init and a release cost one to two seconds of CPU and
-    many tests only need a released project to start from."""
+    many tests only need a released project to start from; `made_once` shares them
+    between pytest-xdist's workers too."""
     from tests.inprocess import run_in_process  # imports the CLI: only for tests that use it
 
-    made: dict[tuple[str, str, tuple[str, ...]], Path] = {}
-
     def template(pattern: str, name: str, *release_args: str) -> Path:
-        key = (pattern, name, release_args)
-        if key not in made:
-            root = tmp_path_factory.mktemp("released") / name
+        def make(path: Path) -> None:
+            root = path / name
             code, _, err = run_in_process(["init", name, "--pattern", pattern, "-d", str(root)])
             assert code == 0, err
             code, _, err = run_in_process(["release", *release_args], cwd=root)
             assert code == 0, err
-            made[key] = root
-        return made[key]
+
+        key = hashlib.sha256(repr((pattern, name, release_args)).encode()).hexdigest()[:12]
+        return made_once(tmp_path_factory, f"released-{name}-{key}", make) / name
 
     return template
 
@@ -92,14 +115,21 @@ def released_project(release_template: Callable[..., Path], tmp_path: Path) -> C
 def _hand_trained_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.inprocess import run_in_process
 
-    root = tmp_path_factory.mktemp("hand-trained") / "byhand"
-    code, _, err = run_in_process(["init", "byhand", "--pattern", "interactive", "-d", str(root)])
-    assert code == 0, err
-    # As a user runs it: its own interpreter (a scikit-learn import and a fit, once).
-    subprocess.run([sys.executable, "train_by_hand.py"], cwd=root, check=True, capture_output=True)
-    for args in (["add", "model.skops"], ["commit", "-qm", "model trained by hand"]):
-        subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
-    return root
+    def make(path: Path) -> None:
+        root = path / "byhand"
+        code, _, err = run_in_process(
+            ["init", "byhand", "--pattern", "interactive", "-d", str(root)]
+        )
+        assert code == 0, err
+        # As a user runs it: its own interpreter (a scikit-learn import and a fit, once).
+        for command in (
+            [sys.executable, "train_by_hand.py"],
+            ["git", "add", "model.skops"],
+            ["git", "commit", "-qm", "model trained by hand"],
+        ):
+            subprocess.run(command, cwd=root, check=True, capture_output=True)
+
+    return made_once(tmp_path_factory, "hand-trained", make) / "byhand"
 
 
 @pytest.fixture
@@ -110,6 +140,18 @@ def hand_trained(_hand_trained_template: Path, tmp_path: Path) -> Path:
     target = tmp_path / "byhand"
     shutil.copytree(_hand_trained_template, target, symlinks=True)
     return target
+
+
+@pytest.fixture(scope="session")
+def mlcycle_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """mlcycle's wheel, built from this source tree once for the run."""
+    from mlcycle.package import build_wheel
+
+    def make(folder: Path) -> None:
+        build_wheel(folder)
+
+    (wheel,) = made_once(tmp_path_factory, "wheel", make).glob("*.whl")
+    return wheel
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from mlcycle.api.project import open_project
 from mlcycle.api.stages import project_stages, registered_entry
 from mlcycle.errors import UsageError
 from mlcycle.progress import NULL_PROGRESS, Progress, step
+from mlcycle.registry.refs import DEV
 
 if TYPE_CHECKING:
     from mlcycle.agents import ProcureResult
@@ -22,10 +23,6 @@ if TYPE_CHECKING:
     from mlcycle.spec.model import Spec
     from mlcycle.train import GateResult
     from mlcycle.train.tuning import Trial
-
-# Development trainings live in the pseudo-release `dev`; `release` makes real ones.
-DEV_RELEASE = "dev"
-
 
 def train(
     path: str | Path | None = None,
@@ -51,7 +48,7 @@ def train(
     return procure(
         project.spec,
         project.registry,
-        release=DEV_RELEASE,
+        release=DEV,  # development trainings: the pseudo-release `dev`
         window=window,
         spec_hash=project.spec_hash,
         recipe_hash=project.recipe_hash,

@@ -36,6 +36,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
         process.wait(timeout=60)
 
 
+@pytest.mark.slow
 def test_keys_join_outcomes_from_the_source(served: tuple[Path, int]) -> None:
     root, port = served
     features = [f["name"] for f in request(port, "GET", "/v1/model")[1]["features"]]

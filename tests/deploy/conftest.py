@@ -1,7 +1,8 @@
 """The stranger's mlcycle: this checkout's wheel on a local package index, in a fresh venv.
 
-Session-scoped, so the wheel is built and installed once for every test that
-needs mlcycle as a user gets it (test_from_wheel, test_generated_ci).
+Built and installed once for the whole run (`tests/once.py`, pytest-xdist's workers
+included) for every test that needs mlcycle as a user gets it (test_from_wheel,
+test_generated_ci); each worker serves the index itself.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import functools
 import hashlib
 import http.server
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -20,16 +22,15 @@ from typing import Any
 import pytest
 
 import mlcycle
-from mlcycle.package.dockerfile import build_wheel
-
-CHECKOUT = Path(__file__).resolve().parents[2]
+from tests.once import made_once
 
 
 @pytest.fixture(scope="session")
-def package_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def package_index(tmp_path_factory: pytest.TempPathFactory, mlcycle_wheel: Path) -> Iterator[str]:
     """A PEP 503 'simple' index on 127.0.0.1 serving this checkout's wheel."""
     root = tmp_path_factory.mktemp("index")
-    wheel = build_wheel(root / "files", source=CHECKOUT)
+    (root / "files").mkdir()
+    wheel = Path(shutil.copy2(mlcycle_wheel, root / "files"))
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
     project = root / "simple" / "mlcycle-cli"
     project.mkdir(parents=True)
@@ -58,23 +59,29 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 def stranger(
     package_index: str, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, dict[str, str]]:
-    """A fresh venv outside the checkout with mlcycle-cli installed from the index."""
-    home = tmp_path_factory.mktemp("stranger")
-    venv = home / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    """A home of its own (for this worker), and a fresh venv outside the checkout with
+    mlcycle-cli installed from the index (one for the run, at `HOME/venv`: tests only
+    read it)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env['PATH']}"
     env["PIP_EXTRA_INDEX_URL"] = package_index
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    install = subprocess.run(
-        [venv / "bin" / "pip", "install", "--quiet", mlcycle.requirement()],
-        cwd=home,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert install.returncode == 0, install.stderr[-3000:]
+
+    def make(venv: Path) -> None:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        install = subprocess.run(
+            [venv / "bin" / "pip", "install", "--quiet", mlcycle.requirement()],
+            cwd=venv,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        assert install.returncode == 0, install.stderr[-3000:]
+
+    home = tmp_path_factory.mktemp("stranger")
+    venv = home / "venv"
+    venv.symlink_to(made_once(tmp_path_factory, "stranger-venv", make))
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env['PATH']}"
     where = subprocess.run(
         ["python", "-c", "import mlcycle; print(mlcycle.__file__)"],
         cwd=home,

@@ -44,6 +44,7 @@ def validate_k8s(directory: Path) -> list[str]:
     return kinds
 
 
+@pytest.mark.slow
 def test_context_only_and_k8s_for_a_wrapped_release(
     released: Callable[..., Path], tmp_path: Path
 ) -> None:
@@ -81,6 +82,7 @@ def test_context_only_and_k8s_for_a_wrapped_release(
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
 
+@pytest.mark.slow
 def test_k8s_files_written_into_the_project_are_named_as_uncommitted(
     released: Callable[..., Path], tmp_path: Path
 ) -> None:
@@ -172,6 +174,7 @@ def test_dynamic_deploy_publishes_versioned_manifests(
             assert template["spec"]["securityContext"]["fsGroup"] == 10001, path.name
 
 
+@pytest.mark.slow
 def test_dynamic_engine_context_and_refusals(released: Callable[..., Path], tmp_path: Path) -> None:
     root = released("adaptive", "live")
     result = mlcycle("deploy", "--context-only", tmp_path / "ctx", "--json", cwd=root)
@@ -327,6 +330,7 @@ def test_serve_refuses_a_project_without_a_current_model(tmp_path: Path) -> None
     assert "no model is current" in result.err and "mlcycle release" in result.err
 
 
+@pytest.mark.slow
 def test_the_bundle_cache_follows_the_spec_and_survives_damage(
     released: Callable[..., Path], tmp_path: Path
 ) -> None:

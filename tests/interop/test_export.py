@@ -36,6 +36,7 @@ def without(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     return hide
 
 
+@pytest.mark.slow
 def test_mlflow_export_loads_in_pyfunc_and_predicts_what_mlcycle_serves(
     released: Path, tmp_path: Path
 ) -> None:

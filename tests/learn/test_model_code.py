@@ -142,6 +142,7 @@ def test_project_classes_as_pipeline_steps_train_and_are_stored_with_their_code(
     assert str(stored) not in sys.path and str(stored.resolve()) not in sys.path
 
 
+@pytest.mark.slow
 def test_release_serve_and_a_change_of_code_without_a_release(tmp_path: Path) -> None:
     root = coded_project(tmp_path / "shop", model=ENTRYPOINT)
     released = mlcycle("release", "--bump", "minor", cwd=root)

@@ -156,11 +156,3 @@ def local_registry() -> str:
     except OSError:
         _unavailable(f"no registry answers on {LOCAL_REGISTRY}")
     return LOCAL_REGISTRY
-
-
-@pytest.fixture(scope="session")
-def mlcycle_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """mlcycle's wheel, built once per session from this source tree."""
-    from mlcycle.package import build_wheel
-
-    return build_wheel(tmp_path_factory.mktemp("wheel"))

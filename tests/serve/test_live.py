@@ -127,6 +127,7 @@ def register_generation(root: Path) -> Any:
     ), registry
 
 
+@pytest.mark.slow
 def test_new_generations_swap_in_under_load_and_broken_ones_never_serve(
     live_project: Path,
 ) -> None:

@@ -206,6 +206,7 @@ def test_more_rows_than_max_rows_is_413_in_every_form(pipeline: Any, cancer: Any
         )
 
 
+@pytest.mark.slow
 def test_max_rows_reaches_the_server_process(model_dir: Any, tmp_path: Any, cancer: Any) -> None:
     from tests.serve.conftest import launch
 
