@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from mlcycle.train import GateResult
     from mlcycle.train.tuning import Trial
 
+
 def train(
     path: str | Path | None = None,
     *,
