@@ -28,6 +28,10 @@ __all__ = ["docker_engine"]  # fixture
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
+# The image `mlcycle deploy` builds is NAME:0.1.0: a name no other test's image has, as
+# tests run side by side on pytest-xdist's workers.
+NAME = "nextsteps"
+
 SERVE_PORT = 8080  # the default a user gets
 
 
@@ -81,7 +85,7 @@ def test_every_next_step_succeeds_verbatim(
 ) -> None:
     env = _environment()
     init = subprocess.run(
-        ["mlcycle", "init", "demo", "--pattern", pattern],
+        ["mlcycle", "init", NAME, "--pattern", pattern],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -90,8 +94,8 @@ def test_every_next_step_succeeds_verbatim(
     )
     printed = init.stdout.split("\nNext:\n", 1)[1]
     steps = [line.strip() for line in printed.splitlines() if line.strip()]
-    assert steps[0] == "cd demo"
-    root = tmp_path / "demo"
+    assert steps[0] == f"cd {NAME}"
+    root = tmp_path / NAME
     env = _environment()
     for step in steps[1:]:
         if step.startswith("mlcycle serve"):
