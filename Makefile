@@ -31,14 +31,14 @@ typecheck: $(STAMP)
 # MLCYCLE_REQUIRE_MLFLOW=1: the tracking tests fail (not skip) without an mlflow server.
 # The tests run on TEST_WORKERS pytest-xdist workers: most of a test's time is spent
 # waiting (git, Docker builds, servers, subprocesses), so more workers than cores pay.
-# `--dist loadgroup` keeps the tests of one MLflow server on one worker (tests/conftest.py).
+# tests/scheduling.py decides which tests go to one worker together.
 PG_PORT ?= 54329
 TEST_WORKERS ?= 3
 test: $(STAMP) lint typecheck docker-env browser postgres checkov mlflow
 	MLCYCLE_REQUIRE_DOCKER=1 MLCYCLE_REQUIRE_POSTGRES=1 MLCYCLE_REQUIRE_CHECKOV=1 \
 	MLCYCLE_REQUIRE_MLFLOW=1 \
 	MLCYCLE_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:$(PG_PORT)/postgres \
-		$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup
+		$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 # The suite under coverage, subprocesses included (CLI runs, servers and their workers
 # each write a data file; see [tool.coverage] in pyproject.toml), then the table.

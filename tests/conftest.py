@@ -14,28 +14,21 @@ from typing import Any
 
 import pytest
 
+from tests import scheduling
 from tests.once import made_once
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`make test`, `--dist loadgroup`): what a fixture wider than a
-    test makes is made on one worker, and the long tests go out first.
+def pytest_configure(config: pytest.Config) -> None:
+    scheduling.configure(config)
 
-    The tests of one MLflow server run on one worker, and so do a module's tests that
-    share a module-scoped fixture (a built image, a running server): on several workers
-    each would make its own, and one worker's teardown (removing an image's tag) would
-    pull it from under another's test. Long tests first, so that no worker is left with
-    one at the end while the others idle."""
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        return
-    for item in items:
-        fixtures = getattr(item, "_fixtureinfo", None)
-        definitions = fixtures.name2fixturedefs.values() if fixtures else ()
-        if "mlflow_server" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("mlflow"))
-        elif any(d.scope in ("module", "class") for defs in definitions for d in defs):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    scheduling.order_and_group(items)
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    return scheduling.make_scheduler(config, log)
 
 
 @pytest.fixture(autouse=True, scope="session")
