@@ -1,0 +1,73 @@
+"""The live router in-process: what it does when the registry changes under it in ways
+that must not stop an engine (a retired release, a pinned model that does not load)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from mlcycle.errors import UsageError
+from mlcycle.registry import LocalRegistry
+from mlcycle.serve.live import LiveRouter, served_model_from_entry
+from mlcycle.spec import load_spec
+from tests.serve.test_live import live_project, register_generation
+
+__all__ = ["live_project"]  # the fixture, shared with test_live.py
+
+
+def _registry(root: Path) -> LocalRegistry:
+    spec = load_spec(root)
+    return LocalRegistry(spec.resolve(spec.registry.path), spec.name)
+
+
+def _serving(router: LiveRouter) -> list[str]:
+    return [f"{m.release}/{m.generation}" for m in router.models]
+
+
+def test_a_followed_release_retired_under_the_engine_keeps_serving_what_it_has(
+    live_project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = _registry(live_project)
+    router = LiveRouter(registry, poll=3600)
+    assert not router.check()  # the first look: nothing new
+    registry.retire("0.1.0")
+    with caplog.at_level(logging.WARNING, logger="mlcycle.serve.live"):
+        assert not router.check()
+        assert not router.check()  # read again (the cause may be fixed), said once
+    assert _serving(router) == ["0.1.0/1"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "mlcycle.serve.live"]
+    assert warnings == [
+        "cannot read the serving manifest (manifest 1: release 0.1.0 has no generation "
+        "that may serve (0.1.0/1 is retired (`mlcycle retire`))); serving what I have"
+    ]
+    with pytest.raises(
+        UsageError, match=r"^live 0\.1\.0/1 is retired \(`mlcycle retire`\) and cannot be served$"
+    ):
+        served_model_from_entry("live", registry, registry.entries()[0])
+
+
+def test_a_pinned_model_that_does_not_load_leaves_the_current_one_serving(
+    live_project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    router = LiveRouter(_registry(live_project), poll=3600)
+    router.check()
+    broken, registry = register_generation(live_project)
+    path = registry.artifact_path(broken)
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    active = registry.manifests().active()
+    assert active is not None
+    registry.manifests().publish(
+        release="0.1.0", selector=active.selector, mode="pinned", arms=1, pinned=["0.1.0/2"]
+    )
+    with caplog.at_level(logging.ERROR, logger="mlcycle.serve.live"):
+        assert not router.check()
+    assert _serving(router) == ["0.1.0/1"]
+    assert router.describe()["manifest"] == 2  # seen, and not read again until a change
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors[-1].startswith("live: none of the models to serve loads: 0.1.0/2: ") and errors[
+        -1
+    ].endswith("; the current models keep serving")
+    assert "SHA-256 mismatch" in errors[-1]
+    assert not router.check()
