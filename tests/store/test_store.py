@@ -205,3 +205,21 @@ def test_a_writer_that_died_is_reported_and_close_returns(
     assert "the prediction log writer is gone" in caplog.text
     assert log._process is None
 
+
+def test_close_stops_a_writer_that_does_not_answer(tmp_path: Path) -> None:
+    # A writer stuck in the store (a lock wait, a dead network) ignores SIGTERM like every
+    # writer does (the engine decides when it stops); close must still end it, or the
+    # engine's exit waits on it forever (multiprocessing joins its children at exit).
+    import os
+    import signal
+
+    log, _ = _started_log(tmp_path)
+    process = log._process
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        log.close(timeout=0.2)
+        assert not process.is_alive()
+    finally:
+        if process.is_alive():
+            os.kill(process.pid, signal.SIGKILL)
+            process.join(30)
