@@ -4,11 +4,13 @@ that must not stop an engine (a retired release, a pinned model that does not lo
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from mlcycle.errors import UsageError
+from mlcycle.api.serving import serve_target
+from mlcycle.errors import ServingError, UsageError
 from mlcycle.registry import LocalRegistry
 from mlcycle.serve.live import LiveRouter, served_model_from_entry
 from mlcycle.spec import load_spec
@@ -71,3 +73,20 @@ def test_a_pinned_model_that_does_not_load_leaves_the_current_one_serving(
     ].endswith("; the current models keep serving")
     assert "SHA-256 mismatch" in errors[-1]
     assert not router.check()
+
+
+def test_a_dynamic_project_released_but_not_deployed_has_nothing_to_serve(
+    released_project: Callable[..., Path],
+) -> None:
+    root = released_project("adaptive", "live")
+    with pytest.raises(ServingError) as info:
+        serve_target(root, no_store=True)
+    assert str(info.value) == (
+        "live: no serving manifest is published, so there is nothing to serve"
+    )
+    assert info.value.exit_code == 1
+    assert info.value.hint == (
+        "publish one with `mlcycle deploy` (after `mlcycle release`), "
+        "or serve one model: mlcycle serve --model REF"
+    )
+    assert serve_target(root, ref="0.1.0/1", no_store=True).ref == "0.1.0/1"
