@@ -137,6 +137,8 @@ def test_unusable_sources_are_serving_errors(pipeline: Any) -> None:
         resolve_source(3)  # type: ignore[arg-type]
     with pytest.raises(ServingError, match="workers must be at least 1"):
         serve(lambda: {}, workers=0)  # type: ignore[arg-type,return-value]
+    with pytest.raises(ServingError, match=r"^port must be between 0 and 65535, not 65536$"):
+        serve(lambda: {}, port=65536)  # type: ignore[arg-type,return-value]
 
 
 def test_a_model_that_cannot_be_copied_to_workers_is_refused_before_binding(
