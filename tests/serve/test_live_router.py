@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mlcycle import api
 from mlcycle.api.serving import serve_target
 from mlcycle.errors import ServingError, UsageError
 from mlcycle.registry import LocalRegistry
@@ -90,3 +91,33 @@ def test_a_dynamic_project_released_but_not_deployed_has_nothing_to_serve(
         "or serve one model: mlcycle serve --model REF"
     )
     assert serve_target(root, ref="0.1.0/1", no_store=True).ref == "0.1.0/1"
+
+
+PINNED = "  selector:\n    kind: pinned\n    model: 0.1.0/1\n"
+
+
+def test_a_pinned_deployment_serves_its_model_until_another_is_deployed(
+    released_project: Callable[..., Path],
+) -> None:
+    root = released_project("adaptive", "live")
+    spec = root / "lifecycle.yaml"
+    text = spec.read_text()
+    start, end = text.index("  selector:\n"), text.index("  serve: #")
+    spec.write_text(text[:start] + PINNED + text[end:])
+    deployed = api.deploy(root)
+    assert deployed.manifest is not None
+    assert (deployed.manifest.mode, deployed.manifest.pinned) == ("pinned", ("0.1.0/1",))
+    assert deployed.arms == ("0.1.0/1",)
+
+    register_generation(root)  # 0.1.0/2, newer: a pinned deployment does not follow it
+    router = LiveRouter(_registry(root), poll=3600)
+    assert _serving(router) == ["0.1.0/1"]
+    assert not router.check()
+
+    # REF pins another model: the manifest's selector pins that one too (it kept the
+    # spec's 0.1.0/1, which no engine serving 0.1.0/2 could route to).
+    again = api.deploy(root, ref="0.1.0/2")
+    assert again.manifest is not None and again.manifest.pinned == ("0.1.0/2",)
+    assert router.check()
+    assert _serving(router) == ["0.1.0/2"]
+    assert _serving(LiveRouter(_registry(root), poll=3600)) == ["0.1.0/2"]  # an engine starting
