@@ -12,10 +12,11 @@ import pytest
 from mlcycle import api
 from mlcycle.api.serving import serve_target
 from mlcycle.errors import ServingError, UsageError
-from mlcycle.registry import LocalRegistry
+from mlcycle.registry import Entry, LocalRegistry, Status
+from mlcycle.registry.artifacts import OnnxForm
 from mlcycle.serve.live import LiveRouter, served_model_from_entry
 from mlcycle.spec import load_spec
-from tests.serve.test_live import live_project, register_generation
+from tests.serve.test_live import live_project
 
 __all__ = ["live_project"]  # the fixture, shared with test_live.py
 
@@ -23,6 +24,29 @@ __all__ = ["live_project"]  # the fixture, shared with test_live.py
 def _registry(root: Path) -> LocalRegistry:
     spec = load_spec(root)
     return LocalRegistry(spec.resolve(spec.registry.path), spec.name)
+
+
+def _next_generation(root: Path) -> tuple[Entry, LocalRegistry]:
+    """The current model registered again, ONNX form and all, as the release's next
+    generation: a new arm for the router without a fit or a conversion."""
+    registry = _registry(root)
+    current = registry.current()
+    assert current is not None and current.onnx is not None
+    form = registry.load_onnx(current)
+    assert form is not None
+    entry = registry.register(
+        registry.load_model(current),
+        release=current.release,
+        metrics=dict(current.metrics),
+        gate={"passed": True},
+        data=dict(current.data),
+        spec_hash=None,
+        git_commit=None,
+        procurement="unattended",
+        status=Status.CANDIDATE,
+        onnx=OnnxForm(form, current.onnx.task, current.onnx.classes, current.onnx.note),
+    )
+    return entry, registry
 
 
 def _serving(router: LiveRouter) -> list[str]:
@@ -56,9 +80,11 @@ def test_a_pinned_model_that_does_not_load_leaves_the_current_one_serving(
 ) -> None:
     router = LiveRouter(_registry(live_project), poll=3600)
     router.check()
-    broken, registry = register_generation(live_project)
-    path = registry.artifact_path(broken)
-    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    broken, registry = _next_generation(live_project)
+    assert broken.onnx is not None
+    for name in (broken.artifact.file, broken.onnx.file):  # the form it would serve too
+        path = registry.artifact_path(broken).parent / name
+        path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
     active = registry.manifests().active()
     assert active is not None
     registry.manifests().publish(
@@ -109,7 +135,7 @@ def test_a_pinned_deployment_serves_its_model_until_another_is_deployed(
     assert (deployed.manifest.mode, deployed.manifest.pinned) == ("pinned", ("0.1.0/1",))
     assert deployed.arms == ("0.1.0/1",)
 
-    register_generation(root)  # 0.1.0/2, newer: a pinned deployment does not follow it
+    _next_generation(root)  # 0.1.0/2, newer: a pinned deployment does not follow it
     router = LiveRouter(_registry(root), poll=3600)
     assert _serving(router) == ["0.1.0/1"]
     assert not router.check()
