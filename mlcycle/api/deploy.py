@@ -348,9 +348,12 @@ def _deploy_dynamic(
         stage = spec.deployment.stage if ref is None and selector.model is None else None
         staged = None if stage is None else f"stage {stage}"
         if selector.kind is SelectorKind.PINNED:
+            # The selector pins what the manifest pins: REF, when given, not the spec's
+            # model (an engine refuses a manifest whose selector names a model it lacks).
+            pinned = {**selector_document(selector), "model": str(entry.ref)}
             manifest = store.publish(
                 release=entry.release,
-                selector=selector_document(selector),
+                selector=pinned,
                 mode=PINNED,
                 arms=1,
                 pinned=[str(entry.ref)],

@@ -145,6 +145,10 @@ class OnnxPredictor(Predictor):
         self._input_name = inputs[0].name
         self._dtype = np.float64 if inputs[0].type == "tensor(double)" else np.float32
         outputs = [o.name for o in self._session.get_outputs()]
+        # ONNX Runtime gives the labels of boolean and float classes as integers; sklearn
+        # gives them in the classes' own type (true, 1.0), and so must the engine.
+        kind = np.asarray(self.classes).dtype if self.classes else None
+        self._labels_as = kind if kind is not None and kind.kind in "bf" else None
         if self.task == "classification":
             self._outputs = outputs[:2]
             self.has_probabilities = len(outputs) >= 2
@@ -155,7 +159,7 @@ class OnnxPredictor(Predictor):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_session", "_run", "_dtype"):
+        for key in ("_session", "_run", "_dtype", "_labels_as"):
             state.pop(key, None)
         return state
 
@@ -174,5 +178,6 @@ class OnnxPredictor(Predictor):
             rows = rows.astype(self._dtype)
         results = self._run(self._outputs, {self._input_name: rows})
         if self.task == "classification":
-            return results[0], (results[1] if self.has_probabilities else None)
+            labels = results[0] if self._labels_as is None else results[0].astype(self._labels_as)
+            return labels, (results[1] if self.has_probabilities else None)
         return results[0].reshape(-1), None

@@ -185,8 +185,11 @@ class PredictionLog:
                 self._sender.join(5)
             self._process.join(timeout if done else 1)
             if self._process.is_alive():
+                # SIGKILL: the writer ignores SIGTERM (the worker decides when it stops),
+                # and one stuck in the store would otherwise outlive close and hold up the
+                # process's exit (multiprocessing joins its children then).
                 log.error("the prediction log writer did not finish in time; stopping it")
-                self._process.terminate()
+                self._process.kill()
                 self._process.join(5)
             self._conn.close()
             self._process = None

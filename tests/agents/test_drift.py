@@ -118,6 +118,36 @@ def test_missing_values_are_a_bucket_of_their_own() -> None:
     assert drifted["x"] > half_missing  # and the present half is from the lower half only
 
 
+def test_a_numeric_feature_served_as_text_or_nan_drifts_into_its_own_buckets() -> None:
+    import pandas as pd
+
+    reference = pd.DataFrame({"x": [float(i) for i in range(100)]})
+    # Numbers sent as JSON text are numbers; text that is no number is a category training
+    # never saw; NaN is missing. The numbers: every other training value, 5 per decile.
+    served: list[object] = ["n/a"] * 40 + [float("nan")] * 10
+    served += [str(float(i)) if i % 4 else float(i) for i in range(0, 100, 2)]
+    rows = [
+        JoinedRow(
+            id=str(i),
+            model="t",
+            release="0.1.0",
+            generation=1,
+            created_at=0.0,
+            inputs={"x": x},
+            prediction=0,
+            probabilities=None,
+        )
+        for i, x in enumerate(served)
+    ]
+    floor = 1e-4
+    expected = (
+        10 * (0.05 - 0.1) * np.log(0.05 / 0.1)  # the deciles, at half their share
+        + (0.1 - floor) * np.log(0.1 / floor)  # missing
+        + (0.4 - floor) * np.log(0.4 / floor)  # unseen
+    )
+    assert measure_drift("0.1.0/1", reference, rows).psi == {"x": pytest.approx(expected, rel=1e-9)}
+
+
 def test_drift_is_not_judged_on_too_few_served_inputs(tmp_path: Path) -> None:
     """The PSI of six inputs is mostly sampling noise (see MIN_DRIFT_ROWS): not judged."""
     from mlcycle.agents.production import MIN_DRIFT_ROWS

@@ -198,3 +198,44 @@ def test_an_entry_point_outside_model_code_is_still_compared_with_git(
     assert refused.code == 2, refused.output
     assert "the model code changes model.py since release 0.2.0" in refused.stderr
     assert refs(root) == ["0.1.0/1", "0.2.0/1"]
+
+
+def test_in_a_shallow_clone_the_recorded_recipe_stands_in_for_the_release_commit(
+    adaptive: Callable[[], Path], tmp_path: Path
+) -> None:
+    """A CI job's shallow clone lacks the release's commit: the hashes recorded with the
+    release decide, and a changed recipe is refused with the command that fetches it."""
+    import shutil
+
+    from mlcycle.agents.update import require_release_recipe
+    from mlcycle.api.project import open_project
+
+    root = adaptive()
+    (root / "NOTES.md").write_text("a later commit that is not about the model\n")
+    git(root, "add", "NOTES.md")
+    git(root, "commit", "-qm", "notes")
+    clone = tmp_path / "shallow"
+    git(tmp_path, "clone", "-q", "--depth", "1", f"file://{root}", str(clone))
+    for kept in root.iterdir():  # what git does not hold: the registry, the data
+        if not (clone / kept.name).exists():
+            shutil.copytree(kept, clone / kept.name)
+    release = open_project(clone).registry.current()
+    assert release is not None and release.git_commit is not None
+    missing = subprocess.run(["git", "cat-file", "-e", release.git_commit], cwd=clone, check=False)
+    assert missing.returncode != 0  # the release's commit is not in the clone
+
+    project = open_project(clone)
+    spec_file = clone / "lifecycle.yaml"
+    require_release_recipe(project.spec, spec_file, project.registry)  # same recipe: no refusal
+
+    edit(clone, SGD, FOREST)
+    refused = cli("update", "--force", cwd=clone)
+    assert refused.code == 2, refused.output
+    assert (
+        f"error: live: cannot read the spec of release 0.1.0 at commit {release.git_commit[:12]}"
+        ", so this update cannot be checked against it" in refused.stderr
+    )
+    assert "hint: fetch that commit (e.g. `git fetch --unshallow --tags`) and run again" in (
+        refused.stderr
+    )
+    assert refs(clone) == ["0.1.0/1"]

@@ -134,6 +134,11 @@ def test_an_export_never_overwrites_and_names_its_formats(released: Path, tmp_pa
     with pytest.raises(UsageError, match="already exists and is not an empty directory") as info:
         api.export(released, ref="current", format="mlflow", directory=taken)
     assert info.value.exit_code == 2 and (taken / "keep.txt").read_text() == "mine"
+    empty = tmp_path / "empty"  # an empty directory made beforehand is taken
+    empty.mkdir()
+    result = api.export(released, ref="current", format="onnx", directory=empty)
+    assert result.files == ("model.json", "model.onnx")
+    assert sorted(p.name for p in empty.iterdir()) == ["model.json", "model.onnx"]
     with pytest.raises(UsageError, match="unknown export format 'pmml'") as info:
         api.export(released, ref="current", format="pmml", directory=tmp_path / "x")
     assert "mlflow, onnx" in (info.value.hint or "")

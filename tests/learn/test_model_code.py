@@ -147,6 +147,9 @@ def test_release_serve_and_a_change_of_code_without_a_release(tmp_path: Path) ->
     root = coded_project(tmp_path / "shop", model=ENTRYPOINT)
     released = mlcycle("release", "--bump", "minor", cwd=root)
     assert released.code == 0, released.err
+    from mlcycle.api.serving import serve_target
+
+    assert serve_target(root, no_store=True).warnings == ()  # the code released
     # The project's code changes after the release: serving keeps the released code.
     features = root / "features.py"
     features.write_text(FEATURES.replace("np.log1p", "np.sqrt"))
@@ -187,6 +190,12 @@ def test_release_serve_and_a_change_of_code_without_a_release(tmp_path: Path) ->
 
     expected = model.predict(pd.DataFrame(rows(root)))
     np.testing.assert_array_equal(np.asarray(reply.json["predictions"]), expected)
+    # The code gone from the working copy: still served, from the stored copy, said so.
+    features.unlink()
+    assert serve_target(root, no_store=True).warnings == (
+        f"model.code cannot be read (model.code: features.py does not exist in {root}); "
+        "serving the code stored with 0.1.0/1",
+    )
 
 
 def swap_model(bundle: Path, model: Any) -> None:

@@ -94,3 +94,25 @@ def test_train_and_release_on_a_read_only_project(tmp_path: Path) -> None:
         train = mlcycle("train", cwd=root)
         check_cli_error(train, root)
     assert not (root / ".mlcycle" / "registry").exists()
+
+
+def test_a_retirement_the_registry_refuses_takes_its_git_tag_back(
+    released_project: Any,
+) -> None:
+    # A retirement is a GTO deregistration tag plus the registry's record: the tag is
+    # written first, so when the registry then refuses, the tag goes again (a GTO
+    # retirement the registry never made would hide a model that still serves).
+    root = released_project("adaptive", "live")
+    tags = subprocess.run(["git", "tag"], cwd=root, capture_output=True, text=True, check=True)
+    with read_only(root / ".mlcycle" / "registry"):
+        retired = mlcycle("retire", "0.1.0", cwd=root)
+    registry = root / ".mlcycle" / "registry" / "live"
+    assert retired.code == 1, retired.err
+    assert retired.err.startswith(
+        f"error: {registry}/.lock: cannot write the model registry while retiring 0.1.0: "
+        "the file system is read-only\n"
+    )
+    after = subprocess.run(["git", "tag"], cwd=root, capture_output=True, text=True, check=True)
+    assert after.stdout == tags.stdout
+    entry = LocalRegistry(root / ".mlcycle" / "registry", "live").get("0.1.0/1")
+    assert entry.state.value == "released"

@@ -107,6 +107,11 @@ def test_ignored_files_do_not_make_the_tree_dirty(project: Callable[..., Path]) 
 
 def test_version_must_increase_and_tag_must_be_free(project: Callable[..., Path]) -> None:
     root = project()
+    both = mlcycle("release", "--bump", "major", "--version", "1.0.0", cwd=root)
+    assert (both.code, both.err) == (
+        2,
+        "error: --bump and --version exclude each other\nhint: pass one of them\n",
+    )
     assert mlcycle("release", "--version", "1.0.0", cwd=root).code == 0
     git(root, "commit", "-q", "--allow-empty", "-m", "next change")  # one version per commit
     lower = mlcycle("release", "--version", "0.9.0", cwd=root)

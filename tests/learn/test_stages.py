@@ -429,6 +429,22 @@ def test_a_wrapped_deploy_builds_the_model_in_the_spec_stage(project: Path, tmp_
     )
 
 
+def test_a_stage_whose_generation_was_retired_deploys_nothing(
+    project: Path, tmp_path: Path
+) -> None:
+    # Retiring one generation writes no GTO tag (GTO has no generations), yet the stage
+    # that named it is empty from then on: deploying by stage builds no retired model.
+    _with_stage(project, "prod")
+    api.promote(project, ref="0.1.0", stage="prod")
+    api.retire(project, ref="0.1.0/1")
+    with pytest.raises(UsageError) as info:
+        api.deploy(project, context_only=tmp_path / "ctx")
+    assert str(info.value) == "churn: no model is in stage 'prod' (stages: none)"
+    assert info.value.exit_code == ExitCode.USAGE
+    assert info.value.hint == "promote one: mlcycle promote RELEASE --stage prod"
+    assert not (tmp_path / "ctx").exists()
+
+
 def test_a_stage_that_is_not_a_name_is_a_spec_error(project: Path) -> None:
     _with_stage(project, '"pro d"')
     report = api.validate(project / "lifecycle.yaml")

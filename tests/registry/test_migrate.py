@@ -298,6 +298,30 @@ def test_a_migration_needs_a_shared_artifact_store_and_a_local_registry(
         api.migrate(project, to=url, artifacts=f"file:{tmp_path / 'a'}")
 
 
+def test_the_urls_given_name_a_target_and_reach_it_from_the_working_directory(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(UsageError) as caught:
+        api.migrate(project, environ={})
+    assert str(caught.value) == "team: no shared registry to migrate to"
+    assert caught.value.exit_code == 2
+    with pytest.raises(UsageError) as caught:
+        api.migrate(project, to="postgresql://me:${env:NO_SUCH_PASSWORD}@db/x", environ={})
+    assert str(caught.value) == (
+        "--to: environment variable NO_SUCH_PASSWORD is not set "
+        "(the URL names it as ${env:NO_SUCH_PASSWORD})"
+    )
+    # Relative paths are the working directory's, as on a command line.
+    monkeypatch.chdir(tmp_path)
+    migration = api.migrate(project, to="sqlite:///shared.db", artifacts="file:blobs", environ={})
+    assert (tmp_path / "shared.db").is_file() and (tmp_path / "blobs").is_dir()
+    assert sorted(migration.entries) == ["0.1.0/1", "0.1.0/2", "dev/1"]
+    assert (
+        migration.target
+        == f"sqlite:///{tmp_path / 'shared.db'} (artifacts file:{tmp_path / 'blobs'})"
+    )
+
+
 def test_a_library_caller_gets_the_same_refusal_for_another_project(
     project: Path, tmp_path: Path
 ) -> None:

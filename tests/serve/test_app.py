@@ -137,6 +137,8 @@ def test_unusable_sources_are_serving_errors(pipeline: Any) -> None:
         resolve_source(3)  # type: ignore[arg-type]
     with pytest.raises(ServingError, match="workers must be at least 1"):
         serve(lambda: {}, workers=0)  # type: ignore[arg-type,return-value]
+    with pytest.raises(ServingError, match=r"^port must be between 0 and 65535, not 65536$"):
+        serve(lambda: {}, port=65536)  # type: ignore[arg-type,return-value]
 
 
 def test_a_model_that_cannot_be_copied_to_workers_is_refused_before_binding(
@@ -157,3 +159,49 @@ def test_a_model_that_cannot_be_copied_to_workers_is_refused_before_binding(
     with pytest.raises(ServingError, match="cannot be copied to worker processes") as info:
         serve(served, port=0, workers=2, store_url=None)
     assert info.value.hint and "workers=1" in info.value.hint
+
+
+@pytest.mark.parametrize(("cast", "kind"), [(bool, "boolean"), (float, "number"), (str, "string")])
+def test_labels_are_answered_and_documented_in_their_own_json_type(
+    cancer: Any, cast: type, kind: str
+) -> None:
+    from jsonschema import Draft202012Validator
+    from sklearn.tree import DecisionTreeClassifier
+
+    X, y = cancer
+    labels = y.map(cast)
+    model = DecisionTreeClassifier(max_depth=2, random_state=0).fit(X, labels)
+    served = ServedModel.from_estimator(model, name="cancer", sample=X)
+    app = create_app(served)
+
+    async def scenario() -> list[Any]:
+        await app.startup()
+        try:
+            matrix = X.iloc[:2].to_numpy()
+            tensor = {"name": "x", "datatype": "FP64", "shape": list(matrix.shape)}
+            infer = {"inputs": [{**tensor, "data": matrix.ravel().tolist()}]}
+            return [
+                await _call(app, "GET", "/openapi.json"),
+                await _call(app, "POST", "/v1/predict", {"instances": rows_of(X, 0, 40)}),
+                await _call(app, "GET", "/v2/models/cancer"),
+                await _call(app, "POST", "/v2/models/cancer/infer", infer),
+            ]
+        finally:
+            await app.shutdown()
+
+    (_, doc), (status, answer), (_, metadata), (_, inferred) = asyncio.run(scenario())
+    declared = metadata["outputs"][0]["datatype"]
+    assert (
+        inferred["outputs"][0]["datatype"]
+        == declared
+        == {bool: "BOOL", float: "FP64"}.get(cast, "BYTES")
+    )
+    items = doc["components"]["schemas"]["PredictResponse"]["properties"]["predictions"]["items"]
+    assert items == {"type": kind, "enum": [cast(0), cast(1)]}
+    # The answers in the classes' own type whichever backend runs the model (ONNX
+    # Runtime's labels are integers for boolean and float classes).
+    assert served.predictor.backend == "onnx"
+    assert status == 200 and answer["predictions"] == model.predict(X.iloc[:40]).tolist()
+    assert {type(p) for p in answer["predictions"]} == {cast}
+    wrapper = {"$ref": "#/components/schemas/PredictResponse", "components": doc["components"]}
+    Draft202012Validator(wrapper).validate(answer)

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mlcycle.serve.app import ServeOptions, ServingApp, create_app
 from mlcycle.serve.ids import IdGenerator
 from mlcycle.serve.model import RequestInfo, Router, ServedModel
+from mlcycle.serve.predictor import Predictor
+from mlcycle.serve.router import SelectorRouter
+from mlcycle.spec.model import SelectorKind, SelectorSpec
 from tests.serve.conftest import rows_of
 from tests.serve.test_app import _call
 
@@ -142,3 +149,87 @@ def test_a_router_without_optional_behaviour_needs_no_hooks(pipeline: Any, cance
     (status, _), (model_status, described) = asyncio.run(scenario())
     assert (status, model_status) == (200, 200)
     assert "routing" not in described
+
+
+class _Broken(Predictor):
+    """A generation whose every prediction fails (a model that loads but cannot run)."""
+
+    backend = "broken"
+
+    def __init__(self, inner: Predictor) -> None:
+        self.task, self.classes = inner.task, inner.classes
+        self.has_probabilities = inner.has_probabilities
+
+    def predict(self, rows: Any) -> Any:
+        raise RuntimeError("this generation is broken")
+
+
+def test_a_shadow_that_fails_never_touches_the_answer(
+    pipeline: Any, cancer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    def arm(generation: int) -> ServedModel:
+        return ServedModel.from_estimator(
+            pipeline, name="cancer", release="1.0.0", generation=generation, backend="sklearn"
+        )
+
+    newest = arm(2)
+    shadow = dataclasses.replace(newest, predictor=_Broken(newest.predictor))
+    router = SelectorRouter.from_spec([shadow, arm(1)], SelectorSpec(kind=SelectorKind.SHADOW))
+    app = create_app(router)
+    X = cancer[0]
+
+    async def scenario() -> list[Any]:
+        await app.startup()
+        try:
+            return [await _call(app, "POST", "/v1/predict", {"instances": rows_of(X, 0, 3)})]
+        finally:
+            await app.shutdown()  # waits for the shadow's work
+
+    with caplog.at_level(logging.WARNING, logger="mlcycle.serve.router"):
+        answers = asyncio.run(scenario())
+    for status, body in answers:
+        assert status == 200
+        assert body["model"]["generation"] == 1
+        assert body["predictions"] == pipeline.predict(X.iloc[0:3]).tolist()
+    assert router.errors == [1, 0]
+    assert [s["state"] for s in router.arm_stats()] == ["failed", "active"]
+    assert (
+        "model 1.0.0/2 failed (RuntimeError: this generation is broken); it is taken out"
+        in caplog.text
+    )
+
+
+def test_an_unexpected_error_is_answered_500_and_the_next_request_served(
+    pipeline: Any, cancer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Faulty(Router):
+        """Fails its first selection with a bug of its own."""
+
+        def __init__(self, model: ServedModel) -> None:
+            self.model, self.calls = model, 0
+
+        @property
+        def models(self) -> Sequence[ServedModel]:
+            return (self.model,)
+
+        def select(self, request: RequestInfo) -> ServedModel:
+            self.calls += 1
+            if self.calls == 1:
+                raise KeyError("a bug")
+            return self.model
+
+    app = create_app(Faulty(ServedModel.from_estimator(pipeline, name="cancer")))
+    body = {"instances": rows_of(cancer[0], 0, 1)}
+
+    async def scenario() -> list[Any]:
+        await app.startup()
+        try:
+            return [await _call(app, "POST", "/v1/predict", body) for _ in range(2)]
+        finally:
+            await app.shutdown()
+
+    (status, answer), (after, _) = asyncio.run(scenario())
+    assert (status, answer) == (500, {"error": "internal error; see the server log"})
+    assert after == 200
+    assert "error answering POST /v1/predict" in caplog.text
+    assert "KeyError: 'a bug'" in caplog.text

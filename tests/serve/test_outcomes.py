@@ -107,11 +107,18 @@ def test_rules_compare_in_the_classes_type() -> None:
     regression = (OutcomeRule("regression"),)
     assert check_outcome(-1e308, regression) == (-1e308, None)
     assert check_outcome(float("inf"), regression)[1] == "must be a finite number, got inf"
-    assert check_outcome("3.5", regression)[1] is not None
-    assert check_outcome(True, regression)[1] is not None
-    unknown = (OutcomeRule("classification", None),)
+    assert check_outcome("3.5", regression) == (
+        None,
+        "must be a number (a regression model), got '3.5'",
+    )
+    assert check_outcome(True, regression)[1] == "must be a number (a regression model), got True"
+    assert check_outcome(None, regression)[1] == "must be a single value, not null"
+    unknown = (OutcomeRule("classification", None),)  # a model that does not say its classes
     assert check_outcome("a", unknown) == ("a", None)
-    assert check_outcome("a" * 201, unknown)[1] is not None
+    too_long = "must be a class label of 1 to 200 characters"
+    assert check_outcome("a" * 201, unknown) == check_outcome("", unknown) == (None, too_long)
+    assert check_outcome(float("nan"), unknown)[1] == "must be a class label, got nan"
+    assert check_outcome([1], unknown)[1] == "must be a single value, not a list"
 
 
 def test_scoring_problems_of_stored_outcomes() -> None:
@@ -124,7 +131,9 @@ def test_scoring_problems_of_stored_outcomes() -> None:
     assert scoring_problem([1, 2], 0, "classification") is not None
     assert scoring_problem("yes", "no", "classification") is None
     assert scoring_problem(2.5, 1.0, "regression") is None
-    assert scoring_problem("2.5", 1.0, "regression") is not None
+    assert scoring_problem("2.5", 1.0, "regression") == "the outcome is a string, not a number"
+    assert scoring_problem(float("inf"), 1.0, "regression") == "the outcome is not a finite number"
+    assert scoring_problem(None, 1.0, "regression") == "the outcome is null, not a single value"
 
 
 def _regressor_and_classifiers(cancer: Any) -> tuple[ServedModel, ServedModel, ServedModel]:

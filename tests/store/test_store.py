@@ -165,3 +165,61 @@ def test_a_full_log_queue_drops_and_counts_instead_of_growing(tmp_path: Path) ->
     assert log.put(index, ["a", "b", "c"], rows, labels, None, 1.0)
     assert not log.put(index, ["d", "e", "f"], rows, labels, None, 1.0)
     assert log.dropped == 3
+
+
+def _started_log(tmp_path: Path) -> tuple[PredictionLog, int]:
+    """A started log writer on a fresh SQLite store, and the index of its one model."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    PredictionStore(url).close()
+    log = PredictionLog(url, interval=0.05)
+    log.start()
+    index = log.register(1, name="m", release="1.0.0", generation=1, features=["a"])
+    return log, index
+
+
+def test_predictions_the_store_refuses_are_dropped_and_counted(tmp_path: Path) -> None:
+    import sqlite3
+
+    log, index = _started_log(tmp_path)
+    try:
+        assert log.flush(timeout=30)  # the writer has opened the store
+        with sqlite3.connect(tmp_path / "store.db") as db:
+            db.execute("ALTER TABLE predictions RENAME TO taken_away")
+        log.put(index, ["a", "b"], np.ones((2, 1)), np.zeros(2, dtype=np.int64), None, 1.0)
+        assert log.flush(timeout=30)  # answered after three attempts
+        assert (log.written, log.dropped) == (0, 2)
+    finally:
+        log.close(timeout=30)
+
+
+def test_a_writer_that_died_is_reported_and_close_returns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log, index = _started_log(tmp_path)
+    process = log._process
+    process.kill()  # the OOM killer, say
+    process.join(30)
+    log.put(index, ["a"], np.ones((1, 1)), np.zeros(1, dtype=np.int64), None, 1.0)
+    assert not log.flush(timeout=30)
+    log.close(timeout=30)
+    assert "the prediction log writer is gone" in caplog.text
+    assert log._process is None
+
+
+def test_close_stops_a_writer_that_does_not_answer(tmp_path: Path) -> None:
+    # A writer stuck in the store (a lock wait, a dead network) ignores SIGTERM like every
+    # writer does (the engine decides when it stops); close must still end it, or the
+    # engine's exit waits on it forever (multiprocessing joins its children at exit).
+    import os
+    import signal
+
+    log, _ = _started_log(tmp_path)
+    process = log._process
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        log.close(timeout=0.2)
+        assert not process.is_alive()
+    finally:
+        if process.is_alive():
+            os.kill(process.pid, signal.SIGKILL)
+            process.join(30)
