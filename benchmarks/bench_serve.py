@@ -19,18 +19,21 @@ side-by-side ones less so):
   client latency is measured from each request's scheduled time (so neither a stalled
   server nor the client's wait for a free connection can hide a queue); h2load logs
   only send times, so with it latency is from the write and what the pool held back
-  shows as `sent/s` below the offered rate. For each round: admitted
-  (200) p50/p99, rejected (503) p50/p99, share shed, connections opened, how requests
-  spread over the worker processes, the server's memory, and how soon after the burst
-  a fresh request is served again;
+  shows as `sent/s` below the offered rate. h2load's connections start over one
+  sending period, so that they do not all send in the same instant (`--lockstep`: as
+  h2load does by default; `h2load_pacing`). One block of rounds per pool size
+  (`--pool`, 64 and 1,024 connections by default). For each round: admitted
+  (200) p50/p99, rejected (503) p50/p99, share shed, connections opened, each worker
+  process's share of the requests and the sheds by rule (both from /metrics), the
+  server's memory, and how soon after the burst a fresh request is served again;
 - the same 2x burst on fresh servers: with 1 worker, the default `max_inflight` and a
   fixed 16 (does a tight concurrency limit beat the sojourn check?); with 2 workers,
   one shared listening socket and one SO_REUSEPORT socket per worker (`--reuse-port`),
   to compare how they spread the connections.
 
     .venv/bin/python benchmarks/bench_serve.py [--duration 5] [--burst-duration 10]
-        [--workers 1 2] [--concurrency 1 8 32 64] [--loads 0.5 1 2 4] [--pool 64]
-        [--server-arg=--max-batch-rows=1 ...]
+        [--workers 1 2] [--concurrency 1 8 32 64] [--loads 0.5 1 2 4] [--pool 64 1024]
+        [--lockstep] [--server-arg=--max-batch-rows=1 ...]
 
 Needs `wrk` (Debian: apt-get install wrk) for the closed loop (and so for capacity;
 without it, pass `--capacity REQ_PER_S`). The bursts use `h2load` (Debian:
@@ -567,9 +570,16 @@ def run_h2load_burst(
         *("-d", str(body_file), "-H", "Content-Type: application/json"),
         *("--log-file", str(log), f"http://127.0.0.1:{port}/v1/predict"),
     ]
-    run = subprocess.run(
-        command, capture_output=True, text=True, check=False, timeout=duration + 60
-    )
+    # With a request count (-n) h2load runs until every request is answered, which
+    # past capacity takes longer than the burst: it is stopped when the burst's time
+    # is up (plus the spread of its connections' starts), as -D stops it. What was not
+    # sent by then is dropped, as -D drops it; the log holds every answer before.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        stdout, _ = process.communicate(timeout=duration + (60 if lockstep else 1 + pool / rate))
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        stdout, _ = process.communicate(timeout=30)
     ended = time.perf_counter()
     request = (
         b"POST /v1/predict HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
@@ -594,7 +604,7 @@ def run_h2load_burst(
         result.wire.setdefault(status, []).append(micros / 1e6)
     # Connection errors and timeouts; not the requests still in flight when h2load's
     # duration ended (it drops those: the end of the run, not the server, cut them).
-    match = re.search(r"(\d+) errored, (\d+) timeout", run.stdout)
+    match = re.search(r"(\d+) errored, (\d+) timeout", stdout)
     if match:
         result.failed = int(match.group(1)) + int(match.group(2))
     # Rates over the sending span (h2load's start and connection setup excluded).

@@ -310,9 +310,9 @@ def render(snapshots: list[dict[str, Any]]) -> str:
         ]
     lines += [
         f"# HELP {p}_shed_requests_total Requests refused with 503 under overload, by the rule "
-        "that refused them (connections: over the connection budget; inflight: no slot "
-        "freed within the deadline; deadline: waited too long in the worker; sojourn: "
-        "standing queue).",
+        "that refused them (connections: over the connection budget; inflight: every slot "
+        "taken, sojourn check off; queue: the queue for slots was already late; deadline: "
+        "waited too long in the worker; sojourn: a standing queue).",
         f"# TYPE {p}_shed_requests_total counter",
     ]
     for reason, value in shed.items():
