@@ -196,6 +196,10 @@ class SlotQueue:
         self._waiters: deque[tuple[asyncio.Future[bool], tuple[float, float]]] = deque()
         self._handle: asyncio.TimerHandle | None = None
 
+    def __len__(self) -> int:
+        """Requests in the queue (some may have given up since)."""
+        return len(self._waiters)
+
     def waiting(self) -> bool:
         """Whether a request waits (those given up on at the head are dropped first)."""
         waiters = self._waiters
@@ -203,14 +207,20 @@ class SlotQueue:
             waiters.popleft()
         return bool(waiters)
 
+    def late(self) -> bool:
+        """Whether the oldest waiter has waited longer than `join_within`: a request
+        that came now would be shed rather than join."""
+        if not self.waiting():
+            return False
+        head = self._waiters[0][1]
+        return waited(head, time.monotonic(), time.thread_time()) > self.join_within
+
     def join(self, arrival: tuple[float, float]) -> asyncio.Future[bool] | None:
         """A future that says whether the request read at `arrival` got a slot (True)
         or is shed (False); None: shed now, the queue is already late."""
-        waiters = self._waiters
-        if self.waiting() and waited(waiters[0][1], time.monotonic(), time.thread_time()) > (
-            self.join_within
-        ):
+        if self.late():
             return None
+        waiters = self._waiters
         future: asyncio.Future[bool] = self._loop.create_future()
         waiters.append((future, arrival))
         if self._handle is None:

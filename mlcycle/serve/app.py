@@ -88,6 +88,7 @@ _TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _NEEDS_TOKEN = b'Bearer realm="mlcycle"'
 _INVALID_TOKEN = b'Bearer realm="mlcycle", error="invalid_token"'
+_OVERLOADED = "the server is overloaded; retry later"
 MAX_KEY_LENGTH = 200
 """Longest event key a request may carry (the store's column width)."""
 
@@ -220,6 +221,11 @@ class ServingApp:
             else SojournLimit(target=min(self.options.queue_target, deadline), deadline=deadline)
         )
         self._retry_after = [(b"retry-after", str(self.options.retry_after).encode())]
+        refused = orjson.dumps({"error": _OVERLOADED})
+        self._refusal = (
+            b"content-type: application/json\r\ncontent-length: %d\r\nretry-after: %d\r\n\r\n%s"
+            % (len(refused), self.options.retry_after, refused)
+        )
         self._ids = id_tools.IdGenerator()
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mlcycle-serve")
         # Feedback talks to the store and may wait seconds for ids another worker has not
@@ -314,6 +320,7 @@ class ServingApp:
         if self.log is not None:
             self.metrics.log_dropped = self.log.dropped
         self.metrics.arms = self.router.arm_stats()
+        self.metrics.queued = 0 if self._queue is None else len(self._queue)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -611,6 +618,23 @@ class ServingApp:
             self._shed("queue")
         return waiting
 
+    def refuse(self, method: bytes, url: bytes) -> bytes | None:
+        """The rest of a 503 for a request the protocol may refuse as soon as it is read
+        (`transport.EarlyRefusal`): a request `_admit` would shed at once because the
+        queue for slots is late, refused before its request cycle and task start."""
+        queue = self._queue
+        if queue is None or method != b"POST" or not queue.late():
+            return None
+        path = url.split(b"?", 1)[0].decode("latin-1")
+        route = self._routes.get(path) or self._match(path)
+        if route is None or not route.shed:
+            return None
+        if self._authorization is not None and not route.public:
+            return None  # 401 comes first: the app authenticates it
+        self.metrics.shed["queue"] += 1
+        self.metrics.observe(route.name, "POST", 503, 0.0)
+        return self._refusal
+
     async def _wait_for_slot(self, scope: Scope, waiting: asyncio.Future[bool]) -> None:
         """Wait for a slot a finishing request hands over (503 when the wait ran past the
         deadline first); then the sojourn check, as for a request that found one free."""
@@ -654,7 +678,7 @@ class ServingApp:
         headers = self._retry_after
         if close:
             headers = [*headers, (b"connection", b"close")]
-        raise RequestError(503, "the server is overloaded; retry later", headers=headers)
+        raise RequestError(503, _OVERLOADED, headers=headers)
 
     def _select(self, scope: Scope, route: _Route, payload: Any) -> ServedModel:
         if not self.ready:

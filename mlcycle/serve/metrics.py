@@ -67,6 +67,8 @@ class Metrics:
         self.shed: dict[str, int] = dict.fromkeys(SHED_REASONS, 0)
         """Requests shed with 503, by the rule that shed them (`admission.SHED_REASONS`)."""
         self.inflight = 0
+        self.queued = 0
+        """Requests waiting for a slot (`admission.SlotQueue`), as of the last snapshot."""
         self.log_dropped = 0
         self._process = ProcessReader()
         self.refresh: Callable[[], None] | None = None
@@ -109,6 +111,7 @@ class Metrics:
             "batched_rows": self.batched_rows,
             "shed": dict(self.shed),
             "inflight": self.inflight,
+            "queued": self.queued,
             "log_dropped": self.log_dropped,
             "process": self._process.read(),
         }
@@ -226,7 +229,13 @@ def render(snapshots: list[dict[str, Any]]) -> str:
     latency: dict[str, list[float]] = {}
     predictions: defaultdict[tuple[Any, ...], float] = defaultdict(float)
     shadows: defaultdict[tuple[Any, ...], float] = defaultdict(float)
-    totals = {"batches": 0.0, "batched_rows": 0.0, "inflight": 0.0, "log_dropped": 0.0}
+    totals = {
+        "batches": 0.0,
+        "batched_rows": 0.0,
+        "inflight": 0.0,
+        "queued": 0.0,
+        "log_dropped": 0.0,
+    }
     shed = dict.fromkeys(SHED_REASONS, 0.0)
     for snap in snapshots:
         for *key, value in snap.get("requests", []):
@@ -295,6 +304,7 @@ def render(snapshots: list[dict[str, Any]]) -> str:
         ),
         ("predict_batch_rows_total", "counter", "Rows predicted in those calls.", "batched_rows"),
         ("inflight_requests", "gauge", "Requests being answered now.", "inflight"),
+        ("queued_requests", "gauge", "Requests waiting for a slot for model work.", "queued"),
         (
             "prediction_log_dropped_total",
             "counter",

@@ -14,13 +14,14 @@ import json
 import signal
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mlcycle.serve.admission import LoopLag, SlotQueue, SojournLimit
-from tests.serve.conftest import launch, rows_of, shed
+from tests.serve.conftest import launch, metric, rows_of, shed, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -143,6 +144,53 @@ def test_requests_beyond_max_inflight_wait_for_a_slot_and_are_served(
         answers = _frozen_requests(server, body, count=5)
         assert [status for status, _, _ in answers] == [200] * 5
         assert sum(shed(server).values()) == 0
+    finally:
+        server.stop()
+
+
+def test_a_request_that_would_join_a_late_queue_is_refused_as_it_is_read(
+    model_dir: Path, tmp_path: Path, cancer: Any
+) -> None:
+    """The one slot is held (feedback on ids that look issued a moment ago by another
+    worker, which the server retries for seconds), one request waits for it, and the
+    queue's target is 1 µs: a request read now would be shed at once. The protocol
+    answers it 503 + Retry-After itself, before a request cycle starts, and keeps the
+    connection open for the next request; the waiting one is served once the slot
+    frees."""
+    server = launch(
+        model_dir / "model.skops",
+        tmp_path,
+        *("--max-inflight", "1", "--queue-target-ms", "0.001", "--queue-deadline-ms", "10000"),
+    )
+    request = _request({"instances": rows_of(cancer[0], 0, 1)})
+    fresh = f"{int(time.time() * 1000):012x}{0:08x}{0:08x}"
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            busy = pool.submit(server.post, "/v1/feedback", {"id": fresh, "outcome": 1})
+            wait_for(
+                lambda: metric(server, "mlcycle_inflight_requests") == 1,
+                "the feedback to hold the slot",
+                server,
+            )
+            waiting = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            waiting.sendall(request)
+            wait_for(
+                lambda: metric(server, "mlcycle_queued_requests") == 1,
+                "a request to wait for the slot",
+                server,
+            )
+            with socket.create_connection(("127.0.0.1", server.port), timeout=30) as late:
+                late.sendall(request)
+                status, headers, reply = _response(late)
+                assert (status, headers["retry-after"]) == (503, "1")
+                assert "overloaded" in reply["error"]
+                assert "connection" not in headers  # kept alive
+                late.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+                assert _response(late)[0] == 200
+            assert shed(server)["queue"] == 1
+            assert busy.result().status == 200
+            with waiting:
+                assert _response(waiting)[0] == 200
     finally:
         server.stop()
 
