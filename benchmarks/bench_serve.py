@@ -951,6 +951,8 @@ def main() -> int:
             finally:
                 server.stop()
     shutil.rmtree(workdir, ignore_errors=True)
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\nload average at the end: {load} (1, 5, 15 min)")
     return 0
 
 
