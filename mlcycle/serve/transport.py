@@ -233,6 +233,7 @@ def http_protocol(
             self.deadline = None
             if (
                 early is not None
+                and not self.over_budget  # the app answers those and closes them
                 and not self.expect_100_continue  # the client waits to send the body
                 and not self.pipeline
                 and (self.cycle is None or self.cycle.response_complete)
