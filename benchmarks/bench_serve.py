@@ -19,18 +19,21 @@ side-by-side ones less so):
   client latency is measured from each request's scheduled time (so neither a stalled
   server nor the client's wait for a free connection can hide a queue); h2load logs
   only send times, so with it latency is from the write and what the pool held back
-  shows as `sent/s` below the offered rate. For each round: admitted
-  (200) p50/p99, rejected (503) p50/p99, share shed, connections opened, how requests
-  spread over the worker processes, the server's memory, and how soon after the burst
-  a fresh request is served again;
+  shows as `sent/s` below the offered rate. h2load's connections start over one
+  sending period, so that they do not all send in the same instant (`--lockstep`: as
+  h2load does by default; `h2load_pacing`). One block of rounds per pool size
+  (`--pool`, 64 and 1,024 connections by default). For each round: admitted
+  (200) p50/p99, rejected (503) p50/p99, share shed, connections opened, each worker
+  process's share of the requests and the sheds by rule (both from /metrics), the
+  server's memory, and how soon after the burst a fresh request is served again;
 - the same 2x burst on fresh servers: with 1 worker, the default `max_inflight` and a
   fixed 16 (does a tight concurrency limit beat the sojourn check?); with 2 workers,
   one shared listening socket and one SO_REUSEPORT socket per worker (`--reuse-port`),
   to compare how they spread the connections.
 
     .venv/bin/python benchmarks/bench_serve.py [--duration 5] [--burst-duration 10]
-        [--workers 1 2] [--concurrency 1 8 32 64] [--loads 0.5 1 2 4] [--pool 64]
-        [--server-arg=--max-batch-rows=1 ...]
+        [--workers 1 2] [--concurrency 1 8 32 64] [--loads 0.5 1 2 4] [--pool 64 1024]
+        [--lockstep] [--server-arg=--max-batch-rows=1 ...]
 
 Needs `wrk` (Debian: apt-get install wrk) for the closed loop (and so for capacity;
 without it, pass `--capacity REQ_PER_S`). The bursts use `h2load` (Debian:
@@ -135,6 +138,7 @@ class Server:
 
     def __init__(self, model: Path, workdir: Path, workers: int, extra: list[str]) -> None:
         self.port = free_port()
+        self.workers = workers
         self.url = f"http://127.0.0.1:{self.port}"
         store = workdir / f"store-{self.port}.db"
         self.log = (workdir / f"server-{self.port}.log").open("wb")
@@ -167,6 +171,20 @@ class Server:
         wait_ready(f"{self.url}/readyz", self.process)
         if workers > 1:
             time.sleep(2.0)  # let every worker finish starting, not just the first
+
+    def counters(self) -> dict[str, dict[str, float]]:
+        """From /metrics: requests shed by reason, and requests answered by each worker
+        process (`shed`, `workers`). With several workers the other workers' figures are
+        up to `metrics_every` (2 s) old: read them after a pause."""
+        text = urllib.request.urlopen(f"{self.url}/metrics", timeout=30).read().decode()
+        found: dict[str, dict[str, float]] = {"shed": {}, "workers": {}}
+        for family, label, key in (
+            ("shed", "reason", "mlcycle_shed_requests_total"),
+            ("workers", "worker", "mlcycle_worker_requests_total"),
+        ):
+            for name, value in re.findall(rf'^{key}\{{{label}="([^"]*)"\}} (\S+)$', text, re.M):
+                found[family][name] = float(value)
+        return found
 
     def rss_mb(self) -> float:
         """Resident memory of the server and its worker processes, in MB."""
@@ -315,6 +333,10 @@ class Round:
     opened: int = 0
     per_worker: dict[int, list[int]] = field(default_factory=dict)
     """Worker pid: [connections, requests] (connections still open at the end)."""
+    workers: dict[str, float] = field(default_factory=dict)
+    """Worker pid: requests it answered in the round (its /metrics counter)."""
+    shed_by: dict[str, float] = field(default_factory=dict)
+    """Requests shed in the round, by the rule that shed them (/metrics)."""
     recovery: float = float("nan")
     rss_mb: float = 0.0
 
@@ -498,14 +520,41 @@ def run_burst(port: int, body: bytes, rate: float, duration: float, pool: int) -
         gc.enable()
 
 
+def h2load_pacing(rate: float, duration: float, pool: int, lockstep: bool) -> list[str]:
+    """h2load's options for `rate` req/s over `pool` connections for `duration` s.
+
+    `--rps` is per connection (client): `rate / pool` each. Each client sends on a
+    timer of its own, started when its connection is made, every `1 / rps` seconds
+    (at least 10 ms, several requests per tick above 100 req/s). With `-D` (a duration)
+    h2load opens every connection at once, so all the timers tick in the same instant:
+    1,024 clients at 3 req/s each sent waves of 1,024 requests every 340 ms rather
+    than 3,000 spread over each second. Independent clients do not send in step;
+    unless `lockstep`, the connections are opened over one sending period instead (`-r`
+    connections every millisecond, which h2load allows only with a request count `-n`,
+    not with `-D`), which spreads the timers and so the sends."""
+    pacing = ["--rps", f"{rate / pool:.3f}"]
+    if lockstep:
+        return [*pacing, "-D", f"{duration:g}"]
+    period_ms = 1000 * max(0.01, pool / rate)
+    per_ms = max(1, round(pool / period_ms))
+    return [*pacing, "-n", str(round(rate * duration)), "-r", str(per_ms), "--rate-period", "1ms"]
+
+
 def run_h2load_burst(
-    port: int, body: bytes, rate: float, duration: float, pool: int, workdir: Path
+    port: int,
+    body: bytes,
+    rate: float,
+    duration: float,
+    pool: int,
+    workdir: Path,
+    lockstep: bool = False,
 ) -> Round:
     """The burst through h2load (nghttp2-client, in C): `pool` HTTP/1.1 keep-alive
     connections, each sending at `rate / pool` req/s (`--rps`), without pipelining, so
     that a request waits for its connection as with a real client pool. A Python load
     generator on 2 shared cores competes with the server for CPU and queues in its own
-    pool above capacity; h2load costs a fraction of it.
+    pool above capacity; h2load costs a fraction of it. The connections' sends are
+    spread in time unless `lockstep` (`h2load_pacing`).
 
     h2load logs each request's send time, status and duration, not when it was due:
     its latency here is from the write (both `latency` and `wire`), and what the pool
@@ -517,13 +566,20 @@ def run_h2load_burst(
     result = Round(offered=rate, opened=pool)
     command = [
         *("h2load", "--h1", "-c", str(pool), "-t", "1"),
-        *("--rps", f"{rate / pool:.3f}", "-D", f"{duration:g}"),
+        *h2load_pacing(rate, duration, pool, lockstep),
         *("-d", str(body_file), "-H", "Content-Type: application/json"),
         *("--log-file", str(log), f"http://127.0.0.1:{port}/v1/predict"),
     ]
-    run = subprocess.run(
-        command, capture_output=True, text=True, check=False, timeout=duration + 60
-    )
+    # With a request count (-n) h2load runs until every request is answered, which
+    # past capacity takes longer than the burst: it is stopped when the burst's time
+    # is up (plus the spread of its connections' starts), as -D stops it. What was not
+    # sent by then is dropped, as -D drops it; the log holds every answer before.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        stdout, _ = process.communicate(timeout=duration + (60 if lockstep else 1 + pool / rate))
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        stdout, _ = process.communicate(timeout=30)
     ended = time.perf_counter()
     request = (
         b"POST /v1/predict HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
@@ -548,7 +604,7 @@ def run_h2load_burst(
         result.wire.setdefault(status, []).append(micros / 1e6)
     # Connection errors and timeouts; not the requests still in flight when h2load's
     # duration ended (it drops those: the end of the run, not the server, cut them).
-    match = re.search(r"(\d+) errored, (\d+) timeout", run.stdout)
+    match = re.search(r"(\d+) errored, (\d+) timeout", stdout)
     if match:
         result.failed = int(match.group(1)) + int(match.group(2))
     # Rates over the sending span (h2load's start and connection setup excluded).
@@ -571,25 +627,29 @@ def print_round(load: float, r: Round) -> None:
     other = sum(len(v) for k, v in r.latency.items() if k not in (200, 503))
     answered = len(ok) + len(shed) + other
     share = len(shed) / answered if answered else float("nan")
-    spread = " ".join(f"{c}c/{n}r" for c, n in sorted(r.per_worker.values(), reverse=True))
+    total = sum(r.workers.values())
+    spread = "/".join(f"{n / total:.0%}" for n in sorted(r.workers.values(), reverse=True))
+    reasons = " ".join(f"{k[0]}:{v:.0f}" for k, v in r.shed_by.items() if v)
     wire_ok, wire_shed = r.wire.get(200, []), r.wire.get(503, [])
     print(
         f"{load:>4g}x {r.offered:>6.0f} {r.sent:>6.0f} {len(ok) / r.elapsed:>6.0f} "
         f"{_pct(ok, 0.5):>7.1f} {_pct(ok, 0.99):>7.1f} {_pct(shed, 0.5):>7.1f} "
         f"{_pct(shed, 0.99):>7.1f} {_pct(wire_ok, 0.99):>7.1f} {_pct(wire_shed, 0.99):>7.1f} "
         f"{share:>6.1%} {other + r.failed:>6} {r.opened:>5} "
-        f"{r.rss_mb:>6.0f} {r.recovery * 1e3:>6.0f}  {spread}"
+        f"{r.rss_mb:>6.0f} {r.recovery * 1e3:>6.0f}  {spread or '-':<8} {reasons}"
     )
 
 
 BURST_HEADER = (
     f"{'load':>5} {'rate':>6} {'sent/s':>6} {'ok/s':>6} {'ok p50':>7} {'ok p99':>7} "
     f"{'503 p50':>7} {'503 p99':>7} {'w ok99':>7} {'w 50399':>7} {'shed':>6} {'fail':>6} "
-    f"{'conns':>5} {'rss MB':>6} {'recov':>6}  per worker: connections/requests\n"
+    f"{'conns':>5} {'rss MB':>6} {'recov':>6}  {'workers':<8} shed by\n"
     "(latency in ms from the scheduled send, with h2load from the write; w: from the "
     "request's write, the server's share; sent/s: what the load generator sent; "
     "fail: unanswered, incl. what still queued in the client 5 s after the burst; "
-    "recov: ms after the burst until a fresh connection's request is served)"
+    "recov: ms after the burst until a fresh connection's request is served; workers: "
+    "each worker's share of the requests answered; shed by: c(onnections) i(nflight) "
+    "q(ueue) d(eadline) s(ojourn), the rule that shed, from /metrics)"
 )
 
 
@@ -743,26 +803,39 @@ def check_binary(server: Server, body: bytes, headers: dict[str, str]) -> None:
         assert response.status == 200
 
 
-def fire(port: int, body: bytes, rate: float, args: argparse.Namespace) -> Round:
-    """One burst at `rate` through the chosen load generator."""
+def fire(server: Server, body: bytes, rate: float, pool: int, args: argparse.Namespace) -> Round:
+    """One burst at `rate` through `pool` connections and the chosen load generator,
+    with the server's memory after it and what /metrics counted during it."""
+    before = server.counters()
     if args.generator == "h2load":
-        return run_h2load_burst(port, body, rate, args.burst_duration, args.pool, args.workdir)
-    return run_burst(port, body, rate, args.burst_duration, args.pool)
+        r = run_h2load_burst(
+            server.port, body, rate, args.burst_duration, pool, args.workdir, args.lockstep
+        )
+    else:
+        r = run_burst(server.port, body, rate, args.burst_duration, pool)
+    r.rss_mb = server.rss_mb()
+    if server.workers > 1:
+        time.sleep(2.5)  # every worker writes its counters every 2 s
+    after = server.counters()
+    for family, into in (("shed", r.shed_by), ("workers", r.workers)):
+        for key, value in after[family].items():
+            into[key] = value - before[family].get(key, 0.0)
+    return r
 
 
 def bursts(
-    server: Server, body: bytes, capacity: float, args: argparse.Namespace
+    server: Server, body: bytes, capacity: float, pool: int, args: argparse.Namespace
 ) -> dict[float, Round]:
+    generator = args.generator + (" in lockstep" if args.lockstep else "")
     print(
-        f"\nbursts ({args.generator}): {args.burst_duration:g} s each, pool of {args.pool} "
+        f"\nbursts ({generator}): {args.burst_duration:g} s each, pool of {pool} "
         f"connections, capacity {capacity:.0f} req/s"
     )
     print(BURST_HEADER)
     rounds = {}
     for load in args.loads:
         time.sleep(1.0)  # let the prediction log catch up with the round before
-        r = fire(server.port, body, load * capacity, args)
-        r.rss_mb = server.rss_mb()
+        r = fire(server, body, load * capacity, pool, args)
         print_round(load, r)
         rounds[load] = r
     low, high, top = rounds.get(0.5), rounds.get(2), rounds.get(4)
@@ -788,7 +861,20 @@ def main() -> int:
     parser.add_argument(
         "--loads", type=float, nargs="+", default=[0.5, 1, 2, 4], help="x the capacity"
     )
-    parser.add_argument("--pool", type=int, default=64, help="the burst client's connections")
+    parser.add_argument(
+        "--pool",
+        type=int,
+        nargs="+",
+        default=[64, 1024],
+        help="the burst client's connections (one block of bursts per pool size)",
+    )
+    parser.add_argument(
+        "--lockstep",
+        action="store_true",
+        help="h2load as it runs by default: every connection opened at once, all of them "
+        "sending in the same instant (waves of one request per connection); else their "
+        "starts are spread over one sending period",
+    )
     parser.add_argument("--capacity", type=float, default=None, help="req/s, instead of wrk's")
     parser.add_argument("--no-mlflow", action="store_true", help="skip the MLflow comparison")
     parser.add_argument(
@@ -842,7 +928,8 @@ def main() -> int:
                 measured = closed_loop(server, lua, binary, args, mlflow)
                 capacity = capacity or measured
             assert capacity
-            bursts(server, encoded, capacity, args)
+            for pool in args.pool:
+                bursts(server, encoded, capacity, pool, args)
         finally:
             server.stop()
         if args.no_compare:
@@ -853,17 +940,19 @@ def main() -> int:
         else:
             title = "one shared socket, then SO_REUSEPORT"
             variants = [[], ["--reuse-port"]]
-        print(f"\n2x bursts, {workers} worker(s): {title}")
+        pool = args.pool[-1]
+        print(f"\n2x bursts, {workers} worker(s), pool of {pool}: {title}")
         print(BURST_HEADER)
         for extra in variants:
             server = Server(model, workdir, workers, [*args.server_arg, *extra])
             try:
-                r = fire(server.port, encoded, 2 * capacity, args)
-                r.rss_mb = server.rss_mb()
+                r = fire(server, encoded, 2 * capacity, pool, args)
                 print_round(2, r)
             finally:
                 server.stop()
     shutil.rmtree(workdir, ignore_errors=True)
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\nload average at the end: {load} (1, 5, 15 min)")
     return 0
 
 

@@ -29,8 +29,14 @@ none of which costs a request more than a few attribute reads:
   (kernel wait). A stall that is the loop's own work (a long garbage collection)
   still counts; the CoDel rule alone sees that one through (the next interval's
   shortest sojourn is short again).
-- Requests in flight (`ServeOptions.max_inflight`): the fixed cap on requests doing
-  model or store work at once.
+- Slots for model work (`ServeOptions.max_inflight`): the requests beyond wait for a
+  slot in arrival order (`SlotQueue`), and are shed by time, not by count: at once
+  when the oldest waiter has already waited longer than `queue_target` (the wait a
+  newcomer would have), later when one is still waiting at `queue_deadline`. With the
+  sojourn check off nothing bounds such a wait, and the cap sheds at once.
+
+Which rule shed a request is counted (`SHED_REASONS`, `/metrics`
+`mlcycle_shed_requests_total{reason}`).
 """
 
 from __future__ import annotations
@@ -38,7 +44,10 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import deque
 
+SHED_REASONS = ("connections", "inflight", "queue", "deadline", "sojourn")
+"""The rules that shed a request, as `/metrics` labels them (`shed_requests_total{reason}`)."""
 INTERVAL = 0.1
 """Seconds over which the shortest sojourn is taken to tell a standing queue (CoDel's)."""
 _CATCH_UP_TURNS = 3
@@ -139,3 +148,102 @@ class SojournLimit:
         if wait > self.deadline:
             return False
         return not (self.overloaded and sojourn > 2 * self.target)
+
+
+def waited(arrival: tuple[float, float], now: float, cpu: float) -> float:
+    """Seconds a request read at `arrival` (`time.monotonic()`, the loop thread's
+    `time.thread_time()`) has waited at `now`/`cpu` behind the loop's own work: the
+    shorter of the wall time and the loop thread's CPU time since (a stall in which the
+    thread did not run is no queue)."""
+    return min(now - arrival[0], cpu - arrival[1])
+
+
+class SlotQueue:
+    """The requests read while every slot for model work was taken, in arrival order.
+
+    A slot freed by a finishing request goes to the oldest request still waiting.
+    Nothing waits long: a request is shed at once (`join` returns None) when the oldest
+    waiter has already waited more than `join_within` behind the loop's work (as
+    `waited` counts it: the queue drains slower than it fills, and a FIFO newcomer
+    would wait about as long), and one that still waits `deadline` seconds after its
+    read, in wall time, is shed then (a sweep every `period` seconds, running only
+    while requests wait): the slots may be held by work off the loop (feedback waiting
+    for the store), which the loop's CPU time does not see.
+
+    Why: a fixed cap that sheds whatever comes beyond it counts requests, not time. One
+    event-loop turn reads every request that arrived since the last one, so 300
+    requests read in one turn (1,024 clients whose sends fell together, or what queued
+    in the kernel while the process got no CPU) were 300 requests in flight at once,
+    and the cap shed the excess although, micro-batched at ~0.1-0.2 ms each, they were
+    30-60 ms of work. Waiting for a slot, they are served in order and the turns stay
+    short; what would wait too long is still shed at once.
+    """
+
+    __slots__ = ("_handle", "_loop", "_period", "_waiters", "deadline", "join_within")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        join_within: float,
+        deadline: float,
+        period: float = 0.005,
+    ) -> None:
+        self._loop = loop
+        self.join_within = join_within
+        self.deadline = deadline
+        self._period = period
+        self._waiters: deque[tuple[asyncio.Future[bool], tuple[float, float]]] = deque()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        """Requests in the queue (some may have given up since)."""
+        return len(self._waiters)
+
+    def waiting(self) -> bool:
+        """Whether a request waits (those given up on at the head are dropped first)."""
+        waiters = self._waiters
+        while waiters and waiters[0][0].done():  # given up on (the client went away)
+            waiters.popleft()
+        return bool(waiters)
+
+    def late(self) -> bool:
+        """Whether the oldest waiter has waited longer than `join_within`: a request
+        that came now would be shed rather than join."""
+        if not self.waiting():
+            return False
+        head = self._waiters[0][1]
+        return waited(head, time.monotonic(), time.thread_time()) > self.join_within
+
+    def join(self, arrival: tuple[float, float]) -> asyncio.Future[bool] | None:
+        """A future that says whether the request read at `arrival` got a slot (True)
+        or is shed (False); None: shed now, the queue is already late."""
+        if self.late():
+            return None
+        waiters = self._waiters
+        future: asyncio.Future[bool] = self._loop.create_future()
+        waiters.append((future, arrival))
+        if self._handle is None:
+            self._handle = self._loop.call_later(self._period, self._sweep)
+        return future
+
+    def hand_over(self) -> bool:
+        """Give a freed slot to the oldest request still waiting; False: none waits."""
+        waiters = self._waiters
+        while waiters:
+            future, _ = waiters.popleft()
+            if not future.done():
+                future.set_result(True)
+                return True
+        return False
+
+    def _sweep(self) -> None:
+        self._handle = None
+        waiters = self._waiters
+        now = time.monotonic()
+        while waiters and (waiters[0][0].done() or now - waiters[0][1][0] > self.deadline):
+            future, _ = waiters.popleft()
+            if not future.done():
+                future.set_result(False)
+        if waiters:
+            self._handle = self._loop.call_later(self._period, self._sweep)

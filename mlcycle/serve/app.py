@@ -43,7 +43,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import orjson
@@ -51,7 +51,7 @@ import orjson
 from mlcycle import __version__
 from mlcycle.serve import ids as id_tools
 from mlcycle.serve import openapi
-from mlcycle.serve.admission import SojournLimit
+from mlcycle.serve.admission import SlotQueue, SojournLimit, waited
 from mlcycle.serve.batching import MicroBatcher
 from mlcycle.serve.codec import Codec, RequestError, json_type
 from mlcycle.serve.metrics import Metrics
@@ -88,6 +88,7 @@ _TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _NEEDS_TOKEN = b'Bearer realm="mlcycle"'
 _INVALID_TOKEN = b'Bearer realm="mlcycle", error="invalid_token"'
+_OVERLOADED = "the server is overloaded; retry later"
 MAX_KEY_LENGTH = 200
 """Longest event key a request may carry (the store's column width)."""
 
@@ -103,7 +104,9 @@ class ServeOptions:
     retention: Retention | None = None
     """What the prediction log keeps (`store.retention`); the log writer prunes the rest."""
     max_inflight: int = 256
-    """Requests a worker answers at once before it sheds more with 503 (per worker)."""
+    """Requests a worker works on at once (per worker). With the sojourn check on, the
+    requests beyond wait for a slot in arrival order, and are shed only by time (see
+    `SlotQueue`); with it off, they are shed with 503 at once."""
     retry_after: int = 1
     """Seconds a shed client is told to wait (`Retry-After`)."""
     queue_deadline: float | None = SERVE_QUEUE_DEADLINE_MS / 1000
@@ -209,6 +212,8 @@ class ServingApp:
         self.log: PredictionLog | None = None
         self.ready = False
         self._inflight = 0
+        self._queue: SlotQueue | None = None
+        """The requests waiting for a slot (made with the first; none without a deadline)."""
         deadline = self.options.queue_deadline
         self._sojourn = (
             None
@@ -216,6 +221,11 @@ class ServingApp:
             else SojournLimit(target=min(self.options.queue_target, deadline), deadline=deadline)
         )
         self._retry_after = [(b"retry-after", str(self.options.retry_after).encode())]
+        refused = orjson.dumps({"error": _OVERLOADED})
+        self._refusal = (
+            b"content-type: application/json\r\ncontent-length: %d\r\nretry-after: %d\r\n\r\n%s"
+            % (len(refused), self.options.retry_after, refused)
+        )
         self._ids = id_tools.IdGenerator()
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mlcycle-serve")
         # Feedback talks to the store and may wait seconds for ids another worker has not
@@ -310,6 +320,7 @@ class ServingApp:
         if self.log is not None:
             self.metrics.log_dropped = self.log.dropped
         self.metrics.arms = self.router.arm_stats()
+        self.metrics.queued = 0 if self._queue is None else len(self._queue)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -413,9 +424,9 @@ class ServingApp:
                 # connection, never one of the slots for model work.
                 body = await self._read_body(scope, receive, binary=route.binary)
                 read = True
-                self._admit(scope)
-                self._inflight += 1
-                self.metrics.inflight = self._inflight
+                waiting = self._admit(scope)
+                if waiting is not None:
+                    await self._wait_for_slot(scope, waiting)
                 counted = True
             status = await route.handler(scope, body, send, route)
         except RequestError as e:
@@ -437,8 +448,7 @@ class ServingApp:
                 log.debug("could not send the 500 response", exc_info=True)
         finally:
             if counted:
-                self._inflight -= 1
-                self.metrics.inflight = self._inflight
+                self._release()
         name = route.name if route is not None else "unmatched"
         self.metrics.observe(name, method, status, time.perf_counter() - start)
 
@@ -581,29 +591,94 @@ class ServingApp:
         else:
             self._sweeping = False
 
-    def _admit(self, scope: Scope) -> None:
-        """Shed with 503 + Retry-After what should not start its model work now: a
-        request on a connection beyond the budget, one beyond `max_inflight`, one that
-        waited too long since it arrived while others are in flight (CoDel; see
-        `serve/admission.py`)."""
-        headers = self._retry_after
+    def _admit(self, scope: Scope) -> asyncio.Future[bool] | None:
+        """Take a slot for model work, or shed with 503 + Retry-After what should not
+        start it now: a request on a connection beyond the budget, one that waited too
+        long since it arrived while others are in flight (CoDel; see
+        `serve/admission.py`), one that would join a queue for slots that is already
+        late. None: the request holds a slot; else a future to wait on for one."""
         if scope.get(OVER_BUDGET):
+            self._shed("connections", close=True)
+        queue = self._queue
+        if self._inflight < self.options.max_inflight and (queue is None or not queue.waiting()):
+            self._check_sojourn(scope, alone=self._inflight == 0)
+            self._inflight += 1
+            self.metrics.inflight = self._inflight
+            return None
+        sojourn = self._sojourn
+        if sojourn is None:  # nothing bounds a wait for a slot: none is waited for
+            self._shed("inflight")
+        if queue is None:
+            queue = self._queue = SlotQueue(
+                asyncio.get_running_loop(), join_within=sojourn.target, deadline=sojourn.deadline
+            )
+        arrival = scope.get(ARRIVAL) or (time.monotonic(), time.thread_time())
+        waiting = queue.join(arrival)
+        if waiting is None:
+            self._shed("queue")
+        return waiting
+
+    def refuse(self, method: bytes, url: bytes) -> bytes | None:
+        """The rest of a 503 for a request the protocol may refuse as soon as it is read
+        (`transport.EarlyRefusal`): a request `_admit` would shed at once because the
+        queue for slots is late, refused before its request cycle and task start."""
+        queue = self._queue
+        if queue is None or method != b"POST" or not queue.late():
+            return None
+        path = url.split(b"?", 1)[0].decode("latin-1")
+        route = self._routes.get(path) or self._match(path)
+        if route is None or not route.shed:
+            return None
+        if self._authorization is not None and not route.public:
+            return None  # 401 comes first: the app authenticates it
+        self.metrics.shed["queue"] += 1
+        self.metrics.observe(route.name, "POST", 503, 0.0)
+        return self._refusal
+
+    async def _wait_for_slot(self, scope: Scope, waiting: asyncio.Future[bool]) -> None:
+        """Wait for a slot a finishing request hands over (503 when the wait ran past the
+        deadline first); then the sojourn check, as for a request that found one free."""
+        try:
+            handed = await waiting
+        except asyncio.CancelledError:
+            if waiting.done() and not waiting.cancelled() and waiting.result():
+                self._release()  # a slot was handed over as the task was cancelled
+            raise
+        if not handed:
+            self._shed("deadline")
+        try:
+            self._check_sojourn(scope, alone=self._inflight == 1)
+        except RequestError:
+            self._release()
+            raise
+
+    def _check_sojourn(self, scope: Scope, *, alone: bool) -> None:
+        """Shed a request that waited too long since it arrived (`SojournLimit`), unless
+        it is `alone` in flight: shedding it would spare no one behind it (after a
+        stall, say). CoDel never drops the last packet of a queue either."""
+        arrival = scope.get(ARRIVAL)
+        sojourn = self._sojourn
+        if arrival is None or sojourn is None:
+            return
+        now = time.monotonic()
+        wait = waited(arrival, now, time.thread_time())
+        if sojourn.admit(wait + scope.get(LAG, 0.0), wait, now) or alone:
+            return
+        self._shed("deadline" if wait > sojourn.deadline else "sojourn")
+
+    def _release(self) -> None:
+        """A request's slot is free: to the oldest waiting request, else back to the pool."""
+        if self._queue is None or not self._queue.hand_over():
+            self._inflight -= 1
+            self.metrics.inflight = self._inflight
+
+    def _shed(self, reason: str, *, close: bool = False) -> NoReturn:
+        """Answer 503 + Retry-After (and close the connection when `close`)."""
+        self.metrics.shed[reason] += 1
+        headers = self._retry_after
+        if close:
             headers = [*headers, (b"connection", b"close")]
-        elif self._inflight < self.options.max_inflight:
-            arrival = scope.get(ARRIVAL)
-            if arrival is None or self._sojourn is None:
-                return
-            now, cpu = time.monotonic(), time.thread_time()
-            # A request with no other in flight is served however long it waited (in a
-            # stall, say): shedding it would spare no one behind it. CoDel never drops
-            # the last packet of a queue either. What it waited is what the loop thread
-            # spent on other work meanwhile (CPU time): a stall in which it did not run
-            # is no queue (see `serve/admission.py`).
-            wait = min(now - arrival[0], cpu - arrival[1])
-            if self._sojourn.admit(wait + scope.get(LAG, 0.0), wait, now) or self._inflight == 0:
-                return
-        self.metrics.shed += 1
-        raise RequestError(503, "the server is overloaded; retry later", headers=headers)
+        raise RequestError(503, _OVERLOADED, headers=headers)
 
     def _select(self, scope: Scope, route: _Route, payload: Any) -> ServedModel:
         if not self.ready:

@@ -42,6 +42,8 @@ from typing import Any
 
 import orjson
 
+from mlcycle.serve.admission import SHED_REASONS
+
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 """Latency histogram bounds in seconds (`+Inf` is implied)."""
 
@@ -62,8 +64,11 @@ class Metrics:
         """Traffic and reward per arm of a selector router (`SelectorRouter.arm_stats`)."""
         self.batches = 0
         self.batched_rows = 0
-        self.shed = 0
+        self.shed: dict[str, int] = dict.fromkeys(SHED_REASONS, 0)
+        """Requests shed with 503, by the rule that shed them (`admission.SHED_REASONS`)."""
         self.inflight = 0
+        self.queued = 0
+        """Requests waiting for a slot (`admission.SlotQueue`), as of the last snapshot."""
         self.log_dropped = 0
         self._process = ProcessReader()
         self.refresh: Callable[[], None] | None = None
@@ -96,6 +101,7 @@ class Metrics:
         if self.refresh is not None:
             self.refresh()
         return {
+            "pid": os.getpid(),
             "requests": [[*k, v] for k, v in self.requests.items()],
             "latency": {k: list(v) for k, v in self.latency.items()},
             "predictions": [[*k, v] for k, v in self.predictions.items()],
@@ -103,8 +109,9 @@ class Metrics:
             "arms": list(self.arms),
             "batches": self.batches,
             "batched_rows": self.batched_rows,
-            "shed": self.shed,
+            "shed": dict(self.shed),
             "inflight": self.inflight,
+            "queued": self.queued,
             "log_dropped": self.log_dropped,
             "process": self._process.read(),
         }
@@ -222,7 +229,14 @@ def render(snapshots: list[dict[str, Any]]) -> str:
     latency: dict[str, list[float]] = {}
     predictions: defaultdict[tuple[Any, ...], float] = defaultdict(float)
     shadows: defaultdict[tuple[Any, ...], float] = defaultdict(float)
-    totals = {"batches": 0.0, "batched_rows": 0.0, "shed": 0.0, "inflight": 0.0, "log_dropped": 0.0}
+    totals = {
+        "batches": 0.0,
+        "batched_rows": 0.0,
+        "inflight": 0.0,
+        "queued": 0.0,
+        "log_dropped": 0.0,
+    }
+    shed = dict.fromkeys(SHED_REASONS, 0.0)
     for snap in snapshots:
         for *key, value in snap.get("requests", []):
             requests[tuple(key)] += value
@@ -236,6 +250,9 @@ def render(snapshots: list[dict[str, Any]]) -> str:
             shadows[tuple(key)] += value
         for name in totals:
             totals[name] += snap.get(name, 0)
+        reasons = snap.get("shed")
+        for reason, value in (reasons if isinstance(reasons, dict) else {}).items():
+            shed[reason] = shed.get(reason, 0.0) + value
 
     p = _PREFIX
     lines = [
@@ -286,8 +303,8 @@ def render(snapshots: list[dict[str, Any]]) -> str:
             "batches",
         ),
         ("predict_batch_rows_total", "counter", "Rows predicted in those calls.", "batched_rows"),
-        ("shed_requests_total", "counter", "Requests refused with 503 under overload.", "shed"),
         ("inflight_requests", "gauge", "Requests being answered now.", "inflight"),
+        ("queued_requests", "gauge", "Requests waiting for a slot for model work.", "queued"),
         (
             "prediction_log_dropped_total",
             "counter",
@@ -301,12 +318,30 @@ def render(snapshots: list[dict[str, Any]]) -> str:
             f"# TYPE {p}_{name} {kind}",
             f"{p}_{name} {_num(totals[key])}",
         ]
+    lines += [
+        f"# HELP {p}_shed_requests_total Requests refused with 503 under overload, by the rule "
+        "that refused them (connections: over the connection budget; inflight: every slot "
+        "taken, sojourn check off; queue: the queue for slots was already late; deadline: "
+        "waited too long in the worker; sojourn: a standing queue).",
+        f"# TYPE {p}_shed_requests_total counter",
+    ]
+    for reason, value in shed.items():
+        lines.append(f"{p}_shed_requests_total{_labels(reason=reason)} {_num(value)}")
     # A restarted worker leaves its predecessor's snapshot behind (its counters still
     # count); the gauge counts the workers alive now.
     live = sum(1 for s in snapshots if (s.get("process") or {}).get("alive", True))
     lines.append(f"# HELP {p}_workers Worker processes alive and reporting.")
     lines.append(f"# TYPE {p}_workers gauge")
     lines.append(f"{p}_workers {live}")
+    # How the load spreads over the worker processes (a restarted worker is a new pid).
+    lines += [
+        f"# HELP {p}_worker_requests_total HTTP requests answered, by worker process (pid).",
+        f"# TYPE {p}_worker_requests_total counter",
+    ]
+    for snap in snapshots:
+        answered = sum(value for *_, value in snap.get("requests", []))
+        worker = snap.get("pid", "")
+        lines.append(f"{p}_worker_requests_total{_labels(worker=worker)} {_num(answered)}")
     lines += _render_process(snapshots)
     return "\n".join(lines) + "\n"
 

@@ -160,6 +160,7 @@ def _run_uvicorn(app: ServingApp, sock: socket.socket, options: ServeOptions) ->
             header_timeout=options.header_timeout,
             linger_time=options.body_timeout,
             max_connections=options.max_connections,
+            early=app,
         ),
         ws="none",
         lifespan="on",

@@ -181,6 +181,19 @@ def metric(server: Server, name: str) -> float:
     raise AssertionError(f"no metric {name} at /metrics")
 
 
+def shed(server: Server) -> dict[str, float]:
+    """The server's shed requests by reason (`mlcycle_shed_requests_total{reason}`)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts = {}
+    for family in text_string_to_metric_families(server.get("/metrics").raw.decode()):
+        for sample in family.samples:
+            if sample.name == "mlcycle_shed_requests_total":
+                counts[sample.labels["reason"]] = float(sample.value)
+    assert counts, "no mlcycle_shed_requests_total at /metrics"
+    return counts
+
+
 def wait_ready(server: Server, timeout: float = 90) -> None:
     """Poll /readyz until it answers 200 (or the process dies)."""
     deadline = time.monotonic() + timeout

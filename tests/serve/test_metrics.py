@@ -46,6 +46,27 @@ def test_worker_snapshots_add_up() -> None:
     assert samples[("mlcycle_workers", ())] == 2
 
 
+def test_shed_requests_by_reason_and_requests_by_worker() -> None:
+    """Which rule shed how much, summed over the workers; and how many requests each
+    worker answered, apart (how evenly the load spreads)."""
+    first, second = Metrics(), Metrics()
+    first.shed["queue"] += 2
+    second.shed["queue"] += 1
+    second.shed["connections"] += 4
+    one, two = first.snapshot(), second.snapshot()
+    two["pid"] = one["pid"] + 1  # two processes
+    first.observe("/v1/predict", "POST", 200, 0.002)
+    two["requests"] = [["/v1/predict", "POST", 503, 5]]
+    samples = _samples(render([first.snapshot(), two]))
+    assert {
+        dict(labels)["reason"]: value
+        for (name, labels), value in samples.items()
+        if name == "mlcycle_shed_requests_total"
+    } == {"connections": 4, "inflight": 0, "queue": 3, "deadline": 0, "sojourn": 0}
+    workers = (("worker", str(one["pid"])),), (("worker", str(two["pid"])),)
+    assert [samples[("mlcycle_worker_requests_total", w)] for w in workers] == [1, 5]
+
+
 def test_snapshots_through_a_shared_directory(tmp_path: Path) -> None:
     first, second = Metrics(tmp_path), Metrics(tmp_path)
     first.observe("/healthz", "GET", 200, 0.0001)
