@@ -3,11 +3,14 @@ admission settings (issue 17)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from mlcycle.api.serving import ServeAccess, serve_options, serve_target
@@ -15,7 +18,7 @@ from mlcycle.package import Bundle, build_bundle, write_archive
 from mlcycle.spec import load_spec
 from mlcycle.spec.model import Retention
 from tests.package.conftest import Project
-from tests.serve.conftest import Server, free_port, wait_ready
+from tests.serve.conftest import Reply, Server, free_port, wait_ready
 
 
 def _bundle_with_limits(project: Project, dest: Path) -> Bundle:
@@ -31,6 +34,34 @@ def _bundle_with_limits(project: Project, dest: Path) -> Bundle:
     spec = load_spec(project.root)
     assert spec.deployment.serve.max_rows == 2
     return build_bundle(spec, project.registry, project.entry, dest)
+
+
+def _post_alone(server: Server, body: object) -> Reply:
+    """POST on a fresh connection once the server has seen the last one close: with a
+    budget of one connection, a request sent before that is (rightly) refused 503."""
+    deadline = time.monotonic() + 30
+    while True:
+        reply = server.post("/v1/predict", body)
+        if reply.status != 503 or time.monotonic() > deadline:
+            return reply
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _held_connection(port: int, request: bytes) -> Iterator[socket.socket]:
+    """A connection the server answered 200 on, kept open (see `_post_alone`)."""
+    deadline = time.monotonic() + 30
+    while True:
+        held = socket.create_connection(("127.0.0.1", port), timeout=30)
+        held.sendall(request)
+        answer = held.recv(65536)
+        if answer.startswith(b"HTTP/1.1 200"):
+            break
+        held.close()
+        assert answer.startswith(b"HTTP/1.1 503") and time.monotonic() < deadline, answer
+        time.sleep(0.05)
+    with held:
+        yield held
 
 
 def test_the_bundle_spec_sets_the_engine_limits(project: Project, tmp_path: Path) -> None:
@@ -71,23 +102,23 @@ def test_a_served_bundle_refuses_more_rows_than_its_spec_allows(
     try:
         wait_ready(server)
         row = {"mean radius": 14.0, "mean texture": 19.0, "mean smoothness": 0.1, "worst area": 800}
-        too_many = server.post("/v1/predict", {"instances": [row, row, row]})
+        too_many = _post_alone(server, {"instances": [row, row, row]})
         assert too_many.status == 413, too_many.json
         assert "at most 2 per request" in too_many.json["error"]
-        assert server.post("/v1/predict", {"instances": [row, row]}).status == 200
+        assert _post_alone(server, {"instances": [row, row]}).status == 200
         # Its connection budget (1): a second connection open at once gets 503.
         body = json.dumps({"instances": [row]}).encode()
         request = (
             b"POST /v1/predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
             + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
         )
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as held:
-            held.sendall(request)
-            assert held.recv(65536).startswith(b"HTTP/1.1 200")
-            with socket.create_connection(("127.0.0.1", port), timeout=30) as extra:
-                extra.sendall(request)
-                answer = extra.recv(65536)
-                assert answer.startswith(b"HTTP/1.1 503"), answer
-                assert b"retry-after: 1" in answer.lower()
+        with (
+            _held_connection(port, request),
+            socket.create_connection(("127.0.0.1", port), timeout=30) as extra,
+        ):
+            extra.sendall(request)
+            answer = extra.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 503"), answer
+            assert b"retry-after: 1" in answer.lower()
     finally:
         server.stop()
