@@ -231,10 +231,20 @@ def test_a_connection_over_the_budget_gets_503_and_is_closed(
     server = launch(model_dir / "model.skops", tmp_path, "--max-connections", "2")
     request = _request({"instances": rows_of(cancer[0], 0, 1)})
     try:
-        held = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(2)]
-        for sock in held:  # answered: the engine holds both connections now
+        # Answered: the engine holds both connections now. A connection is retried while
+        # the server has not yet seen the readiness probe's connection close (503).
+        held = []
+        deadline = time.monotonic() + 30
+        while len(held) < 2:
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
             sock.sendall(request)
-            assert _response(sock)[0] == 200
+            status = _response(sock)[0]
+            if status == 200:
+                held.append(sock)
+                continue
+            sock.close()
+            assert status == 503 and time.monotonic() < deadline, status
+            time.sleep(0.05)
         with socket.create_connection(("127.0.0.1", server.port), timeout=30) as extra:
             extra.sendall(request)
             status, headers, reply = _response(extra)
