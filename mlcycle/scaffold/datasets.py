@@ -13,19 +13,23 @@
   (scikit-learn's `target` is the opposite: 0 is malignant).
 
 Arrival order is a fixed pseudo-random shuffle (SHA-256 of the case id), so the
-files are the same on every machine and every library version. pandas,
-scikit-learn and pyarrow are imported inside the functions.
+files are the same on every machine and every library version. The data is read from
+scikit-learn's copy of the file without importing scikit-learn or pandas (they cost
+`init` seconds); research's model (`write_research`) imports them.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import importlib.util
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlcycle.errors import RuntimeFailure
 from mlcycle.spec.model import Spec
 from mlcycle.train import build_estimator
 
@@ -51,40 +55,55 @@ REFERENCE_EVERY = 5
 PREDICTION = "prediction"
 
 
+FEATURES = (
+    "mean radius", "mean texture", "mean perimeter", "mean area", "mean smoothness",
+    "mean compactness", "mean concavity", "mean concave points", "mean symmetry",
+    "mean fractal dimension", "radius error", "texture error", "perimeter error",
+    "area error", "smoothness error", "compactness error", "concavity error",
+    "concave points error", "symmetry error", "fractal dimension error", "worst radius",
+    "worst texture", "worst perimeter", "worst area", "worst smoothness",
+    "worst compactness", "worst concavity", "worst concave points", "worst symmetry",
+    "worst fractal dimension",
+)  # fmt: skip
+"""The 30 measurements, as scikit-learn's `load_breast_cancer().feature_names` names them
+(its CSV holds numbers only; `tests/scaffold` checks the two lists agree)."""
+CASES = 569
+SKLEARN_CSV = ("datasets", "data", "breast_cancer.csv")
+"""Where scikit-learn keeps the data set, inside its package directory."""
+
+Event = tuple[Any, ...]
+"""One case: `id`, `seq`, the 30 features (float), `malignant` (0 or 1)."""
+
+
 def feature_names() -> list[str]:
     """The 30 feature columns, snake_case, in scikit-learn's order."""
-    from sklearn.datasets import load_breast_cancer
-
-    return [_snake(name) for name in load_breast_cancer().feature_names]
+    return [_snake(name) for name in FEATURES]
 
 
-def breast_cancer_events() -> pd.DataFrame:
-    """All 569 cases as events: `id`, `seq`, the 30 features, `malignant`, ordered by `seq`."""
-    import pandas as pd
-    from sklearn.datasets import load_breast_cancer
+def event_columns() -> list[str]:
+    """The columns of an event, in order: `id`, `seq`, the features, `malignant`."""
+    return [KEY, ORDINAL, *feature_names(), LABEL]
 
-    bunch = load_breast_cancer(as_frame=True)
-    features = bunch.data.rename(columns=_snake).astype("float64")
-    frame = pd.concat(
-        [
-            pd.DataFrame({KEY: range(1, len(features) + 1)}, dtype="int64"),
-            features.reset_index(drop=True),
-            pd.DataFrame({LABEL: 1 - bunch.target.to_numpy()}, dtype="int64"),
-        ],
-        axis=1,
-    )
-    order = sorted(range(len(frame)), key=lambda i: _arrival_rank(int(frame[KEY].iat[i])))
-    frame = frame.iloc[order].reset_index(drop=True)
-    frame.insert(1, ORDINAL, pd.Series(range(1, len(frame) + 1), dtype="int64"))
-    return frame
+
+def breast_cancer_events() -> list[Event]:
+    """All 569 cases as events (`event_columns()`), ordered by `seq`.
+
+    Read from scikit-learn's own copy of the file, without importing scikit-learn or
+    pandas: `init` is a command people run first, and those imports cost it ~3 s of CPU.
+    """
+    cases = []
+    for case_id, (features, target) in enumerate(_sklearn_rows(), start=1):
+        cases.append((case_id, features, 1 - target))  # scikit-learn: 0 is malignant
+    cases.sort(key=lambda case: _arrival_rank(case[0]))
+    return [(key, seq, *features, label) for seq, (key, features, label) in enumerate(cases, 1)]
 
 
 def write_dump(root: Path) -> list[str]:
     """`data/train.csv`: a static export (no `seq`: a dump has no notion of arrival)."""
-    events = breast_cancer_events().drop(columns=[ORDINAL])
-    path = root / TRAIN_CSV
-    path.parent.mkdir(parents=True, exist_ok=True)
-    events.to_csv(path, index=False, lineterminator="\n")
+    columns = event_columns()
+    without_seq = [i for i, name in enumerate(columns) if name != ORDINAL]
+    rows = ([row[i] for i in without_seq] for row in breast_cancer_events())
+    _write_csv(root / TRAIN_CSV, [columns[i] for i in without_seq], rows)
     return [TRAIN_CSV]
 
 
@@ -98,28 +117,26 @@ def write_sqlite(root: Path) -> list[str]:
     events = breast_cancer_events()
     path = root / EVENTS_DB
     path.parent.mkdir(parents=True, exist_ok=True)
-    features = [c for c in events.columns if c not in (KEY, ORDINAL, LABEL)]
     columns = [
         f'"{KEY}" INTEGER PRIMARY KEY',
         f'"{ORDINAL}" INTEGER NOT NULL UNIQUE',
-        *(f'"{name}" REAL NOT NULL' for name in features),
+        *(f'"{name}" REAL NOT NULL' for name in feature_names()),
         f'"{LABEL}" INTEGER NOT NULL',
     ]
-    names = ", ".join(f'"{c}"' for c in events.columns)
-    marks = ", ".join("?" for _ in events.columns)
-    rows = _python_rows(events)
+    names = ", ".join(f'"{c}"' for c in event_columns())
+    marks = ", ".join("?" for _ in event_columns())
     connection = sqlite3.connect(path)
     try:
         with connection:
             connection.execute(f"CREATE TABLE {EVENTS_TABLE} ({', '.join(columns)})")
-            connection.executemany(f"INSERT INTO {EVENTS_TABLE} ({names}) VALUES ({marks})", rows)
+            connection.executemany(f"INSERT INTO {EVENTS_TABLE} ({names}) VALUES ({marks})", events)
             connection.execute(
                 f'CREATE TABLE {OUTCOMES_TABLE} ("{KEY}" INTEGER PRIMARY KEY, '
                 f'"{OUTCOME}" INTEGER NOT NULL)'
             )
             connection.executemany(
                 f'INSERT INTO {OUTCOMES_TABLE} ("{KEY}", "{OUTCOME}") VALUES (?, ?)',
-                _python_rows(events[[KEY, LABEL]]),
+                [(event[0], event[-1]) for event in events],
             )
     finally:
         connection.close()
@@ -133,10 +150,7 @@ def write_events_csv(root: Path) -> list[str]:
     needs the `[parquet]` extra (pyarrow). Floats are written in full (repr), so
     research and mlcycle read the same numbers.
     """
-    events = breast_cancer_events()
-    path = root / EVENTS_CSV
-    path.parent.mkdir(parents=True, exist_ok=True)
-    events.to_csv(path, index=False, lineterminator="\n")
+    _write_csv(root / EVENTS_CSV, event_columns(), breast_cancer_events())
     return [EVENTS_CSV]
 
 
@@ -193,9 +207,37 @@ def _arrival_rank(case_id: int) -> bytes:
     return hashlib.sha256(f"mlcycle-example-{case_id}".encode()).digest()
 
 
-def _python_rows(frame: pd.DataFrame) -> list[tuple[Any, ...]]:
-    # sqlite3 binds Python int and float, not numpy scalars.
-    return [tuple(row) for row in frame.astype(object).itertuples(index=False, name=None)]
+def _sklearn_rows() -> Iterator[tuple[list[float], int]]:
+    """(features, target) per case, from scikit-learn's CSV: a header `569,30,NAMES...`,
+    then 30 numbers and the target (0 malignant, 1 benign) per line."""
+    spec = importlib.util.find_spec("sklearn")  # finds the package without running it
+    locations = spec.submodule_search_locations if spec is not None else None
+    if not locations:
+        raise RuntimeFailure(
+            "scikit-learn is not installed, and the example data comes from it",
+            hint="pip install scikit-learn (mlcycle-cli depends on it: reinstall mlcycle-cli)",
+        )
+    path = Path(next(iter(locations))).joinpath(*SKLEARN_CSV)
+    with path.open(newline="", encoding="utf-8") as source:
+        lines = csv.reader(source)
+        header = next(lines)
+        if header[:2] != [str(CASES), str(len(FEATURES))]:
+            raise RuntimeFailure(
+                f"{path} is not the breast cancer data set this mlcycle knows",
+                hint="reinstall scikit-learn",
+            )
+        for line in lines:
+            yield [float(value) for value in line[:-1]], int(line[-1])
+
+
+def _write_csv(path: Path, columns: list[str], rows: Iterable[Sequence[Any]]) -> None:
+    # repr of a float is its shortest exact form, as pandas writes it: research and
+    # mlcycle read back the same numbers.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([repr(v) if isinstance(v, float) else v for v in row] for row in rows)
 
 
 def same_data(a: Path, b: Path) -> bool:

@@ -13,7 +13,7 @@ import yaml
 
 import mlcycle
 from mlcycle.scaffold import PATTERNS, InitResult
-from mlcycle.scaffold.datasets import feature_names
+from mlcycle.scaffold.datasets import breast_cancer_events, feature_names
 from mlcycle.spec import load_spec
 from mlcycle.spec.model import Spec
 
@@ -82,6 +82,26 @@ def test_every_ci_job_installs_exactly_this_mlcycle(
         assert wanted in installs[0].split(), installs
         assert installs[0].replace(wanted, "").count("mlcycle") == 0, installs
     assert mlcycle.requirement() == wanted.strip('"')
+
+
+def test_example_data_is_scikit_learns_breast_cancer_set_made_event_like() -> None:
+    # The example data is read from scikit-learn's CSV without importing it (init stays
+    # fast); here it is checked against scikit-learn's own loader, value by value.
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer()
+    assert [_snake(n) for n in bunch.feature_names] == feature_names()
+    events = breast_cancer_events()
+    assert [e[1] for e in events] == list(range(1, len(bunch.target) + 1))  # seq
+    assert sorted(e[0] for e in events) == list(range(1, len(bunch.target) + 1))  # id
+    for event in events:
+        row = event[0] - 1  # id: the row in scikit-learn's copy, 1-based
+        assert list(event[2:-1]) == bunch.data[row].tolist()
+        assert event[-1] == 1 - bunch.target[row]  # malignant: 1 (scikit-learn: 0)
+
+
+def _snake(name: str) -> str:
+    return "_".join(name.split())
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
