@@ -35,6 +35,7 @@ from typing import Any, Final
 import mlcycle
 from mlcycle.errors import IntegrityError, RegistryError, UsageError
 from mlcycle.registry.trust import DEFAULT_POLICY, TrustPolicy
+from mlcycle.spec.code import without_bytecode
 
 SKOPS: Final = "skops"
 PICKLE: Final = "pickle"  # read from older entries only, to refuse them with a way out
@@ -391,7 +392,8 @@ def _project_importable(trust: TrustPolicy, names: list[str]) -> Iterator[None]:
     sys.path.insert(0, str(root))
     importlib.invalidate_caches()
     try:
-        yield
+        with without_bytecode():  # nothing written into the registry's copy of the code
+            yield
     finally:
         # Only for the duration of the load: the code's path must not leak.
         with contextlib.suppress(ValueError):

@@ -8,7 +8,9 @@ copy when the model loads; their classes and functions are the only project
 names a model file may name (registry/trust.py).
 
 Everything here reads files and parses them with `ast`; nothing is imported,
-so `validate` can list a project's code without running it. A path is refused
+so `validate` can list a project's code without running it. Where the code is
+imported (training, loading a model), `without_bytecode` keeps Python from writing
+`__pycache__` beside it. A path is refused
 when it is absolute, missing, not Python, or leads (through `..` or a symbolic
 link) outside the project.
 """
@@ -16,15 +18,33 @@ link) outside the project.
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from mlcycle.errors import UsageError
 
 SKIPPED_DIRS = frozenset({"__pycache__", ".git", ".mlcycle"})
+
+
+@contextlib.contextmanager
+def without_bytecode() -> Iterator[None]:
+    """Import the project's code without writing `__pycache__` beside it.
+
+    Python caches what it imports next to the source: in the project, that makes the
+    work tree dirty after `train` (untracked `__pycache__/`, unless .gitignore lists it)
+    and the next `release` refuses it; in a generation's copy of the code, it writes
+    into the registry. The flag is process-wide, so it is restored afterwards.
+    """
+    before = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    try:
+        yield
+    finally:
+        sys.dont_write_bytecode = before
 
 
 @dataclass(frozen=True)

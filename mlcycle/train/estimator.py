@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlcycle.errors import MlcycleError, TrainingError
 from mlcycle.spec.classpath import ALLOWED_PREFIXES
-from mlcycle.spec.code import project_names
+from mlcycle.spec.code import project_names, without_bytecode
 from mlcycle.train._util import describe, did_you_mean, listing
 
 if TYPE_CHECKING:
@@ -203,7 +203,8 @@ def import_project_module(module_name: str, *, root: Path, where: str) -> Module
     importlib.invalidate_caches()
     sys.path.insert(0, str(root))
     try:
-        return importlib.import_module(module_name)
+        with without_bytecode():
+            return importlib.import_module(module_name)
     except Exception as e:  # the project's code may raise anything while importing
         raise TrainingError(f"{where}: importing {module_name} failed: {_exc(e)}") from e
     finally:

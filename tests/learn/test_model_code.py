@@ -142,6 +142,26 @@ def test_project_classes_as_pipeline_steps_train_and_are_stored_with_their_code(
     assert str(stored) not in sys.path and str(stored.resolve()) not in sys.path
 
 
+def test_importing_the_code_writes_no_bytecode_into_the_project_or_the_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Python writes __pycache__ beside what it imports (this suite's environment may
+    # turn that off: PYTHONDONTWRITEBYTECODE). In a project whose .gitignore does not
+    # list it, that made the tree dirty after `train`, and `release` refused it.
+    root = coded_project(tmp_path / "nocache", model=PIPELINE)
+    (root / ".gitignore").write_text(".mlcycle/\n")
+    subprocess.run(["git", "commit", "-qam", "ignore only the registry"], cwd=root, check=True)
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    for name in ("features", "mypkg", "mypkg.steps"):  # imported afresh, from this project
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    entry = api.train(root).entry
+    assert entry is not None
+    open_project(root).registry.load_model(entry)
+    assert sys.dont_write_bytecode is False  # restored after each import
+    assert not list(root.rglob("__pycache__")), list(root.rglob("__pycache__"))
+    assert api.release(root, bump="minor").entry is not None
+
+
 @pytest.mark.slow
 def test_release_serve_and_a_change_of_code_without_a_release(tmp_path: Path) -> None:
     root = coded_project(tmp_path / "shop", model=ENTRYPOINT)
