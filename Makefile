@@ -32,9 +32,14 @@ typecheck: $(STAMP)
 # The tests run on TEST_WORKERS pytest-xdist workers: most of a test's time is spent
 # waiting (git, Docker builds, servers, subprocesses), so more workers than cores pay.
 # tests/scheduling.py decides which tests go to one worker together.
+# Bytecode caches are written, as on a developer's machine, also where the environment
+# turns them off (PYTHONDONTWRITEBYTECODE, set on some CI machines): without them every
+# CLI subprocess compiles mlcycle again and every worker rewrites every test module's
+# asserts (~25% of the suite's CPU), and what writing them does to a project goes unseen.
 PG_PORT ?= 54329
 TEST_WORKERS ?= 3
 test: $(STAMP) lint typecheck docker-env browser postgres checkov mlflow
+	env -u PYTHONDONTWRITEBYTECODE \
 	MLCYCLE_REQUIRE_DOCKER=1 MLCYCLE_REQUIRE_POSTGRES=1 MLCYCLE_REQUIRE_CHECKOV=1 \
 	MLCYCLE_REQUIRE_MLFLOW=1 \
 	MLCYCLE_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:$(PG_PORT)/postgres \
@@ -48,7 +53,7 @@ COVERAGE_DIR := $(CURDIR)/.coverage-data
 # PYTEST_ARGS narrows it, e.g. PYTEST_ARGS='tests/agents tests/store'.
 coverage: $(STAMP) docker-env browser postgres checkov mlflow
 	rm -rf $(COVERAGE_DIR) && mkdir -p $(COVERAGE_DIR)
-	COVERAGE_FILE=$(COVERAGE_DIR)/coverage \
+	env -u PYTHONDONTWRITEBYTECODE COVERAGE_FILE=$(COVERAGE_DIR)/coverage \
 	MLCYCLE_REQUIRE_DOCKER=1 MLCYCLE_REQUIRE_POSTGRES=1 MLCYCLE_REQUIRE_CHECKOV=1 \
 	MLCYCLE_REQUIRE_MLFLOW=1 \
 	MLCYCLE_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:$(PG_PORT)/postgres \
