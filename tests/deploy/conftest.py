@@ -68,11 +68,8 @@ def stranger(
 
     def make(venv: Path) -> None:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        # --no-compile: pip would byte-compile all of scikit-learn, SciPy, pandas, ...
-        # (measured: 56 s of CPU against 19 s without); the stranger's processes compile
-        # what they import, once, as any Python does (PYTHON* variables are not passed).
         install = subprocess.run(
-            [venv / "bin" / "pip", "install", "--quiet", "--no-compile", mlcycle.requirement()],
+            [venv / "bin" / "pip", "install", "--quiet", mlcycle.requirement()],
             cwd=venv,
             env=env,
             capture_output=True,
