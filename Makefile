@@ -35,7 +35,8 @@ typecheck: $(STAMP)
 # Bytecode caches are written, as on a developer's machine, also where the environment
 # turns them off (PYTHONDONTWRITEBYTECODE, set on some CI machines): without them every
 # CLI subprocess compiles mlcycle again and every worker rewrites every test module's
-# asserts (measured: 13% of the CPU of the whole make test), and what writing them does to a project goes unseen.
+# asserts (measured: 13% of the CPU of the whole make test), and what writing them does
+# to a project goes unseen.
 PG_PORT ?= 54329
 TEST_WORKERS ?= 3
 test: $(STAMP) lint typecheck docker-env browser postgres checkov mlflow
