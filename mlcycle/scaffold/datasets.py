@@ -24,7 +24,7 @@ import csv
 import hashlib
 import importlib.util
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -207,7 +207,7 @@ def _arrival_rank(case_id: int) -> bytes:
     return hashlib.sha256(f"mlcycle-example-{case_id}".encode()).digest()
 
 
-def _sklearn_rows() -> Iterator[tuple[list[float], int]]:
+def _sklearn_rows() -> list[tuple[list[float], int]]:
     """(features, target) per case, from scikit-learn's CSV: a header `569,30,NAMES...`,
     then 30 numbers and the target (0 malignant, 1 benign) per line."""
     spec = importlib.util.find_spec("sklearn")  # finds the package without running it
@@ -218,16 +218,27 @@ def _sklearn_rows() -> Iterator[tuple[list[float], int]]:
             hint="pip install scikit-learn (mlcycle-cli depends on it: reinstall mlcycle-cli)",
         )
     path = Path(next(iter(locations))).joinpath(*SKLEARN_CSV)
-    with path.open(newline="", encoding="utf-8") as source:
-        lines = csv.reader(source)
-        header = next(lines)
-        if header[:2] != [str(CASES), str(len(FEATURES))]:
-            raise RuntimeFailure(
-                f"{path} is not the breast cancer data set this mlcycle knows",
-                hint="reinstall scikit-learn",
-            )
-        for line in lines:
-            yield [float(value) for value in line[:-1]], int(line[-1])
+    width = len(FEATURES) + 1
+    try:
+        with path.open(newline="", encoding="utf-8") as source:
+            lines = list(csv.reader(source))
+        rows = [([float(v) for v in line[:-1]], int(line[-1])) for line in lines[1:]]
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise RuntimeFailure(
+            f"cannot read the example data from {path}: {e}", hint="reinstall scikit-learn"
+        ) from e
+    if (
+        not lines
+        or lines[0][:2] != [str(CASES), str(len(FEATURES))]
+        or len(rows) != CASES
+        or any(len(line) != width for line in lines[1:])
+    ):
+        raise RuntimeFailure(
+            f"{path} is not the breast cancer data set this mlcycle knows "
+            f"({CASES} rows of {len(FEATURES)} measurements and a target)",
+            hint="reinstall scikit-learn",
+        )
+    return rows
 
 
 def _write_csv(path: Path, columns: list[str], rows: Iterable[Sequence[Any]]) -> None:

@@ -12,7 +12,8 @@ import skops.io
 import yaml
 
 import mlcycle
-from mlcycle.scaffold import PATTERNS, InitResult
+from mlcycle.errors import RuntimeFailure
+from mlcycle.scaffold import PATTERNS, InitResult, datasets
 from mlcycle.scaffold.datasets import breast_cancer_events, feature_names
 from mlcycle.spec import load_spec
 from mlcycle.spec.model import Spec
@@ -98,6 +99,18 @@ def test_example_data_is_scikit_learns_breast_cancer_set_made_event_like() -> No
         row = event[0] - 1  # id: the row in scikit-learn's copy, 1-based
         assert list(event[2:-1]) == bunch.data[row].tolist()
         assert event[-1] == 1 - bunch.target[row]  # malignant: 1 (scikit-learn: 0)
+
+
+def test_example_data_that_is_not_the_known_set_is_refused_with_a_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Another of scikit-learn's bundled files: readable, but not the breast cancer set.
+    monkeypatch.setattr(datasets, "SKLEARN_CSV", ("datasets", "data", "iris.csv"))
+    with pytest.raises(RuntimeFailure, match="is not the breast cancer data set"):
+        datasets.breast_cancer_events()
+    monkeypatch.setattr(datasets, "SKLEARN_CSV", ("datasets", "data", "missing.csv"))
+    with pytest.raises(RuntimeFailure, match="cannot read the example data"):
+        datasets.breast_cancer_events()
 
 
 def _snake(name: str) -> str:
