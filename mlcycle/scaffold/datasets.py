@@ -100,10 +100,8 @@ def breast_cancer_events() -> list[Event]:
 
 def write_dump(root: Path) -> list[str]:
     """`data/train.csv`: a static export (no `seq`: a dump has no notion of arrival)."""
-    columns = event_columns()
-    without_seq = [i for i, name in enumerate(columns) if name != ORDINAL]
-    rows = ([row[i] for i in without_seq] for row in breast_cancer_events())
-    _write_csv(root / TRAIN_CSV, [columns[i] for i in without_seq], rows)
+    rows = ((event[0], *event[2:]) for event in breast_cancer_events())  # id, features, label
+    _write_csv(root / TRAIN_CSV, [KEY, *feature_names(), LABEL], rows)
     return [TRAIN_CSV]
 
 
@@ -124,7 +122,7 @@ def write_sqlite(root: Path) -> list[str]:
         f'"{LABEL}" INTEGER NOT NULL',
     ]
     names = ", ".join(f'"{c}"' for c in event_columns())
-    marks = ", ".join("?" for _ in event_columns())
+    marks = ", ".join("?" * len(event_columns()))
     connection = sqlite3.connect(path)
     try:
         with connection:

@@ -8,11 +8,10 @@ copy when the model loads; their classes and functions are the only project
 names a model file may name (registry/trust.py).
 
 Everything here reads files and parses them with `ast`; nothing is imported,
-so `validate` can list a project's code without running it. Where the code is
-imported (training, loading a model), `without_bytecode` keeps Python from writing
-`__pycache__` beside it. A path is refused
+so `validate` can list a project's code without running it. A path is refused
 when it is absolute, missing, not Python, or leads (through `..` or a symbolic
-link) outside the project.
+link) outside the project. Where the code is imported (training, loading a model),
+`without_bytecode` keeps Python from writing `__pycache__` beside it.
 """
 
 from __future__ import annotations

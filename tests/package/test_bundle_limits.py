@@ -3,14 +3,12 @@ admission settings (issue 17)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from mlcycle.api.serving import ServeAccess, serve_options, serve_target
@@ -18,7 +16,7 @@ from mlcycle.package import Bundle, build_bundle, write_archive
 from mlcycle.spec import load_spec
 from mlcycle.spec.model import Retention
 from tests.package.conftest import Project
-from tests.serve.conftest import Reply, Server, free_port, wait_ready
+from tests.serve.conftest import Reply, Server, free_port, served_connection, wait_ready
 
 
 def _bundle_with_limits(project: Project, dest: Path) -> Bundle:
@@ -45,23 +43,6 @@ def _post_alone(server: Server, body: object) -> Reply:
         if reply.status != 503 or time.monotonic() > deadline:
             return reply
         time.sleep(0.05)
-
-
-@contextlib.contextmanager
-def _held_connection(port: int, request: bytes) -> Iterator[socket.socket]:
-    """A connection the server answered 200 on, kept open (see `_post_alone`)."""
-    deadline = time.monotonic() + 30
-    while True:
-        held = socket.create_connection(("127.0.0.1", port), timeout=30)
-        held.sendall(request)
-        answer = held.recv(65536)
-        if answer.startswith(b"HTTP/1.1 200"):
-            break
-        held.close()
-        assert answer.startswith(b"HTTP/1.1 503") and time.monotonic() < deadline, answer
-        time.sleep(0.05)
-    with held:
-        yield held
 
 
 def test_the_bundle_spec_sets_the_engine_limits(project: Project, tmp_path: Path) -> None:
@@ -113,7 +94,7 @@ def test_a_served_bundle_refuses_more_rows_than_its_spec_allows(
             + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
         )
         with (
-            _held_connection(port, request),
+            served_connection(port, request),
             socket.create_connection(("127.0.0.1", port), timeout=30) as extra,
         ):
             extra.sendall(request)

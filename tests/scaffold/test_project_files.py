@@ -91,7 +91,7 @@ def test_example_data_is_scikit_learns_breast_cancer_set_made_event_like() -> No
     from sklearn.datasets import load_breast_cancer
 
     bunch = load_breast_cancer()
-    assert [_snake(n) for n in bunch.feature_names] == feature_names()
+    assert list(bunch.feature_names) == list(datasets.FEATURES)
     events = breast_cancer_events()
     assert [e[1] for e in events] == list(range(1, len(bunch.target) + 1))  # seq
     assert sorted(e[0] for e in events) == list(range(1, len(bunch.target) + 1))  # id
@@ -111,10 +111,6 @@ def test_example_data_that_is_not_the_known_set_is_refused_with_a_message(
     monkeypatch.setattr(datasets, "SKLEARN_CSV", ("datasets", "data", "missing.csv"))
     with pytest.raises(RuntimeFailure, match="cannot read the example data"):
         datasets.breast_cancer_events()
-
-
-def _snake(name: str) -> str:
-    return "_".join(name.split())
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)

@@ -194,6 +194,44 @@ def shed(server: Server) -> dict[str, float]:
     return counts
 
 
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], Any]:
+    """Read one response from `sock`: status, lower-cased headers, JSON body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"the connection closed before a response: {data!r}"
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    lines = head.decode().split("\r\n")
+    headers = {
+        name.strip().lower(): value.strip()
+        for name, value in (line.split(":", 1) for line in lines[1:])
+    }
+    length = int(headers["content-length"])
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    return int(lines[0].split()[1]), headers, json.loads(rest[:length])
+
+
+def served_connection(port: int, request: bytes, timeout: float = 30) -> socket.socket:
+    """A connection the server answered `request` on with 200, left open.
+
+    Under a connection budget, a connection opened before the server has seen an
+    earlier one close (a readiness probe's, say) is rightly refused with 503: that one
+    is closed and a new one tried, until `timeout`.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sock.sendall(request)
+        status, _, reply = read_response(sock)
+        if status == 200:
+            return sock
+        sock.close()
+        assert status == 503 and time.monotonic() < deadline, (status, reply)
+        time.sleep(0.05)
+
+
 def wait_ready(server: Server, timeout: float = 90) -> None:
     """Poll /readyz until it answers 200 (or the process dies)."""
     deadline = time.monotonic() + timeout

@@ -21,7 +21,15 @@ from typing import Any
 import pytest
 
 from mlcycle.serve.admission import LoopLag, SlotQueue, SojournLimit
-from tests.serve.conftest import launch, metric, rows_of, shed, wait_for
+from tests.serve.conftest import (
+    launch,
+    metric,
+    read_response,
+    rows_of,
+    served_connection,
+    shed,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -33,25 +41,6 @@ def _request(body: Any) -> bytes:
         + f"Content-Length: {len(data)}\r\n\r\n".encode()
         + data
     )
-
-
-def _response(sock: socket.socket) -> tuple[int, dict[str, str], Any]:
-    """Read one response from `sock`: status, lower-cased headers, JSON body."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"the connection closed before a response: {data!r}"
-        data += chunk
-    head, rest = data.split(b"\r\n\r\n", 1)
-    lines = head.decode().split("\r\n")
-    headers = {
-        name.strip().lower(): value.strip()
-        for name, value in (line.split(":", 1) for line in lines[1:])
-    }
-    length = int(headers["content-length"])
-    while len(rest) < length:
-        rest += sock.recv(65536)
-    return int(lines[0].split()[1]), headers, json.loads(rest[:length])
 
 
 def _frozen_requests(
@@ -73,7 +62,7 @@ def _frozen_requests(
     answers = []
     for sock in late:
         with sock:
-            answers.append(_response(sock))
+            answers.append(read_response(sock))
     return answers
 
 
@@ -181,16 +170,16 @@ def test_a_request_that_would_join_a_late_queue_is_refused_as_it_is_read(
             )
             with socket.create_connection(("127.0.0.1", server.port), timeout=30) as late:
                 late.sendall(request)
-                status, headers, reply = _response(late)
+                status, headers, reply = read_response(late)
                 assert (status, headers["retry-after"]) == (503, "1")
                 assert "overloaded" in reply["error"]
                 assert "connection" not in headers  # kept alive
                 late.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
-                assert _response(late)[0] == 200
+                assert read_response(late)[0] == 200
             assert shed(server)["queue"] == 1
             assert busy.result().status == 200
             with waiting:
-                assert _response(waiting)[0] == 200
+                assert read_response(waiting)[0] == 200
     finally:
         server.stop()
 
@@ -231,23 +220,11 @@ def test_a_connection_over_the_budget_gets_503_and_is_closed(
     server = launch(model_dir / "model.skops", tmp_path, "--max-connections", "2")
     request = _request({"instances": rows_of(cancer[0], 0, 1)})
     try:
-        # Answered: the engine holds both connections now. A connection is retried while
-        # the server has not yet seen the readiness probe's connection close (503).
-        held = []
-        deadline = time.monotonic() + 30
-        while len(held) < 2:
-            sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
-            sock.sendall(request)
-            status = _response(sock)[0]
-            if status == 200:
-                held.append(sock)
-                continue
-            sock.close()
-            assert status == 503 and time.monotonic() < deadline, status
-            time.sleep(0.05)
+        # Answered: the engine holds both connections now.
+        held = [served_connection(server.port, request) for _ in range(2)]
         with socket.create_connection(("127.0.0.1", server.port), timeout=30) as extra:
             extra.sendall(request)
-            status, headers, reply = _response(extra)
+            status, headers, reply = read_response(extra)
             assert status == 503
             assert headers["retry-after"] == "1"
             assert headers["connection"] == "close"
@@ -255,7 +232,7 @@ def test_a_connection_over_the_budget_gets_503_and_is_closed(
             assert extra.recv(1) == b""  # closed by the server
         # The connections within the budget keep being served...
         held[0].sendall(request)
-        assert _response(held[0])[0] == 200
+        assert read_response(held[0])[0] == 200
         for sock in held:
             sock.close()
 
@@ -263,7 +240,7 @@ def test_a_connection_over_the_budget_gets_503_and_is_closed(
         def served() -> bool:
             with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
                 sock.sendall(request)
-                return _response(sock)[0] == 200
+                return read_response(sock)[0] == 200
 
         assert any(served() for _ in range(50))
     finally:
