@@ -195,21 +195,20 @@ def shed(server: Server) -> dict[str, float]:
 
 
 def read_response(sock: socket.socket) -> tuple[int, dict[str, str], Any]:
-    """Read one response from `sock`: status, lower-cased headers, JSON body."""
+    """One response with a content-length: (status, lower-cased headers, JSON body)."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
-        assert chunk, f"the connection closed before a response: {data!r}"
+        assert chunk, f"the server closed the connection without an answer (got {data!r})"
         data += chunk
-    head, rest = data.split(b"\r\n\r\n", 1)
-    lines = head.decode().split("\r\n")
-    headers = {
-        name.strip().lower(): value.strip()
-        for name, value in (line.split(":", 1) for line in lines[1:])
-    }
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
     length = int(headers["content-length"])
     while len(rest) < length:
-        rest += sock.recv(65536)
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection in the middle of its answer"
+        rest += chunk
     return int(lines[0].split()[1]), headers, json.loads(rest[:length])
 
 

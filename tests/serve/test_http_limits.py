@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.serve.conftest import Server, launch, rows_of, shed
+from tests.serve.conftest import Server, launch, read_response, rows_of, shed
 
 pytestmark = pytest.mark.slow
 
@@ -76,24 +76,6 @@ def _stalled_predict(port: int, declared: int = 100_000, sent: bytes = b'{"ins')
     return sock
 
 
-def _read_answer(sock: socket.socket) -> tuple[int, dict[str, str], Any]:
-    """One response with a content-length: (status, lower-cased headers, JSON body)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"the server closed the connection without an answer (got {data!r})"
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
-    length = int(headers["content-length"])
-    while len(rest) < length:
-        chunk = sock.recv(65536)
-        assert chunk, "the server closed the connection in the middle of its answer"
-        rest += chunk
-    return int(lines[0].split()[1]), headers, json.loads(rest[:length])
-
-
 def _closed_by_server(sock: socket.socket) -> bool:
     """Whether the server ends the connection (EOF or reset) before the socket's timeout."""
     try:
@@ -127,7 +109,7 @@ def test_idle_half_sent_bodies_do_not_make_others_wait_or_get_503(
 def test_a_stalled_body_gets_408_and_its_connection_is_closed(strict: Server) -> None:
     with _stalled_predict(strict.port) as sock:
         sock.settimeout(20)
-        status, headers, body = _read_answer(sock)
+        status, headers, body = read_response(sock)
         assert status == 408
         assert "did not arrive within 1 s" in body["error"]
         assert headers["connection"] == "close"
@@ -143,7 +125,7 @@ def test_a_socket_that_sends_nothing_or_part_of_its_headers_is_closed(strict: Se
     partial.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: test\r\nContent-Le")
     with silent, partial:
         assert _closed_by_server(silent)
-        status, _, body = _read_answer(partial)
+        status, _, body = read_response(partial)
         assert status == 408 and "headers" in body["error"]
         assert _closed_by_server(partial)
 
@@ -204,7 +186,7 @@ def test_a_body_trickled_to_a_route_that_reads_none_is_closed(strict: Server) ->
     # the connection must not stay open for a body sent one byte at a time.
     with socket.create_connection(("127.0.0.1", strict.port), timeout=20) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n\r\n{")
-        status, _, body = _read_answer(sock)
+        status, _, body = read_response(sock)
         assert status == 200 and body["status"] == "ok"
         sock.settimeout(1)
         deadline = time.monotonic() + 15
