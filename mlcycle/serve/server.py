@@ -11,6 +11,7 @@ prediction logs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -31,6 +32,7 @@ from typing import Any
 
 from mlcycle.errors import ServingError
 from mlcycle.serve.app import ServeOptions, ServingApp
+from mlcycle.serve.listener import new_event_loop
 from mlcycle.serve.model import ModelSource, Router, resolve_source
 from mlcycle.serve.transport import http_protocol
 from mlcycle.spec.model import DEFAULT_STORE_URL, SERVE_HOST, SERVE_PORT, SERVE_WORKERS
@@ -155,7 +157,7 @@ def _run_uvicorn(app: ServingApp, sock: socket.socket, options: ServeOptions) ->
 
     config = uvicorn.Config(
         app,
-        loop="auto",
+        loop="none",  # the loop is ours: new_event_loop, below
         http=http_protocol(
             header_timeout=options.header_timeout,
             linger_time=options.body_timeout,
@@ -176,7 +178,9 @@ def _run_uvicorn(app: ServingApp, sock: socket.socket, options: ServeOptions) ->
     )
     server = uvicorn.Server(config)
     try:
-        server.run(sockets=[sock])
+        # `server.run` would pick uvicorn's loop; this one accepts in batches (listener.py).
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(server.serve(sockets=[sock]))
     except SystemExit as e:
         raise ServingError(
             "the serving engine could not start; see the log above", hint=None
