@@ -63,7 +63,7 @@ from mlcycle.serve.model import (
     resolve_source,
     warm_up,
 )
-from mlcycle.serve.transport import ARRIVAL, LAG, OVER_BUDGET
+from mlcycle.serve.transport import ARRIVAL, CONNECTION, LAG, OVER_BUDGET
 from mlcycle.spec.model import (
     DEFAULT_MAX_ROWS,
     SERVE_BACKLOG,
@@ -424,9 +424,18 @@ class ServingApp:
                 # connection, never one of the slots for model work.
                 body = await self._read_body(scope, receive, binary=route.binary)
                 read = True
-                waiting = self._admit(scope)
-                if waiting is not None:
-                    await self._wait_for_slot(scope, waiting)
+                connection = scope.get(CONNECTION)
+                again = connection is not None and connection.refused_last
+                try:
+                    waiting = self._admit(scope, after_refusal=again)
+                    if waiting is not None:
+                        await self._wait_for_slot(scope, waiting, after_refusal=again)
+                except RequestError:
+                    if connection is not None:
+                        connection.refused_last = True
+                    raise
+                if connection is not None:
+                    connection.refused_last = False
                 counted = True
             status = await route.handler(scope, body, send, route)
         except RequestError as e:
@@ -591,17 +600,20 @@ class ServingApp:
         else:
             self._sweeping = False
 
-    def _admit(self, scope: Scope) -> asyncio.Future[bool] | None:
+    def _admit(self, scope: Scope, *, after_refusal: bool = False) -> asyncio.Future[bool] | None:
         """Take a slot for model work, or shed with 503 + Retry-After what should not
         start it now: a request on a connection beyond the budget, one that waited too
         long since it arrived while others are in flight (CoDel; see
         `serve/admission.py`), one that would join a queue for slots that is already
-        late. None: the request holds a slot; else a future to wait on for one."""
+        late. None: the request holds a slot; else a future to wait on for one.
+
+        `after_refusal`: the connection's last request was refused; neither the
+        sojourn check nor a late queue sheds this one (`admission.ConnectionState`)."""
         if scope.get(OVER_BUDGET):
             self._shed("connections", close=True)
         queue = self._queue
         if self._inflight < self.options.max_inflight and (queue is None or not queue.waiting()):
-            self._check_sojourn(scope, alone=self._inflight == 0)
+            self._check_sojourn(scope, alone=after_refusal or self._inflight == 0)
             self._inflight += 1
             self.metrics.inflight = self._inflight
             return None
@@ -613,7 +625,7 @@ class ServingApp:
                 asyncio.get_running_loop(), join_within=sojourn.target, deadline=sojourn.deadline
             )
         arrival = scope.get(ARRIVAL) or (time.monotonic(), time.thread_time())
-        waiting = queue.join(arrival)
+        waiting = queue.join(arrival, even_late=after_refusal)
         if waiting is None:
             self._shed("queue")
         return waiting
@@ -635,9 +647,12 @@ class ServingApp:
         self.metrics.observe(route.name, "POST", 503, 0.0)
         return self._refusal
 
-    async def _wait_for_slot(self, scope: Scope, waiting: asyncio.Future[bool]) -> None:
+    async def _wait_for_slot(
+        self, scope: Scope, waiting: asyncio.Future[bool], *, after_refusal: bool = False
+    ) -> None:
         """Wait for a slot a finishing request hands over (503 when the wait ran past the
-        deadline first); then the sojourn check, as for a request that found one free."""
+        deadline first); then the sojourn check, as for a request that found one free
+        (none `after_refusal`)."""
         try:
             handed = await waiting
         except asyncio.CancelledError:
@@ -647,7 +662,7 @@ class ServingApp:
         if not handed:
             self._shed("deadline")
         try:
-            self._check_sojourn(scope, alone=self._inflight == 1)
+            self._check_sojourn(scope, alone=after_refusal or self._inflight == 1)
         except RequestError:
             self._release()
             raise

@@ -52,7 +52,7 @@ import asyncio
 import time
 from typing import Any, Protocol
 
-from mlcycle.serve.admission import LoopLag
+from mlcycle.serve.admission import ConnectionState, LoopLag
 
 LINGER_BYTES = 64 * 1024 * 1024
 """Most a lingering connection discards before it is reset anyway."""
@@ -62,6 +62,8 @@ LAG = "mlcycle.lag"
 """Scope key: seconds the event loop ran late when the request was read (`LoopLag`)."""
 OVER_BUDGET = "mlcycle.over_budget"
 """Scope key, set (True) on the requests of a connection opened beyond the budget."""
+CONNECTION = "mlcycle.connection"
+"""Scope key: the connection's `admission.ConnectionState` (was its last request refused)."""
 
 _TIMEOUT_BODY = b'{"error":"the request headers did not arrive in time"}'
 _TIMEOUT_RESPONSE = (
@@ -206,6 +208,7 @@ def http_protocol(
         def connection_made(self, transport: Any) -> None:
             wrapped: Any = _LingeringTransport(transport, self.loop, self)
             super().connection_made(wrapped)
+            self.admission = ConnectionState()
             if ServingHttpProtocol.lag is None:
                 ServingHttpProtocol.lag = LoopLag(self.loop)
             if max_connections is not None and len(self.connections) > max_connections:
@@ -237,6 +240,7 @@ def http_protocol(
                 and not self.expect_100_continue  # the client waits to send the body
                 and not self.pipeline
                 and (self.cycle is None or self.cycle.response_complete)
+                and not self.admission.refused_last  # the app serves this one
             ):
                 self.refusing = early.refuse(self.parser.get_method(), self.url)
                 if self.refusing is not None:
@@ -259,11 +263,13 @@ def http_protocol(
             lag = self.lag
             scope[ARRIVAL] = (now, cpu)  # type: ignore[literal-required]
             scope[LAG] = 0.0 if lag is None else lag.lag(now, cpu)  # type: ignore[literal-required]
+            scope[CONNECTION] = self.admission  # type: ignore[literal-required]
             if self.over_budget:
                 scope[OVER_BUDGET] = True  # type: ignore[literal-required]
             super().on_message_complete()
 
         def _refuse(self, rest: bytes) -> None:
+            self.admission.refused_last = True
             self.refusing = None
             self.deadline = None
             keep_alive = self.parser.should_keep_alive()

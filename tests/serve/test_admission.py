@@ -184,6 +184,58 @@ def test_a_request_that_would_join_a_late_queue_is_refused_as_it_is_read(
         server.stop()
 
 
+def test_a_connection_refused_once_has_its_next_request_served(
+    model_dir: Path, tmp_path: Path, cancer: Any
+) -> None:
+    """As above, a late queue: a request is refused at once. Sent again on the same
+    connection at once (a client that ignores Retry-After), it is not refused again: it
+    waits for the slot and is served. A client that resends at once keeps as many
+    requests waiting however many are refused, and refusing them all left a worker
+    answering almost only 503s (admission.py). Another connection is still refused."""
+    server = launch(
+        model_dir / "model.skops",
+        tmp_path,
+        *("--max-inflight", "1", "--queue-target-ms", "0.001", "--queue-deadline-ms", "10000"),
+    )
+    request = _request({"instances": rows_of(cancer[0], 0, 1)})
+    fresh = f"{int(time.time() * 1000):012x}{0:08x}{0:08x}"
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            busy = pool.submit(server.post, "/v1/feedback", {"id": fresh, "outcome": 1})
+            wait_for(
+                lambda: metric(server, "mlcycle_inflight_requests") == 1,
+                "the feedback to hold the slot",
+                server,
+            )
+            waiting = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            waiting.sendall(request)
+            wait_for(
+                lambda: metric(server, "mlcycle_queued_requests") == 1,
+                "a request to wait for the slot",
+                server,
+            )
+            with socket.create_connection(("127.0.0.1", server.port), timeout=30) as again:
+                again.sendall(request)
+                assert read_response(again)[0] == 503
+                again.sendall(request)  # at once, on the same connection
+                wait_for(
+                    lambda: metric(server, "mlcycle_queued_requests") == 2,
+                    "the resent request to wait for the slot",
+                    server,
+                )
+                with socket.create_connection(("127.0.0.1", server.port), timeout=30) as other:
+                    other.sendall(request)
+                    assert read_response(other)[0] == 503
+                assert busy.result().status == 200
+                with waiting:
+                    assert read_response(waiting)[0] == 200
+                status, _, reply = read_response(again)
+                assert status == 200 and len(reply["predictions"]) == 1
+            assert shed(server)["queue"] == 2
+    finally:
+        server.stop()
+
+
 def test_the_slot_queue_hands_slots_over_in_order_and_sheds_by_time() -> None:
     async def scenario() -> list[object]:
         loop = asyncio.get_running_loop()
