@@ -10,11 +10,13 @@ is read in one turn after it. No assertion here is about time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -137,15 +139,15 @@ def test_requests_beyond_max_inflight_wait_for_a_slot_and_are_served(
         server.stop()
 
 
-def test_a_request_that_would_join_a_late_queue_is_refused_as_it_is_read(
+@contextlib.contextmanager
+def _late_queue(
     model_dir: Path, tmp_path: Path, cancer: Any
-) -> None:
-    """The one slot is held (feedback on ids that look issued a moment ago by another
-    worker, which the server retries for seconds), one request waits for it, and the
-    queue's target is 1 µs: a request read now would be shed at once. The protocol
-    answers it 503 + Retry-After itself, before a request cycle starts, and keeps the
-    connection open for the next request; the waiting one is served once the slot
-    frees."""
+) -> Iterator[tuple[Any, bytes, Future[Any], socket.socket]]:
+    """A server whose one slot is held (feedback on ids that look issued a moment ago
+    by another worker, which the server retries for seconds) while one request waits
+    for it, with a queue target of 1 µs: a request read now would be shed at once.
+    Yields the server, a predict request, the feedback's future and the waiting
+    request's connection (its answer unread)."""
     server = launch(
         model_dir / "model.skops",
         tmp_path,
@@ -161,79 +163,64 @@ def test_a_request_that_would_join_a_late_queue_is_refused_as_it_is_read(
                 "the feedback to hold the slot",
                 server,
             )
-            waiting = socket.create_connection(("127.0.0.1", server.port), timeout=30)
-            waiting.sendall(request)
-            wait_for(
-                lambda: metric(server, "mlcycle_queued_requests") == 1,
-                "a request to wait for the slot",
-                server,
-            )
-            with socket.create_connection(("127.0.0.1", server.port), timeout=30) as late:
-                late.sendall(request)
-                status, headers, reply = read_response(late)
-                assert (status, headers["retry-after"]) == (503, "1")
-                assert "overloaded" in reply["error"]
-                assert "connection" not in headers  # kept alive
-                late.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
-                assert read_response(late)[0] == 200
-            assert shed(server)["queue"] == 1
-            assert busy.result().status == 200
-            with waiting:
-                assert read_response(waiting)[0] == 200
+            with socket.create_connection(("127.0.0.1", server.port), timeout=30) as waiting:
+                waiting.sendall(request)
+                wait_for(
+                    lambda: metric(server, "mlcycle_queued_requests") == 1,
+                    "a request to wait for the slot",
+                    server,
+                )
+                yield server, request, busy, waiting
     finally:
         server.stop()
+
+
+def test_a_request_that_would_join_a_late_queue_is_refused_as_it_is_read(
+    model_dir: Path, tmp_path: Path, cancer: Any
+) -> None:
+    """The protocol answers a request that would join a late queue 503 + Retry-After
+    itself, before a request cycle starts, and keeps the connection open for the next
+    request; the waiting one is served once the slot frees."""
+    with _late_queue(model_dir, tmp_path, cancer) as (server, request, busy, waiting):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as late:
+            late.sendall(request)
+            status, headers, reply = read_response(late)
+            assert (status, headers["retry-after"]) == (503, "1")
+            assert "overloaded" in reply["error"]
+            assert "connection" not in headers  # kept alive
+            late.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+            assert read_response(late)[0] == 200
+        assert shed(server)["queue"] == 1
+        assert busy.result().status == 200
+        assert read_response(waiting)[0] == 200
 
 
 def test_a_connection_refused_once_has_its_next_request_served(
     model_dir: Path, tmp_path: Path, cancer: Any
 ) -> None:
-    """As above, a late queue: a request is refused at once. Sent again on the same
-    connection at once (a client that ignores Retry-After), it is not refused again: it
-    waits for the slot and is served. A client that resends at once keeps as many
-    requests waiting however many are refused, and refusing them all left a worker
-    answering almost only 503s (admission.py). Another connection is still refused."""
-    server = launch(
-        model_dir / "model.skops",
-        tmp_path,
-        *("--max-inflight", "1", "--queue-target-ms", "0.001", "--queue-deadline-ms", "10000"),
-    )
-    request = _request({"instances": rows_of(cancer[0], 0, 1)})
-    fresh = f"{int(time.time() * 1000):012x}{0:08x}{0:08x}"
-    try:
-        with ThreadPoolExecutor(1) as pool:
-            busy = pool.submit(server.post, "/v1/feedback", {"id": fresh, "outcome": 1})
+    """Refused at once, then sent again at once on the same connection (a client that
+    ignores Retry-After), a request is not refused again: it waits for the slot and is
+    served. A client that resends at once keeps as many requests waiting however many
+    are refused, and refusing them all left a worker answering almost only 503s
+    (admission.py). Another connection is still refused."""
+    with _late_queue(model_dir, tmp_path, cancer) as (server, request, busy, waiting):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as again:
+            again.sendall(request)
+            assert read_response(again)[0] == 503
+            again.sendall(request)  # at once, on the same connection
             wait_for(
-                lambda: metric(server, "mlcycle_inflight_requests") == 1,
-                "the feedback to hold the slot",
+                lambda: metric(server, "mlcycle_queued_requests") == 2,
+                "the resent request to wait for the slot",
                 server,
             )
-            waiting = socket.create_connection(("127.0.0.1", server.port), timeout=30)
-            waiting.sendall(request)
-            wait_for(
-                lambda: metric(server, "mlcycle_queued_requests") == 1,
-                "a request to wait for the slot",
-                server,
-            )
-            with socket.create_connection(("127.0.0.1", server.port), timeout=30) as again:
-                again.sendall(request)
-                assert read_response(again)[0] == 503
-                again.sendall(request)  # at once, on the same connection
-                wait_for(
-                    lambda: metric(server, "mlcycle_queued_requests") == 2,
-                    "the resent request to wait for the slot",
-                    server,
-                )
-                with socket.create_connection(("127.0.0.1", server.port), timeout=30) as other:
-                    other.sendall(request)
-                    assert read_response(other)[0] == 503
-                assert busy.result().status == 200
-                with waiting:
-                    assert read_response(waiting)[0] == 200
-                status, _, reply = read_response(again)
-                assert status == 200 and len(reply["predictions"]) == 1
-            assert shed(server)["queue"] == 2
-    finally:
-        server.stop()
+            with socket.create_connection(("127.0.0.1", server.port), timeout=30) as other:
+                other.sendall(request)
+                assert read_response(other)[0] == 503
+            assert busy.result().status == 200
+            assert read_response(waiting)[0] == 200
+            status, _, reply = read_response(again)
+            assert status == 200 and len(reply["predictions"]) == 1
+        assert shed(server)["queue"] == 2
 
 
 def test_the_slot_queue_hands_slots_over_in_order_and_sheds_by_time() -> None:
