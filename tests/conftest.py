@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests import scheduling
-from tests.once import made_once
+from tests.once import made_once, shared_root
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -33,12 +33,15 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A temp HOME, no system git config, a fixed git identity, plain 80-column output."""
+    """A temp HOME, no system git config, a fixed git identity, plain 80-column output;
+    a cache the run's workers share (mlcycle's wheel, built from this checkout by the
+    first test that deploys, then reused by every other)."""
     home = tmp_path_factory.mktemp("home")
     saved = dict(os.environ)
     os.environ.update(
         {
             "HOME": str(home),
+            "XDG_CACHE_HOME": str(shared_root(tmp_path_factory) / "cache"),
             "GIT_CONFIG_NOSYSTEM": "1",
             "GIT_AUTHOR_NAME": "mlcycle tests",
             "GIT_AUTHOR_EMAIL": "tests@mlcycle.invalid",
@@ -137,11 +140,14 @@ def hand_trained(_hand_trained_template: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def mlcycle_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """mlcycle's wheel, built from this source tree once for the run."""
-    from mlcycle.package import build_wheel
+    """mlcycle's wheel, built from this source tree once for the run (and kept in the
+    run's wheel cache, where a deploy from this checkout finds it)."""
+    from mlcycle.package.dockerfile import source_tree, source_wheel
 
     def make(folder: Path) -> None:
-        build_wheel(folder)
+        root = source_tree()
+        assert root is not None, "the tests run from mlcycle's source checkout"
+        source_wheel(folder, root)
 
     (wheel,) = made_once(tmp_path_factory, "wheel", make).glob("*.whl")
     return wheel

@@ -155,14 +155,11 @@ def test_validate_names_the_mlflow_extra(tmp_path: Path, without) -> None:  # ty
     assert found.hint == 'install it: pip install "mlcycle-cli[mlflow]"'
 
 
-def test_the_wheel_names_the_project_urls(tmp_path: Path) -> None:
+def test_the_wheel_names_the_project_urls(mlcycle_wheel: Path) -> None:
     # A trial: the index page had no links (no [project.urls]).
     import zipfile
 
-    from mlcycle.package import build_wheel
-
-    wheel = build_wheel(tmp_path)
-    with zipfile.ZipFile(wheel) as archive:
+    with zipfile.ZipFile(mlcycle_wheel) as archive:
         (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
         metadata = archive.read(name).decode()
     urls = dict(

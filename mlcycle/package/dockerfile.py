@@ -673,6 +673,73 @@ def build_wheel(dest: Path, *, source: Path | None = None) -> Path:
     return target
 
 
+# What goes into mlcycle's wheel (pyproject.toml: the package, its force-included data,
+# the metadata's readme and license files): what a cached wheel is keyed by.
+_WHEEL_SOURCES: Final = ("mlcycle", "schemas", "templates")
+_WHEEL_FILES: Final = ("pyproject.toml", "README.md", "LICENSE")
+
+
+def source_wheel(dest: Path, root: Path) -> Path:
+    """mlcycle's wheel built from the checkout at `root`, reused while its sources are
+    unchanged: a copy in `dest` of the one cached under wheel_cache() by source_digest().
+
+    A build (`pip wheel`, with a build environment of its own) costs 10 to 15 s of CPU;
+    a deploy from a checkout made one every time. A cached wheel is one built from
+    exactly these bytes; any change (a file edited, added or removed) builds anew. A
+    cache that cannot be read or written only costs the build.
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    folder = wheel_cache() / source_digest(root)
+    cached = [p for p in folder.glob("mlcycle_cli-*.whl") if _WHEEL_RE.fullmatch(p.name)]
+    if len(cached) == 1:
+        target = dest / cached[0].name
+        try:
+            shutil.copyfile(cached[0], target)
+            return target
+        except OSError:
+            pass  # e.g. removed meanwhile: build it
+    wheel = build_wheel(dest, source=root)
+    partial = folder.with_name(f".{folder.name}.{os.getpid()}.part")
+    try:
+        partial.mkdir(parents=True)
+        shutil.copyfile(wheel, partial / wheel.name)
+        partial.replace(folder)  # whole or not at all; a concurrent build may win
+    except OSError:
+        shutil.rmtree(partial, ignore_errors=True)
+    return wheel
+
+
+def wheel_cache() -> Path:
+    """Where wheels built from a checkout are kept: $XDG_CACHE_HOME/mlcycle/wheels."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mlcycle" / "wheels"
+
+
+def source_digest(root: Path) -> str:
+    """SHA-256 over the path, mode and bytes of every file mlcycle's wheel is built from
+    (bytecode caches aside). Files the build leaves out (git-ignored) count too: at
+    worst a spurious rebuild, never a stale wheel."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    files = [root / name for name in _WHEEL_FILES]
+    for name in _WHEEL_SOURCES:
+        files.extend(
+            path
+            for path in (root / name).rglob("*")
+            if "__pycache__" not in path.parts and path.suffix != ".pyc"
+        )
+    for path in sorted(files):
+        if not path.is_file():
+            continue
+        relative = path.relative_to(root).as_posix().encode()
+        digest.update(b"%d:%s:%o\n" % (len(relative), relative, path.stat().st_mode & 0o111))
+        with path.open("rb") as f:
+            digest.update(hashlib.file_digest(f, "sha256").digest())
+    return digest.hexdigest()
+
+
 def wheel_requirements(wheel: Path, *, extras: tuple[str, ...] = ()) -> list[str]:
     """The `Requires-Dist` lines of a wheel, with those of `extras` and no other extra's.
 
@@ -795,8 +862,9 @@ def _default_wheel(dest: Path) -> Path:
         if not path.is_file():
             raise PackagingError(f"MLCYCLE_WHEEL={given}: no such file")
         return path
-    if source_tree() is not None:
-        return build_wheel(dest)
+    root = source_tree()
+    if root is not None:
+        return source_wheel(dest, root)
     installed = installed_wheel()
     if installed is not None:
         return installed
