@@ -34,8 +34,8 @@ command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 if [ ${#need[@]} -gt 0 ]; then
     say "installing ${need[*]}"
-    apt-get update -qq </dev/null
-    apt-get install -y -qq --no-install-recommends "${need[@]}" </dev/null >/dev/null
+    # One apt-get at a time: `make test` runs the set-up steps side by side.
+    flock "${APT_LOCK:-/var/lock/mlcycle-apt.lock}" sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@"' apt-get "${need[@]}" </dev/null >/dev/null
 else
     say "packages present (docker.io, docker-registry, debootstrap)"
 fi

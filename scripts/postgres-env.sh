@@ -23,8 +23,8 @@ die() { printf 'postgres-env: error: %s\n' "$*" >&2; exit 1; }
 bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
 if [ -z "$(bindir)" ] || [ ! -x "$(bindir)/initdb" ]; then
     say "installing postgresql"
-    apt-get update -qq </dev/null
-    apt-get install -y -qq --no-install-recommends postgresql </dev/null >/dev/null
+    # One apt-get at a time: `make test` runs the set-up steps side by side.
+    flock "${APT_LOCK:-/var/lock/mlcycle-apt.lock}" sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@"' apt-get postgresql </dev/null >/dev/null
 fi
 BIN=$(bindir)
 [ -x "$BIN/initdb" ] || die "no initdb after installing postgresql"
