@@ -696,6 +696,8 @@ def source_wheel(dest: Path, root: Path) -> Path:
         target = dest / cached[0].name
         try:
             shutil.copyfile(cached[0], target)
+            os.utime(folder)  # recently used: the last to be pruned
+            _prune(folder.parent, keep=WHEEL_CACHE_SIZE)
             return target
         except OSError:
             pass  # e.g. removed meanwhile: build it
@@ -707,7 +709,24 @@ def source_wheel(dest: Path, root: Path) -> Path:
         partial.replace(folder)  # whole or not at all; a concurrent build may win
     except OSError:
         shutil.rmtree(partial, ignore_errors=True)
+    _prune(folder.parent, keep=WHEEL_CACHE_SIZE)
     return wheel
+
+
+WHEEL_CACHE_SIZE: Final = 5
+"""Wheels kept in wheel_cache(), the most recently used: one per state of the sources a
+deploy ran from (about 4 MB each), for going back and forth between branches."""
+
+
+def _prune(cache: Path, *, keep: int) -> None:
+    """Remove all but the `keep` most recently used wheels (their folders) from `cache`."""
+    try:
+        folders = [p for p in cache.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        folders.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return
+    for stale in folders[keep:]:
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def wheel_cache() -> Path:

@@ -542,3 +542,31 @@ def test_a_wheel_built_from_a_checkout_is_reused_until_a_source_changes(
         digest = source_digest(checkout)
     with pytest.raises(PackagingError, match="building mlcycle's wheel failed"):
         source_wheel(tmp_path / "changed", checkout)
+
+
+def test_the_wheel_cache_keeps_the_most_recently_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlcycle.package.dockerfile import (
+        WHEEL_CACHE_SIZE,
+        source_digest,
+        source_wheel,
+        wheel_cache,
+    )
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    checkout = tmp_path / "checkout"
+    (checkout / "mlcycle").mkdir(parents=True)
+    (checkout / "mlcycle" / "__init__.py").write_text("")
+    current = source_digest(checkout)
+    others = [f"{n:064x}" for n in range(WHEEL_CACHE_SIZE + 1)]
+    # Older states of the sources, newest first; these sources' wheel is the oldest.
+    for age, name in enumerate([*others, current]):
+        folder = wheel_cache() / name
+        folder.mkdir(parents=True)
+        (folder / "mlcycle_cli-0.1.0-py3-none-any.whl").write_bytes(name.encode())
+        os.utime(folder, (1_000_000 - age, 1_000_000 - age))
+
+    assert source_wheel(tmp_path / "context", checkout).read_bytes() == current.encode()
+    kept = {p.name for p in wheel_cache().iterdir()}
+    assert kept == {current, *others[: WHEEL_CACHE_SIZE - 1]}  # the least recently used go
