@@ -690,7 +690,10 @@ def source_wheel(dest: Path, root: Path) -> Path:
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    folder = wheel_cache() / source_digest(root)
+    try:
+        folder = wheel_cache() / source_digest(root)
+    except (OSError, RuntimeError):  # no home directory (Path.home), an unreadable file
+        return build_wheel(dest, source=root)
     cached = [p for p in folder.glob("mlcycle_cli-*.whl") if _WHEEL_RE.fullmatch(p.name)]
     if len(cached) == 1:
         target = dest / cached[0].name

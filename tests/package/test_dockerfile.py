@@ -542,6 +542,12 @@ def test_a_wheel_built_from_a_checkout_is_reused_until_a_source_changes(
         digest = source_digest(checkout)
     with pytest.raises(PackagingError, match="building mlcycle's wheel failed"):
         source_wheel(tmp_path / "changed", checkout)
+    # No cache to be had (no HOME, no XDG_CACHE_HOME, no passwd entry): it builds.
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.delenv("HOME")
+    monkeypatch.setattr("pwd.getpwuid", lambda uid: (_ for _ in ()).throw(KeyError(uid)))
+    with pytest.raises(PackagingError, match="building mlcycle's wheel failed"):
+        source_wheel(tmp_path / "homeless", checkout)
 
 
 def test_the_wheel_cache_keeps_the_most_recently_used(
