@@ -673,12 +673,6 @@ def build_wheel(dest: Path, *, source: Path | None = None) -> Path:
     return target
 
 
-# What goes into mlcycle's wheel (pyproject.toml: the package, its force-included data,
-# the metadata's readme and license files): what a cached wheel is keyed by.
-_WHEEL_SOURCES: Final = ("mlcycle", "schemas", "templates")
-_WHEEL_FILES: Final = ("pyproject.toml", "README.md", "LICENSE")
-
-
 def source_wheel(dest: Path, root: Path) -> Path:
     """mlcycle's wheel built from the checkout at `root`, reused while its sources are
     unchanged: a copy in `dest` of the one cached under wheel_cache() by source_digest().
@@ -692,28 +686,28 @@ def source_wheel(dest: Path, root: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     try:
         folder = wheel_cache() / source_digest(root)
-    except (OSError, RuntimeError):  # no home directory (Path.home), an unreadable file
+    except (OSError, RuntimeError, ValueError):  # no home directory, an unreadable file
         return build_wheel(dest, source=root)
     cached = [p for p in folder.glob("mlcycle_cli-*.whl") if _WHEEL_RE.fullmatch(p.name)]
+    target: Path | None = None
     if len(cached) == 1:
         target = dest / cached[0].name
         try:
             shutil.copyfile(cached[0], target)
             os.utime(folder)  # recently used: the last to be pruned
-            _prune(folder.parent, keep=WHEEL_CACHE_SIZE)
-            return target
         except OSError:
-            pass  # e.g. removed meanwhile: build it
-    wheel = build_wheel(dest, source=root)
-    partial = folder.with_name(f".{folder.name}.{os.getpid()}.part")
-    try:
-        partial.mkdir(parents=True)
-        shutil.copyfile(wheel, partial / wheel.name)
-        partial.replace(folder)  # whole or not at all; a concurrent build may win
-    except OSError:
-        shutil.rmtree(partial, ignore_errors=True)
+            target = None  # e.g. removed meanwhile: build it
+    if target is None:
+        target = build_wheel(dest, source=root)
+        partial = folder.with_name(f".{folder.name}.{os.getpid()}.part")
+        try:
+            partial.mkdir(parents=True)
+            shutil.copyfile(target, partial / target.name)
+            partial.replace(folder)  # whole or not at all; a concurrent build may win
+        except OSError:
+            shutil.rmtree(partial, ignore_errors=True)
     _prune(folder.parent, keep=WHEEL_CACHE_SIZE)
-    return wheel
+    return target
 
 
 WHEEL_CACHE_SIZE: Final = 5
@@ -740,18 +734,18 @@ def wheel_cache() -> Path:
 
 def source_digest(root: Path) -> str:
     """SHA-256 over the path, mode and bytes of every file mlcycle's wheel is built from
-    (bytecode caches aside). Files the build leaves out (git-ignored) count too: at
-    worst a spurious rebuild, never a stale wheel."""
+    (bytecode caches aside), as `wheel_inputs` finds them. Files the build leaves out
+    (git-ignored) count too: at worst a spurious rebuild, never a stale wheel."""
     import hashlib
 
     digest = hashlib.sha256()
-    files = [root / name for name in _WHEEL_FILES]
-    for name in _WHEEL_SOURCES:
-        files.extend(
-            path
-            for path in (root / name).rglob("*")
-            if "__pycache__" not in path.parts and path.suffix != ".pyc"
-        )
+    files = []
+    for path in wheel_inputs(root):
+        files.append(path)
+        if path.is_dir():
+            files.extend(
+                p for p in path.rglob("*") if "__pycache__" not in p.parts and p.suffix != ".pyc"
+            )
     for path in sorted(files):
         if not path.is_file():
             continue
@@ -760,6 +754,28 @@ def source_digest(root: Path) -> str:
         with path.open("rb") as f:
             digest.update(hashlib.file_digest(f, "sha256").digest())
     return digest.hexdigest()
+
+
+def wheel_inputs(root: Path) -> list[Path]:
+    """What pyproject.toml at `root` builds mlcycle's wheel from: itself, the readme and
+    license files of the metadata, the packages and the force-included paths of hatch's
+    wheel target. Read from there, so that a path added to the build is never missed
+    by the cache. Raises ValueError for a pyproject.toml that is not TOML."""
+    import tomllib
+
+    config = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    project = config.get("project", {})
+    wheel = config.get("tool", {}).get("hatch", {}).get("build", {}).get("targets", {})
+    wheel = wheel.get("wheel", {})
+    readme = project.get("readme")
+    names = [
+        "pyproject.toml",
+        *([readme] if isinstance(readme, str) else []),
+        *project.get("license-files", []),
+        *wheel.get("packages", []),
+        *wheel.get("force-include", {}),
+    ]
+    return [root / name for name in names]
 
 
 def wheel_requirements(wheel: Path, *, extras: tuple[str, ...] = ()) -> list[str]:

@@ -497,6 +497,24 @@ def test_an_engine_context_refuses_an_unknown_extra_and_paths_outside_the_projec
 # --- mlcycle's wheel, built from a checkout ---------------------------------------------
 
 
+# What the wheel is built from, as mlcycle's pyproject.toml says it; a backend that does
+# not exist, so that a build fails at once.
+PYPROJECT = """[build-system]
+requires = []
+build-backend = "no_such_backend"
+
+[project]
+name = "mlcycle-cli"
+readme = "README.md"
+
+[tool.hatch.build.targets.wheel]
+packages = ["mlcycle"]
+
+[tool.hatch.build.targets.wheel.force-include]
+"templates" = "mlcycle/_data/templates"
+"""
+
+
 def test_a_wheel_built_from_a_checkout_is_reused_until_a_source_changes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -504,9 +522,9 @@ def test_a_wheel_built_from_a_checkout_is_reused_until_a_source_changes(
     from mlcycle.package.dockerfile import source_digest, source_wheel, wheel_cache
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    checkout = tmp_path / "checkout"  # pip cannot read this one: a build raises at once
+    checkout = tmp_path / "checkout"  # pip cannot build this one: a build raises at once
     for name, text in {
-        "pyproject.toml": "[project\n",
+        "pyproject.toml": PYPROJECT,
         "README.md": "readme\n",
         "mlcycle/__init__.py": "",
         "mlcycle/cli/app.py": "app = 1\n",
@@ -540,6 +558,8 @@ def test_a_wheel_built_from_a_checkout_is_reused_until_a_source_changes(
         change()
         assert source_digest(checkout) != digest
         digest = source_digest(checkout)
+    (checkout / "notes.txt").write_text("not built into the wheel")
+    assert source_digest(checkout) == digest
     with pytest.raises(PackagingError, match="building mlcycle's wheel failed"):
         source_wheel(tmp_path / "changed", checkout)
     # No cache to be had (no HOME, no XDG_CACHE_HOME, no passwd entry): it builds.
@@ -564,6 +584,7 @@ def test_the_wheel_cache_keeps_the_most_recently_used(
     checkout = tmp_path / "checkout"
     (checkout / "mlcycle").mkdir(parents=True)
     (checkout / "mlcycle" / "__init__.py").write_text("")
+    (checkout / "pyproject.toml").write_text(PYPROJECT)
     current = source_digest(checkout)
     others = [f"{n:064x}" for n in range(WHEEL_CACHE_SIZE + 1)]
     # Older states of the sources, newest first; these sources' wheel is the oldest.
