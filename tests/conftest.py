@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests import scheduling
+from tests.forked import Zygote
 from tests.once import made_once, shared_root
 
 
@@ -68,6 +69,17 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def zygote() -> Iterator[Zygote]:
+    """One warm interpreter per worker that forks the processes of race and crash tests
+    (tests/forked.py): each a real process, without paying the imports each time."""
+    warm = Zygote()
+    try:
+        yield warm
+    finally:
+        warm.close()
 
 
 @pytest.fixture(scope="session")

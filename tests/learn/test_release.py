@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from mlcycle.gitops import parse_release_message
+from tests.forked import Command, Zygote
 from tests.learn.conftest import mlcycle
 
 
@@ -183,22 +186,12 @@ def test_gate_failure_leaves_no_tag_and_no_entry(project: Callable[..., Path]) -
 
 @pytest.mark.parametrize("point", ["release:registered", "release:tagged"])
 def test_a_release_killed_at_each_step_leaves_a_consistent_state(
-    project: Callable[..., Path], point: str, tmp_path: Path
+    project: Callable[..., Path], zygote: Zygote, point: str
 ) -> None:
-    import os
-    import sys
-
     root = project()
     env = {**os.environ, "MLCYCLE_KILL_AT": point}
-    killed = subprocess.run(
-        [sys.executable, "-m", "mlcycle", "release", "--json"],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert killed.returncode == -9
+    (killed,) = zygote.run([Command(["release", "--json"], cwd=root, env=env)])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
     if point == "release:tagged":
         # The tag was the last step: the release is complete.
         assert tags(root) == ["churn@v0.1.0"]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from mlcycle.registry import LocalRegistry
+from tests.forked import Command, Zygote
 from tests.learn.conftest import mlcycle
 
 
@@ -47,24 +48,16 @@ def racer_checkouts(root: Path, count: int) -> list[Path]:
     return checkouts
 
 
-def start_releases(root: Path, count: int, *args: str) -> list[tuple[int, str, str]]:
-    """Start `count` `mlcycle release ARGS --json` at once, each from its own commit
-    (`racer_checkouts`); (exit code, stdout, stderr) each."""
-    outputs = root.parent / "outputs"  # outside the repository: the tree stays clean
-    outputs.mkdir(exist_ok=True)
-    procs = []
-    for i, checkout in enumerate(racer_checkouts(root, count)):
-        out = (outputs / f"out{i}").open("w")
-        err = (outputs / f"err{i}").open("w")
-        command = [sys.executable, "-m", "mlcycle", "release", *args, "--json"]
-        procs.append((subprocess.Popen(command, cwd=checkout, stdout=out, stderr=err), out, err))
-    results = []
-    for i, (proc, out, err) in enumerate(procs):
-        code = proc.wait()
-        out.close()
-        err.close()
-        results.append((code, (outputs / f"out{i}").read_text(), (outputs / f"err{i}").read_text()))
-    return results
+def start_releases(
+    zygote: Zygote, root: Path, count: int, *args: str
+) -> list[tuple[int, str, str]]:
+    """`count` `mlcycle release ARGS --json` processes started at the same instant, each
+    from its own commit (`racer_checkouts`); (exit code, stdout, stderr) each."""
+    commands = [
+        Command(["release", *args, "--json"], cwd=checkout)
+        for checkout in racer_checkouts(root, count)
+    ]
+    return [(f.returncode, f.stdout, f.stderr) for f in zygote.run(commands)]
 
 
 def registry_refs(root: Path) -> list[str]:
@@ -75,10 +68,15 @@ def registry_refs(root: Path) -> list[str]:
 @pytest.mark.slow
 # Eight processes on two cores race for the lock as sixteen did (128 s of the suite).
 @pytest.mark.parametrize("count", [8])
-def test_concurrent_bumps_each_release_their_own_version(tmp_path: Path, count: int) -> None:
+def test_concurrent_bumps_each_release_their_own_version(
+    zygote: Zygote, tmp_path: Path, count: int
+) -> None:
     root = quick_project(tmp_path / "churn")
-    results = start_releases(root, count, "--bump", "patch")
+    results = start_releases(zygote, root, count, "--bump", "patch")
     assert [code for code, _, _ in results] == [0] * count, [err for _, _, err in results]
+    # They raced: started at one instant, all but one found the lock taken and said so.
+    waited = [err for _, _, err in results if "waiting for another release of churn" in err]
+    assert len(waited) >= 1, [err for _, _, err in results]
     versions = sorted((json.loads(out)["version"] for _, out, _ in results), key=len)
     expected = [f"0.0.{i}" for i in range(1, count + 1)]
     assert sorted(versions) == sorted(expected)  # distinct, none skipped
@@ -102,10 +100,10 @@ def test_concurrent_bumps_each_release_their_own_version(tmp_path: Path, count: 
 
 @pytest.mark.slow
 def test_concurrent_releases_of_one_version_one_wins_the_rest_fail_cleanly(
-    tmp_path: Path,
+    zygote: Zygote, tmp_path: Path
 ) -> None:
     root = quick_project(tmp_path / "churn")
-    results = start_releases(root, 4, "--version", "1.0.0")
+    results = start_releases(zygote, root, 4, "--version", "1.0.0")
     codes = sorted(code for code, _, _ in results)
     assert codes == [0, 2, 2, 2], [err for _, _, err in results]
     for code, _, err in results:

@@ -1,9 +1,9 @@
 """A registry writer in its own process, for the kill -9, concurrency and lock tests.
 
-    python -m tests.registry._worker MODE ROOT [--release R] [--count N] [--go FILE]
+    python -m tests.registry._worker MODE ROOT [--release R] [--count N]
 
 MODE:
-  register       register N models of release R (waiting for FILE to exist first, if given)
+  register       register N models of release R
   pause-stage    stop after the artifact is staged (before taking the lock)
   pause-publish  stop holding the lock, with the staged entry complete, just before the rename
   hold-lock      take the registry lock and hold it
@@ -47,7 +47,6 @@ def main() -> None:
     parser.add_argument("root", type=Path)
     parser.add_argument("--release", default="0.1.0")
     parser.add_argument("--count", type=int, default=1)
-    parser.add_argument("--go", type=Path, default=None)
     args = parser.parse_args()
     kind = {"pause-stage": PausedAfterStaging, "pause-publish": PausedBeforePublish}
     registry = kind.get(args.mode, LocalRegistry)(args.root, PROJECT)
@@ -56,9 +55,6 @@ def main() -> None:
             pause()
         return
     model = fit_logit()
-    if args.go is not None:
-        while not args.go.exists():
-            time.sleep(0.005)
     for _ in range(args.count):
         entry = register(registry, model, release=args.release)
         print(entry.ref, flush=True)

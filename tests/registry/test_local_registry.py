@@ -19,6 +19,7 @@ from mlcycle.errors import ExitCode, RegistryError, UsageError
 from mlcycle.registry import LocalRegistry, ModelRef, Registry, open_registry
 from mlcycle.registry.artifacts import sha256_file
 from mlcycle.spec.model import Spec
+from tests.forked import Command, Zygote
 from tests.registry.conftest import register, same_predictions
 from tests.registry.contract import RegistryContract
 
@@ -181,6 +182,9 @@ def make_spec(root: Path, sections: dict[str, Any]) -> Spec:
 # --- real processes -----------------------------------------------------------------------
 
 
+WORKER = "from tests.registry._worker import main\nmain()\n"
+
+
 def worker(mode: str, root: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.registry._worker", mode, str(root), *args],
@@ -235,17 +239,14 @@ def test_kill_9_mid_registration_leaves_no_partial_entry(
 
 @pytest.mark.slow
 def test_concurrent_registrations_get_distinct_generations(
-    root: Path, registry: LocalRegistry, tmp_path: Path
+    root: Path, registry: LocalRegistry, zygote: Zygote
 ) -> None:
-    go = tmp_path / "go"
-    procs = [worker("register", root, "--count", "3", "--go", str(go)) for _ in range(2)]
-    # Both workers start from a registry that does not exist yet.
-    go.touch()
+    # Two writers, started at one instant, from a registry that does not exist yet.
+    writer = Command(["register", str(root), "--count", "3"], cwd=ROOT, code=WORKER)
     printed = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
-        printed += out.split()
+    for done in zygote.run([writer, writer]):
+        assert done.returncode == 0, done.stderr
+        printed += done.stdout.split()
     assert sorted(printed) == [f"0.1.0/{n}" for n in range(1, 7)]
     entries = registry.entries()
     assert [e.generation for e in entries] == [1, 2, 3, 4, 5, 6]

@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from mlcycle.registry.blobs import digest_of, open_blob_store
 from mlcycle.registry.migrate import migrate as copy_registry
 from mlcycle.registry.sql import SqlRegistry
 from mlcycle.spec import load_spec
+from tests.forked import Command, Finished, Zygote
 from tests.registry.conftest import GATE_FAILED, register
 from tests.registry.test_blobs import oci_registry  # noqa: F401  (a fixture)
 
@@ -342,10 +342,11 @@ def test_the_command_survives_a_kill_keeps_passwords_out_of_sight_and_resumes(
     postgres_url: str,
     tmp_path: Path,
     request: pytest.FixtureRequest,
+    zygote: Zygote,
 ) -> None:
     oci = request.getfixturevalue("oci_registry")
     secret = "hunter2-" + uuid.uuid4().hex[:8]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TEAM_DB_PASSWORD": secret}
+    env = {**os.environ, "TEAM_DB_PASSWORD": secret}
     for name in ("REGISTRY_URL", "ARTIFACTS_URL", "ARTIFACTS_USERNAME", "ARTIFACTS_PASSWORD"):
         env.pop(f"MLCYCLE_{name}", None)
     assert postgres_url.startswith("postgresql://postgres@")
@@ -355,13 +356,10 @@ def test_the_command_survives_a_kill_keeps_passwords_out_of_sight_and_resumes(
     named = postgres_url.replace("postgres@", "postgres:${env:TEAM_DB_PASSWORD}@", 1)
     artifacts = f"oci://{oci}/mlcycle-tests/migrate-cli-{uuid.uuid4().hex[:12]}"
 
-    def run(to: str, *more: str, kill_at: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(to: str, *more: str, kill_at: str | None = None) -> Finished:
         extra = {"MLCYCLE_KILL_AT": kill_at} if kill_at else {}
-        done = subprocess.run(
-            [sys.executable, "-m", "mlcycle", "registry", "migrate", "-C", str(project),
-             "--to", to, "--artifacts", artifacts, *more],
-            capture_output=True, text=True, env={**env, **extra}, cwd=tmp_path, check=False,
-        )  # fmt: skip
+        argv = ["registry", "migrate", "-C", str(project), "--to", to, "--artifacts", artifacts]
+        (done,) = zygote.run([Command([*argv, *more], cwd=tmp_path, env={**env, **extra})])
         assert secret not in done.stdout + done.stderr
         return done
 

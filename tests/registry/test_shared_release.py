@@ -8,12 +8,15 @@ free version (or, at A's very commit, completes that release with a tag).
 
 from __future__ import annotations
 
+import os
+import signal
 import uuid
 from pathlib import Path
 
 import pytest
 
 from mlcycle import api
+from tests.forked import Command, Zygote
 from tests.learn.conftest import mlcycle
 from tests.registry.test_blobs import OCI_REGISTRY
 from tests.registry.test_three_machines import git, make_machines
@@ -121,25 +124,14 @@ def test_a_release_of_the_same_commit_is_completed_not_retrained(
 
 @pytest.mark.slow
 def test_a_release_killed_before_its_tag_is_completed_by_the_next(
-    clones: tuple[Path, Path, Path],
+    clones: tuple[Path, Path, Path], zygote: Zygote
 ) -> None:
     """Killed between registering and tagging (kill -9), in a shared registry: the next
     release in that clone finds its own commit's release and tags it."""
-    import os
-    import subprocess
-    import sys
-
     a, b, _ = clones
     env = {**os.environ, "MLCYCLE_KILL_AT": "release:registered"}
-    killed = subprocess.run(
-        [sys.executable, "-m", "mlcycle", "release", "--json"],
-        cwd=a,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert killed.returncode == -9, killed.stderr
+    (killed,) = zygote.run([Command(["release", "--json"], cwd=a, env=env)])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
     before = snapshot(a)
     assert [ref for ref, *_ in before] == ["0.1.0/1"]
     again = mlcycle("release", "--json", cwd=a)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +16,7 @@ from mlcycle.errors import ExitCode, RegistryError, UsageError
 from mlcycle.registry import LocalRegistry, Registry, open_registry
 from mlcycle.registry.blobs import DirectoryBlobStore
 from mlcycle.registry.sql import SqlRegistry
+from tests.forked import Command, Finished, Zygote
 from tests.registry.conftest import register, same_predictions
 from tests.registry.contract import RegistryContract
 from tests.registry.test_local_registry import make_spec
@@ -69,31 +68,26 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, database: str) 
     return f"sqlite:///{tmp_path / 'registry.db'}"
 
 
-def writer(url: str, tmp_path: Path, mode: str = "register", kill_at: str | None = None) -> Any:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def writer(
+    zygote: Zygote, url: str, tmp_path: Path, mode: str = "register", kill_at: str | None = None
+) -> Finished:
+    env = dict(os.environ)
     if kill_at is not None:
         env["MLCYCLE_KILL_AT"] = kill_at
-    return subprocess.run(
-        [sys.executable, "-c", WRITER, url, str(tmp_path), mode],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    (done,) = zygote.run([Command([url, str(tmp_path), mode], cwd=ROOT, code=WRITER, env=env)])
+    return done
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["registry:staged", "registry:stored", "registry:written"])
 def test_a_writer_killed_at_any_step_leaves_nothing_half_visible(
-    postgres_url: str, tmp_path: Path, logit: Any, point: str
+    postgres_url: str, zygote: Zygote, tmp_path: Path, logit: Any, point: str
 ) -> None:
     registry = sql_registry(postgres_url, tmp_path)
     first = register(registry, logit, make_current=True)
     token = registry.change_token()
 
-    killed = writer(postgres_url, tmp_path, kill_at=point)
+    killed = writer(zygote, postgres_url, tmp_path, kill_at=point)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
 
     # Killed before its commit: no row, the pointer and the change token untouched
@@ -103,7 +97,7 @@ def test_a_writer_killed_at_any_step_leaves_nothing_half_visible(
     assert again.current() == first
     assert again.change_token() == token
     # The next writer is not blocked by the dead one's locks and takes the next number.
-    done = writer(postgres_url, tmp_path)
+    done = writer(zygote, postgres_url, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["0.1.0/2"]
     second = again.get("0.1.0/2")
@@ -114,25 +108,14 @@ def test_a_writer_killed_at_any_step_leaves_nothing_half_visible(
 @pytest.mark.slow
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_concurrent_writers_get_distinct_generations(
-    request: pytest.FixtureRequest, tmp_path: Path, database: str
+    request: pytest.FixtureRequest, zygote: Zygote, tmp_path: Path, database: str
 ) -> None:
     url = database_url(request, tmp_path, database)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", WRITER, url, str(tmp_path), "register"],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(4)
-    ]
+    writers = [Command([url, str(tmp_path), "register"], cwd=ROOT, code=WRITER)] * 4
     printed = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
-        printed += out.split()
+    for done in zygote.run(writers):  # four processes, started at one instant
+        assert done.returncode == 0, done.stderr
+        printed += done.stdout.split()
     assert sorted(printed) == [f"0.1.0/{n}" for n in range(1, 5)]
     registry = sql_registry(url, tmp_path)
     assert [e.generation for e in registry.entries()] == [1, 2, 3, 4]
@@ -141,10 +124,10 @@ def test_concurrent_writers_get_distinct_generations(
 @pytest.mark.slow
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_the_release_lock_dies_with_its_holder_and_names_it_meanwhile(
-    request: pytest.FixtureRequest, tmp_path: Path, database: str
+    request: pytest.FixtureRequest, zygote: Zygote, tmp_path: Path, database: str
 ) -> None:
     url = database_url(request, tmp_path, database)
-    killed = writer(url, tmp_path, mode="hold-release-lock")
+    killed = writer(zygote, url, tmp_path, mode="hold-release-lock")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert killed.stdout.split() == ["holding"]
     registry = sql_registry(url, tmp_path)

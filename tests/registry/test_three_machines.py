@@ -9,7 +9,6 @@ C release at the same moment and both releases survive, with distinct versions.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pytest
 
 from mlcycle import api
 from tests.agents.test_update_and_production import append_rows
+from tests.forked import Command, Zygote
 from tests.learn.conftest import mlcycle
 from tests.serve.test_live import Load, free_port
 
@@ -157,7 +157,7 @@ def test_three_clones_share_one_registry(
 @pytest.mark.slow
 @pytest.mark.parametrize("push", [True, False], ids=["pushed", "not-pushed"])
 def test_clones_releasing_at_the_same_moment_get_distinct_versions(
-    machines: tuple[Path, Path, Path], tmp_path: Path, push: bool
+    machines: tuple[Path, Path, Path], zygote: Zygote, tmp_path: Path, push: bool
 ) -> None:
     """The shared registry's release lock serialises them; under the lock the second one
     sees the first one's release — its pushed tag, or (not pushed: the default) its
@@ -168,32 +168,12 @@ def test_clones_releasing_at_the_same_moment_get_distinct_versions(
     # A commit holds one version (branch `fixes`): each clone releases a change of its own.
     for clone in (a, c):
         git(clone, "commit", "--allow-empty", "-qm", f"a change made on {clone.name}")
-    go = tmp_path / "go"
-    procs = []
-    for clone in (a, c):
-        script = (
-            "import os, sys, time\n"
-            f"while not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
-            "from mlcycle.cli import main\n"
-            f"sys.argv = {['mlcycle', 'release', *(['--push'] if push else []), '--json']!r}\n"
-            "main()\n"
-        )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", script],
-                cwd=clone,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=os.environ.copy(),
-            )
-        )
-    go.touch()
+    argv = ["release", *(["--push"] if push else []), "--json"]
+    finished = zygote.run([Command(argv, cwd=clone) for clone in (a, c)])  # at one instant
     versions = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err
-        versions.append(json.loads(out)["version"])
+    for done in finished:
+        assert done.returncode == 0, done.stderr
+        versions.append(json.loads(done.stdout)["version"])
     assert sorted(versions) == ["0.2.0", "0.3.0"]
     if not push:  # each clone pushes its own tag afterwards: nothing clashes
         assert git(tmp_path / "remote.git", "tag").split() == ["team@v0.1.0"]
