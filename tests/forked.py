@@ -17,11 +17,15 @@ start-up cost) stays with the tests that run `mlcycle` as a user would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,13 +99,15 @@ class Zygote:
             stdout=subprocess.PIPE,
             text=True,
         )
+        self._pending = b""
         self._scratch = Path(tempfile.mkdtemp(prefix="mlcycle-zygote-"))
         self._batches = 0
         ready = self._read()
         assert ready == {"ready": True}, ready
 
-    def run(self, commands: Sequence[Command]) -> list[Finished]:
-        """Fork one child per command at once and wait for all of them."""
+    def run(self, commands: Sequence[Command], timeout: float = 600) -> list[Finished]:
+        """Fork one child per command at once and wait for all of them; children still
+        running after `timeout` seconds are killed and the test fails."""
         self._batches += 1
         requests = []
         for i, command in enumerate(commands):
@@ -119,7 +125,17 @@ class Zygote:
         assert self._proc.stdin is not None
         self._proc.stdin.write(json.dumps(requests) + "\n")
         self._proc.stdin.flush()
-        codes = self._read()["returncodes"]
+        pids = self._read()["pids"]
+        try:
+            codes = self._read(timeout)["returncodes"]
+        except TimeoutError:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            self._read()
+            raise AssertionError(
+                f"forked commands still running after {timeout} s were killed: {commands}"
+            ) from None
         return [
             Finished(
                 code,
@@ -137,11 +153,24 @@ class Zygote:
             path.unlink()
         self._scratch.rmdir()
 
-    def _read(self) -> Any:
+    def _read(self, timeout: float | None = None) -> Any:
+        """The zygote's next line, as JSON; TimeoutError when none comes in `timeout` s.
+
+        Read from the file descriptor itself, through a buffer of our own: a buffered
+        file object could hold the next line already read, where `select` cannot see it.
+        """
         assert self._proc.stdout is not None
-        line = self._proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the zygote ended (exit code {self._proc.wait()})")
+        fd = self._proc.stdout.fileno()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self._pending:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([fd], [], [], left)[0]:
+                raise TimeoutError
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise RuntimeError(f"the zygote ended (exit code {self._proc.wait()})")
+            self._pending += chunk
+        line, _, self._pending = self._pending.partition(b"\n")
         return json.loads(line)
 
 
@@ -201,6 +230,7 @@ def _serve(preload: Sequence[str]) -> None:
             if pid == 0:
                 _child(request)
             pids.append(pid)
+        print(json.dumps({"pids": pids}), flush=True)
         codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
         print(json.dumps({"returncodes": codes}), flush=True)
 

@@ -7,6 +7,8 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.forked import Command, Zygote
 
 REPORT = """
@@ -48,3 +50,14 @@ def test_exit_codes_signals_and_exceptions_are_reported(zygote: Zygote, tmp_path
     assert [d.returncode for d in done] == [3, -signal.SIGKILL, 1, 0]
     assert "ValueError: boom" in done[2].stderr
     assert done[3].stdout.startswith("mlcycle ")
+
+
+def test_a_child_past_its_timeout_is_killed_and_fails_the_test(
+    zygote: Zygote, tmp_path: Path
+) -> None:
+    sleeper = Command([], cwd=tmp_path, code="import time; time.sleep(120)")
+    with pytest.raises(AssertionError, match=r"still running after 0\.5 s were killed"):
+        zygote.run([sleeper, Command([], cwd=tmp_path, code="pass")], timeout=0.5)
+    # The zygote has reaped them and forks the next batch as before.
+    (done,) = zygote.run([Command([], cwd=tmp_path, code="print('again')")])
+    assert (done.returncode, done.stdout) == (0, "again\n")

@@ -21,7 +21,7 @@ from mlcycle.serve import ServedModel, ServeOptions
 from mlcycle.serve import serve as run_engine
 from mlcycle.serve.auth import load_token, require_token_for
 from mlcycle.serve.live import LiveRouter, served_model_from_entry
-from mlcycle.serve.predictor import Predictor
+from mlcycle.serve.model import served_model_from_bundle
 from mlcycle.spec import load_spec
 from mlcycle.spec.model import (
     DEFAULT_MAX_ROWS,
@@ -34,7 +34,6 @@ from mlcycle.spec.model import (
 
 if TYPE_CHECKING:
     from mlcycle.api.project import Project
-    from mlcycle.package import Bundle
     from mlcycle.spec.model import ServeSpec, Spec
 
 
@@ -203,34 +202,6 @@ def spec_store_url(spec: Any) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         return prefix + str(path)
     return url
-
-
-def served_model_from_bundle(bundle: Bundle) -> ServedModel:
-    """The bundled model ready for the engine (what `mlcycle serve --bundle` serves)."""
-    metadata = {"sha256": bundle.artifact.sha256, "created_at": bundle.created_at}
-    onnx = bundle.load_onnx()  # checked by SHA-256 against bundle.json
-    if onnx is not None and bundle.onnx is not None:
-        # The form made at release: no conversion, no scikit-learn in the image.
-        return ServedModel(
-            name=bundle.project,
-            features=bundle.features,
-            task=bundle.onnx.task,
-            predictor=Predictor.from_onnx(
-                onnx, task=bundle.onnx.task, classes=bundle.onnx.classes, note=bundle.onnx.note
-            ),
-            release=bundle.release,
-            generation=bundle.generation,
-            metadata=metadata,
-        )
-    return ServedModel.from_estimator(
-        bundle.load_model(),
-        name=bundle.project,
-        features=bundle.features,
-        task=bundle.task,
-        release=bundle.release,
-        generation=bundle.generation,
-        metadata=metadata,
-    )
 
 
 def _bundle_target(path: Path, *, store_url: str | None) -> ServeTarget:

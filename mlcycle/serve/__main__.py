@@ -1,9 +1,13 @@
-"""Serve a fitted sklearn model file: `python -m mlcycle.serve MODEL [options]`.
+"""Serve a fitted sklearn model file or a bundle: `python -m mlcycle.serve MODEL [options]`.
 
-A minimal runner for development, tests and benchmarks; users run `mlcycle serve`.
-MODEL is a `.skops` file, loaded under the same trust policy as every model mlcycle
-loads (registry/trust.py): scikit-learn estimators, NumPy/SciPy data and a few numeric
-functions, by exact name. Pickles are refused: loading one runs any code it holds.
+A minimal runner for development, tests and benchmarks, with every engine option on
+the command line; users run `mlcycle serve`. MODEL is a `.skops` file, loaded under the
+same trust policy as every model mlcycle loads (registry/trust.py): scikit-learn
+estimators, NumPy/SciPy data and a few numeric functions, by exact name; pickles are
+refused, as loading one runs any code it holds. Or MODEL is a bundle directory (what
+`mlcycle deploy` writes and `mlcycle serve --bundle` serves): it names its own project,
+release, generation and task, and a bundle with an ONNX form starts without
+scikit-learn.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mlcycle.errors import MlcycleError, ServingError
+from mlcycle.errors import MlcycleError, ServingError, UsageError
+from mlcycle.package.bundle import load_bundle
 from mlcycle.registry.artifacts import SKOPS, load_model, sha256_bytes
 from mlcycle.registry.trust import DEFAULT_POLICY
 from mlcycle.serve.auth import load_token, require_token_for
-from mlcycle.serve.model import ServedModel
+from mlcycle.serve.model import ServedModel, served_model_from_bundle
 from mlcycle.spec.model import DEFAULT_STORE_URL, SERVE_HOST, SERVE_PORT, SERVE_WORKERS
 
 
@@ -39,6 +44,29 @@ def load_estimator(path: Path) -> Any:
     )
 
 
+def load_bundled(path: Path, args: argparse.Namespace) -> ServedModel:
+    """The model of the bundle directory `path`; UsageError for options a bundle sets."""
+    given = [
+        option
+        for option, value in (
+            ("--name", args.name),
+            ("--release", args.release),
+            ("--generation", args.generation),
+            ("--task", args.task),
+            ("--sample", args.sample),
+        )
+        if value is not None
+    ]
+    if args.backend != "auto":
+        given.append("--backend")
+    if given:
+        raise UsageError(
+            f"{path}: a bundle sets its own name, release, generation, task and backend",
+            hint=f"leave out {', '.join(given)}",
+        )
+    return served_model_from_bundle(load_bundle(path))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, load the model, serve it; returns the exit code."""
     # lazy: mlcycle.serve.app imports numpy
@@ -48,8 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     from mlcycle.serve.server import serve
 
     parser = argparse.ArgumentParser(prog="python -m mlcycle.serve", description=__doc__)
-    parser.add_argument("model", type=Path, help="a fitted sklearn estimator (.skops)")
-    parser.add_argument("--name", default="model", help="project name reported and used by /v2")
+    parser.add_argument(
+        "model", type=Path, help="a fitted sklearn estimator (.skops) or a bundle directory"
+    )
+    parser.add_argument(
+        "--name", default=None, help="project name reported and used by /v2 (default: model)"
+    )
     parser.add_argument("--release", default=None, help="release reported with predictions")
     parser.add_argument("--generation", type=int, default=None, help="generation reported")
     parser.add_argument("--task", choices=["classification", "regression"], default=None)
@@ -99,17 +131,18 @@ def main(argv: list[str] | None = None) -> int:
 
         token = load_token(args.token_file)
         require_token_for(args.host, token, no_auth=args.no_auth)
-        estimator = load_estimator(args.model)
-        sample = np.load(args.sample) if args.sample else None
-        model = ServedModel.from_estimator(
-            estimator,
-            name=args.name,
-            task=args.task,
-            release=args.release,
-            generation=args.generation,
-            sample=sample,
-            backend=args.backend,
-        )
+        if args.model.is_dir():
+            model = load_bundled(args.model, args)
+        else:
+            model = ServedModel.from_estimator(
+                load_estimator(args.model),
+                name=args.name or "model",
+                task=args.task,
+                release=args.release,
+                generation=args.generation,
+                sample=np.load(args.sample) if args.sample else None,
+                backend=args.backend,
+            )
         options = ServeOptions(
             max_inflight=args.max_inflight,
             queue_deadline=args.queue_deadline_ms / 1000.0 or None,

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from mlcycle.package.bundle import Bundle
+
 log = logging.getLogger(__name__)
 
 
@@ -239,6 +241,34 @@ class SingleModelRouter(Router):
 
 ModelSource = ServedModel | Router | Callable[[], "ServedModel | Router"]
 """What `serve` accepts: a model, a router, or a function that loads either."""
+
+
+def served_model_from_bundle(bundle: Bundle) -> ServedModel:
+    """The bundled model ready for the engine (what `mlcycle serve --bundle` serves)."""
+    metadata = {"sha256": bundle.artifact.sha256, "created_at": bundle.created_at}
+    onnx = bundle.load_onnx()  # checked by SHA-256 against bundle.json
+    if onnx is not None and bundle.onnx is not None:
+        # The form made at release: no conversion, no scikit-learn in the image.
+        return ServedModel(
+            name=bundle.project,
+            features=bundle.features,
+            task=bundle.onnx.task,
+            predictor=Predictor.from_onnx(
+                onnx, task=bundle.onnx.task, classes=bundle.onnx.classes, note=bundle.onnx.note
+            ),
+            release=bundle.release,
+            generation=bundle.generation,
+            metadata=metadata,
+        )
+    return ServedModel.from_estimator(
+        bundle.load_model(),
+        name=bundle.project,
+        features=bundle.features,
+        task=bundle.task,
+        release=bundle.release,
+        generation=bundle.generation,
+        metadata=metadata,
+    )
 
 
 def resolve_source(source: ModelSource) -> Router:

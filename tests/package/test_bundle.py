@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlcycle.api.serving import served_model_from_bundle
 from mlcycle.errors import IntegrityError, PackagingError, UsageError
 from mlcycle.package import (
     BUNDLE_FILE,
@@ -22,6 +21,7 @@ from mlcycle.package import (
     write_archive,
 )
 from mlcycle.registry import Status
+from mlcycle.serve.model import served_model_from_bundle
 from tests.package.conftest import Project
 
 

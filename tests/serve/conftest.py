@@ -122,21 +122,21 @@ def launch(
     wait: bool = True,
     name: str = NAME,
 ) -> Server:
-    """Start `python -m mlcycle.serve MODEL` and (by default) wait until it is ready."""
+    """Start `python -m mlcycle.serve MODEL` and (by default) wait until it is ready.
+
+    MODEL is a `.skops` file, served as NAME RELEASE/GENERATION, or a bundle directory
+    (`bundle`), which names its own."""
     port = free_port()
     store_path = tmp / "store.db" if store else None
     log_path = tmp / f"server-{port}.log"
+    names = [] if model.is_dir() else ["--name", name, "--release", RELEASE]
+    names += [] if model.is_dir() else ["--generation", str(GENERATION)]
     command = [
         sys.executable,
         "-m",
         "mlcycle.serve",
         str(model),
-        "--name",
-        name,
-        "--release",
-        RELEASE,
-        "--generation",
-        str(GENERATION),
+        *names,
         "--port",
         str(port),
         "--store",
@@ -278,6 +278,39 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, pipeline: Any, cancer: A
     sio.dump(pipeline, root / "model.skops")
     np.save(root / "sample.npy", cancer[0].to_numpy())
     return root
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory: pytest.TempPathFactory, pipeline: Any, cancer: Any) -> Path:
+    """The pipeline as `mlcycle deploy` bundles it: NAME RELEASE/GENERATION with its ONNX
+    form, so that a server starts without scikit-learn or a conversion (about 1.5 s of
+    CPU, against 4.6 s for the `.skops` file). For the tests about serving, not about
+    loading or converting a model."""
+    from mlcycle.package import build_bundle
+    from mlcycle.registry import LocalRegistry
+    from mlcycle.registry.onnx import compile_onnx
+    from tests.package.conftest import write_project
+
+    root = tmp_path_factory.mktemp("bundled")
+    spec = write_project(root / "project", name=NAME)
+    features = [{"name": str(c), "type": "number"} for c in cancer[0].columns]
+    registry = LocalRegistry(root / "registry", NAME)
+    entry = registry.register(
+        pipeline,
+        release=RELEASE,
+        generation=GENERATION,
+        metrics={"accuracy": 0.98},
+        gate={"passed": True},
+        data={"features": features},
+        spec_hash=None,
+        git_commit=None,
+        procurement="unattended",
+        status="candidate",
+        extra={"training": {"task": "classification"}},
+        onnx=compile_onnx(pipeline, features=features, task="classification", sample=cancer[0]),
+    )
+    assert entry.onnx is not None and entry.generation == GENERATION
+    return build_bundle(spec, registry, entry, root / "bundle").path
 
 
 @pytest.fixture(scope="session")

@@ -69,11 +69,11 @@ def _frozen_requests(
 
 
 def test_requests_that_waited_past_the_deadline_are_shed_and_the_server_recovers(
-    model_dir: Path, tmp_path: Path, cancer: Any
+    bundle: Path, tmp_path: Path, cancer: Any
 ) -> None:
     # The deadline bounds the wait inside the worker, from a request's read to its model
     # work. 1 µs: every request that waits behind another one in flight is past it.
-    server = launch(model_dir / "model.skops", tmp_path, "--queue-deadline-ms", "0.001")
+    server = launch(bundle, tmp_path, "--queue-deadline-ms", "0.001")
     body = {"instances": rows_of(cancer[0], 0, 1)}
     try:
         assert server.post("/v1/predict", body).status == 200
@@ -101,13 +101,13 @@ def test_requests_that_waited_past_the_deadline_are_shed_and_the_server_recovers
 
 
 def test_the_requests_read_after_one_stall_are_served_not_shed(
-    model_dir: Path, tmp_path: Path, cancer: Any
+    bundle: Path, tmp_path: Path, cancer: Any
 ) -> None:
     """A stall is not a queue: the requests that waited in the kernel through it (ten
     times the deadline here) are served once the server runs again. A live model swap,
     a garbage collection or a busy machine stalls a worker now and then; shedding what
     queued behind it lost requests to nothing but bad luck."""
-    server = launch(model_dir / "model.skops", tmp_path, "--queue-deadline-ms", "50")
+    server = launch(bundle, tmp_path, "--queue-deadline-ms", "50")
     body = {"instances": rows_of(cancer[0], 0, 1)}
     try:
         assert server.post("/v1/predict", body).status == 200
@@ -119,16 +119,14 @@ def test_the_requests_read_after_one_stall_are_served_not_shed(
 
 
 def test_requests_beyond_max_inflight_wait_for_a_slot_and_are_served(
-    model_dir: Path, tmp_path: Path, cancer: Any
+    bundle: Path, tmp_path: Path, cancer: Any
 ) -> None:
     """One slot, five requests read in one turn: a cap that shed what came beyond it shed
     four requests that were a few milliseconds of work (the worker reads every request
     that arrived since its last turn at once: 1,024 clients whose sends fell together,
     or what queued in the kernel while the process got no CPU). They wait for the slot
     in turn and are served. (A deadline of 10 s keeps a busy machine out of it.)"""
-    server = launch(
-        model_dir / "model.skops", tmp_path, "--max-inflight", "1", "--queue-deadline-ms", "10000"
-    )
+    server = launch(bundle, tmp_path, "--max-inflight", "1", "--queue-deadline-ms", "10000")
     body = {"instances": rows_of(cancer[0], 0, 1)}
     try:
         assert server.post("/v1/predict", body).status == 200
@@ -141,7 +139,7 @@ def test_requests_beyond_max_inflight_wait_for_a_slot_and_are_served(
 
 @contextlib.contextmanager
 def _late_queue(
-    model_dir: Path, tmp_path: Path, cancer: Any
+    bundle: Path, tmp_path: Path, cancer: Any
 ) -> Iterator[tuple[Any, bytes, Future[Any], socket.socket]]:
     """A server whose one slot is held (feedback on ids that look issued a moment ago
     by another worker, which the server retries for seconds) while one request waits
@@ -149,7 +147,7 @@ def _late_queue(
     Yields the server, a predict request, the feedback's future and the waiting
     request's connection (its answer unread)."""
     server = launch(
-        model_dir / "model.skops",
+        bundle,
         tmp_path,
         *("--max-inflight", "1", "--queue-target-ms", "0.001", "--queue-deadline-ms", "10000"),
     )
@@ -176,12 +174,12 @@ def _late_queue(
 
 
 def test_a_request_that_would_join_a_late_queue_is_refused_as_it_is_read(
-    model_dir: Path, tmp_path: Path, cancer: Any
+    bundle: Path, tmp_path: Path, cancer: Any
 ) -> None:
     """The protocol answers a request that would join a late queue 503 + Retry-After
     itself, before a request cycle starts, and keeps the connection open for the next
     request; the waiting one is served once the slot frees."""
-    with _late_queue(model_dir, tmp_path, cancer) as (server, request, busy, waiting):
+    with _late_queue(bundle, tmp_path, cancer) as (server, request, busy, waiting):
         with socket.create_connection(("127.0.0.1", server.port), timeout=30) as late:
             late.sendall(request)
             status, headers, reply = read_response(late)
@@ -196,14 +194,14 @@ def test_a_request_that_would_join_a_late_queue_is_refused_as_it_is_read(
 
 
 def test_a_connection_refused_once_has_its_next_request_served(
-    model_dir: Path, tmp_path: Path, cancer: Any
+    bundle: Path, tmp_path: Path, cancer: Any
 ) -> None:
     """Refused at once, then sent again at once on the same connection (a client that
     ignores Retry-After), a request is not refused again: it waits for the slot and is
     served. A client that resends at once keeps as many requests waiting however many
     are refused, and refusing them all left a worker answering almost only 503s
     (admission.py). Another connection is still refused."""
-    with _late_queue(model_dir, tmp_path, cancer) as (server, request, busy, waiting):
+    with _late_queue(bundle, tmp_path, cancer) as (server, request, busy, waiting):
         with socket.create_connection(("127.0.0.1", server.port), timeout=30) as again:
             again.sendall(request)
             assert read_response(again)[0] == 503
@@ -254,9 +252,9 @@ def test_the_slot_queue_hands_slots_over_in_order_and_sheds_by_time() -> None:
 
 
 def test_a_connection_over_the_budget_gets_503_and_is_closed(
-    model_dir: Path, tmp_path: Path, cancer: Any
+    bundle: Path, tmp_path: Path, cancer: Any
 ) -> None:
-    server = launch(model_dir / "model.skops", tmp_path, "--max-connections", "2")
+    server = launch(bundle, tmp_path, "--max-connections", "2")
     request = _request({"instances": rows_of(cancer[0], 0, 1)})
     try:
         # Answered: the engine holds both connections now.

@@ -37,12 +37,10 @@ def _token_file(tmp: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def guarded(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[Server]:
+def guarded(tmp_path_factory: pytest.TempPathFactory, bundle: Path) -> Iterator[Server]:
     """A server whose routes need the token (two workers: each one must check it)."""
     tmp = tmp_path_factory.mktemp("guarded")
-    server = launch(
-        model_dir / "model.skops", tmp, "--token-file", str(_token_file(tmp)), "--workers", "2"
-    )
+    server = launch(bundle, tmp, "--token-file", str(_token_file(tmp)), "--workers", "2")
     yield server
     server.stop()
 
@@ -134,10 +132,10 @@ def test_the_token_never_reaches_the_log(guarded: Server) -> None:
 
 
 def test_public_predict_leaves_only_predictions_open(
-    tmp_path: Path, model_dir: Path, cancer: Any
+    tmp_path: Path, bundle: Path, cancer: Any
 ) -> None:
     server = launch(
-        model_dir / "model.skops",
+        bundle,
         tmp_path,
         "--token-file",
         str(_token_file(tmp_path)),

@@ -39,20 +39,20 @@ def _raise_file_limit(needed: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def patient(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[Server]:
+def patient(tmp_path_factory: pytest.TempPathFactory, bundle: Path) -> Iterator[Server]:
     """A server with the default deadlines and in-flight slots (256), started after
     the file limit allows the test's sockets."""
     _raise_file_limit(4 * HELD)
-    server = launch(model_dir / "model.skops", tmp_path_factory.mktemp("patient"), store=False)
+    server = launch(bundle, tmp_path_factory.mktemp("patient"), store=False)
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
-def strict(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[Server]:
+def strict(tmp_path_factory: pytest.TempPathFactory, bundle: Path) -> Iterator[Server]:
     """A server with one-second deadlines for headers and bodies, and a 1 MB body limit."""
     server = launch(
-        model_dir / "model.skops",
+        bundle,
         tmp_path_factory.mktemp("strict"),
         "--body-timeout",
         "1",

@@ -53,9 +53,9 @@ def _finish(sock: socket.socket, body: bytes, sent: int) -> tuple[int, Any]:
 
 
 def test_overload_is_shed_with_503_and_retry_after(
-    model_dir: Path, tmp_path: Path, cancer: Any
+    bundle: Path, tmp_path: Path, cancer: Any
 ) -> None:
-    server = launch(model_dir / "model.skops", tmp_path, "--max-inflight", "2")
+    server = launch(bundle, tmp_path, "--max-inflight", "2")
     try:
         # Two requests at work fill the server: feedback on ids that look issued a
         # moment ago by another worker, which the server retries for a few seconds.
@@ -88,10 +88,10 @@ def test_overload_is_shed_with_503_and_retry_after(
 
 
 def test_sigterm_drains_in_flight_requests_and_flushes_the_log(
-    model_dir: Path, tmp_path: Path, cancer: Any
+    bundle: Path, tmp_path: Path, cancer: Any
 ) -> None:
     X, _ = cancer
-    server = launch(model_dir / "model.skops", tmp_path)
+    server = launch(bundle, tmp_path)
     answered = []
     for i in range(20):
         answered += server.post("/v1/predict", {"instances": rows_of(X, i, i + 1)}).json["ids"]
@@ -119,10 +119,10 @@ def test_sigterm_drains_in_flight_requests_and_flushes_the_log(
 
 @pytest.mark.parametrize("sockets", [[], ["--reuse-port"]], ids=["shared-socket", "reuse-port"])
 def test_two_workers_share_the_port_and_the_store(
-    model_dir: Path, tmp_path: Path, cancer: Any, pipeline: Any, sockets: list[str]
+    bundle: Path, tmp_path: Path, cancer: Any, pipeline: Any, sockets: list[str]
 ) -> None:
     X, _ = cancer
-    server = launch(model_dir / "model.skops", tmp_path, "--workers", "2", *sockets)
+    server = launch(bundle, tmp_path, "--workers", "2", *sockets)
     try:
         pids = set()
         ids = []
@@ -215,10 +215,21 @@ def test_a_missing_model_file_is_a_clear_error(tmp_path: Path) -> None:
     assert "nope.skops: no such model file" in result.stderr
 
 
-def test_a_worker_that_dies_is_replaced(model_dir: Path, tmp_path: Path, cancer: Any) -> None:
+def test_a_bundle_names_itself_and_refuses_options_that_would_rename_it(
+    bundle: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mlcycle.serve.__main__ import main
+
+    code = main([str(bundle), "--release", "9.9.9", "--backend", "sklearn"])
+    assert code == 2
+    assert "a bundle sets its own name, release, generation, task and backend" in caplog.text
+    assert "leave out --release, --backend" in caplog.text
+
+
+def test_a_worker_that_dies_is_replaced(bundle: Path, tmp_path: Path, cancer: Any) -> None:
     import os
 
-    server = launch(model_dir / "model.skops", tmp_path, "--workers", "2", store=False)
+    server = launch(bundle, tmp_path, "--workers", "2", store=False)
     try:
         victim = _worker_pid(server)
         os.kill(victim, signal.SIGKILL)

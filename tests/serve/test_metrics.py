@@ -162,8 +162,8 @@ def _proc_stat(pid: int) -> tuple[float, float]:
     return (float(fields[11]) + float(fields[12])) / ticks, float(fields[19]) / ticks + boot
 
 
-def test_a_real_server_reports_its_workers_process_metrics(model_dir: Path, tmp_path: Path) -> None:
-    server = launch(model_dir / "model.skops", tmp_path, "--workers", "2", store=False)
+def test_a_real_server_reports_its_workers_process_metrics(bundle: Path, tmp_path: Path) -> None:
+    server = launch(bundle, tmp_path, "--workers", "2", store=False)
     try:
         # Which worker answers a fresh connection is the kernel's choice: ask until both
         # did, with a deadline rather than a number of tries (one worker can take a long

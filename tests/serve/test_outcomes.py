@@ -216,10 +216,10 @@ def test_more_rows_than_max_rows_is_413_in_every_form(pipeline: Any, cancer: Any
 
 
 @pytest.mark.slow
-def test_max_rows_reaches_the_server_process(model_dir: Any, tmp_path: Any, cancer: Any) -> None:
+def test_max_rows_reaches_the_server_process(bundle: Any, tmp_path: Any, cancer: Any) -> None:
     from tests.serve.conftest import launch
 
-    running = launch(model_dir / "model.skops", tmp_path, "--max-rows", "3", "--workers", "2")
+    running = launch(bundle, tmp_path, "--max-rows", "3", "--workers", "2")
     try:
         for _ in range(4):  # both workers, whichever answers
             answer = running.post("/v1/predict", {"instances": rows_of(cancer[0], 0, 4)})
