@@ -37,7 +37,9 @@ def load_estimator(path: Path) -> Any:
             hint="save the model as skops: skops.io.dump(model, 'model.skops')",
         )
     if path.suffix != ".skops":
-        raise ServingError(f"{path}: unknown model format", hint="use a .skops file")
+        raise ServingError(
+            f"{path}: unknown model format", hint="use a .skops file or a bundle directory"
+        )
     # The file names no hash to check against: its own, taken from the bytes loaded.
     return load_model(
         path, sha256=sha256_bytes(path.read_bytes()), format=SKOPS, trust=DEFAULT_POLICY

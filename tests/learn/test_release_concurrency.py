@@ -74,7 +74,7 @@ def test_concurrent_bumps_each_release_their_own_version(
     root = quick_project(tmp_path / "churn")
     results = start_releases(zygote, root, count, "--bump", "patch")
     assert [code for code, _, _ in results] == [0] * count, [err for _, _, err in results]
-    # They raced: started at one instant, all but one found the lock taken and said so.
+    # They raced: started at one instant, the lock was taken when others asked for it.
     waited = [err for _, _, err in results if "waiting for another release of churn" in err]
     assert len(waited) >= 1, [err for _, _, err in results]
     versions = sorted((json.loads(out)["version"] for _, out, _ in results), key=len)

@@ -129,8 +129,8 @@ def launch(
     port = free_port()
     store_path = tmp / "store.db" if store else None
     log_path = tmp / f"server-{port}.log"
-    names = [] if model.is_dir() else ["--name", name, "--release", RELEASE]
-    names += [] if model.is_dir() else ["--generation", str(GENERATION)]
+    named = ["--name", name, "--release", RELEASE, "--generation", str(GENERATION)]
+    names = [] if model.is_dir() else named
     command = [
         sys.executable,
         "-m",
