@@ -11,8 +11,8 @@ export APT_LOCK ?= /var/lock/mlcycle-apt.lock
 
 # The venvs are made by Python's venv (so each has its pip: mlcycle runs `python -m pip
 # wheel` from a checkout) and filled by uv, which resolves and installs from its cache in
-# seconds where pip took 131 s of wall and 110 s of CPU for this one on a fresh clone (two
-# thirds of that byte-compiling every module of every dependency; uv compiles nothing,
+# seconds where pip took 131 s of wall and 110 s of CPU for this one on a fresh clone
+# (about half of it byte-compiling every module of every dependency; uv compiles nothing,
 # and a process compiles what it imports, once). uv reads no pip.conf: UV_INDEX_URL and
 # friends point it at another index. Where uv fails, pip installs as before.
 define fill_venv
